@@ -1,0 +1,344 @@
+//! The machine configuration: a v1alpha1 document plus any number of typed multi-document kinds.
+
+mod shape;
+
+use std::fmt;
+use std::path::Path;
+
+use serde_json::Value;
+
+pub use shape::{
+    canonical, check, go_key_order, is_delete_directive, join as join_path, merge,
+    strip_directives, Field, MissingPath, ShapeProblem, Shapes, Ty, PATCH_KEY,
+};
+
+use crate::error::{Error, Problem, Result};
+use crate::yaml::{self, Positions};
+
+/// Which document this is: the v1alpha1 document, or a kind with an optional name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DocId {
+    V1Alpha1,
+    Kind {
+        api_version: String,
+        kind: String,
+        name: Option<String>,
+    },
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DocId::V1Alpha1 => f.write_str("/v1alpha1"),
+            DocId::Kind {
+                api_version,
+                kind,
+                name,
+            } => {
+                write!(f, "{api_version}/{kind}")?;
+                if let Some(n) = name {
+                    write!(f, "/{n}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl DocId {
+    /// The shape type of the document's root.
+    pub fn root_ty(&self) -> Option<Ty> {
+        match self {
+            DocId::V1Alpha1 => Some(Ty::Struct("v1alpha1.Config".into())),
+            DocId::Kind { kind, .. } => Shapes::get().kinds.get(kind).cloned().map(Ty::Struct),
+        }
+    }
+}
+
+/// One document of a configuration, in canonical form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub id: DocId,
+    pub value: Value,
+}
+
+impl Document {
+    /// Build a document from a value, checking it strictly and putting it in canonical form.
+    pub fn from_value(value: Value) -> Result<Document> {
+        let id = identify(&value, &Positions::default())?;
+        let ty = root_ty(&id)?;
+        let mut problems = Vec::new();
+        check(&value, &ty, "", false, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems
+                .into_iter()
+                .map(|p| Problem::new(p.message).path(p.path))
+                .collect::<Vec<_>>()
+                .into());
+        }
+        let value = canonical(&value, &ty);
+        Ok(Document { id, value })
+    }
+
+    pub fn encode(&self) -> String {
+        yaml::to_string(&self.value)
+    }
+}
+
+fn root_ty(id: &DocId) -> Result<Ty> {
+    id.root_ty()
+        .ok_or_else(|| Error::msg(format!("unknown document kind \"{id}\"")))
+}
+
+/// Find a document's identity from its `version` or `apiVersion`/`kind`/`name`.
+pub(crate) fn identify(value: &Value, positions: &Positions) -> Result<DocId> {
+    let Some(m) = value.as_object() else {
+        return Err(Problem::new("a config document must be a mapping")
+            .at(positions.lookup(""))
+            .into());
+    };
+    let kind = m.get("kind").and_then(Value::as_str);
+    let api_version = m.get("apiVersion").and_then(Value::as_str);
+    match (api_version, kind) {
+        (None, None) => {
+            if let Some(v) = m.get("version").filter(|v| !v.is_null()) {
+                if v.as_str() != Some("v1alpha1") {
+                    return Err(Problem::new(format!("unsupported config version {v}"))
+                        .path("version")
+                        .at(positions.lookup("version"))
+                        .into());
+                }
+            }
+            Ok(DocId::V1Alpha1)
+        }
+        (Some(api), Some(kind)) => {
+            if !Shapes::get().kinds.contains_key(kind) {
+                return Err(Problem::new(format!("unknown document kind \"{kind}\""))
+                    .path("kind")
+                    .at(positions.lookup("kind"))
+                    .into());
+            }
+            if api != "v1alpha1" {
+                return Err(Problem::new(format!(
+                    "unsupported apiVersion \"{api}\" for kind {kind}"
+                ))
+                .path("apiVersion")
+                .at(positions.lookup("apiVersion"))
+                .into());
+            }
+            Ok(DocId::Kind {
+                api_version: api.to_string(),
+                kind: kind.to_string(),
+                name: m.get("name").and_then(Value::as_str).map(String::from),
+            })
+        }
+        (None, Some(_)) => Err(Problem::new("document has a kind but no apiVersion")
+            .at(positions.lookup("kind"))
+            .into()),
+        (Some(_), None) => Err(Problem::new("document has an apiVersion but no kind")
+            .at(positions.lookup("apiVersion"))
+            .into()),
+    }
+}
+
+/// A parsed document before it is checked, with the positions of its nodes.
+#[derive(Debug, Clone)]
+pub struct RawDocument {
+    pub id: DocId,
+    pub value: Value,
+    pub positions: Positions,
+}
+
+/// Read a YAML stream into identified documents. Empty documents are skipped.
+pub(crate) fn read_raw(src: &str) -> Result<Vec<RawDocument>> {
+    let docs = yaml::parse_stream(src).map_err(|e| {
+        Error::from(Problem::new(format!("invalid YAML: {}", e.message)).at(Some(e.pos)))
+    })?;
+    let mut out = Vec::new();
+    for d in docs {
+        if d.value.is_null() {
+            continue;
+        }
+        let id = identify(&d.value, &d.positions)?;
+        out.push(RawDocument {
+            id,
+            value: d.value,
+            positions: d.positions,
+        });
+    }
+    Ok(out)
+}
+
+/// Check raw documents against their shapes, reporting every problem with its position.
+pub(crate) fn check_raw(docs: &[RawDocument], allow_patch: bool) -> Result<()> {
+    let mut problems = Vec::new();
+    for d in docs {
+        let ty = root_ty(&d.id)?;
+        let mut found = Vec::new();
+        check(&d.value, &ty, "", allow_patch, &mut found);
+        problems.extend(found.into_iter().map(|p| {
+            let pos = d.positions.lookup(&p.path);
+            Problem::new(p.message).path(p.path).at(pos)
+        }));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.into())
+    }
+}
+
+/// A whole machine configuration.
+///
+/// A configuration read from text and left unchanged encodes back to that text, comments and
+/// all; once changed it encodes canonically.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    documents: Vec<Document>,
+    original: Option<String>,
+}
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.documents == other.documents
+    }
+}
+
+impl Config {
+    /// Load a configuration strictly: unknown fields, wrong types, two v1alpha1 documents and
+    /// duplicate documents are errors.
+    pub fn parse(src: &str) -> Result<Config> {
+        let raw = read_raw(src)?;
+        check_raw(&raw, false)?;
+        let mut cfg = Config {
+            documents: Vec::new(),
+            original: Some(src.to_string()),
+        };
+        for (i, d) in raw.into_iter().enumerate() {
+            let pos = d.positions.lookup("");
+            if cfg.documents.iter().any(|x| x.id == d.id) {
+                let what = if d.id == DocId::V1Alpha1 {
+                    "a second v1alpha1 document is not allowed".to_string()
+                } else {
+                    format!("duplicate document {} is not allowed", d.id)
+                };
+                return Err(Problem::new(format!("document {}: {what}", i + 1))
+                    .at(pos)
+                    .into());
+            }
+            let ty = root_ty(&d.id)?;
+            cfg.documents.push(Document {
+                value: canonical(&d.value, &ty),
+                id: d.id,
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Load a configuration file; errors name the file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| Error::msg(format!("{name}: cannot read: {e}")))?;
+        Config::parse(&src).map_err(|e| e.in_file(&name))
+    }
+
+    pub fn from_documents(documents: Vec<Document>) -> Config {
+        Config {
+            documents,
+            original: None,
+        }
+    }
+
+    pub fn documents(&self) -> &[Document] {
+        &self.documents
+    }
+
+    /// Mutable access to the documents; the config then encodes canonically.
+    pub fn documents_mut(&mut self) -> &mut Vec<Document> {
+        self.original = None;
+        &mut self.documents
+    }
+
+    /// The encoding: the original text when unchanged, otherwise the canonical form
+    /// (documents joined by `---`).
+    pub fn encode(&self) -> String {
+        if let Some(src) = &self.original {
+            return src.clone();
+        }
+        self.encode_canonical()
+    }
+
+    /// The canonical encoding, whatever the source looked like.
+    pub fn encode_canonical(&self) -> String {
+        let parts: Vec<String> = self.documents.iter().map(Document::encode).collect();
+        parts.join("---\n")
+    }
+
+    pub fn v1alpha1(&self) -> Option<&Value> {
+        self.document(&DocId::V1Alpha1).map(|d| &d.value)
+    }
+
+    pub fn document(&self, id: &DocId) -> Option<&Document> {
+        self.documents.iter().find(|d| &d.id == id)
+    }
+
+    /// All documents of one kind.
+    pub fn kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Document> + 'a {
+        self.documents
+            .iter()
+            .filter(move |d| matches!(&d.id, DocId::Kind { kind: k, .. } if k == kind))
+    }
+
+    /// A value by path in the v1alpha1 document, e.g. `/machine/type`.
+    pub fn pointer(&self, ptr: &str) -> Option<&Value> {
+        self.v1alpha1().and_then(|v| v.pointer(ptr))
+    }
+
+    /// The machine type (`controlplane`, `worker`, `init`), if set.
+    pub fn machine_type(&self) -> &str {
+        self.pointer("/machine/type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_errors_name_line_and_path() {
+        let src =
+            "version: v1alpha1\nmachine:\n  type: worker\n  netwrk: {}\n  install:\n    wipe: 3\n";
+        let e = Config::parse(src).unwrap_err();
+        let lines: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "4:3: machine.netwrk: unknown field \"netwrk\"",
+                "6:11: machine.install.wipe: expected a boolean (true or false), found number 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn two_v1alpha1_documents_are_refused() {
+        let e = Config::parse("version: v1alpha1\n---\nversion: v1alpha1\n").unwrap_err();
+        assert!(e.to_string().contains("not allowed"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_named_document_is_refused() {
+        let doc = "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\n";
+        let e = Config::parse(&format!("{doc}---\n{doc}")).unwrap_err();
+        assert!(e.to_string().contains("duplicate document"), "{e}");
+    }
+
+    #[test]
+    fn unknown_kind_is_refused() {
+        let e = Config::parse("apiVersion: v1alpha1\nkind: Nope\n").unwrap_err();
+        assert_eq!(e.to_string(), "2:7: kind: unknown document kind \"Nope\"");
+    }
+}

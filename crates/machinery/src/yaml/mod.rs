@@ -1,0 +1,7 @@
+//! YAML in and out: a position-aware reader and the canonical Talos writer.
+
+mod emit;
+mod parse;
+
+pub use emit::{scalar_str, to_string};
+pub use parse::{parse_stream, resolve_plain, Positions, SyntaxError, YamlDoc};
