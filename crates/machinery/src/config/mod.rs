@@ -81,7 +81,10 @@ impl Document {
     }
 
     pub fn encode(&self) -> String {
-        yaml::to_string(&self.value)
+        match self.id.root_ty() {
+            Some(ty) => yaml::to_string(&shape::for_emit(&self.value, &ty)),
+            None => yaml::to_string(&self.value),
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub enum Ty {
     Bool,
     Int,
     Float,
+    /// An integer written in octal (`0o644`), like file modes.
+    Octal,
     Any,
     List(Box<Ty>),
     Map(Box<Ty>),
@@ -29,6 +31,8 @@ pub struct Field {
     pub always: bool,
     pub ptr: bool,
     pub replace: bool,
+    /// A list written in flow style (`[0,7]`).
+    pub flow: bool,
     pub keys: Vec<String>,
 }
 
@@ -92,6 +96,7 @@ impl Shapes {
                 always: false,
                 ptr: false,
                 replace: false,
+                flow: false,
                 keys: Vec::new(),
             };
             for flag in words {
@@ -99,6 +104,7 @@ impl Shapes {
                     "always" => field.always = true,
                     "ptr" => field.ptr = true,
                     "replace" => field.replace = true,
+                    "flow" => field.flow = true,
                     f if f.starts_with("key=") => {
                         field.keys = f[4..].split('|').map(String::from).collect()
                     }
@@ -129,6 +135,7 @@ fn parse_ty(s: &str) -> Ty {
         "bool" => Ty::Bool,
         "int" => Ty::Int,
         "float" => Ty::Float,
+        "octal" => Ty::Octal,
         "any" => Ty::Any,
         name => Ty::Struct(name.into()),
     }
@@ -189,7 +196,7 @@ pub fn check(v: &Value, ty: &Ty, path: &str, allow_patch: bool, out: &mut Vec<Sh
                 bad("a boolean (true or false)")
             }
         }
-        Ty::Int => {
+        Ty::Int | Ty::Octal => {
             if !(v.is_i64() || v.is_u64()) {
                 bad("an integer")
             }
@@ -251,7 +258,7 @@ fn zero_of(ty: &Ty) -> Value {
     match ty {
         Ty::String => Value::String(String::new()),
         Ty::Bool => Value::Bool(false),
-        Ty::Int | Ty::Float => Value::from(0),
+        Ty::Int | Ty::Float | Ty::Octal => Value::from(0),
         Ty::List(_) => Value::Array(Vec::new()),
         Ty::Map(_) => Value::Object(Map::new()),
         Ty::Any | Ty::Struct(_) => Value::Null,
@@ -281,10 +288,7 @@ pub fn canonical(v: &Value, ty: &Ty) -> Value {
                         let keep = f.always
                             || match &f.ty {
                                 Ty::Struct(_) | Ty::Any => true,
-                                Ty::Bool | Ty::Int | Ty::Float | Ty::String => {
-                                    f.ptr || !is_zero(&x)
-                                }
-                                Ty::List(_) | Ty::Map(_) => !is_zero(&x),
+                                _ => f.ptr || !is_zero(&x),
                             };
                         if keep {
                             out.insert(f.name.clone(), x);
@@ -476,7 +480,49 @@ fn plain_field(name: &str, ty: &Ty) -> Field {
         always: false,
         ptr: true,
         replace: false,
+        flow: false,
         keys: Vec::new(),
+    }
+}
+
+/// Prepare a canonical value for the writer: octal numbers and flow lists become verbatim
+/// scalars (see [`crate::yaml::VERBATIM`]).
+pub fn for_emit(v: &Value, ty: &Ty) -> Value {
+    use crate::yaml::VERBATIM;
+    match (ty, v) {
+        (Ty::Octal, Value::Number(n)) => match n.as_u64() {
+            Some(u) => Value::String(format!("{VERBATIM}0o{u:o}")),
+            None => v.clone(),
+        },
+        (Ty::List(inner) | Ty::Map(inner), _) => map_children(v, |x| for_emit(x, inner)),
+        (Ty::Struct(name), Value::Object(m)) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let out = match Shapes::get().field(name, k) {
+                        Some(f) if f.flow => match x.as_array() {
+                            Some(items) => {
+                                let parts: Vec<String> =
+                                    items.iter().map(|i| i.to_string()).collect();
+                                Value::String(format!("{VERBATIM}[{}]", parts.join(",")))
+                            }
+                            None => x.clone(),
+                        },
+                        Some(f) => for_emit(x, &f.ty),
+                        None => x.clone(),
+                    };
+                    (k.clone(), out)
+                })
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+fn map_children(v: &Value, f: impl Fn(&Value) -> Value) -> Value {
+    match v {
+        Value::Array(items) => Value::Array(items.iter().map(f).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), f(x))).collect()),
+        other => other.clone(),
     }
 }
 

@@ -105,11 +105,21 @@ fn inline(v: &Value) -> Option<String> {
     })
 }
 
+/// A string starting with this private-use character is written verbatim (without it): used
+/// for octal modes and flow lists, which have no `serde_json::Value` form of their own.
+pub const VERBATIM: char = '\u{E000}';
+
 /// Quote a string the way go-yaml v3 does: plain when it reads back as the same string,
 /// single-quoted when only indicators stand in the way, double-quoted otherwise.
 pub fn scalar_str(s: &str) -> String {
-    if s.is_empty() || resolves_non_string(s) || is_old_bool(s) || is_base60(s) {
+    if let Some(raw) = s.strip_prefix(VERBATIM) {
+        return raw.to_string();
+    }
+    if s.is_empty() || resolves_non_string(s) {
         return double_quoted(s);
+    }
+    if is_old_bool(s) || is_base60(s) {
+        return format!("'{s}'");
     }
     if s.chars().any(|c| is_special(c) || c == '\n') {
         return double_quoted(s);
@@ -269,7 +279,8 @@ mod tests {
     fn quoting() {
         assert_eq!(scalar_str(""), "\"\"");
         assert_eq!(scalar_str("true"), "\"true\"");
-        assert_eq!(scalar_str("yes"), "\"yes\"");
+        assert_eq!(scalar_str("yes"), "'yes'");
+        assert_eq!(scalar_str("0000:04:00.00"), "'0000:04:00.00'");
         assert_eq!(scalar_str("123"), "\"123\"");
         assert_eq!(scalar_str("*"), "'*'");
         assert_eq!(scalar_str("a: b"), "'a: b'");
