@@ -7,6 +7,8 @@
 pub mod config;
 pub mod error;
 pub mod patch;
+pub mod pki;
+pub mod secrets;
 pub mod yaml;
 
 pub use config::{Config, DocId, Document};

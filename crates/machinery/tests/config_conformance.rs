@@ -120,3 +120,23 @@ fn args_forms() {
         assert_eq!(got, src, "{}", path.display());
     }
 }
+
+#[test]
+fn secrets_bundles() {
+    let Some(d) = common::dir() else { return };
+    let d = d.join("config/generate-secrets");
+    machinery::secrets::SecretsBundle::load(d.join("secrets.yaml")).unwrap();
+    let e = machinery::secrets::SecretsBundle::load(d.join("invalid-secrets.yaml")).unwrap_err();
+    let text = e.to_string();
+    for missing in [
+        "cluster.secret",
+        "trustdinfo.token",
+        "certs.etcd.key",
+        "certs.k8saggregator.crt",
+        "certs.os.crt",
+    ] {
+        assert!(text.contains(missing), "{missing} not reported in:\n{text}");
+    }
+    let stability = common::dir().unwrap().join("config/stability/secrets.yaml");
+    machinery::secrets::SecretsBundle::load(stability).unwrap();
+}
