@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod patch;
 pub mod pki;
 pub mod secrets;

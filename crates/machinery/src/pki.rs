@@ -54,7 +54,11 @@ impl Key {
             ED25519_PEM => (KeyKind::Ed25519, block.contents().to_vec()),
             EC_PEM => (KeyKind::EcdsaP256, sec1_to_pkcs8(block.contents())?),
             "PRIVATE KEY" => {
-                let kind = if block.contents().windows(5).any(|w| w == [0x06, 0x03, 0x2b, 0x65, 0x70]) {
+                let kind = if block
+                    .contents()
+                    .windows(5)
+                    .any(|w| w == [0x06, 0x03, 0x2b, 0x65, 0x70])
+                {
                     KeyKind::Ed25519
                 } else {
                     KeyKind::EcdsaP256
@@ -103,7 +107,9 @@ fn ed25519_pkcs8_v1(der: &[u8]) -> Vec<u8> {
 /// The 32-byte private scalar inside a P-256 PKCS#8 or SEC1 document (`04 20 <32 bytes>` after
 /// the version `02 01 01`).
 fn p256_scalar(der: &[u8]) -> Option<&[u8]> {
-    let at = der.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])?;
+    let at = der
+        .windows(5)
+        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])?;
     der.get(at + 5..at + 37)
 }
 
@@ -221,7 +227,9 @@ pub fn sign_leaf(ca: &CertAndKey, key: &Key, spec: &LeafSpec) -> Result<String> 
         ));
     }
     for ip in &spec.ip_addresses {
-        params.subject_alt_names.push(rcgen::SanType::IpAddress(*ip));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     if spec.client {

@@ -145,15 +145,14 @@ impl SecretsBundle {
             .into_iter()
             .next()
             .ok_or_else(|| Error::msg("the secrets bundle is empty"))?;
-        let bundle: SecretsBundle =
-            serde_path_to_error::deserialize(&doc.value).map_err(|e| {
-                let path = e.path().to_string();
-                Error::from(
-                    Problem::new(e.into_inner().to_string())
-                        .path(path.clone())
-                        .at(doc.positions.lookup(&path)),
-                )
-            })?;
+        let bundle: SecretsBundle = serde_path_to_error::deserialize(&doc.value).map_err(|e| {
+            let path = e.path().to_string();
+            Error::from(
+                Problem::new(e.into_inner().to_string())
+                    .path(path.clone())
+                    .at(doc.positions.lookup(&path)),
+            )
+        })?;
         bundle.validate()?;
         Ok(bundle)
     }
@@ -175,7 +174,11 @@ impl SecretsBundle {
             }
         };
         need(!self.cluster.id.is_empty(), "cluster.id", "is required");
-        need(!self.cluster.secret.is_empty(), "cluster.secret", "is required");
+        need(
+            !self.cluster.secret.is_empty(),
+            "cluster.secret",
+            "is required",
+        );
         need(
             !self.secrets.bootstraptoken.is_empty(),
             "secrets.bootstraptoken",
@@ -187,12 +190,20 @@ impl SecretsBundle {
             "secrets.secretboxencryptionsecret",
             "is required",
         );
-        need(!self.trustdinfo.token.is_empty(), "trustdinfo.token", "is required");
+        need(
+            !self.trustdinfo.token.is_empty(),
+            "trustdinfo.token",
+            "is required",
+        );
         let pairs = [
             ("certs.etcd", &self.certs.etcd, true),
             ("certs.k8s", &self.certs.k8s, true),
             ("certs.k8saggregator", &self.certs.k8saggregator, true),
-            ("certs.k8sserviceaccount", &self.certs.k8sserviceaccount, false),
+            (
+                "certs.k8sserviceaccount",
+                &self.certs.k8sserviceaccount,
+                false,
+            ),
             ("certs.os", &self.certs.os, true),
         ];
         for (path, pair, with_crt) in pairs {
@@ -240,6 +251,10 @@ mod tests {
     #[test]
     fn unknown_field_is_named() {
         let e = SecretsBundle::parse("cluster:\n    idd: x\n").unwrap_err();
-        assert!(e.to_string().starts_with("2:10: cluster.idd: unknown field `idd`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("2:10: cluster.idd: unknown field `idd`"),
+            "{e}"
+        );
     }
 }

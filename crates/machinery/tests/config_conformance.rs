@@ -45,7 +45,12 @@ fn decoder_delete_selectors() {
     let paths: Vec<&str> = selectors.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
-        ["", "configFiles[0]", "machine.hostname", "machine.network[0]"]
+        [
+            "",
+            "configFiles[0]",
+            "machine.hostname",
+            "machine.network[0]"
+        ]
     );
     let want: Vec<_> = parse_stream(&common::read(&d.join("delete_expected.yaml")))
         .unwrap()
@@ -81,7 +86,12 @@ fn documents_round_trip() {
         }
     }
     assert!(n > 80, "{n} documents");
-    assert!(failures.is_empty(), "{} of {n} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -99,7 +109,10 @@ fn document_from_value_is_canonical() {
         "name": "eth0", "kind": "LinkConfig", "apiVersion": "v1alpha1", "mtu": 9000
     }))
     .unwrap();
-    assert_eq!(doc.encode(), "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 9000\n");
+    assert_eq!(
+        doc.encode(),
+        "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 9000\n"
+    );
 }
 
 /// The Args value forms (string, list, mixed, empty) keep their form and sort their keys.
@@ -111,7 +124,11 @@ fn args_forms() {
         let src = common::read(&path);
         let docs = parse_stream(&src).unwrap();
         let value = docs.first().map(|d| d.value.clone()).unwrap_or_default();
-        let value = if value.is_null() { serde_json::json!({}) } else { value };
+        let value = if value.is_null() {
+            serde_json::json!({})
+        } else {
+            value
+        };
         let ty = machinery::config::Ty::Map(Box::new(machinery::config::Ty::Any));
         let mut problems = Vec::new();
         machinery::config::check(&value, &ty, "", false, &mut problems);
