@@ -4,12 +4,15 @@
 //! Talos's canonical form, generate configs and secrets, and handle the client config
 //! (talosconfig). Synchronous and free of network access, so other tools can embed it.
 
+pub mod clientconfig;
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod generate;
 pub mod patch;
 pub mod pki;
 pub mod secrets;
+pub mod validate;
 pub mod yaml;
 
 pub use config::{Config, DocId, Document};

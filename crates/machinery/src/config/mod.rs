@@ -199,6 +199,8 @@ pub(crate) fn check_raw(docs: &[RawDocument], allow_patch: bool) -> Result<()> {
 pub struct Config {
     documents: Vec<Document>,
     original: Option<String>,
+    /// Source positions of each document while the config is as read.
+    positions: Option<Vec<Positions>>,
 }
 
 impl PartialEq for Config {
@@ -216,6 +218,7 @@ impl Config {
         let mut cfg = Config {
             documents: Vec::new(),
             original: Some(src.to_string()),
+            positions: Some(Vec::new()),
         };
         for (i, d) in raw.into_iter().enumerate() {
             let pos = d.positions.lookup("");
@@ -234,6 +237,9 @@ impl Config {
                 value: canonical(&d.value, &ty),
                 id: d.id,
             });
+            if let Some(p) = cfg.positions.as_mut() {
+                p.push(d.positions);
+            }
         }
         Ok(cfg)
     }
@@ -251,6 +257,7 @@ impl Config {
         Config {
             documents,
             original: None,
+            positions: None,
         }
     }
 
@@ -261,7 +268,13 @@ impl Config {
     /// Mutable access to the documents; the config then encodes canonically.
     pub fn documents_mut(&mut self) -> &mut Vec<Document> {
         self.original = None;
+        self.positions = None;
         &mut self.documents
+    }
+
+    /// Where `path` of document `index` was in the source, while the config is as read.
+    pub fn position(&self, index: usize, path: &str) -> Option<crate::error::Pos> {
+        self.positions.as_ref()?.get(index)?.lookup(path)
     }
 
     /// The encoding: the original text when unchanged, otherwise the canonical form

@@ -1,0 +1,561 @@
+//! Semantic validation of a machine configuration for a runtime mode. Every problem is reported
+//! at once, each with its YAML path (and source position when the config is as read).
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::config::{Config, DocId};
+use crate::error::{Error, Problem, Result};
+
+/// Where the node runs; some rules depend on it (an install disk is needed on metal only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Metal,
+    Container,
+    Cloud,
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Mode> {
+        match s {
+            "metal" => Ok(Mode::Metal),
+            "container" => Ok(Mode::Container),
+            "cloud" => Ok(Mode::Cloud),
+            "" => Err(Error::msg(
+                "a runtime mode is required: metal, cloud or container",
+            )),
+            other => Err(Error::msg(format!(
+                "unknown runtime mode \"{other}\": expected metal, cloud or container"
+            ))),
+        }
+    }
+}
+
+/// The outcome: errors fail validation, warnings only with `--strict`.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+impl Report {
+    pub fn into_result(self, strict: bool) -> Result<Vec<Problem>> {
+        let mut errors = self.errors;
+        if strict {
+            errors.extend(self.warnings.iter().cloned());
+        }
+        if errors.is_empty() {
+            Ok(self.warnings)
+        } else {
+            Err(errors.into())
+        }
+    }
+}
+
+struct Checker<'a> {
+    cfg: &'a Config,
+    doc: usize,
+    report: Report,
+}
+
+impl Checker<'_> {
+    fn problem(&self, path: &str, message: String) -> Problem {
+        Problem::new(message)
+            .path(path)
+            .at(self.cfg.position(self.doc, path))
+    }
+
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let p = self.problem(path, message.into());
+        self.report.errors.push(p);
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let p = self.problem(path, message.into());
+        self.report.warnings.push(p);
+    }
+}
+
+fn str_at<'v>(v: &'v Value, ptr: &str) -> Option<&'v str> {
+    v.pointer(ptr)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn items<'v>(v: &'v Value, ptr: &str) -> &'v [Value] {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// `10.0.0.0/8`, `fd00::/64`; with `allow_negation`, a leading `!` too.
+pub fn parse_cidr(s: &str, allow_negation: bool) -> Option<(IpAddr, u8)> {
+    let s = if allow_negation {
+        s.strip_prefix('!').unwrap_or(s)
+    } else {
+        s
+    };
+    let (ip, bits) = s.split_once('/')?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let bits: u8 = bits.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((ip, bits))
+}
+
+fn check_url(s: &str, schemes: &[&str]) -> std::result::Result<(), String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!(
+            "\"{s}\" is not a URL (expected {}://HOST)",
+            schemes[0]
+        ));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(format!(
+            "\"{s}\" has scheme {scheme}, expected {}",
+            schemes.join(" or ")
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(format!("\"{s}\" has no host"));
+    }
+    if let Some((_, port)) = authority
+        .rsplit_once(':')
+        .filter(|_| !authority.ends_with(']'))
+    {
+        if !port.is_empty() && port.parse::<u16>().is_err() && !authority.starts_with('[') {
+            return Err(format!("\"{s}\" has an invalid port \"{port}\""));
+        }
+    }
+    Ok(())
+}
+
+/// Validate a whole configuration for a mode.
+pub fn validate(cfg: &Config, mode: Mode) -> Report {
+    let mut c = Checker {
+        cfg,
+        doc: 0,
+        report: Report::default(),
+    };
+    let has_installer_doc = cfg.kind("UnattendedInstallConfig").next().is_some();
+    let mut saw_v1alpha1 = false;
+    for (i, doc) in cfg.documents().iter().enumerate() {
+        c.doc = i;
+        match &doc.id {
+            DocId::V1Alpha1 => {
+                saw_v1alpha1 = true;
+                v1alpha1(&mut c, &doc.value, mode, has_installer_doc);
+            }
+            DocId::Kind { kind, .. } => multidoc(&mut c, kind, &doc.value),
+        }
+    }
+    if !saw_v1alpha1 && cfg.kind("KubeClusterConfig").next().is_none() {
+        c.doc = usize::MAX;
+        c.error(
+            "",
+            "the config has no v1alpha1 document (machine type, token and CAs)",
+        );
+    }
+    c.report
+}
+
+fn v1alpha1(c: &mut Checker, v: &Value, mode: Mode, has_installer_doc: bool) {
+    let machine_type = str_at(v, "/machine/type").unwrap_or("");
+    match machine_type {
+        "controlplane" | "init" | "worker" => {}
+        "" => c.error(
+            "machine.type",
+            "machine type is required (controlplane or worker)",
+        ),
+        other => c.error(
+            "machine.type",
+            format!("unknown machine type \"{other}\": expected controlplane or worker"),
+        ),
+    }
+    if machine_type == "init" {
+        c.warn(
+            "machine.type",
+            "machine type \"init\" is deprecated: use controlplane",
+        );
+    }
+    let control_plane = matches!(machine_type, "controlplane" | "init");
+    if str_at(v, "/machine/token").is_none() {
+        c.error("machine.token", "machine token is required");
+    }
+    if str_at(v, "/machine/ca/crt").is_none() {
+        c.error("machine.ca.crt", "the machine CA certificate is required");
+    }
+    if control_plane && str_at(v, "/machine/ca/key").is_none() {
+        c.error("machine.ca.key", "a control plane needs the machine CA key");
+    }
+    if let Some(ep) = str_at(v, "/cluster/controlPlane/endpoint") {
+        if let Err(e) = check_url(ep, &["https"]) {
+            c.error(
+                "cluster.controlPlane.endpoint",
+                format!("invalid control plane endpoint: {e}"),
+            );
+        }
+    } else if v.pointer("/cluster/controlPlane").is_some() {
+        c.error(
+            "cluster.controlPlane.endpoint",
+            "control plane endpoint is required",
+        );
+    }
+    for key in ["podSubnets", "serviceSubnets"] {
+        for (i, s) in items(v, &format!("/cluster/network/{key}"))
+            .iter()
+            .enumerate()
+        {
+            if s.as_str().and_then(|s| parse_cidr(s, false)).is_none() {
+                c.error(
+                    &format!("cluster.network.{key}[{i}]"),
+                    format!("{s} is not a valid CIDR"),
+                );
+            }
+        }
+    }
+    if let Some(d) = str_at(v, "/cluster/network/dnsDomain") {
+        if !valid_dns_name(d) {
+            c.error(
+                "cluster.network.dnsDomain",
+                format!("\"{d}\" is not a valid DNS domain"),
+            );
+        }
+    }
+    if mode == Mode::Metal
+        && !has_installer_doc
+        && str_at(v, "/machine/install/disk").is_none()
+        && v.pointer("/machine/install/diskSelector").is_none()
+    {
+        c.error(
+            "machine.install.disk",
+            "an install disk (or diskSelector) is required in metal mode",
+        );
+    }
+    if v.pointer("/machine/install/bootloader").is_some() {
+        c.warn(
+            "machine.install.bootloader",
+            "the bootloader field is deprecated and ignored",
+        );
+    }
+    if v.pointer("/cluster/allowSchedulingOnMasters").is_some() {
+        c.warn(
+            "cluster.allowSchedulingOnMasters",
+            "deprecated: use allowSchedulingOnControlPlanes",
+        );
+    }
+    for (i, subnet) in items(v, "/machine/kubelet/nodeIP/validSubnets")
+        .iter()
+        .enumerate()
+    {
+        if subnet.as_str().and_then(|s| parse_cidr(s, true)).is_none() {
+            c.error(
+                &format!("machine.kubelet.nodeIP.validSubnets[{i}]"),
+                format!("{subnet} is not a valid CIDR"),
+            );
+        }
+    }
+    files(c, v);
+    network(c, v);
+    encryption(c, v);
+    for (i, d) in items(v, "/machine/logging/destinations").iter().enumerate() {
+        let path = format!("machine.logging.destinations[{i}]");
+        match str_at(d, "/endpoint") {
+            Some(ep) => {
+                if let Err(e) = check_url(ep, &["udp", "tcp"]) {
+                    c.error(&format!("{path}.endpoint"), e);
+                }
+            }
+            None => c.error(
+                &format!("{path}.endpoint"),
+                "a logging endpoint is required",
+            ),
+        }
+        if str_at(d, "/format") != Some("json_lines") {
+            c.error(
+                &format!("{path}.format"),
+                "the only supported format is json_lines",
+            );
+        }
+    }
+    if let Some(taints) = v.pointer("/machine/nodeTaints").and_then(Value::as_object) {
+        for (k, t) in taints {
+            let effect = t.as_str().unwrap_or("").rsplit(':').next().unwrap_or("");
+            if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+                c.error(
+                    &format!("machine.nodeTaints.{k}"),
+                    format!("invalid taint effect \"{effect}\": expected NoSchedule, PreferNoSchedule or NoExecute"),
+                );
+            }
+        }
+    }
+    if let Some(mirrors) = v
+        .pointer("/machine/registries/mirrors")
+        .and_then(Value::as_object)
+    {
+        for (host, m) in mirrors {
+            for (i, ep) in items(m, "/endpoints").iter().enumerate() {
+                if let Err(e) = check_url(ep.as_str().unwrap_or(""), &["https", "http"]) {
+                    c.error(
+                        &format!("machine.registries.mirrors.{host}.endpoints[{i}]"),
+                        e,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn valid_dns_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        })
+}
+
+fn files(c: &mut Checker, v: &Value) {
+    for (i, f) in items(v, "/machine/files").iter().enumerate() {
+        let path = format!("machine.files[{i}]");
+        match str_at(f, "/op") {
+            Some("create" | "append" | "overwrite") => {}
+            Some(op) => c.error(
+                &format!("{path}.op"),
+                format!("unknown file op \"{op}\": expected create, append or overwrite"),
+            ),
+            None => c.error(
+                &format!("{path}.op"),
+                "a file op is required (create, append or overwrite)",
+            ),
+        }
+        match str_at(f, "/path") {
+            Some(p) if p.starts_with('/') => {}
+            Some(p) => c.error(
+                &format!("{path}.path"),
+                format!("\"{p}\" is not an absolute path"),
+            ),
+            None => c.error(&format!("{path}.path"), "a file path is required"),
+        }
+        if let Some(mode) = f.get("permissions").and_then(Value::as_u64) {
+            if mode > 0o7777 {
+                c.error(
+                    &format!("{path}.permissions"),
+                    format!("{mode:o} is not a valid file mode"),
+                );
+            }
+        }
+    }
+}
+
+fn network(c: &mut Checker, v: &Value) {
+    for (i, dev) in items(v, "/machine/network/interfaces").iter().enumerate() {
+        let path = format!("machine.network.interfaces[{i}]");
+        let named = str_at(dev, "/interface").is_some();
+        let selected = dev.get("deviceSelector").is_some_and(|s| !s.is_null());
+        if named == selected {
+            c.error(
+                &path,
+                "exactly one of interface or deviceSelector is required",
+            );
+        }
+        addresses(c, dev, &path);
+        let mut seen = Vec::new();
+        for (j, vlan) in items(dev, "/vlans").iter().enumerate() {
+            let vpath = format!("{path}.vlans[{j}]");
+            match vlan.get("vlanId").and_then(Value::as_u64) {
+                Some(id @ 1..=4094) => {
+                    if seen.contains(&id) {
+                        c.error(
+                            &format!("{vpath}.vlanId"),
+                            format!("duplicate VLAN id {id}"),
+                        );
+                    }
+                    seen.push(id);
+                }
+                _ => c.error(
+                    &format!("{vpath}.vlanId"),
+                    "a VLAN id from 1 to 4094 is required",
+                ),
+            }
+            addresses(c, vlan, &vpath);
+        }
+        if let Some(mode) = str_at(dev, "/bond/mode") {
+            const MODES: [&str; 7] = [
+                "balance-rr",
+                "active-backup",
+                "balance-xor",
+                "broadcast",
+                "802.3ad",
+                "balance-tlb",
+                "balance-alb",
+            ];
+            if !MODES.contains(&mode) {
+                c.error(
+                    &format!("{path}.bond.mode"),
+                    format!("unknown bond mode \"{mode}\""),
+                );
+            }
+        }
+        if let Some(ip) = str_at(dev, "/vip/ip") {
+            if ip.parse::<IpAddr>().is_err() {
+                c.error(
+                    &format!("{path}.vip.ip"),
+                    format!("\"{ip}\" is not an IP address"),
+                );
+            }
+        }
+    }
+}
+
+fn addresses(c: &mut Checker, dev: &Value, path: &str) {
+    for (j, a) in items(dev, "/addresses").iter().enumerate() {
+        let s = a.as_str().unwrap_or("");
+        let ok = parse_cidr(s, false).is_some() || s.parse::<IpAddr>().is_ok();
+        if !ok {
+            c.error(
+                &format!("{path}.addresses[{j}]"),
+                format!("\"{s}\" is not an IP address or CIDR"),
+            );
+        }
+    }
+    for (j, r) in items(dev, "/routes").iter().enumerate() {
+        let rpath = format!("{path}.routes[{j}]");
+        if let Some(n) = str_at(r, "/network") {
+            if parse_cidr(n, false).is_none() {
+                c.error(
+                    &format!("{rpath}.network"),
+                    format!("\"{n}\" is not a valid CIDR"),
+                );
+            }
+        }
+        if let Some(g) = str_at(r, "/gateway") {
+            if g.parse::<IpAddr>().is_err() {
+                c.error(
+                    &format!("{rpath}.gateway"),
+                    format!("\"{g}\" is not an IP address"),
+                );
+            }
+        }
+    }
+}
+
+fn encryption(c: &mut Checker, v: &Value) {
+    for part in ["state", "ephemeral"] {
+        let Some(spec) = v.pointer(&format!("/machine/systemDiskEncryption/{part}")) else {
+            continue;
+        };
+        let path = format!("machine.systemDiskEncryption.{part}");
+        match str_at(spec, "/provider") {
+            Some("luks2") => {}
+            Some(p) => c.error(
+                &format!("{path}.provider"),
+                format!("unknown provider \"{p}\": expected luks2"),
+            ),
+            None => c.error(
+                &format!("{path}.provider"),
+                "an encryption provider is required (luks2)",
+            ),
+        }
+        let keys = items(spec, "/keys");
+        if keys.is_empty() {
+            c.error(
+                &format!("{path}.keys"),
+                "at least one encryption key is required",
+            );
+        }
+        let mut slots = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let kpath = format!("{path}.keys[{i}]");
+            let slot = key.get("slot").and_then(Value::as_u64).unwrap_or(0);
+            if slots.contains(&slot) {
+                c.error(
+                    &format!("{kpath}.slot"),
+                    format!("key slot {slot} is used more than once"),
+                );
+            }
+            slots.push(slot);
+            let kinds = ["static", "nodeID", "kms", "tpm"]
+                .iter()
+                .filter(|k| key.get(**k).is_some_and(|x| !x.is_null()))
+                .count();
+            if kinds != 1 {
+                c.error(
+                    &kpath,
+                    "each key needs exactly one of static, nodeID, kms or tpm",
+                );
+            }
+            if key.get("static").is_some() && str_at(key, "/static/passphrase").is_none() {
+                c.error(
+                    &format!("{kpath}.static.passphrase"),
+                    "a static key needs a passphrase",
+                );
+            }
+        }
+    }
+}
+
+fn multidoc(c: &mut Checker, kind: &str, v: &Value) {
+    match kind {
+        "KubeClusterConfig" => {
+            if let Some(ep) = str_at(v, "/endpoint") {
+                if let Err(e) = check_url(ep, &["https"]) {
+                    c.error("endpoint", format!("invalid control plane endpoint: {e}"));
+                }
+            }
+        }
+        "KubeNetworkConfig" => {
+            for key in ["podSubnets", "serviceSubnets"] {
+                for (i, s) in items(v, &format!("/{key}")).iter().enumerate() {
+                    if s.as_str().and_then(|s| parse_cidr(s, false)).is_none() {
+                        c.error(&format!("{key}[{i}]"), format!("{s} is not a valid CIDR"));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_with_position() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    token: t\n    ca:\n        crt: x\n    files:\n        - path: etc/x\n          op: replace\n          content: a\n    systemDiskEncryption:\n        state:\n            provider: luks2\n            keys:\n                - slot: 1\n                  nodeID: {}\n                - slot: 1\n                  nodeID: {}\ncluster:\n    controlPlane:\n        endpoint: ftp://x\n    network:\n        podSubnets: [10.0.0.0/33]\n";
+        let cfg = Config::parse(src).unwrap();
+        let err = validate(&cfg, Mode::Metal).into_result(false).unwrap_err();
+        let lines: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "21:19: cluster.controlPlane.endpoint: invalid control plane endpoint: \"ftp://x\" has scheme ftp, expected https",
+                "23:22: cluster.network.podSubnets[0]: \"10.0.0.0/33\" is not a valid CIDR",
+                "2:1: machine.install.disk: an install disk (or diskSelector) is required in metal mode",
+                "9:15: machine.files[0].op: unknown file op \"replace\": expected create, append or overwrite",
+                "8:17: machine.files[0].path: \"etc/x\" is not an absolute path",
+                "17:25: machine.systemDiskEncryption.state.keys[1].slot: key slot 1 is used more than once",
+            ]
+        );
+        // The same config is fine in container mode but for the other problems.
+        let err = validate(&cfg, Mode::Container)
+            .into_result(false)
+            .unwrap_err();
+        assert_eq!(err.problems.len(), 5);
+    }
+
+    #[test]
+    fn mode_parsing() {
+        assert_eq!("metal".parse::<Mode>().unwrap(), Mode::Metal);
+        assert!("bare".parse::<Mode>().is_err());
+    }
+}
