@@ -447,7 +447,7 @@ pub fn merge(left: &mut Value, right: &Value, ty: &Ty, path: &str) -> Result<(),
                     continue;
                 }
                 let skip_zero = !field.ptr
-                    && matches!(field.ty, Ty::String | Ty::Int | Ty::Float)
+                    && matches!(field.ty, Ty::String | Ty::Int | Ty::Float | Ty::Octal)
                     && is_zero(rv);
                 if skip_zero {
                     continue;
