@@ -85,7 +85,7 @@ fn diff_object(
 ) -> (Map<String, Value>, Map<String, Value>) {
     let mut del = Map::new();
     let mut set = Map::new();
-    for (k, av) in a {
+    for k in a.keys() {
         if !b.contains_key(k) {
             del.insert(k.clone(), delete());
         }

@@ -106,6 +106,10 @@ pub struct GenOptions {
     pub cni_urls: Vec<String>,
     /// Registry host → mirror endpoints.
     pub registry_mirrors: Vec<(String, Vec<String>)>,
+    /// Cluster discovery (on by default).
+    pub with_discovery: bool,
+    /// KubeSpan (off by default).
+    pub with_kubespan: bool,
 }
 
 impl GenOptions {
@@ -125,6 +129,8 @@ impl GenOptions {
             sysctls: Vec::new(),
             cni_urls: Vec::new(),
             registry_mirrors: Vec::new(),
+            with_discovery: true,
+            with_kubespan: false,
         }
     }
 
@@ -254,8 +260,11 @@ fn single_document(
         "install": install,
         "features": features,
     });
-    if !c.at_least(13) {
+    if !c.at_least(13) || o.with_kubespan {
         machine["network"] = json!({});
+    }
+    if o.with_kubespan {
+        machine["network"]["kubespan"] = json!({"enabled": true});
     }
     if !o.sysctls.is_empty() {
         machine["sysctls"] = Value::Object(
@@ -297,9 +306,10 @@ fn single_document(
         "network": network,
         "token": s.secrets.bootstraptoken,
         "ca": ca_pair(&s.certs.k8s.crt, &s.certs.k8s.key, cp),
-        "discovery": {
-            "enabled": true,
-            "registries": {"kubernetes": {"disabled": true}, "service": {}},
+        "discovery": if o.with_discovery {
+            json!({"enabled": true, "registries": {"kubernetes": {"disabled": true}, "service": {}}})
+        } else {
+            json!({"enabled": false})
         },
     });
     if cp || c.at_least(8) {
@@ -373,29 +383,32 @@ fn multi_document(s: &SecretsBundle, o: &GenOptions, ty: MachineType) -> Result<
     if cp {
         cluster["etcd"] = json!({"ca": {"crt": s.certs.etcd.crt, "key": s.certs.etcd.key}});
     }
-    let mut docs = vec![
-        json!({
-            "version": "v1alpha1",
-            "debug": false,
-            "persist": true,
-            "machine": {
-                "type": ty.as_str(),
-                "token": s.trustdinfo.token,
-                "ca": ca_pair(&s.certs.os.crt, &s.certs.os.key, cp),
-                "certSANs": o.additional_sans,
-                "features": {"diskQuotaSupport": true},
-            },
-            "cluster": cluster,
-        }),
-        kind(
+    let mut docs = vec![json!({
+        "version": "v1alpha1",
+        "debug": false,
+        "persist": true,
+        "machine": {
+            "type": ty.as_str(),
+            "token": s.trustdinfo.token,
+            "ca": ca_pair(&s.certs.os.crt, &s.certs.os.key, cp),
+            "certSANs": o.additional_sans,
+            "features": {"diskQuotaSupport": true},
+        },
+        "cluster": cluster,
+    })];
+    if o.with_discovery {
+        docs.push(kind(
             "DiscoveryServiceConfig",
             json!({"name": "default", "endpoint": DISCOVERY_ENDPOINT}),
-        ),
-        kind(
-            "DiscoveryIdentityConfig",
-            json!({"clusterID": s.cluster.id, "clusterSecret": s.cluster.secret}),
-        ),
-    ];
+        ));
+    }
+    docs.push(kind(
+        "DiscoveryIdentityConfig",
+        json!({"clusterID": s.cluster.id, "clusterSecret": s.cluster.secret}),
+    ));
+    if o.with_kubespan {
+        docs.push(kind("KubeSpanConfig", json!({"enabled": true})));
+    }
     if let Some(disk) = &o.install_disk {
         let mut installer = json!({});
         if let Some(i) = &o.install_image {

@@ -166,7 +166,7 @@ fn validity(params: &mut CertificateParams, ttl: Duration) {
     params.not_after = now + ttl;
 }
 
-/// A self-signed CA with the given Organization (none when empty).
+/// A self-signed CA with the given Organization (none when empty), valid 10 years.
 pub fn new_ca(organization: &str, kind: KeyKind) -> Result<CertAndKey> {
     let key = Key::generate(kind)?;
     let mut params = CertificateParams::default();
@@ -250,6 +250,86 @@ pub fn sign_leaf(ca: &CertAndKey, key: &Key, spec: &LeafSpec) -> Result<String> 
     Ok(cert.pem())
 }
 
+/// A certificate signing request for `key`, with the roles as Organization and an IP SAN.
+pub fn new_csr(
+    key: &Key,
+    ip: Option<std::net::IpAddr>,
+    organizations: &[String],
+) -> Result<String> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    for o in organizations {
+        params.distinguished_name.push(DnType::OrganizationName, o);
+    }
+    if let Some(ip) = ip {
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
+    }
+    let csr = params.serialize_request(key.pair()).map_err(crypto)?;
+    csr.pem().map_err(crypto)
+}
+
+/// Sign a CSR with the CA; the certificate is valid for `ttl` and usable by clients and servers.
+pub fn sign_csr(ca: &CertAndKey, csr_pem: &str, ttl: Duration) -> Result<String> {
+    let ca_key = Key::from_pem(&ca.key)?;
+    let issuer = CertificateParams::from_ca_cert_pem(&ca.crt)
+        .map_err(crypto)?
+        .self_signed(ca_key.pair())
+        .map_err(crypto)?;
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| Error::msg(format!("invalid CSR: {e}")))?;
+    csr.params.serial_number = Some(random_serial());
+    csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    csr.params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    validity(&mut csr.params, ttl);
+    let cert = csr.signed_by(&issuer, ca_key.pair()).map_err(crypto)?;
+    Ok(cert.pem())
+}
+
+/// A self-signed CA (or, with `ip`, a self-signed certificate for that address).
+pub fn self_signed(
+    organization: &str,
+    ip: Option<std::net::IpAddr>,
+    ttl: Duration,
+) -> Result<CertAndKey> {
+    let key = Key::generate(KeyKind::Ed25519)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    if !organization.is_empty() {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, organization);
+    }
+    if let Some(ip) = ip {
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
+    }
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.serial_number = Some(random_serial());
+    validity(&mut params, ttl);
+    let cert = params.self_signed(key.pair()).map_err(crypto)?;
+    Ok(CertAndKey {
+        crt: cert.pem(),
+        key: key.to_pem(),
+    })
+}
+
+/// The SHA-256 fingerprint of a PEM certificate's DER, as lowercase hex.
+pub fn fingerprint_sha256(pem_text: &str) -> Result<String> {
+    let block = pem::parse(pem_text).map_err(|e| Error::msg(format!("invalid PEM: {e}")))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, block.contents());
+    Ok(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Check that a PEM certificate parses; returns its subject organizations.
 pub fn cert_organizations(pem_text: &str) -> Result<Vec<String>> {
     let block = pem::parse(pem_text).map_err(|e| Error::msg(format!("invalid PEM: {e}")))?;
@@ -303,5 +383,24 @@ mod tests {
         };
         let crt = sign_leaf(&ca, &key, &spec).unwrap();
         assert_eq!(cert_organizations(&crt).unwrap(), ["os:admin"]);
+    }
+}
+
+#[cfg(test)]
+mod csr_tests {
+    use super::*;
+
+    #[test]
+    fn csr_signed_by_ca_keeps_roles() {
+        let ca = self_signed("talos", None, CA_VALIDITY).unwrap();
+        let key = Key::generate(KeyKind::Ed25519).unwrap();
+        let csr = new_csr(
+            &key,
+            Some("10.5.0.2".parse().unwrap()),
+            &["os:reader".into()],
+        )
+        .unwrap();
+        let crt = sign_csr(&ca, &csr, Duration::from_secs(24 * 3600)).unwrap();
+        assert_eq!(cert_organizations(&crt).unwrap(), ["os:reader"]);
     }
 }

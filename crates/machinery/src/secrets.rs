@@ -85,6 +85,14 @@ impl PemPair {
     }
 }
 
+/// A private key Talos can use; RSA keys (service accounts from kubeadm) are accepted as PEM.
+fn check_key(text: &str) -> Result<()> {
+    match pem::parse(text) {
+        Ok(b) if b.tag() == "RSA PRIVATE KEY" => Ok(()),
+        _ => Key::from_pem(text).map(|_| ()),
+    }
+}
+
 pub fn unb64(s: &str) -> Result<String> {
     let bytes = STANDARD
         .decode(s.trim())
@@ -218,7 +226,7 @@ impl SecretsBundle {
             }
             if pair.key.is_empty() {
                 problems.push(Problem::new("is required").path(format!("{path}.key")));
-            } else if let Err(e) = unb64(&pair.key).and_then(|k| Key::from_pem(&k)) {
+            } else if let Err(e) = unb64(&pair.key).and_then(|k| check_key(&k)) {
                 problems.push(Problem::new(format!("key: {e}")).path(format!("{path}.key")));
             }
         }
@@ -227,6 +235,124 @@ impl SecretsBundle {
         } else {
             Err(problems.into())
         }
+    }
+
+    /// Recover the bundle from a control plane config (single- or multi-document).
+    pub fn from_config(cfg: &crate::Config) -> Result<SecretsBundle> {
+        use serde_json::Value;
+        let get = |ptr: &str| -> String {
+            cfg.pointer(ptr)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let kind_str = |kind: &str, ptr: &str| -> String {
+            cfg.kind(kind)
+                .find_map(|d| d.value.pointer(ptr).and_then(Value::as_str))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let or_else = |a: String, b: String| if a.is_empty() { b } else { a };
+        let pem_pair = |crt: &str, key: &str, kind: &str| -> PemPair {
+            let from_kind = |ptr: &str| {
+                let v = kind_str(kind, ptr);
+                if v.is_empty() {
+                    v
+                } else {
+                    b64(&v)
+                }
+            };
+            PemPair {
+                crt: or_else(get(crt), from_kind("/issuingCA/cert")),
+                key: or_else(get(key), from_kind("/issuingCA/key")),
+            }
+        };
+        let sa_key = {
+            let v = kind_str("KubeServiceAccountConfig", "/issuer/privateKey");
+            or_else(
+                get("/cluster/serviceAccount/key"),
+                if v.is_empty() { v } else { b64(&v) },
+            )
+        };
+        let bundle = SecretsBundle {
+            cluster: ClusterSecrets {
+                id: or_else(
+                    get("/cluster/id"),
+                    kind_str("DiscoveryIdentityConfig", "/clusterID"),
+                ),
+                secret: or_else(
+                    get("/cluster/secret"),
+                    kind_str("DiscoveryIdentityConfig", "/clusterSecret"),
+                ),
+            },
+            secrets: TokenSecrets {
+                bootstraptoken: get("/cluster/token"),
+                aescbcencryptionsecret: get("/cluster/aescbcEncryptionSecret"),
+                secretboxencryptionsecret: or_else(
+                    get("/cluster/secretboxEncryptionSecret"),
+                    cfg.kind("KubeEtcdEncryptionConfig")
+                        .find_map(|d| {
+                            d.value
+                                .pointer("/config/resources/0/providers/0/secretbox/keys/0/secret")
+                                .and_then(Value::as_str)
+                        })
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            },
+            trustdinfo: TrustdInfo {
+                token: get("/machine/token"),
+            },
+            certs: Certs {
+                etcd: pem_pair("/cluster/etcd/ca/crt", "/cluster/etcd/ca/key", "-"),
+                k8s: pem_pair(
+                    "/cluster/ca/crt",
+                    "/cluster/ca/key",
+                    "KubeAPIServerCAConfig",
+                ),
+                k8saggregator: pem_pair(
+                    "/cluster/aggregatorCA/crt",
+                    "/cluster/aggregatorCA/key",
+                    "KubeAggregatorCAConfig",
+                ),
+                k8sserviceaccount: PemPair {
+                    crt: String::new(),
+                    key: sa_key,
+                },
+                os: pem_pair("/machine/ca/crt", "/machine/ca/key", "-"),
+            },
+        };
+        bundle
+            .validate()
+            .map_err(|e| Error::msg(format!("the config does not hold a full secrets bundle (is it a control plane config?):\n{e}")))?;
+        Ok(bundle)
+    }
+
+    /// Build a bundle from a Kubernetes PKI directory (kubeadm layout) with a fresh OS CA.
+    pub fn from_kubernetes_pki(dir: &Path, bootstrap_token: Option<&str>) -> Result<SecretsBundle> {
+        let read = |name: &str| -> Result<String> {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(|e| Error::msg(format!("{}: {e}", p.display())))
+        };
+        let pair = |base: &str| -> Result<PemPair> {
+            Ok(PemPair {
+                crt: b64(&read(&format!("{base}.crt"))?),
+                key: b64(&read(&format!("{base}.key"))?),
+            })
+        };
+        let mut bundle = SecretsBundle::generate()?;
+        bundle.certs.k8s = pair("ca")?;
+        bundle.certs.etcd = pair("etcd/ca")?;
+        bundle.certs.k8saggregator = pair("front-proxy-ca")?;
+        bundle.certs.k8sserviceaccount = PemPair {
+            crt: String::new(),
+            key: b64(&read("sa.key")?),
+        };
+        if let Some(t) = bootstrap_token.filter(|t| !t.is_empty()) {
+            bundle.secrets.bootstraptoken = t.to_string();
+        }
+        bundle.validate()?;
+        Ok(bundle)
     }
 
     pub fn encode(&self) -> String {

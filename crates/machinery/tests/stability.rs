@@ -78,3 +78,29 @@ fn stability_all_contracts() {
         );
     }
 }
+
+/// The secrets bundle comes back out of generated control plane configs of every layout.
+#[test]
+fn secrets_from_controlplane_config() {
+    let Some(d) = common::dir() else { return };
+    let d = d.join("config/stability");
+    let secrets = SecretsBundle::load(d.join("secrets.yaml")).unwrap();
+    for minor in [3, 11, 13, 15] {
+        let contract: Contract = format!("v1.{minor}").parse().unwrap();
+        let cfg = generate(
+            &secrets,
+            &options(contract, false),
+            MachineType::ControlPlane,
+        )
+        .unwrap();
+        let back = SecretsBundle::from_config(&cfg).unwrap();
+        assert_eq!(back, secrets, "v1.{minor}");
+    }
+    let worker = generate(
+        &secrets,
+        &options(Contract::CURRENT, false),
+        MachineType::Worker,
+    )
+    .unwrap();
+    assert!(SecretsBundle::from_config(&worker).is_err());
+}

@@ -1,1 +1,61 @@
-fn main() {}
+//! talosctl: the Talos command-line client.
+
+mod config_cmd;
+mod gen;
+mod machineconfig;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A CLI for out-of-band management of Kubernetes nodes created by Talos.
+#[derive(Parser)]
+#[command(name = "talosctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate PKI material, secrets bundles and machine configs.
+    Gen(gen::GenArgs),
+    /// Work with local machine config files.
+    #[command(visible_alias = "mc")]
+    Machineconfig(machineconfig::MachineconfigArgs),
+    /// Validate a machine config file for a runtime mode.
+    Validate(machineconfig::ValidateArgs),
+    /// Manage the client configuration file (talosconfig).
+    Config(config_cmd::ConfigArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gen(a) => gen::run(a),
+        Command::Machineconfig(a) => machineconfig::run(a),
+        Command::Validate(a) => machineconfig::validate(a),
+        Command::Config(a) => config_cmd::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

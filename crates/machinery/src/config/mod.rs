@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use shape::{
-    canonical, check, go_key_order, is_delete_directive, join as join_path, merge,
+    canonical, check, for_emit, go_key_order, is_delete_directive, join as join_path, merge,
     strip_directives, Field, MissingPath, ShapeProblem, Shapes, Ty, PATCH_KEY,
 };
 

@@ -5,86 +5,175 @@ use serde_json::Value;
 
 use super::parse::resolves_non_string;
 
+/// Documentation to weave into the output (`gen config --with-docs`). Paths are the keys from
+/// the document root, with `[]` for list items.
+pub trait Annotator {
+    /// A short description of the key at `path`.
+    fn doc(&self, path: &[String]) -> Option<String>;
+    /// Commented examples for keys of the mapping at `path` that are not present:
+    /// `(description, {key: example value})`.
+    fn examples(
+        &self,
+        path: &[String],
+        present: &serde_json::Map<String, Value>,
+    ) -> Vec<(String, Value)>;
+}
+
 /// Encode one document (ends with a newline).
 pub fn to_string(value: &Value) -> String {
-    let mut out = String::new();
+    to_string_annotated(value, None)
+}
+
+/// Encode one document, with documentation comments when an annotator is given.
+pub fn to_string_annotated(value: &Value, ann: Option<&dyn Annotator>) -> String {
+    let mut e = Emitter {
+        out: String::new(),
+        ann,
+        path: Vec::new(),
+    };
     match value {
-        Value::Object(m) if !m.is_empty() => emit_map(&mut out, m, 0, 4, false),
-        Value::Array(a) if !a.is_empty() => emit_seq(&mut out, a, 0),
+        Value::Object(m) if !m.is_empty() => e.map(m, 0, 4, false),
+        Value::Array(a) if !a.is_empty() => e.seq(a, 0),
         other => {
-            out.push_str(&inline(other).unwrap_or_else(|| block_scalar(other_str(other), 0)));
-            out.push('\n');
+            let text = inline(other).unwrap_or_else(|| block_scalar(other_str(other), 0));
+            e.out.push_str(&text);
+            e.out.push('\n');
         }
     }
-    out
+    if let Some(ann) = ann {
+        if let Some(m) = value.as_object() {
+            e.examples(ann, m, 0);
+        }
+    }
+    e.out
 }
 
 fn other_str(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 
-/// `key_col`: where keys go; `child`: indentation of nested blocks. `inline_first`: the first key
-/// follows a `- ` already written.
-fn emit_map(
-    out: &mut String,
-    m: &serde_json::Map<String, Value>,
-    key_col: usize,
-    child: usize,
-    inline_first: bool,
-) {
-    for (i, (k, v)) in m.iter().enumerate() {
-        if !(i == 0 && inline_first) {
-            pad(out, key_col);
-        }
-        out.push_str(&scalar_str(k));
-        out.push(':');
-        emit_value(out, v, child, child);
-    }
-}
-
-/// Writes ` value\n` after a `key:` or `-`, or a nested block. `child` is the nested block
-/// indentation, `block_indent` the content indentation of a literal block scalar.
-fn emit_value(out: &mut String, v: &Value, child: usize, block_indent: usize) {
+fn is_block(v: &Value) -> bool {
     match v {
-        Value::Object(m) if !m.is_empty() => {
-            out.push('\n');
-            emit_map(out, m, child, child + 4, false);
-        }
-        Value::Array(a) if !a.is_empty() => {
-            out.push('\n');
-            emit_seq(out, a, child);
-        }
-        other => {
-            out.push(' ');
-            match inline(other) {
-                Some(s) => {
-                    out.push_str(&s);
-                    out.push('\n');
-                }
-                None => out.push_str(&block_scalar(other_str(other), block_indent)),
-            }
-        }
+        Value::Object(m) => !m.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        other => inline(other).is_none(),
     }
 }
 
-fn emit_seq(out: &mut String, a: &[Value], dash: usize) {
-    for item in a {
-        pad(out, dash);
-        out.push('-');
-        match item {
-            Value::Object(m) if !m.is_empty() => {
-                out.push(' ');
-                emit_map(out, m, dash + 2, dash + 4, true);
+struct Emitter<'a> {
+    out: String,
+    ann: Option<&'a dyn Annotator>,
+    path: Vec<String>,
+}
+
+impl Emitter<'_> {
+    /// `key_col`: where keys go; `child`: indentation of nested blocks. `inline_first`: the
+    /// first key follows a `- ` already written.
+    fn map(
+        &mut self,
+        m: &serde_json::Map<String, Value>,
+        key_col: usize,
+        child: usize,
+        inline_first: bool,
+    ) {
+        for (i, (k, v)) in m.iter().enumerate() {
+            let first_inline = i == 0 && inline_first;
+            self.path.push(k.clone());
+            let doc = self.ann.and_then(|a| a.doc(&self.path));
+            let block = is_block(v);
+            if let (Some(d), true, false) = (&doc, block, first_inline) {
+                pad(&mut self.out, key_col);
+                self.out.push_str(&format!("# {d}\n"));
             }
-            Value::Array(inner) if !inner.is_empty() => {
-                out.push(' ');
-                // A nested sequence starts on the same line as its parent's dash.
-                let mut nested = String::new();
-                emit_seq(&mut nested, inner, dash + 2);
-                out.push_str(nested.trim_start());
+            if !first_inline {
+                pad(&mut self.out, key_col);
             }
-            other => emit_value(out, other, dash + 4, dash + 2),
+            self.out.push_str(&scalar_str(k));
+            self.out.push(':');
+            let inline_doc = if block { None } else { doc };
+            self.value(v, child, child, inline_doc);
+            if let (Some(ann), Value::Object(inner)) = (self.ann, v) {
+                self.examples(ann, inner, child);
+            }
+            self.path.pop();
         }
+    }
+
+    /// Commented examples for absent keys of the mapping at the current path.
+    fn examples(
+        &mut self,
+        ann: &dyn Annotator,
+        m: &serde_json::Map<String, Value>,
+        key_col: usize,
+    ) {
+        for (doc, example) in ann.examples(&self.path, m) {
+            pad(&mut self.out, key_col);
+            self.out.push_str(&format!("# {doc}\n"));
+            for line in to_string(&example).lines() {
+                pad(&mut self.out, key_col);
+                self.out.push_str("# ");
+                self.out.push_str(line);
+                self.out.push('\n');
+            }
+            self.out.push('\n');
+        }
+    }
+
+    /// Writes ` value\n` after a `key:` or `-`, or a nested block. `child` is the nested block
+    /// indentation, `block_indent` the content indentation of a literal block scalar.
+    fn value(&mut self, v: &Value, child: usize, block_indent: usize, doc: Option<String>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                self.out.push('\n');
+                self.map(m, child, child + 4, false);
+            }
+            Value::Array(a) if !a.is_empty() => {
+                self.out.push('\n');
+                self.seq(a, child);
+            }
+            other => {
+                self.out.push(' ');
+                match inline(other) {
+                    Some(s) => {
+                        self.out.push_str(&s);
+                        if let Some(d) = doc {
+                            self.out.push_str(&format!(" # {d}"));
+                        }
+                        self.out.push('\n');
+                    }
+                    None => self
+                        .out
+                        .push_str(&block_scalar(other_str(other), block_indent)),
+                }
+            }
+        }
+    }
+
+    fn seq(&mut self, a: &[Value], dash: usize) {
+        self.path.push("[]".into());
+        for item in a {
+            pad(&mut self.out, dash);
+            self.out.push('-');
+            match item {
+                Value::Object(m) if !m.is_empty() => {
+                    self.out.push(' ');
+                    self.map(m, dash + 2, dash + 4, true);
+                }
+                Value::Array(inner) if !inner.is_empty() => {
+                    self.out.push(' ');
+                    // A nested sequence starts on the same line as its parent's dash.
+                    let mut nested = Emitter {
+                        out: String::new(),
+                        ann: None,
+                        path: Vec::new(),
+                    };
+                    nested.seq(inner, dash + 2);
+                    self.out.push_str(nested.out.trim_start());
+                }
+                other => self.value(other, dash + 4, dash + 2, None),
+            }
+        }
+        self.path.pop();
     }
 }
 
