@@ -1,0 +1,478 @@
+//! The offline talosctl commands, driven as a user would drive them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("talosctl-cli-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+
+    fn read(&self, f: &str) -> String {
+        fs::read_to_string(self.path(f)).unwrap()
+    }
+
+    fn write(&self, f: &str, text: &str) -> PathBuf {
+        let p = self.path(f);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn talosctl(dir: &Dir, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(args)
+        .current_dir(&dir.0)
+        .env("TALOSCONFIG", dir.path("talosconfig-home"))
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Dir, args: &[&str]) -> String {
+    let out = talosctl(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Dir, args: &[&str]) -> String {
+    let out = talosctl(dir, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn gen_config_writes_three_valid_files_and_never_clobbers() {
+    let d = Dir::new("gen");
+    ok(&d, &["gen", "config", "demo", "https://10.5.0.2:6443"]);
+    assert_eq!(
+        d.files(),
+        ["controlplane.yaml", "talosconfig", "worker.yaml"]
+    );
+    let out = ok(
+        &d,
+        &[
+            "validate",
+            "--config",
+            "controlplane.yaml",
+            "--mode",
+            "metal",
+        ],
+    );
+    assert_eq!(out, "controlplane.yaml is valid for metal mode\n");
+    ok(&d, &["validate", "-c", "worker.yaml", "-m", "container"]);
+    let before = d.read("controlplane.yaml");
+    let err = fails(&d, &["gen", "config", "demo", "https://10.5.0.2:6443"]);
+    assert!(err.contains("already exists, use --force"), "{err}");
+    assert_eq!(d.read("controlplane.yaml"), before);
+    ok(
+        &d,
+        &["gen", "config", "demo", "https://10.5.0.2:6443", "--force"],
+    );
+    assert_ne!(d.read("controlplane.yaml"), before);
+}
+
+#[test]
+fn gen_config_single_type_to_stdout_and_version_contract() {
+    let d = Dir::new("stdout");
+    let out = ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "-t",
+            "controlplane",
+            "-o",
+            "-",
+            "--talos-version",
+            "v1.8",
+            "--with-docs=false",
+            "--install-disk",
+            "/dev/vda",
+        ],
+    );
+    assert!(out.starts_with(
+        "version: v1alpha1\ndebug: false\npersist: true\nmachine:\n    type: controlplane\n"
+    ));
+    assert!(!out.contains("---"), "v1.8 is a single document");
+    assert!(out.contains("        disk: /dev/vda\n"));
+    assert!(d.files().is_empty());
+    let err = fails(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://x:6443",
+            "--talos-version",
+            "v0.9",
+        ],
+    );
+    assert!(err.contains("not supported"), "{err}");
+}
+
+#[test]
+fn gen_config_patches_and_bad_input_write_nothing() {
+    let d = Dir::new("patches");
+    d.write("cp.yaml", "machine:\n  network:\n    hostname: cp-1\n");
+    ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--talos-version",
+            "v1.11",
+            "--config-patch-control-plane",
+            "@cp.yaml",
+            "--config-patch",
+            r#"[{"op": "add", "path": "/machine/nodeLabels", "value": {"zone": "a"}}]"#,
+        ],
+    );
+    let cp = d.read("controlplane.yaml");
+    assert!(cp.contains("hostname: cp-1"));
+    assert!(cp.contains("zone: a"));
+    assert!(!d.read("worker.yaml").contains("cp-1"));
+
+    let e = Dir::new("patches-bad");
+    let err = fails(
+        &e,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--config-patch",
+            "@missing.yaml",
+        ],
+    );
+    assert!(err.contains("missing.yaml"), "{err}");
+    e.write("bad.yaml", "machine:\n  network:\n    hostnme: x\n");
+    let err = fails(
+        &e,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--config-patch",
+            "@bad.yaml",
+        ],
+    );
+    assert!(
+        err.contains("bad.yaml:3:14: machine.network.hostnme: unknown field \"hostnme\""),
+        "{err}"
+    );
+    let err = fails(
+        &e,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--talos-version",
+            "v1.11",
+            "--config-patch",
+            r#"[{"op": "remove", "path": "/machine/network/nothing"}]"#,
+        ],
+    );
+    assert!(err.contains("JSON patch failed"), "{err}");
+    assert_eq!(e.files(), ["bad.yaml"], "nothing written");
+    let err = fails(&e, &["gen", "config", "demo", "10.5.0.2:6443"]);
+    assert!(err.contains("https://"), "{err}");
+}
+
+#[test]
+fn secrets_bundle_round_trip() {
+    let d = Dir::new("secrets");
+    ok(&d, &["gen", "secrets"]);
+    ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--with-secrets",
+            "secrets.yaml",
+            "--with-docs=false",
+        ],
+    );
+    ok(
+        &d,
+        &[
+            "gen",
+            "secrets",
+            "--from-controlplane-config",
+            "controlplane.yaml",
+            "-o",
+            "again.yaml",
+        ],
+    );
+    assert_eq!(d.read("again.yaml"), d.read("secrets.yaml"));
+    d.write(
+        "broken.yaml",
+        "cluster:\n    id: x\ncerts:\n    os:\n        crt: notbase64!\n",
+    );
+    let err = fails(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--with-secrets",
+            "broken.yaml",
+            "-o",
+            "out",
+        ],
+    );
+    assert!(
+        err.contains("broken.yaml: cluster.secret: is required"),
+        "{err}"
+    );
+    assert!(err.contains("certs.os.crt"), "{err}");
+    assert!(!d.path("out").exists());
+}
+
+#[test]
+fn machineconfig_patch_and_diff() {
+    let d = Dir::new("mc");
+    ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--talos-version",
+            "v1.11",
+            "--with-docs=false",
+        ],
+    );
+    d.write("p.yaml", "machine:\n  network:\n    hostname: node-1\n");
+    ok(
+        &d,
+        &[
+            "machineconfig",
+            "patch",
+            "worker.yaml",
+            "--patch",
+            "@p.yaml",
+            "-o",
+            "patched.yaml",
+        ],
+    );
+    assert!(d.read("patched.yaml").contains("hostname: node-1"));
+    let diff = ok(&d, &["mc", "diff", "worker.yaml", "patched.yaml"]);
+    assert_eq!(
+        diff,
+        "version: v1alpha1\nmachine:\n    network:\n        hostname: node-1\n"
+    );
+    d.write("diff.yaml", &diff);
+    let again = ok(
+        &d,
+        &["machineconfig", "patch", "worker.yaml", "-p", "@diff.yaml"],
+    );
+    assert_eq!(again, d.read("patched.yaml"));
+    d.write("broken.yaml", "machine: [\n");
+    let err = fails(
+        &d,
+        &[
+            "machineconfig",
+            "patch",
+            "worker.yaml",
+            "-p",
+            "@broken.yaml",
+            "-o",
+            "x.yaml",
+        ],
+    );
+    assert!(err.contains("broken.yaml:"), "{err}");
+    assert!(!d.path("x.yaml").exists());
+}
+
+#[test]
+fn validate_reports_every_problem() {
+    let d = Dir::new("validate");
+    d.write(
+        "c.yaml",
+        "version: v1alpha1\nmachine:\n    type: boss\n    tokn: x\ncluster:\n    network:\n        podSubnets: nope\n",
+    );
+    let err = fails(&d, &["validate", "-c", "c.yaml", "-m", "metal"]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "error: c.yaml:4:11: machine.tokn: unknown field \"tokn\"",
+            "error: c.yaml:7:21: cluster.network.podSubnets: expected a list, found string \"nope\"",
+        ]
+    );
+    d.write("d.yaml", "version: v1alpha1\nmachine:\n    type: boss\n");
+    let err = fails(&d, &["validate", "-c", "d.yaml", "-m", "metal"]);
+    assert!(
+        err.contains("d.yaml:3:11: machine.type: unknown machine type \"boss\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("machine.token: machine token is required"),
+        "{err}"
+    );
+    let err = fails(&d, &["validate", "-c", "d.yaml"]);
+    assert!(err.contains("a runtime mode is required"), "{err}");
+}
+
+#[test]
+fn talosconfig_commands() {
+    let d = Dir::new("talosconfig");
+    ok(&d, &["gen", "secrets"]);
+    ok(
+        &d,
+        &[
+            "config",
+            "new",
+            "--with-secrets",
+            "secrets.yaml",
+            "--roles",
+            "os:reader",
+            "reader.yaml",
+        ],
+    );
+    ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "-t",
+            "talosconfig",
+        ],
+    );
+    // Merge into the (empty) user talosconfig, twice: the clash gets an index, nothing is lost.
+    ok(&d, &["config", "merge", "talosconfig"]);
+    ok(&d, &["config", "merge", "reader.yaml"]);
+    let info = ok(&d, &["config", "info"]);
+    assert!(info.contains("Roles:               os:reader"), "{info}");
+    assert!(
+        info.contains("Certificate expires: 1 year from now"),
+        "{info}"
+    );
+    let contexts = ok(&d, &["config", "contexts"]);
+    assert_eq!(
+        contexts,
+        "CURRENT   NAME    ENDPOINTS   NODES\n          demo    127.0.0.1\n*         talos   127.0.0.1\n"
+    );
+    ok(&d, &["config", "context", "demo"]);
+    ok(&d, &["config", "endpoint", "10.5.0.2", "10.5.0.3"]);
+    ok(&d, &["config", "node", "10.5.0.2"]);
+    let info = ok(&d, &["config", "info", "-o", "json"]);
+    assert!(info.contains("\"10.5.0.3\""), "{info}");
+    let err = fails(&d, &["config", "context", "nope"]);
+    assert!(err.contains("context \"nope\" is not defined"), "{err}");
+    ok(&d, &["config", "remove", "tal*", "-y"]);
+    assert!(!ok(&d, &["config", "contexts"]).contains("talos "));
+    let err = fails(
+        &d,
+        &[
+            "config",
+            "new",
+            "--roles",
+            "os:root",
+            "--with-secrets",
+            "secrets.yaml",
+        ],
+    );
+    assert!(err.contains("unknown role"), "{err}");
+}
+
+#[test]
+fn pki_commands() {
+    let d = Dir::new("pki");
+    ok(&d, &["gen", "ca", "--organization", "myca"]);
+    ok(&d, &["gen", "key", "--name", "node"]);
+    ok(
+        &d,
+        &[
+            "gen",
+            "csr",
+            "--key",
+            "node.key",
+            "--ip",
+            "10.5.0.2",
+            "--roles",
+            "os:reader",
+        ],
+    );
+    ok(
+        &d,
+        &[
+            "gen", "crt", "--ca", "myca", "--csr", "node.csr", "--name", "node",
+        ],
+    );
+    ok(
+        &d,
+        &[
+            "gen",
+            "keypair",
+            "--organization",
+            "self",
+            "--ip",
+            "127.0.0.1",
+        ],
+    );
+    assert_eq!(
+        d.files(),
+        [
+            "myca.crt",
+            "myca.key",
+            "myca.sha256",
+            "node.crt",
+            "node.csr",
+            "node.key",
+            "self.crt",
+            "self.key"
+        ]
+    );
+    let crt = d.read("node.crt");
+    assert_eq!(
+        machinery::pki::cert_organizations(&crt).unwrap(),
+        ["os:reader"]
+    );
+    let err = fails(&d, &["gen", "key", "--name", "node"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(&d, &["gen", "ca", "--organization", "x", "--rsa"]);
+    assert!(err.contains("RSA"), "{err}");
+    assert!(Path::new(&d.path("myca.sha256")).exists());
+}
