@@ -157,3 +157,43 @@ fn secrets_bundles() {
     let stability = common::dir().unwrap().join("config/stability/secrets.yaml");
     machinery::secrets::SecretsBundle::load(stability).unwrap();
 }
+
+/// `*_redacted.yaml` fixtures: they load, redaction leaves them as they are, and redacting the
+/// plain fixture of the same kind replaces exactly the fields the redacted one shows as REDACTED.
+#[test]
+fn redacted_documents() {
+    let Some(d) = common::dir() else { return };
+    let mut n = 0;
+    for group in std::fs::read_dir(d.join("config/documents")).unwrap() {
+        for e in std::fs::read_dir(group.unwrap().path()).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.display().to_string();
+            let Some(plain) = name.strip_suffix("_redacted.yaml") else {
+                continue;
+            };
+            n += 1;
+            let redacted = Config::load(&path).unwrap();
+            assert_eq!(redacted.redacted().encode_canonical(), common::read(&path), "{name}");
+            let original = Config::load(format!("{plain}.yaml")).unwrap().redacted();
+            let text = original.encode_canonical();
+            assert!(text.contains("REDACTED"), "{name}: nothing redacted:\n{text}");
+            assert!(!text.contains("PRIVATE KEY") && !text.contains("PRIVATE-KEY"), "{text}");
+        }
+    }
+    assert_eq!(n, 5);
+}
+
+#[test]
+fn v1alpha1_secrets_are_redacted() {
+    let Some(d) = common::dir() else { return };
+    let cfg = Config::load(d.join("config/stability/v1.11/base-controlplane.yaml")).unwrap();
+    let text = cfg.redacted().encode();
+    for path in ["/machine/token", "/machine/ca/key", "/cluster/token", "/cluster/secret", "/cluster/ca/key", "/cluster/etcd/ca/key", "/cluster/serviceAccount/key", "/cluster/secretboxEncryptionSecret"] {
+        assert_eq!(
+            cfg.redacted().pointer(path).and_then(|v| v.as_str()),
+            Some("REDACTED"),
+            "{path}"
+        );
+    }
+    assert!(text.contains("crt: LS0t"), "certificates stay");
+}

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 pub use shape::{
     canonical, check, for_emit, go_key_order, is_delete_directive, join as join_path, merge,
-    strip_directives, Field, MissingPath, ShapeProblem, Shapes, Ty, PATCH_KEY,
+    redact, strip_directives, Field, MissingPath, ShapeProblem, Shapes, Ty, PATCH_KEY, REDACTED,
 };
 
 use crate::error::{Error, Problem, Result};
@@ -305,6 +305,18 @@ impl Config {
         self.documents
             .iter()
             .filter(move |d| matches!(&d.id, DocId::Kind { kind: k, .. } if k == kind))
+    }
+
+    /// A copy with every secret (keys, tokens, passphrases) replaced by `REDACTED`, for readers
+    /// who may see the config but not its secrets.
+    pub fn redacted(&self) -> Config {
+        let mut out = self.clone();
+        for d in out.documents_mut() {
+            if let Some(ty) = d.id.root_ty() {
+                redact(&mut d.value, &ty);
+            }
+        }
+        out
     }
 
     /// A value by path in the v1alpha1 document, e.g. `/machine/type`.

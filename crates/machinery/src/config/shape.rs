@@ -33,6 +33,10 @@ pub struct Field {
     pub replace: bool,
     /// A list written in flow style (`[0,7]`).
     pub flow: bool,
+    /// Replaced by `REDACTED` when the config is redacted.
+    pub secret: bool,
+    /// Inside this free-form value, entries with this name are redacted.
+    pub redact_key: Option<String>,
     pub keys: Vec<String>,
 }
 
@@ -97,6 +101,8 @@ impl Shapes {
                 ptr: false,
                 replace: false,
                 flow: false,
+                secret: false,
+                redact_key: None,
                 keys: Vec::new(),
             };
             for flag in words {
@@ -105,6 +111,8 @@ impl Shapes {
                     "ptr" => field.ptr = true,
                     "replace" => field.replace = true,
                     "flow" => field.flow = true,
+                    "secret" => field.secret = true,
+                    f if f.starts_with("redact=") => field.redact_key = Some(f[7..].to_string()),
                     f if f.starts_with("key=") => {
                         field.keys = f[4..].split('|').map(String::from).collect()
                     }
@@ -481,7 +489,52 @@ fn plain_field(name: &str, ty: &Ty) -> Field {
         ptr: true,
         replace: false,
         flow: false,
+        secret: false,
+        redact_key: None,
         keys: Vec::new(),
+    }
+}
+
+pub const REDACTED: &str = "REDACTED";
+
+/// Replace every secret of a canonical value by `REDACTED`.
+pub fn redact(v: &mut Value, ty: &Ty) {
+    match (ty, v) {
+        (Ty::List(inner) | Ty::Map(inner), Value::Array(items)) => {
+            items.iter_mut().for_each(|x| redact(x, inner))
+        }
+        (Ty::Map(inner), Value::Object(m)) => m.values_mut().for_each(|x| redact(x, inner)),
+        (Ty::Struct(name), Value::Object(m)) => {
+            for (k, x) in m.iter_mut() {
+                let Some(f) = Shapes::get().field(name, k) else {
+                    continue;
+                };
+                if f.secret && !is_zero(x) {
+                    *x = Value::String(REDACTED.into());
+                } else if let Some(key) = &f.redact_key {
+                    redact_named(x, key);
+                } else {
+                    redact(x, &f.ty);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn redact_named(v: &mut Value, key: &str) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k == key {
+                    *x = Value::String(REDACTED.into());
+                } else {
+                    redact_named(x, key);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| redact_named(x, key)),
+        _ => {}
     }
 }
 
