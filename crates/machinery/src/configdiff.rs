@@ -125,7 +125,7 @@ fn diff_object(
                 }
             }
             _ if f.replace
-                || !(av.is_object() || av.is_array()) && !(bv.is_object() || bv.is_array()) =>
+                || !(av.is_object() || av.is_array() || bv.is_object() || bv.is_array()) =>
             {
                 set.insert(k.clone(), bv.clone());
             }

@@ -77,7 +77,7 @@ impl Key {
         let der = self.pair.serialize_der();
         let (tag, body) = match self.kind {
             KeyKind::Ed25519 => (ED25519_PEM, ed25519_pkcs8_v1(&der)),
-            KeyKind::EcdsaP256 => (EC_PEM, pkcs8_to_sec1(&der, &self.pair.public_key_raw())),
+            KeyKind::EcdsaP256 => (EC_PEM, pkcs8_to_sec1(&der, self.pair.public_key_raw())),
         };
         pem::encode_config(
             &pem::Pem::new(tag, body),

@@ -173,11 +173,21 @@ fn redacted_documents() {
             };
             n += 1;
             let redacted = Config::load(&path).unwrap();
-            assert_eq!(redacted.redacted().encode_canonical(), common::read(&path), "{name}");
+            assert_eq!(
+                redacted.redacted().encode_canonical(),
+                common::read(&path),
+                "{name}"
+            );
             let original = Config::load(format!("{plain}.yaml")).unwrap().redacted();
             let text = original.encode_canonical();
-            assert!(text.contains("REDACTED"), "{name}: nothing redacted:\n{text}");
-            assert!(!text.contains("PRIVATE KEY") && !text.contains("PRIVATE-KEY"), "{text}");
+            assert!(
+                text.contains("REDACTED"),
+                "{name}: nothing redacted:\n{text}"
+            );
+            assert!(
+                !text.contains("PRIVATE KEY") && !text.contains("PRIVATE-KEY"),
+                "{text}"
+            );
         }
     }
     assert_eq!(n, 5);
@@ -188,7 +198,16 @@ fn v1alpha1_secrets_are_redacted() {
     let Some(d) = common::dir() else { return };
     let cfg = Config::load(d.join("config/stability/v1.11/base-controlplane.yaml")).unwrap();
     let text = cfg.redacted().encode();
-    for path in ["/machine/token", "/machine/ca/key", "/cluster/token", "/cluster/secret", "/cluster/ca/key", "/cluster/etcd/ca/key", "/cluster/serviceAccount/key", "/cluster/secretboxEncryptionSecret"] {
+    for path in [
+        "/machine/token",
+        "/machine/ca/key",
+        "/cluster/token",
+        "/cluster/secret",
+        "/cluster/ca/key",
+        "/cluster/etcd/ca/key",
+        "/cluster/serviceAccount/key",
+        "/cluster/secretboxEncryptionSecret",
+    ] {
         assert_eq!(
             cfg.redacted().pointer(path).and_then(|v| v.as_str()),
             Some("REDACTED"),

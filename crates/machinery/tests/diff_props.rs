@@ -45,7 +45,7 @@ fn random_value(rng: &mut StdRng, ty: &Ty, depth: u32) -> Value {
         Ty::Float => Value::from(rng.gen_range(0..4) as f64 / 2.0),
         Ty::Any => match rng.gen_range(0..3) {
             0 => Value::from(WORDS[rng.gen_range(0..WORDS.len())]),
-            1 => Value::Array((0..rng.gen_range(0..3)).map(|i| Value::from(i)).collect()),
+            1 => Value::Array((0..rng.gen_range(0..3)).map(Value::from).collect()),
             _ => {
                 let mut m = Map::new();
                 for k in ["p", "q"] {

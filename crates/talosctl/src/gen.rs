@@ -31,7 +31,7 @@ pub struct GenArgs {
 #[derive(Subcommand)]
 enum GenCommand {
     /// Generate controlplane.yaml, worker.yaml and talosconfig for a cluster.
-    Config(GenConfigArgs),
+    Config(Box<GenConfigArgs>),
     /// Generate a secrets bundle for `gen config --with-secrets`.
     Secrets(SecretsArgs),
     /// Generate a self-signed CA certificate and key.
@@ -194,7 +194,7 @@ pub fn run(args: GenArgs) -> Result<()> {
     match args.command {
         GenCommand::Config(mut a) => {
             a.force |= force;
-            gen_config(a)
+            gen_config(*a)
         }
         GenCommand::Secrets(a) => gen_secrets(a, force),
         GenCommand::Ca(a) => gen_ca(a, force),

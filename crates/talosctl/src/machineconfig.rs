@@ -22,7 +22,7 @@ enum McCommand {
     /// Apply patches to a machine config file and print or write the result.
     Patch(PatchArgs),
     /// Generate machine configs (same as `gen config`).
-    Gen(GenConfigArgs),
+    Gen(Box<GenConfigArgs>),
     /// Print a strategic patch that turns config A into config B.
     Diff(DiffArgs),
 }
@@ -61,7 +61,7 @@ pub struct ValidateArgs {
 pub fn run(args: MachineconfigArgs) -> Result<()> {
     match args.command {
         McCommand::Patch(a) => patch(a),
-        McCommand::Gen(a) => gen::gen_config(a),
+        McCommand::Gen(a) => gen::gen_config(*a),
         McCommand::Diff(a) => {
             let a_cfg = Config::load(&a.a)?;
             let b_cfg = Config::load(&a.b)?;
