@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-use crate::config::{for_emit, Config, DocId, Shapes, Ty};
+use crate::config::{shaped_text, ty_at, Config, DocId, ShapeHints, Shapes, Ty};
 use crate::yaml::{self, Annotator};
 
 #[derive(Default)]
@@ -50,38 +50,28 @@ impl DocAnnotator {
     /// The type of the mapping that holds the last key of `path`, and that key.
     fn parent_struct<'p>(&self, path: &'p [String]) -> Option<(String, &'p str)> {
         let (last, parents) = path.split_last()?;
-        let ty = ty_at(&self.root, parents)?;
-        match ty {
+        match ty_at(&self.root, parents)?.0 {
             Ty::Struct(name) => Some((name, last.as_str())),
             _ => None,
         }
     }
 }
 
-fn ty_at(root: &Ty, path: &[String]) -> Option<Ty> {
-    let mut ty = root.clone();
-    for seg in path {
-        ty = match (&ty, seg.as_str()) {
-            (Ty::List(inner), "[]") => (**inner).clone(),
-            (Ty::Map(inner), _) => (**inner).clone(),
-            (Ty::Struct(name), key) => Shapes::get().field(name, key)?.ty.clone(),
-            _ => return None,
-        };
-    }
-    Some(ty)
-}
-
 impl Annotator for DocAnnotator {
+    fn verbatim(&self, path: &[String], value: &Value) -> Option<String> {
+        shaped_text(&self.root, path, value)
+    }
+
     fn doc(&self, path: &[String]) -> Option<String> {
         let (s, f) = self.parent_struct(path)?;
         docs().fields.get(&(s, f.to_string())).cloned()
     }
 
-    fn examples(&self, path: &[String], present: &Map<String, Value>) -> Vec<(String, Value)> {
+    fn examples(&self, path: &[String], present: &Map<String, Value>) -> Vec<(String, String)> {
         if !self.examples {
             return Vec::new();
         }
-        let Some(Ty::Struct(name)) = ty_at(&self.root, path) else {
+        let Some((Ty::Struct(name), _)) = ty_at(&self.root, path) else {
             return Vec::new();
         };
         Shapes::get()
@@ -98,9 +88,9 @@ impl Annotator for DocAnnotator {
                     .unwrap_or_else(|| f.name.clone());
                 let mut m = Map::new();
                 m.insert(f.name.clone(), example.clone());
-                let wrapper = Value::Object(m);
-                let shaped = for_emit(&wrapper, &Ty::Struct(name.clone()));
-                Some((format!("{doc} For example:"), shaped))
+                let hints = ShapeHints(Ty::Struct(name.clone()));
+                let text = yaml::to_string_annotated(&Value::Object(m), Some(&hints));
+                Some((format!("{doc} For example:"), text))
             })
             .collect()
     }
@@ -125,10 +115,7 @@ pub fn encode_with_docs(cfg: &Config, examples: bool) -> String {
                     text.push_str(&format!("# {k}\n"));
                 }
             }
-            text.push_str(&yaml::to_string_annotated(
-                &for_emit(&d.value, &root),
-                Some(&ann),
-            ));
+            text.push_str(&yaml::to_string_annotated(&d.value, Some(&ann)));
             text
         })
         .collect();

@@ -8,8 +8,9 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use shape::{
-    canonical, check, for_emit, go_key_order, is_delete_directive, join as join_path, merge,
-    redact, strip_directives, Field, MissingPath, ShapeProblem, Shapes, Ty, PATCH_KEY, REDACTED,
+    canonical, check, go_key_order, is_delete_directive, join as join_path, merge, redact,
+    shaped_text, strip_directives, ty_at, Field, MissingPath, ShapeHints, ShapeProblem, Shapes, Ty,
+    PATCH_KEY, REDACTED,
 };
 
 use crate::error::{Error, Problem, Result};
@@ -82,7 +83,7 @@ impl Document {
 
     pub fn encode(&self) -> String {
         match self.id.root_ty() {
-            Some(ty) => yaml::to_string(&shape::for_emit(&self.value, &ty)),
+            Some(ty) => yaml::to_string_annotated(&self.value, Some(&ShapeHints(ty))),
             None => yaml::to_string(&self.value),
         }
     }
@@ -105,7 +106,8 @@ pub(crate) fn identify(value: &Value, positions: &Positions) -> Result<DocId> {
     match (api_version, kind) {
         (None, None) => {
             if let Some(v) = m.get("version").filter(|v| !v.is_null()) {
-                if v.as_str() != Some("v1alpha1") {
+                // An empty version is what a document without one encodes to.
+                if !matches!(v.as_str(), Some("v1alpha1" | "")) {
                     return Err(Problem::new(format!("unsupported config version {v}"))
                         .path("version")
                         .at(positions.lookup("version"))
@@ -132,7 +134,12 @@ pub(crate) fn identify(value: &Value, positions: &Positions) -> Result<DocId> {
             Ok(DocId::Kind {
                 api_version: api.to_string(),
                 kind: kind.to_string(),
-                name: m.get("name").and_then(Value::as_str).map(String::from),
+                name: match m.get("name") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    Some(Value::Bool(b)) => Some(b.to_string()),
+                    _ => None,
+                },
             })
         }
         (None, Some(_)) => Err(Problem::new("document has a kind but no apiVersion")
@@ -362,6 +369,21 @@ mod tests {
         let doc = "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\n";
         let e = Config::parse(&format!("{doc}---\n{doc}")).unwrap_err();
         assert!(e.to_string().contains("duplicate document"), "{e}");
+    }
+
+    #[test]
+    fn document_without_version_round_trips() {
+        let cfg = Config::parse("machine:\n").unwrap();
+        let again = Config::parse(&cfg.encode_canonical()).unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn private_use_characters_are_ordinary_text() {
+        let src = "apiVersion: v1alpha1\nkind: HostnameConfig\nhostname: \u{e000}x\n";
+        let cfg = Config::parse(src).unwrap();
+        assert_eq!(Config::parse(&cfg.encode_canonical()).unwrap(), cfg);
+        assert_eq!(cfg.encode_canonical(), src);
     }
 
     #[test]

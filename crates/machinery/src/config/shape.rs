@@ -538,44 +538,45 @@ fn redact_named(v: &mut Value, key: &str) {
     }
 }
 
-/// Prepare a canonical value for the writer: octal numbers and flow lists become verbatim
-/// scalars (see [`crate::yaml::VERBATIM`]).
-pub fn for_emit(v: &Value, ty: &Ty) -> Value {
-    use crate::yaml::VERBATIM;
+/// The type at `path` (keys, `[]` for list items) below `root`, and the field that holds it.
+pub fn ty_at(root: &Ty, path: &[String]) -> Option<(Ty, Option<Field>)> {
+    let mut ty = root.clone();
+    let mut field = None;
+    for seg in path {
+        let (next, f) = match (&ty, seg.as_str()) {
+            (Ty::List(inner), "[]") => ((**inner).clone(), None),
+            (Ty::Map(inner), _) => ((**inner).clone(), None),
+            (Ty::Struct(name), key) => {
+                let f = Shapes::get().field(name, key)?;
+                (f.ty.clone(), Some(f.clone()))
+            }
+            _ => return None,
+        };
+        ty = next;
+        field = f;
+    }
+    Some((ty, field))
+}
+
+/// The written form a shape gives a value: octal for file modes, flow style for flow lists.
+pub fn shaped_text(root: &Ty, path: &[String], v: &Value) -> Option<String> {
+    let (ty, field) = ty_at(root, path)?;
     match (ty, v) {
-        (Ty::Octal, Value::Number(n)) => match n.as_u64() {
-            Some(u) => Value::String(format!("{VERBATIM}0o{u:o}")),
-            None => v.clone(),
-        },
-        (Ty::List(inner) | Ty::Map(inner), _) => map_children(v, |x| for_emit(x, inner)),
-        (Ty::Struct(name), Value::Object(m)) => Value::Object(
-            m.iter()
-                .map(|(k, x)| {
-                    let out = match Shapes::get().field(name, k) {
-                        Some(f) if f.flow => match x.as_array() {
-                            Some(items) => {
-                                let parts: Vec<String> =
-                                    items.iter().map(|i| i.to_string()).collect();
-                                Value::String(format!("{VERBATIM}[{}]", parts.join(",")))
-                            }
-                            None => x.clone(),
-                        },
-                        Some(f) => for_emit(x, &f.ty),
-                        None => x.clone(),
-                    };
-                    (k.clone(), out)
-                })
-                .collect(),
-        ),
-        _ => v.clone(),
+        (Ty::Octal, Value::Number(n)) => n.as_u64().map(|u| format!("0o{u:o}")),
+        (Ty::List(_), Value::Array(items)) if field.is_some_and(|f| f.flow) => {
+            let parts: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+            Some(format!("[{}]", parts.join(",")))
+        }
+        _ => None,
     }
 }
 
-fn map_children(v: &Value, f: impl Fn(&Value) -> Value) -> Value {
-    match v {
-        Value::Array(items) => Value::Array(items.iter().map(f).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), f(x))).collect()),
-        other => other.clone(),
+/// Writer hints from a document's shape.
+pub struct ShapeHints(pub Ty);
+
+impl crate::yaml::Annotator for ShapeHints {
+    fn verbatim(&self, path: &[String], value: &Value) -> Option<String> {
+        shaped_text(&self.0, path, value)
     }
 }
 

@@ -5,18 +5,27 @@ use serde_json::Value;
 
 use super::parse::resolves_non_string;
 
-/// Documentation to weave into the output (`gen config --with-docs`). Paths are the keys from
-/// the document root, with `[]` for list items.
+/// What the writer may ask about the value it writes, by path (the keys from the document
+/// root, with `[]` for list items): a written form of its own (octal modes, flow lists), and
+/// documentation to weave in (`gen config --with-docs`).
 pub trait Annotator {
+    /// The exact text for the value at `path`, when it is not written the plain way.
+    fn verbatim(&self, _path: &[String], _value: &Value) -> Option<String> {
+        None
+    }
     /// A short description of the key at `path`.
-    fn doc(&self, path: &[String]) -> Option<String>;
+    fn doc(&self, _path: &[String]) -> Option<String> {
+        None
+    }
     /// Commented examples for keys of the mapping at `path` that are not present:
-    /// `(description, {key: example value})`.
+    /// `(description, YAML text of {key: example value})`.
     fn examples(
         &self,
-        path: &[String],
-        present: &serde_json::Map<String, Value>,
-    ) -> Vec<(String, Value)>;
+        _path: &[String],
+        _present: &serde_json::Map<String, Value>,
+    ) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Encode one document (ends with a newline).
@@ -80,7 +89,8 @@ impl Emitter<'_> {
             let first_inline = i == 0 && inline_first;
             self.path.push(k.clone());
             let doc = self.ann.and_then(|a| a.doc(&self.path));
-            let block = is_block(v);
+            let verbatim = self.ann.and_then(|a| a.verbatim(&self.path, v));
+            let block = verbatim.is_none() && is_block(v);
             if let (Some(d), true, false) = (&doc, block, first_inline) {
                 pad(&mut self.out, key_col);
                 self.out.push_str(&format!("# {d}\n"));
@@ -91,7 +101,17 @@ impl Emitter<'_> {
             self.out.push_str(&scalar_str(k));
             self.out.push(':');
             let inline_doc = if block { None } else { doc };
-            self.value(v, child, child, inline_doc);
+            match verbatim {
+                Some(text) => {
+                    self.out.push(' ');
+                    self.out.push_str(&text);
+                    if let Some(d) = inline_doc {
+                        self.out.push_str(&format!(" # {d}"));
+                    }
+                    self.out.push('\n');
+                }
+                None => self.value(v, child, child, inline_doc),
+            }
             if let (Some(ann), Value::Object(inner)) = (self.ann, v) {
                 self.examples(ann, inner, child);
             }
@@ -109,7 +129,7 @@ impl Emitter<'_> {
         for (doc, example) in ann.examples(&self.path, m) {
             pad(&mut self.out, key_col);
             self.out.push_str(&format!("# {doc}\n"));
-            for line in to_string(&example).lines() {
+            for line in example.lines() {
                 pad(&mut self.out, key_col);
                 self.out.push_str("# ");
                 self.out.push_str(line);
@@ -170,7 +190,10 @@ impl Emitter<'_> {
                     nested.seq(inner, dash + 2);
                     self.out.push_str(nested.out.trim_start());
                 }
-                other => self.value(other, dash + 4, dash + 2, None),
+                other => match self.ann.and_then(|a| a.verbatim(&self.path, other)) {
+                    Some(text) => self.out.push_str(&format!(" {text}\n")),
+                    None => self.value(other, dash + 4, dash + 2, None),
+                },
             }
         }
         self.path.pop();
@@ -194,16 +217,9 @@ fn inline(v: &Value) -> Option<String> {
     })
 }
 
-/// A string starting with this private-use character is written verbatim (without it): used
-/// for octal modes and flow lists, which have no `serde_json::Value` form of their own.
-pub const VERBATIM: char = '\u{E000}';
-
 /// Quote a string the way go-yaml v3 does: plain when it reads back as the same string,
 /// single-quoted when only indicators stand in the way, double-quoted otherwise.
 pub fn scalar_str(s: &str) -> String {
-    if let Some(raw) = s.strip_prefix(VERBATIM) {
-        return raw.to_string();
-    }
     if s.is_empty() || resolves_non_string(s) {
         return double_quoted(s);
     }

@@ -226,6 +226,22 @@ impl MarkedEventReceiver for Builder {
 
 /// Parse every document of a YAML stream.
 pub fn parse_stream(src: &str) -> Result<Vec<YamlDoc>, SyntaxError> {
+    // YAML allows no control characters but tab and line breaks.
+    for (i, line) in src.split('\n').enumerate() {
+        if let Some((col, c)) = line
+            .chars()
+            .enumerate()
+            .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\r' | '\u{85}'))
+        {
+            return Err(SyntaxError {
+                pos: Pos {
+                    line: i + 1,
+                    column: col + 1,
+                },
+                message: format!("control character U+{:04X} is not allowed", c as u32),
+            });
+        }
+    }
     let mut b = Builder {
         docs: Vec::new(),
         stack: Vec::new(),
@@ -365,6 +381,12 @@ mod tests {
         let e = parse_stream("a: 1\na: 2\n").unwrap_err();
         assert!(e.message.contains("already defined"), "{e:?}");
         assert_eq!(e.pos.line, 2);
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let e = parse_stream("a: 1\nb: x\0y\n").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.column), (2, 5));
     }
 
     #[test]
