@@ -277,6 +277,10 @@ fn zero_of(ty: &Ty) -> Value {
 /// maps sorted the way go-yaml sorts them, scalars in string fields turned into strings.
 pub fn canonical(v: &Value, ty: &Ty) -> Value {
     match (ty, v) {
+        // Talos drops the leading empty lines of multi-line strings (block scalars).
+        (Ty::String, Value::String(s)) if s.starts_with('\n') => {
+            Value::String(s.trim_start_matches('\n').to_string())
+        }
         (Ty::String, Value::Number(n)) => Value::String(n.to_string()),
         (Ty::String, Value::Bool(b)) => Value::String(b.to_string()),
         (Ty::List(inner), Value::Array(items)) => {

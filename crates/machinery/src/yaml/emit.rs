@@ -319,8 +319,6 @@ fn block_allowed(s: &str) -> bool {
 }
 
 fn block_scalar(s: &str, indent: usize) -> String {
-    // Talos drops leading empty lines of block contents.
-    let s = s.trim_start_matches('\n');
     let mut out = String::from("|");
     if s.starts_with(' ') {
         out.push_str(&4.to_string());
