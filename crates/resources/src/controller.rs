@@ -174,7 +174,9 @@ impl ReconcileContext {
         ty: &str,
         query: &LabelQuery,
     ) -> Result<Vec<Arc<Resource>>, Error> {
-        self.readable(ns, ty, None)?;
+        if !self.inputs.iter().any(|i| i.namespace == ns && i.ty == ty) {
+            self.readable(ns, ty, None)?;
+        }
         let narrowed: Vec<&String> = self
             .inputs
             .iter()
@@ -325,6 +327,7 @@ pub struct Runtime {
     controllers: Vec<Box<dyn Controller>>,
     infos: Vec<ControllerInfo>,
     backoff: (Duration, Duration),
+    watch_buffer: Option<usize>,
     stats: Arc<Mutex<HashMap<String, ControllerStats>>>,
 }
 
@@ -362,6 +365,7 @@ impl Runtime {
             controllers: Vec::new(),
             infos: Vec::new(),
             backoff: (Duration::from_millis(100), Duration::from_secs(30)),
+            watch_buffer: None,
             stats: Arc::default(),
         }
     }
@@ -369,6 +373,13 @@ impl Runtime {
     /// Retry delays after a failed reconcile: from `min`, doubling, capped at `max`.
     pub fn with_backoff(mut self, min: Duration, max: Duration) -> Runtime {
         self.backoff = (min, max);
+        self
+    }
+
+    /// Queue size of the runtime's own watches (a smaller one overruns sooner; the runtime
+    /// reopens it and the controller catches up).
+    pub fn with_watch_buffer(mut self, events: usize) -> Runtime {
+        self.watch_buffer = Some(events);
         self
     }
 
@@ -412,12 +423,22 @@ impl Runtime {
         let mut tasks = Vec::new();
         for (c, info) in self.controllers.into_iter().zip(self.infos) {
             let dirty = Arc::new(Notify::new());
+            let opts = WatchKindOptions {
+                buffer: self.watch_buffer,
+                ..Default::default()
+            };
             for input in &info.inputs {
-                tasks.push(spawn_input_watch(&self.state, input.clone(), dirty.clone()));
+                tasks.push(spawn_input_watch(
+                    &self.state,
+                    &opts,
+                    input.clone(),
+                    dirty.clone(),
+                ));
             }
             for output in &info.outputs {
                 tasks.push(spawn_output_watch(
                     &self.state,
+                    &opts,
                     output.clone(),
                     &info.name,
                     dirty.clone(),
@@ -439,50 +460,73 @@ impl Runtime {
     }
 }
 
-fn spawn_input_watch(state: &State, input: Input, dirty: Arc<Notify>) -> JoinHandle<()> {
-    let watcher = state.watch_kind(&input.namespace, &input.ty, WatchKindOptions::default());
+/// Keep a kind watch open for a controller: `wake` decides which events matter. A watch that
+/// ends (a consumer overrun) is reopened, and the controller woken to catch up.
+fn spawn_watch(
+    state: &State,
+    opts: &WatchKindOptions,
+    ns: &str,
+    ty: &str,
+    dirty: Arc<Notify>,
+    wake: impl Fn(&crate::watch::Event) -> bool + Send + 'static,
+) -> JoinHandle<()> {
+    let first = state.watch_kind(ns, ty, opts.clone());
+    let (state, opts, ns, ty) = (state.clone(), opts.clone(), ns.to_string(), ty.to_string());
     tokio::spawn(async move {
-        let Ok(mut w) = watcher else { return };
-        while let Some(ev) = w.next().await {
-            let relevant = match &ev.resource {
-                None => ev.kind == EventKind::Errored,
-                Some(r) => {
-                    input.id.as_deref().is_none_or(|id| id == r.metadata.id)
-                        && (input.kind != InputKind::DestroyReady
-                            || (r.metadata.phase == Phase::TearingDown
-                                && r.metadata.finalizers.is_empty()))
+        let mut watcher = first;
+        loop {
+            let Ok(mut w) = watcher else { return };
+            while let Some(ev) = w.next().await {
+                if ev.kind == EventKind::Errored || wake(&ev) {
+                    dirty.notify_one();
                 }
-            };
-            if relevant {
-                dirty.notify_one();
             }
+            watcher = state.watch_kind(&ns, &ty, opts.clone());
+            dirty.notify_one();
         }
+    })
+}
+
+fn spawn_input_watch(
+    state: &State,
+    opts: &WatchKindOptions,
+    input: Input,
+    dirty: Arc<Notify>,
+) -> JoinHandle<()> {
+    let (ns, ty) = (input.namespace.clone(), input.ty.clone());
+    spawn_watch(state, opts, &ns, &ty, dirty, move |ev| {
+        ev.resource.as_ref().is_some_and(|r| {
+            input.id.as_deref().is_none_or(|id| id == r.metadata.id)
+                && (input.kind != InputKind::DestroyReady
+                    || (r.metadata.phase == Phase::TearingDown && r.metadata.finalizers.is_empty()))
+        })
     })
 }
 
 /// Wake the owner when one of its torn-down outputs has lost its last finalizer.
 fn spawn_output_watch(
     state: &State,
+    opts: &WatchKindOptions,
     output: Output,
     owner: &str,
     dirty: Arc<Notify>,
 ) -> JoinHandle<()> {
-    let watcher = state.watch_kind(&output.namespace, &output.ty, WatchKindOptions::default());
     let owner = owner.to_string();
-    tokio::spawn(async move {
-        let Ok(mut w) = watcher else { return };
-        while let Some(ev) = w.next().await {
-            if let Some(r) = &ev.resource {
-                if *r.metadata.owner == *owner
-                    && r.metadata.phase == Phase::TearingDown
-                    && r.metadata.finalizers.is_empty()
-                    && ev.kind == EventKind::Updated
-                {
-                    dirty.notify_one();
-                }
-            }
-        }
-    })
+    spawn_watch(
+        state,
+        opts,
+        &output.namespace,
+        &output.ty,
+        dirty,
+        move |ev| {
+            ev.kind == EventKind::Updated
+                && ev.resource.as_ref().is_some_and(|r| {
+                    *r.metadata.owner == *owner
+                        && r.metadata.phase == Phase::TearingDown
+                        && r.metadata.finalizers.is_empty()
+                })
+        },
+    )
 }
 
 async fn run_controller(
