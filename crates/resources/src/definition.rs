@@ -49,6 +49,12 @@ impl Definition {
         }
     }
 
+    /// Keep only the explicit aliases (the type opts out of automatic aliases).
+    pub fn without_automatic_aliases(mut self, explicit: &[&str]) -> Definition {
+        (self.aliases, self.all_aliases) = explicit_aliases(explicit);
+        self
+    }
+
     pub fn column(mut self, name: &str, json_path: &str) -> Definition {
         self.print_columns.push(PrintColumn {
             name: name.into(),
@@ -132,12 +138,15 @@ pub fn fill_aliases(ty: &str, explicit: &[&str]) -> (Vec<String>, Vec<String>) {
     for i in 2..parts.len() {
         all.push(parts[..i].join(".").to_lowercase());
     }
-    for a in &aliases {
-        if !all.contains(a) {
-            all.push(a.clone());
-        }
-    }
+    all.extend(aliases.iter().cloned());
     (aliases, all)
+}
+
+/// A definition that keeps exactly the aliases given (no automatic ones, no type-derived ones),
+/// as for types that opt out of the automatic aliases.
+pub fn explicit_aliases(explicit: &[&str]) -> (Vec<String>, Vec<String>) {
+    let aliases: Vec<String> = explicit.iter().map(|s| s.to_string()).collect();
+    (aliases.clone(), aliases)
 }
 
 /// Definitions and namespaces registered in a state's `meta` namespace.

@@ -15,8 +15,8 @@ pub use controller::{
     OutputKind, ReconcileContext, Runtime, RuntimeError, RuntimeHandle,
 };
 pub use definition::{
-    display_type, fill_aliases, Definition, NamespaceSpec, Registry, NAMESPACE_TYPE,
-    RESOURCE_DEFINITION_TYPE,
+    display_type, explicit_aliases, fill_aliases, Definition, NamespaceSpec, Registry,
+    NAMESPACE_TYPE, RESOURCE_DEFINITION_TYPE,
 };
 pub use graph::dependency_dot;
 pub use query::{LabelQuery, Op, Term};
