@@ -53,6 +53,9 @@ pub const HISTORY: usize = 1024;
 
 #[derive(Default)]
 struct Collection {
+    /// The namespace and type, shared by every resource stored here.
+    ns: Arc<str>,
+    ty: Arc<str>,
     items: BTreeMap<String, Arc<Resource>>,
     kind_watchers: Vec<Arc<Queue>>,
     id_watchers: HashMap<String, Vec<Arc<Queue>>>,
@@ -129,14 +132,23 @@ impl State {
         {
             return c.clone();
         }
-        self.inner
-            .collections
-            .write()
-            .expect("state")
-            .entry(ns.into())
-            .or_default()
+        let mut all = self.inner.collections.write().expect("state");
+        let (ns_key, types) = match all.get_key_value(ns) {
+            Some((k, _)) => (k.clone(), all.get_mut(ns).expect("present")),
+            None => {
+                let k: Arc<str> = ns.into();
+                (k.clone(), all.entry(k).or_default())
+            }
+        };
+        types
             .entry(ty.into())
-            .or_default()
+            .or_insert_with_key(|ty_key| {
+                Arc::new(Mutex::new(Collection {
+                    ns: ns_key,
+                    ty: ty_key.clone(),
+                    ..Default::default()
+                }))
+            })
             .clone()
     }
 
@@ -172,6 +184,8 @@ impl State {
             return Err(Error::AlreadyExists(res.pointer()));
         }
         let t = now();
+        res.metadata.namespace = c.ns.clone();
+        res.metadata.ty = c.ty.clone();
         res.metadata.version = 1;
         res.metadata.created = t;
         res.metadata.updated = t;
@@ -205,6 +219,9 @@ impl State {
             });
         }
         check_owner(&cur, &res.metadata.owner)?;
+        res.metadata.namespace = c.ns.clone();
+        res.metadata.ty = c.ty.clone();
+        res.metadata.owner = cur.metadata.owner.clone();
         res.metadata.version = cur.metadata.version + 1;
         res.metadata.created = cur.metadata.created;
         res.metadata.updated = now();
