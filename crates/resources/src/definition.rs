@@ -224,7 +224,7 @@ impl Registry {
         let matches: Vec<Definition> = self
             .definitions()
             .into_iter()
-            .filter(|d| d.id() == wanted || d.all_aliases.iter().any(|a| *a == wanted))
+            .filter(|d| d.id() == wanted || d.all_aliases.contains(&wanted))
             .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),

@@ -105,10 +105,12 @@ pub struct State {
     inner: Arc<Inner>,
 }
 
+type TypeMap = HashMap<Arc<str>, Arc<Mutex<Collection>>>;
+
 #[derive(Default)]
 struct Inner {
     /// namespace → type → collection
-    collections: RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Arc<Mutex<Collection>>>>>,
+    collections: RwLock<HashMap<Arc<str>, TypeMap>>,
     bookmark: AtomicU64,
 }
 

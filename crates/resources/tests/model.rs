@@ -60,11 +60,14 @@ proptest! {
                     let mut r = Resource::new(NS, TY, &ptr(i).id, v);
                     r.metadata.owner = "o".into();
                     let res = state.create(r);
-                    if model.contains_key(&ptr(i).id) {
-                        prop_assert!(matches!(res, Err(Error::AlreadyExists(_))));
-                    } else {
-                        prop_assert_eq!(res.unwrap().metadata.version, 1);
-                        model.insert(ptr(i).id, Item { version: 1, value: v, finalizers: vec![], phase: Phase::Running });
+                    match model.entry(ptr(i).id) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            prop_assert!(matches!(res, Err(Error::AlreadyExists(_))));
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            prop_assert_eq!(res.unwrap().metadata.version, 1);
+                            slot.insert(Item { version: 1, value: v, finalizers: vec![], phase: Phase::Running });
+                        }
                     }
                 }
                 Op::Update(i, v) => match (state.get(&ptr(i)), model.get_mut(&ptr(i).id)) {
