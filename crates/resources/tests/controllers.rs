@@ -394,3 +394,46 @@ fn dependency_graph_in_dot() {
     assert!(with.contains("label=\"Mid/x\", shape=note"), "{with}");
     assert!(with.contains("c0 -> r0;"), "{with}");
 }
+
+/// Counts its reconciles; its input is destroy-ready only.
+struct Reaper(Arc<AtomicU32>);
+
+#[async_trait::async_trait]
+impl Controller for Reaper {
+    fn name(&self) -> &str {
+        "reaper"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::new(NS, "In", resources::InputKind::DestroyReady)]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![]
+    }
+    async fn reconcile(&mut self, _ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn destroy_ready_inputs_wake_only_when_ready_to_destroy() {
+    let state = State::new();
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut rt = Runtime::new(state.clone());
+    rt.register(Reaper(calls.clone())).unwrap();
+    let _h = rt.start();
+    eventually("the first reconcile", || calls.load(Ordering::SeqCst) == 1).await;
+    input(&state, "a", 1);
+    input(&state, "a", 2);
+    let p = Pointer::new(NS, "In", "a");
+    state.add_finalizer(&p, "someone").unwrap();
+    state.teardown(&p, "user").unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "changes and a teardown with finalizers do not wake it"
+    );
+    state.remove_finalizer(&p, "someone").unwrap();
+    eventually("woken when ready", || calls.load(Ordering::SeqCst) == 2).await;
+}
