@@ -44,7 +44,7 @@ pub fn to_string_annotated(value: &Value, ann: Option<&dyn Annotator>) -> String
         Value::Object(m) if !m.is_empty() => e.map(m, 0, 4, false),
         Value::Array(a) if !a.is_empty() => e.seq(a, 0),
         other => {
-            let text = inline(other).unwrap_or_else(|| block_scalar(other_str(other), 0));
+            let text = inline(other).unwrap_or_else(|| block_scalar(other_str(other), 2, 0));
             e.out.push_str(&text);
             e.out.push('\n');
         }
@@ -110,7 +110,7 @@ impl Emitter<'_> {
                     }
                     self.out.push('\n');
                 }
-                None => self.value(v, child, child, inline_doc),
+                None => self.value(v, child, child, key_col, inline_doc),
             }
             if let (Some(ann), Value::Object(inner)) = (self.ann, v) {
                 self.examples(ann, inner, child);
@@ -140,8 +140,16 @@ impl Emitter<'_> {
     }
 
     /// Writes ` value\n` after a `key:` or `-`, or a nested block. `child` is the nested block
-    /// indentation, `block_indent` the content indentation of a literal block scalar.
-    fn value(&mut self, v: &Value, child: usize, block_indent: usize, doc: Option<String>) {
+    /// indentation, `block_indent` the content indentation of a literal block scalar and
+    /// `parent` the column of its key or dash.
+    fn value(
+        &mut self,
+        v: &Value,
+        child: usize,
+        block_indent: usize,
+        parent: usize,
+        doc: Option<String>,
+    ) {
         match v {
             Value::Object(m) if !m.is_empty() => {
                 self.out.push('\n');
@@ -163,7 +171,7 @@ impl Emitter<'_> {
                     }
                     None => self
                         .out
-                        .push_str(&block_scalar(other_str(other), block_indent)),
+                        .push_str(&block_scalar(other_str(other), block_indent, parent)),
                 }
             }
         }
@@ -192,7 +200,7 @@ impl Emitter<'_> {
                 }
                 other => match self.ann.and_then(|a| a.verbatim(&self.path, other)) {
                     Some(text) => self.out.push_str(&format!(" {text}\n")),
-                    None => self.value(other, dash + 4, dash + 2, None),
+                    None => self.value(other, dash + 4, dash + 2, dash, None),
                 },
             }
         }
@@ -318,10 +326,12 @@ fn block_allowed(s: &str) -> bool {
     !s.contains(" \n") && !s.chars().any(|c| c != '\n' && is_special(c)) && !s.ends_with(' ')
 }
 
-fn block_scalar(s: &str, indent: usize) -> String {
+/// A literal block; content at `indent`, its key or dash at column `parent`. Content that
+/// starts with a space needs the indentation spelled out, relative to the parent.
+fn block_scalar(s: &str, indent: usize, parent: usize) -> String {
     let mut out = String::from("|");
     if s.starts_with(' ') {
-        out.push_str(&4.to_string());
+        out.push_str(&(indent - parent).to_string());
     }
     let trailing = s.len() - s.trim_end_matches('\n').len();
     match trailing {
@@ -403,6 +413,13 @@ mod tests {
         assert_eq!(got, want);
         let back = parse_stream(&got).unwrap();
         assert_eq!(back[0].value, v);
+    }
+
+    #[test]
+    fn leading_spaces_in_blocks_round_trip() {
+        let v = json!({"k": " a\n b\n", "l": [" x\ny"], "m": [{"n": "  p\nq"}]});
+        let text = to_string(&v);
+        assert_eq!(parse_stream(&text).unwrap()[0].value, v, "{text}");
     }
 
     #[test]
