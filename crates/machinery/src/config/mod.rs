@@ -1,6 +1,15 @@
 //! The machine configuration: a v1alpha1 document plus any number of typed multi-document kinds.
 
+/// The shape language and its parser (shared with build.rs).
+mod dsl;
 mod shape;
+
+/// Typed structs for every document shape (generated from the shapes by `build.rs`): every
+/// field is optional, named in snake case, and (de)serializes under its Talos name.
+#[allow(clippy::all)]
+pub mod types {
+    include!(concat!(env!("OUT_DIR"), "/types.rs"));
+}
 
 use std::fmt;
 use std::path::Path;
@@ -331,6 +340,20 @@ impl Config {
         self.v1alpha1().and_then(|v| v.pointer(ptr))
     }
 
+    /// A document as its typed struct.
+    pub fn typed<T: serde::de::DeserializeOwned>(&self, id: &DocId) -> Option<Result<T>> {
+        self.document(id).map(|d| {
+            serde_json::from_value(d.value.clone())
+                .map_err(|e| Error::msg(format!("document {id}: {e}")))
+        })
+    }
+
+    /// The v1alpha1 document, typed (empty when the config has none).
+    pub fn v1alpha1_typed(&self) -> Result<types::V1alpha1Config> {
+        self.typed(&DocId::V1Alpha1)
+            .unwrap_or_else(|| Ok(Default::default()))
+    }
+
     /// The machine type (`controlplane`, `worker`, `init`), if set.
     pub fn machine_type(&self) -> &str {
         self.pointer("/machine/type")
@@ -356,6 +379,24 @@ mod tests {
                 "6:11: machine.install.wipe: expected a boolean (true or false), found number 3",
             ]
         );
+    }
+
+    #[test]
+    fn typed_access() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    install:\n        disk: /dev/vda\n    files:\n        - path: /etc/x\n          permissions: 0o644\n          op: create\n          content: x\ncluster:\n    network:\n        podSubnets: [10.0.0.0/8]\n";
+        let cfg = Config::parse(src).unwrap();
+        let typed = cfg.v1alpha1_typed().unwrap();
+        let machine = typed.machine.unwrap();
+        assert_eq!(machine.r#type.as_deref(), Some("worker"));
+        assert_eq!(machine.install.unwrap().disk.as_deref(), Some("/dev/vda"));
+        assert_eq!(machine.files.unwrap()[0].permissions, Some(0o644));
+        let net = typed.cluster.unwrap().network.unwrap();
+        assert_eq!(net.pod_subnets.unwrap(), ["10.0.0.0/8"]);
+        let link = Config::parse("apiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 9000\n")
+            .unwrap();
+        let id = link.documents()[0].id.clone();
+        let l: types::NetworkLinkConfigV1Alpha1 = link.typed(&id).unwrap().unwrap();
+        assert_eq!((l.name.as_deref(), l.mtu), (Some("eth0"), Some(9000)));
     }
 
     #[test]

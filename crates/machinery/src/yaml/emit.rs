@@ -169,9 +169,10 @@ impl Emitter<'_> {
                         }
                         self.out.push('\n');
                     }
-                    None => self
-                        .out
-                        .push_str(&block_scalar(other_str(other), block_indent, parent)),
+                    None => {
+                        self.out
+                            .push_str(&block_scalar(other_str(other), block_indent, parent))
+                    }
                 }
             }
         }
