@@ -15,7 +15,9 @@ fn delete() -> Value {
 
 fn identity(id: &DocId) -> Map<String, Value> {
     match id {
-        DocId::V1Alpha1 => Map::from_iter([("version".to_string(), json!("v1alpha1"))]),
+        // A document without apiVersion and kind is the v1alpha1 one; naming its version here
+        // would change it.
+        DocId::V1Alpha1 => Map::new(),
         DocId::Kind {
             api_version,
             kind,

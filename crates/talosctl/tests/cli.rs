@@ -296,10 +296,7 @@ fn machineconfig_patch_and_diff() {
     );
     assert!(d.read("patched.yaml").contains("hostname: node-1"));
     let diff = ok(&d, &["mc", "diff", "worker.yaml", "patched.yaml"]);
-    assert_eq!(
-        diff,
-        "version: v1alpha1\nmachine:\n    network:\n        hostname: node-1\n"
-    );
+    assert_eq!(diff, "machine:\n    network:\n        hostname: node-1\n");
     d.write("diff.yaml", &diff);
     let again = ok(
         &d,
