@@ -9,7 +9,7 @@ use crate::config::{
     self, canonical, is_delete_directive, merge, strip_directives, Config, Document, MissingPath,
     RawDocument,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Pos, Problem, Result};
 
 /// One loaded patch.
 #[derive(Debug, Clone)]
@@ -17,7 +17,51 @@ pub enum Patch {
     /// Partial documents merged into the matching documents.
     Strategic(Vec<RawDocument>),
     /// RFC 6902 operations on the single document of a config.
-    Json(json_patch::Patch),
+    Json(JsonPatch),
+}
+
+/// RFC 6902 operations, each remembering where it was written.
+#[derive(Debug, Clone)]
+pub struct JsonPatch {
+    pub ops: json_patch::Patch,
+    origins: Vec<(Option<String>, Option<Pos>)>,
+}
+
+impl JsonPatch {
+    pub fn len(&self) -> usize {
+        self.ops.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.0.is_empty()
+    }
+
+    fn in_file(mut self, file: &str) -> JsonPatch {
+        for o in &mut self.origins {
+            o.0.get_or_insert_with(|| file.to_string());
+        }
+        self
+    }
+
+    fn extend(&mut self, other: JsonPatch) {
+        self.ops.0.extend(other.ops.0);
+        self.origins.extend(other.origins);
+    }
+
+    fn apply(&self, value: &mut Value) -> Result<()> {
+        json_patch::patch(value, &self.ops).map_err(|e| {
+            let (file, pos) = self.origins.get(e.operation).cloned().unwrap_or_default();
+            let mut p = Problem::new(format!(
+                "JSON patch operation {} failed: {} (path {})",
+                e.operation + 1,
+                e.kind,
+                e.path
+            ))
+            .at(pos);
+            p.file = file;
+            Error::from(p)
+        })
+    }
 }
 
 pub const JSON6902_MULTIDOC: &str =
@@ -35,16 +79,19 @@ impl Patch {
             Err(e) => e,
         };
         let docs = crate::yaml::parse_stream(src).map_err(|_| strategic_err.clone())?;
-        let value = match docs.as_slice() {
-            [one] => &one.value,
+        let (value, positions) = match docs.as_slice() {
+            [one] => (&one.value, &one.positions),
             _ => return Err(strategic_err),
         };
-        if !value.is_array() {
+        let Some(items) = value.as_array() else {
             return Err(strategic_err);
-        }
-        serde_json::from_value::<json_patch::Patch>(value.clone())
-            .map(Patch::Json)
-            .map_err(|e| Error::msg(format!("invalid JSON patch: {e}")))
+        };
+        let ops = serde_json::from_value::<json_patch::Patch>(value.clone())
+            .map_err(|e| Error::msg(format!("invalid JSON patch: {e}")))?;
+        let origins = (0..items.len())
+            .map(|i| (None, positions.lookup(&format!("[{i}]"))))
+            .collect();
+        Ok(Patch::Json(JsonPatch { ops, origins }))
     }
 
     /// Load a patch given the way talosctl takes it: inline text, `@file`, or a bare file name.
@@ -58,7 +105,10 @@ impl Patch {
             Some(path) => {
                 let src = std::fs::read_to_string(Path::new(path))
                     .map_err(|e| Error::msg(format!("patch file {path}: {e}")))?;
-                Patch::parse(&src).map_err(|e| e.in_file(path))
+                match Patch::parse(&src).map_err(|e| e.in_file(path))? {
+                    Patch::Json(j) => Ok(Patch::Json(j.in_file(path))),
+                    other => Ok(other),
+                }
             }
             None => Patch::parse(spec),
         }
@@ -71,7 +121,7 @@ pub fn load_patches<S: AsRef<str>>(specs: &[S]) -> Result<Vec<Patch>> {
     for spec in specs {
         let p = Patch::load(spec.as_ref())?;
         match (out.last_mut(), p) {
-            (Some(Patch::Json(prev)), Patch::Json(next)) => prev.0.extend(next.0),
+            (Some(Patch::Json(prev)), Patch::Json(next)) => prev.extend(next),
             (_, p) => out.push(p),
         }
     }
@@ -91,8 +141,7 @@ pub fn apply(mut cfg: Config, patches: &[Patch]) -> Result<Config> {
                     .pop()
                     .map(|d| d.value)
                     .unwrap_or_else(|| serde_json::json!({"version": "v1alpha1"}));
-                json_patch::patch(&mut value, ops)
-                    .map_err(|e| Error::msg(format!("JSON patch failed: {e}")))?;
+                ops.apply(&mut value)?;
                 target.push(Document::from_value(value)?);
             }
             Patch::Strategic(docs) => {

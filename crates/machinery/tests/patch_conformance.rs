@@ -139,7 +139,7 @@ fn patch_link_and_mixed() {
 fn patch_loading() {
     let Some(b) = base() else { return };
     let json = Patch::load(&format!("@{}", b.join("patch.json").display())).unwrap();
-    assert!(matches!(&json, Patch::Json(p) if p.0.len() == 1));
+    assert!(matches!(&json, Patch::Json(p) if p.len() == 1));
     let yaml = Patch::load(&format!("@{}", b.join("patch.yaml").display())).unwrap();
     assert!(matches!(yaml, Patch::Json(_)));
     let strategic_path = b.join("strategic.yaml");
@@ -154,7 +154,7 @@ fn patch_loading() {
     let literal = r#"[{"op": "add", "path": "/machine/network/hostname", "value": "x"}]"#;
     let p = |n: &str| format!("@{}", b.join(n).display());
     let joined = load_patches(&[p("patch.json"), p("patch.yaml"), literal.to_string()]).unwrap();
-    assert!(matches!(joined.as_slice(), [Patch::Json(ops)] if ops.0.len() == 3));
+    assert!(matches!(joined.as_slice(), [Patch::Json(ops)] if ops.len() == 3));
     let mixed = load_patches(&[
         p("patch.json"),
         p("strategic.yaml"),
@@ -164,7 +164,7 @@ fn patch_loading() {
     .unwrap();
     assert!(matches!(
         mixed.as_slice(),
-        [Patch::Json(_), Patch::Strategic(_), Patch::Json(ops)] if ops.0.len() == 2
+        [Patch::Json(_), Patch::Strategic(_), Patch::Json(ops)] if ops.len() == 2
     ));
     // A bare file name is a file too.
     assert!(matches!(

@@ -207,8 +207,30 @@ fn gen_config_patches_and_bad_input_write_nothing() {
             r#"[{"op": "remove", "path": "/machine/network/nothing"}]"#,
         ],
     );
-    assert!(err.contains("JSON patch failed"), "{err}");
-    assert_eq!(e.files(), ["bad.yaml"], "nothing written");
+    assert!(err.contains("JSON patch operation 1 failed"), "{err}");
+    assert!(err.contains("/machine/network/nothing"), "{err}");
+    e.write(
+        "ops.yaml",
+        "- op: add\n  path: /machine/network/hostname\n  value: x\n- op: remove\n  path: /machine/nope\n",
+    );
+    let err = fails(
+        &e,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.2:6443",
+            "--talos-version",
+            "v1.11",
+            "--config-patch",
+            "@ops.yaml",
+        ],
+    );
+    assert!(
+        err.contains("ops.yaml:4:3: JSON patch operation 2 failed"),
+        "{err}"
+    );
+    assert_eq!(e.files(), ["bad.yaml", "ops.yaml"], "nothing written");
     let err = fails(&e, &["gen", "config", "demo", "10.5.0.2:6443"]);
     assert!(err.contains("https://"), "{err}");
 }
