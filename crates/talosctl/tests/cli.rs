@@ -227,7 +227,7 @@ fn gen_config_patches_and_bad_input_write_nothing() {
         ],
     );
     assert!(
-        err.contains("ops.yaml:4:3: JSON patch operation 2 failed"),
+        err.contains("ops.yaml:4:5: JSON patch operation 2 failed"),
         "{err}"
     );
     assert_eq!(e.files(), ["bad.yaml", "ops.yaml"], "nothing written");
