@@ -85,6 +85,11 @@ impl Key {
         )
     }
 
+    /// Standard PKCS#8 PEM (`PRIVATE KEY`), as TLS libraries read it.
+    pub fn to_pkcs8_pem(&self) -> String {
+        self.pair.serialize_pem()
+    }
+
     pub fn pair(&self) -> &KeyPair {
         &self.pair
     }

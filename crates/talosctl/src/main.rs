@@ -1,9 +1,11 @@
 //! talosctl: the Talos command-line client.
 
+mod client;
 mod config_cmd;
 mod gen;
 mod machineconfig;
 mod util;
+mod version;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,16 @@ enum Command {
     Validate(machineconfig::ValidateArgs),
     /// Manage the client configuration file (talosconfig).
     Config(config_cmd::ConfigArgs),
+    /// Print the client's and the nodes' versions.
+    Version(version::VersionArgs),
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
 }
 
 fn main() -> ExitCode {
@@ -37,6 +49,7 @@ fn main() -> ExitCode {
         Command::Machineconfig(a) => machineconfig::run(a),
         Command::Validate(a) => machineconfig::validate(a),
         Command::Config(a) => config_cmd::run(a),
+        Command::Version(a) => block_on(version::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,10 @@
+//! The Talos API: this project's .proto files (same packages, services, methods and field
+//! numbers as upstream for what is implemented) and the tonic code built from them.
+
+pub mod common {
+    tonic::include_proto!("common");
+}
+
+pub mod machine {
+    tonic::include_proto!("machine");
+}

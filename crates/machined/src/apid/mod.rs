@@ -1,0 +1,163 @@
+//! apid: the node's API on :50000. Mutual TLS with the machine CA; every call is checked
+//! against the role table before it reaches a handler.
+
+mod auth;
+mod roles_table;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use api::machine::machine_service_server::{MachineService, MachineServiceServer};
+use api::machine::{
+    FeaturesInfo, Hostname, HostnameResponse, PlatformInfo, Version, VersionInfo, VersionResponse,
+};
+use machinery::pki::{self, CertAndKey, Key, KeyKind, LeafSpec};
+use machinery::secrets::unb64;
+use machinery::Config;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+pub use auth::AuthLayer;
+
+use crate::node::{Node, TAG};
+
+/// The server identity (signed by the machine CA) and the CAs clients must present.
+pub struct Tls {
+    pub identity: Identity,
+    pub client_ca: Certificate,
+}
+
+/// A fresh apid certificate for this node, signed by the config's machine CA.
+pub fn tls_from_config(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<Tls, String> {
+    let get = |p: &str| {
+        cfg.pointer(p)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("the machine config has no {p}"))
+            .and_then(|b| unb64(b).map_err(|e| format!("{p}: {e}")))
+    };
+    let ca = CertAndKey {
+        crt: get("/machine/ca/crt")?,
+        key: get("/machine/ca/key")?,
+    };
+    let mut dns_names = vec!["localhost".to_string(), hostname.to_string()];
+    let mut ip_addresses: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    ip_addresses.extend(ips.iter().copied());
+    for san in cfg
+        .pointer("/machine/certSANs")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+    {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ip_addresses.push(ip),
+            Err(_) => dns_names.push(san.to_string()),
+        }
+    }
+    let key = Key::generate(KeyKind::Ed25519).map_err(|e| e.to_string())?;
+    let spec = LeafSpec {
+        common_name: hostname.into(),
+        dns_names,
+        ip_addresses,
+        server: true,
+        ttl: Some(pki::CLIENT_VALIDITY),
+        ..Default::default()
+    };
+    let crt = pki::sign_leaf(&ca, &key, &spec).map_err(|e| e.to_string())?;
+    let mut client_ca = ca.crt.clone();
+    for accepted in cfg
+        .pointer("/machine/acceptedCAs")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/crt").and_then(|c| c.as_str()))
+    {
+        client_ca.push_str(&unb64(accepted).map_err(|e| e.to_string())?);
+    }
+    Ok(Tls {
+        identity: Identity::from_pem(crt, key.to_pkcs8_pem()),
+        client_ca: Certificate::from_pem(client_ca),
+    })
+}
+
+struct Machine {
+    node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl MachineService for Machine {
+    async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            messages: vec![Version {
+                metadata: None,
+                version: Some(version_info()),
+                platform: Some(PlatformInfo {
+                    name: "container".into(),
+                    mode: "container".into(),
+                }),
+                features: Some(FeaturesInfo { rbac: true }),
+            }],
+        }))
+    }
+
+    async fn hostname(&self, _req: Request<()>) -> Result<Response<HostnameResponse>, Status> {
+        let hostname = self
+            .node
+            .hostname()
+            .ok_or_else(|| Status::unavailable("hostname is not known yet"))?;
+        Ok(Response::new(HostnameResponse {
+            messages: vec![Hostname {
+                metadata: None,
+                hostname,
+            }],
+        }))
+    }
+}
+
+/// This build's version information.
+pub fn version_info() -> VersionInfo {
+    VersionInfo {
+        tag: TAG.into(),
+        sha: option_env!("TALOS_SHA").unwrap_or("unknown").into(),
+        built: String::new(),
+        go_version: "rust".into(),
+        os: std::env::consts::OS.into(),
+        arch: match std::env::consts::ARCH {
+            "x86_64" => "amd64".into(),
+            "aarch64" => "arm64".into(),
+            other => other.into(),
+        },
+    }
+}
+
+/// Serve the API until `shutdown` resolves.
+pub async fn serve(
+    node: Arc<Node>,
+    tls: Tls,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let incoming = tokio_stream_from(listener);
+    Server::builder()
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(tls.identity)
+                .client_ca_root(tls.client_ca),
+        )
+        .map_err(|e| e.to_string())?
+        .layer(AuthLayer)
+        .add_service(MachineServiceServer::new(Machine { node }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let conn = l.accept().await.map(|(s, _)| s);
+        Some((conn, l))
+    })
+}

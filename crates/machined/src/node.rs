@@ -1,0 +1,175 @@
+//! The node's resources and the controllers that derive them from the machine config:
+//! MachineConfig → MachineType, HostnameStatus; Version is published at boot.
+
+use machinery::Config;
+use resources::{
+    Controller, ControllerError, Definition, Input, Output, Pointer, ReconcileContext,
+    Registry, Resource, Runtime, RuntimeHandle, State,
+};
+use serde::Serialize;
+
+pub const CONFIG_NS: &str = "config";
+pub const NETWORK_NS: &str = "network";
+pub const RUNTIME_NS: &str = "runtime";
+pub const MACHINE_CONFIG: &str = "MachineConfigs.config.talos.dev";
+pub const MACHINE_TYPE: &str = "MachineTypes.config.talos.dev";
+pub const HOSTNAME_STATUS: &str = "HostnameStatuses.net.talos.dev";
+pub const VERSION: &str = "Versions.runtime.talos.dev";
+pub const MACHINE_CONFIG_ID: &str = "v1alpha1";
+
+pub const TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// The active machine config, as its canonical text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MachineConfigSpec(pub String);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostnameSpec {
+    pub hostname: String,
+    pub domainname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionSpec {
+    pub version: String,
+}
+
+/// A booted node's state: definitions registered, boot resources published, controllers running.
+pub struct Node {
+    pub state: State,
+    _controllers: RuntimeHandle,
+}
+
+impl Node {
+    pub fn start(config: &Config) -> Result<Node, String> {
+        let state = State::new();
+        let registry = Registry::new(state.clone()).map_err(|e| e.to_string())?;
+        for (ns, desc) in [
+            (CONFIG_NS, "Talos node configuration."),
+            (NETWORK_NS, "Networking resources."),
+            (RUNTIME_NS, "Talos v1alpha1 subsystems glue resources."),
+        ] {
+            registry.register_namespace(ns, desc).map_err(|e| e.to_string())?;
+        }
+        for def in [
+            Definition::new(MACHINE_CONFIG, CONFIG_NS, &[]).sensitive(),
+            Definition::new(MACHINE_TYPE, CONFIG_NS, &[]).column("Type", "{@}"),
+            Definition::new(HOSTNAME_STATUS, NETWORK_NS, &["hostname"])
+                .column("Hostname", "{.hostname}")
+                .column("Domainname", "{.domainname}"),
+            Definition::new(VERSION, RUNTIME_NS, &[]).column("Version", "{.version}"),
+        ] {
+            registry.register(def).map_err(|e| e.to_string())?;
+        }
+        let mut version = Resource::new(RUNTIME_NS, VERSION, "version", VersionSpec {
+            version: TAG.into(),
+        });
+        version.metadata.owner = "machined".into();
+        state.create(version).map_err(|e| e.to_string())?;
+        let mut mc = Resource::new(
+            CONFIG_NS,
+            MACHINE_CONFIG,
+            MACHINE_CONFIG_ID,
+            MachineConfigSpec(config.encode_canonical()),
+        );
+        mc.metadata.owner = "machined".into();
+        state.create(mc).map_err(|e| e.to_string())?;
+
+        let mut rt = Runtime::new(state.clone());
+        rt.register(MachineTypeController).map_err(|e| e.to_string())?;
+        rt.register(HostnameController).map_err(|e| e.to_string())?;
+        Ok(Node {
+            state,
+            _controllers: rt.start(),
+        })
+    }
+
+    pub fn hostname(&self) -> Option<String> {
+        self.state
+            .get(&Pointer::new(NETWORK_NS, HOSTNAME_STATUS, "hostname"))
+            .ok()
+            .and_then(|r| r.spec::<HostnameSpec>().map(|h| h.hostname.clone()))
+    }
+}
+
+fn machine_config(ctx: &ReconcileContext) -> Result<Option<Config>, ControllerError> {
+    let ptr = Pointer::new(CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID);
+    let Some(r) = ctx.get(&ptr)? else {
+        return Ok(None);
+    };
+    let text = &r.spec::<MachineConfigSpec>().ok_or("machine config spec")?.0;
+    Ok(Some(Config::parse(text)?))
+}
+
+struct MachineTypeController;
+
+#[async_trait::async_trait]
+impl Controller for MachineTypeController {
+    fn name(&self) -> &str {
+        "config.MachineTypeController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID)]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::exclusive(CONFIG_NS, MACHINE_TYPE)]
+    }
+    fn cleanup_untouched(&self) -> bool {
+        true
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        if let Some(cfg) = machine_config(ctx)? {
+            let ty = cfg.machine_type().to_string();
+            ctx.modify(CONFIG_NS, MACHINE_TYPE, "machine-type", |_| ty)?;
+        }
+        Ok(())
+    }
+}
+
+struct HostnameController;
+
+/// The hostname a config asks for, or a stable one derived from the cluster and machine token.
+fn hostname_of(cfg: &Config) -> String {
+    let explicit = cfg
+        .pointer("/machine/network/hostname")
+        .or_else(|| cfg.kind("HostnameConfig").find_map(|d| d.value.get("hostname")))
+        .and_then(|v| v.as_str())
+        .filter(|h| !h.is_empty());
+    if let Some(h) = explicit {
+        return h.to_string();
+    }
+    let seed = cfg
+        .pointer("/machine/token")
+        .and_then(|v| v.as_str())
+        .unwrap_or("talos");
+    let mut h: u32 = 2166136261;
+    for b in seed.bytes() {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    format!("talos-{:03x}-{:03x}", h >> 20, (h >> 8) & 0xfff)
+}
+
+#[async_trait::async_trait]
+impl Controller for HostnameController {
+    fn name(&self) -> &str {
+        "network.HostnameController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID)]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::exclusive(NETWORK_NS, HOSTNAME_STATUS)]
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        if let Some(cfg) = machine_config(ctx)? {
+            let full = hostname_of(&cfg);
+            let (host, domain) = full.split_once('.').unwrap_or((&full, ""));
+            let spec = HostnameSpec {
+                hostname: host.into(),
+                domainname: domain.into(),
+            };
+            ctx.modify(NETWORK_NS, HOSTNAME_STATUS, "hostname", |_| spec)?;
+        }
+        Ok(())
+    }
+}
