@@ -49,7 +49,10 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let hostname = hostname.unwrap_or_else(|| "talos".into());
-    let ips: Vec<_> = [args.listen.ip()].into_iter().filter(|ip| !ip.is_unspecified()).collect();
+    let ips: Vec<_> = [args.listen.ip()]
+        .into_iter()
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
     let tls = apid::tls_from_config(&config, &hostname, &ips)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

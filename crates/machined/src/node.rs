@@ -3,8 +3,8 @@
 
 use machinery::Config;
 use resources::{
-    Controller, ControllerError, Definition, Input, Output, Pointer, ReconcileContext,
-    Registry, Resource, Runtime, RuntimeHandle, State,
+    Controller, ControllerError, Definition, Input, Output, Pointer, ReconcileContext, Registry,
+    Resource, Runtime, RuntimeHandle, State,
 };
 use serde::Serialize;
 
@@ -49,7 +49,9 @@ impl Node {
             (NETWORK_NS, "Networking resources."),
             (RUNTIME_NS, "Talos v1alpha1 subsystems glue resources."),
         ] {
-            registry.register_namespace(ns, desc).map_err(|e| e.to_string())?;
+            registry
+                .register_namespace(ns, desc)
+                .map_err(|e| e.to_string())?;
         }
         for def in [
             Definition::new(MACHINE_CONFIG, CONFIG_NS, &[]).sensitive(),
@@ -61,9 +63,14 @@ impl Node {
         ] {
             registry.register(def).map_err(|e| e.to_string())?;
         }
-        let mut version = Resource::new(RUNTIME_NS, VERSION, "version", VersionSpec {
-            version: TAG.into(),
-        });
+        let mut version = Resource::new(
+            RUNTIME_NS,
+            VERSION,
+            "version",
+            VersionSpec {
+                version: TAG.into(),
+            },
+        );
         version.metadata.owner = "machined".into();
         state.create(version).map_err(|e| e.to_string())?;
         let mut mc = Resource::new(
@@ -76,7 +83,8 @@ impl Node {
         state.create(mc).map_err(|e| e.to_string())?;
 
         let mut rt = Runtime::new(state.clone());
-        rt.register(MachineTypeController).map_err(|e| e.to_string())?;
+        rt.register(MachineTypeController)
+            .map_err(|e| e.to_string())?;
         rt.register(HostnameController).map_err(|e| e.to_string())?;
         Ok(Node {
             state,
@@ -97,7 +105,10 @@ fn machine_config(ctx: &ReconcileContext) -> Result<Option<Config>, ControllerEr
     let Some(r) = ctx.get(&ptr)? else {
         return Ok(None);
     };
-    let text = &r.spec::<MachineConfigSpec>().ok_or("machine config spec")?.0;
+    let text = &r
+        .spec::<MachineConfigSpec>()
+        .ok_or("machine config spec")?
+        .0;
     Ok(Some(Config::parse(text)?))
 }
 
@@ -132,7 +143,10 @@ struct HostnameController;
 fn hostname_of(cfg: &Config) -> String {
     let explicit = cfg
         .pointer("/machine/network/hostname")
-        .or_else(|| cfg.kind("HostnameConfig").find_map(|d| d.value.get("hostname")))
+        .or_else(|| {
+            cfg.kind("HostnameConfig")
+                .find_map(|d| d.value.get("hostname"))
+        })
         .and_then(|v| v.as_str())
         .filter(|h| !h.is_empty());
     if let Some(h) = explicit {

@@ -22,7 +22,9 @@ pub struct Target {
 /// `host` or `host:port` (IPv6 in brackets) as an https URI with the API port by default.
 fn uri(endpoint: &str) -> String {
     let has_port = match endpoint.rsplit_once(':') {
-        Some((host, port)) => port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')),
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
         None => false,
     };
     let host = if endpoint.contains(':') && !endpoint.starts_with('[') && !has_port {
@@ -82,8 +84,13 @@ pub fn machine(t: &Target) -> MachineServiceClient<Channel> {
 /// A failed call, worded like talosctl: the node and the gRPC message.
 pub fn call_error(node: &str, status: tonic::Status) -> Error {
     let what = match status.code() {
-        tonic::Code::PermissionDenied => format!("rpc error: code = PermissionDenied desc = {}", status.message()),
-        tonic::Code::Unavailable => format!("rpc error: code = Unavailable desc = {}", status.message()),
+        tonic::Code::PermissionDenied => format!(
+            "rpc error: code = PermissionDenied desc = {}",
+            status.message()
+        ),
+        tonic::Code::Unavailable => {
+            format!("rpc error: code = Unavailable desc = {}", status.message())
+        }
         code => format!("rpc error: code = {code:?} desc = {}", status.message()),
     };
     Error::msg(format!("{node}: {what}"))

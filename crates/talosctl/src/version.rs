@@ -34,7 +34,10 @@ pub async fn run(a: VersionArgs) -> Result<()> {
         println!("\t{TAG}");
     } else {
         println!("\tTag:         {TAG}");
-        println!("\tSHA:         {}", option_env!("TALOS_SHA").unwrap_or("unknown"));
+        println!(
+            "\tSHA:         {}",
+            option_env!("TALOS_SHA").unwrap_or("unknown")
+        );
         println!("\tBuilt:       ");
         println!("\tGo version:  rust");
         println!("\tOS/Arch:     {}/{}", std::env::consts::OS, arch());

@@ -106,6 +106,9 @@ mod tests {
         let unlisted = "/machine.MachineService/SomethingNew";
         assert!(allowed(unlisted, &r(&["os:admin"])));
         assert!(!allowed(unlisted, &r(&["os:operator"])));
-        assert!(!allowed("/machine.MachineService/GenerateClientConfiguration", &r(&["os:reader"])));
+        assert!(!allowed(
+            "/machine.MachineService/GenerateClientConfiguration",
+            &r(&["os:reader"])
+        ));
     }
 }

@@ -2,85 +2,259 @@
 
 /// `(full method name, roles allowed)`; methods not listed need os:admin.
 pub const RULES: &[(&str, &[&str])] = &[
-    ("/cluster.ClusterService/HealthCheck", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/cluster.ClusterService/HealthCheck",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
     ("/cosi.resource.State/Create", &["os:admin"]),
     ("/cosi.resource.State/Destroy", &["os:admin"]),
-    ("/cosi.resource.State/Get", &["os:admin", "os:operator", "os:reader"]),
-    ("/cosi.resource.State/List", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/cosi.resource.State/Get",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/cosi.resource.State/List",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
     ("/cosi.resource.State/Teardown", &["os:admin"]),
     ("/cosi.resource.State/TeardownAndDestroy", &["os:admin"]),
     ("/cosi.resource.State/Update", &["os:admin"]),
-    ("/cosi.resource.State/Watch", &["os:admin", "os:operator", "os:reader"]),
-    ("/inspect.InspectService/ControllerRuntimeDependencies", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/cosi.resource.State/Watch",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/inspect.InspectService/ControllerRuntimeDependencies",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
     ("/machine.DebugService/ContainerRun", &["os:admin"]),
     ("/machine.ImageService/Import", &["os:admin"]),
-    ("/machine.ImageService/List", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/machine.ImageService/List",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
     ("/machine.ImageService/Pull", &["os:admin", "os:operator"]),
     ("/machine.ImageService/Remove", &["os:admin"]),
-    ("/machine.ImageService/Verify", &["os:admin", "os:operator", "os:reader", "os:image:verifier"]),
-    ("/machine.LVMService/LogicalVolumeRemove", &["os:admin", "os:reader"]),
-    ("/machine.LVMService/PhysicalVolumeRemove", &["os:admin", "os:reader"]),
-    ("/machine.LVMService/VolumeGroupRemove", &["os:admin", "os:reader"]),
+    (
+        "/machine.ImageService/Verify",
+        &["os:admin", "os:operator", "os:reader", "os:image:verifier"],
+    ),
+    (
+        "/machine.LVMService/LogicalVolumeRemove",
+        &["os:admin", "os:reader"],
+    ),
+    (
+        "/machine.LVMService/PhysicalVolumeRemove",
+        &["os:admin", "os:reader"],
+    ),
+    (
+        "/machine.LVMService/VolumeGroupRemove",
+        &["os:admin", "os:reader"],
+    ),
     ("/machine.LifecycleService/Install", &["os:admin"]),
     ("/machine.LifecycleService/Upgrade", &["os:admin"]),
     ("/machine.MDService/Destroy", &["os:admin", "os:reader"]),
-    ("/machine.MachineService/ApplyConfiguration", &["os:admin", "os:reader"]),
+    (
+        "/machine.MachineService/ApplyConfiguration",
+        &["os:admin", "os:reader"],
+    ),
     ("/machine.MachineService/Bootstrap", &["os:admin"]),
-    ("/machine.MachineService/CPUFreqStats", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/CPUInfo", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/Containers", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/machine.MachineService/CPUFreqStats",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/CPUInfo",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/Containers",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
     ("/machine.MachineService/Copy", &["os:admin"]),
-    ("/machine.MachineService/DiskStats", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/DiskUsage", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/Dmesg", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/EtcdAlarmDisarm", &["os:admin", "os:operator"]),
-    ("/machine.MachineService/EtcdAlarmList", &["os:admin", "os:operator", "os:reader", "os:etcd:backup"]),
-    ("/machine.MachineService/EtcdDefragment", &["os:admin", "os:operator"]),
+    (
+        "/machine.MachineService/DiskStats",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/DiskUsage",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/Dmesg",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/EtcdAlarmDisarm",
+        &["os:admin", "os:operator"],
+    ),
+    (
+        "/machine.MachineService/EtcdAlarmList",
+        &["os:admin", "os:operator", "os:reader", "os:etcd:backup"],
+    ),
+    (
+        "/machine.MachineService/EtcdDefragment",
+        &["os:admin", "os:operator"],
+    ),
     ("/machine.MachineService/EtcdDowngradeCancel", &["os:admin"]),
     ("/machine.MachineService/EtcdDowngradeEnable", &["os:admin"]),
-    ("/machine.MachineService/EtcdDowngradeValidate", &["os:admin"]),
-    ("/machine.MachineService/EtcdForfeitLeadership", &["os:admin"]),
+    (
+        "/machine.MachineService/EtcdDowngradeValidate",
+        &["os:admin"],
+    ),
+    (
+        "/machine.MachineService/EtcdForfeitLeadership",
+        &["os:admin"],
+    ),
     ("/machine.MachineService/EtcdLeaveCluster", &["os:admin"]),
-    ("/machine.MachineService/EtcdMemberList", &["os:admin", "os:operator", "os:reader", "os:etcd:backup"]),
+    (
+        "/machine.MachineService/EtcdMemberList",
+        &["os:admin", "os:operator", "os:reader", "os:etcd:backup"],
+    ),
     ("/machine.MachineService/EtcdRecover", &["os:admin"]),
-    ("/machine.MachineService/EtcdRemoveMemberByID", &["os:admin"]),
-    ("/machine.MachineService/EtcdSnapshot", &["os:admin", "os:operator", "os:etcd:backup"]),
-    ("/machine.MachineService/EtcdStatus", &["os:admin", "os:operator", "os:reader", "os:etcd:backup"]),
-    ("/machine.MachineService/Events", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/GenerateClientConfiguration", &["os:admin"]),
-    ("/machine.MachineService/Hostname", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/ImageList", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/ImagePull", &["os:admin", "os:operator"]),
+    (
+        "/machine.MachineService/EtcdRemoveMemberByID",
+        &["os:admin"],
+    ),
+    (
+        "/machine.MachineService/EtcdSnapshot",
+        &["os:admin", "os:operator", "os:etcd:backup"],
+    ),
+    (
+        "/machine.MachineService/EtcdStatus",
+        &["os:admin", "os:operator", "os:reader", "os:etcd:backup"],
+    ),
+    (
+        "/machine.MachineService/Events",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/GenerateClientConfiguration",
+        &["os:admin"],
+    ),
+    (
+        "/machine.MachineService/Hostname",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/ImageList",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/ImagePull",
+        &["os:admin", "os:operator"],
+    ),
     ("/machine.MachineService/Kubeconfig", &["os:admin"]),
-    ("/machine.MachineService/List", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/LoadAvg", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/Logs", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/LogsContainers", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/Memory", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/MetaDelete", &["os:admin", "os:meta:writer"]),
-    ("/machine.MachineService/MetaWrite", &["os:admin", "os:meta:writer"]),
-    ("/machine.MachineService/Mounts", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/Netstat", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/NetworkDeviceStats", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/PacketCapture", &["os:admin", "os:operator"]),
-    ("/machine.MachineService/Processes", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/machine.MachineService/List",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/LoadAvg",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/Logs",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/LogsContainers",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/Memory",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/MetaDelete",
+        &["os:admin", "os:meta:writer"],
+    ),
+    (
+        "/machine.MachineService/MetaWrite",
+        &["os:admin", "os:meta:writer"],
+    ),
+    (
+        "/machine.MachineService/Mounts",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/Netstat",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/NetworkDeviceStats",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/PacketCapture",
+        &["os:admin", "os:operator"],
+    ),
+    (
+        "/machine.MachineService/Processes",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
     ("/machine.MachineService/Read", &["os:admin"]),
-    ("/machine.MachineService/Reboot", &["os:admin", "os:operator"]),
+    (
+        "/machine.MachineService/Reboot",
+        &["os:admin", "os:operator"],
+    ),
     ("/machine.MachineService/Reset", &["os:admin"]),
-    ("/machine.MachineService/Restart", &["os:admin", "os:operator"]),
+    (
+        "/machine.MachineService/Restart",
+        &["os:admin", "os:operator"],
+    ),
     ("/machine.MachineService/Rollback", &["os:admin"]),
-    ("/machine.MachineService/ServiceList", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/ServiceRestart", &["os:admin", "os:operator"]),
-    ("/machine.MachineService/ServiceStart", &["os:admin", "os:operator"]),
-    ("/machine.MachineService/ServiceStop", &["os:admin", "os:operator"]),
-    ("/machine.MachineService/Shutdown", &["os:admin", "os:operator"]),
-    ("/machine.MachineService/Stats", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.MachineService/SystemStat", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/machine.MachineService/ServiceList",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/ServiceRestart",
+        &["os:admin", "os:operator"],
+    ),
+    (
+        "/machine.MachineService/ServiceStart",
+        &["os:admin", "os:operator"],
+    ),
+    (
+        "/machine.MachineService/ServiceStop",
+        &["os:admin", "os:operator"],
+    ),
+    (
+        "/machine.MachineService/Shutdown",
+        &["os:admin", "os:operator"],
+    ),
+    (
+        "/machine.MachineService/Stats",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.MachineService/SystemStat",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
     ("/machine.MachineService/Upgrade", &["os:admin"]),
-    ("/machine.MachineService/Version", &["os:admin", "os:operator", "os:reader"]),
-    ("/machine.StorageService/Statfs", &["os:admin", "os:operator", "os:reader"]),
-    ("/storage.StorageService/BlockDeviceWipe", &["os:admin", "os:reader"]),
-    ("/storage.StorageService/Disks", &["os:admin", "os:operator", "os:reader"]),
-    ("/time.TimeService/Time", &["os:admin", "os:operator", "os:reader"]),
-    ("/time.TimeService/TimeCheck", &["os:admin", "os:operator", "os:reader"]),
+    (
+        "/machine.MachineService/Version",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/machine.StorageService/Statfs",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/storage.StorageService/BlockDeviceWipe",
+        &["os:admin", "os:reader"],
+    ),
+    (
+        "/storage.StorageService/Disks",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/time.TimeService/Time",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
+    (
+        "/time.TimeService/TimeCheck",
+        &["os:admin", "os:operator", "os:reader"],
+    ),
 ];
