@@ -495,3 +495,100 @@ fn pki_commands() {
     assert!(err.contains("RSA"), "{err}");
     assert!(Path::new(&d.path("myca.sha256")).exists());
 }
+
+/// The machined binary built beside talosctl (scripts/test builds every binary first).
+fn machined() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_talosctl")).with_file_name("machined");
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{} is missing: build the workspace's binaries first",
+            p.display()
+        );
+    }
+    eprintln!("{} not built: skipped", p.display());
+    None
+}
+
+#[test]
+fn version_against_a_node() {
+    use std::io::{BufRead, BufReader};
+    let Some(machined) = machined() else { return };
+    let d = Dir::new("version");
+    ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://127.0.0.1:6443",
+            "--with-docs=false",
+        ],
+    );
+    let mut child = Command::new(machined)
+        .args([
+            "--config",
+            d.path("controlplane.yaml").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = line.trim().rsplit(' ').next().unwrap().to_string();
+    let tc = d.path("talosconfig");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_talosctl"))
+            .args(args)
+            .env("TALOSCONFIG", &tc)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["version", "-e", &endpoint]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let reader = run(&[
+        "config",
+        "new",
+        "--from-controlplane-config",
+        d.path("controlplane.yaml").to_str().unwrap(),
+        "--roles",
+        "os:etcd:backup",
+        d.path("backup.tc").to_str().unwrap(),
+    ]);
+    let denied = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(["version", "-e", &endpoint])
+        .env("TALOSCONFIG", d.path("backup.tc"))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "Server:\n\tNODE:        {endpoint}\n\tTag:         v"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\tEnabled:     RBAC\n"), "{text}");
+    assert!(
+        reader.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reader.stderr)
+    );
+    assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("rpc error: code = PermissionDenied desc = not authorized"),
+        "{err}"
+    );
+}
