@@ -8,3 +8,7 @@ pub mod common {
 pub mod machine {
     tonic::include_proto!("machine");
 }
+
+pub mod cosi {
+    tonic::include_proto!("cosi.resource");
+}

@@ -37,6 +37,7 @@ pub struct VersionSpec {
 /// A booted node's state: definitions registered, boot resources published, controllers running.
 pub struct Node {
     pub state: State,
+    pub registry: Registry,
     _controllers: RuntimeHandle,
 }
 
@@ -88,6 +89,7 @@ impl Node {
         rt.register(HostnameController).map_err(|e| e.to_string())?;
         Ok(Node {
             state,
+            registry,
             _controllers: rt.start(),
         })
     }

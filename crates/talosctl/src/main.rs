@@ -3,6 +3,7 @@
 mod client;
 mod config_cmd;
 mod gen;
+mod get;
 mod machineconfig;
 mod util;
 mod version;
@@ -32,6 +33,9 @@ enum Command {
     Config(config_cmd::ConfigArgs),
     /// Print the client's and the nodes' versions.
     Version(version::VersionArgs),
+    /// Get resources from nodes.
+    #[command(visible_alias = "g")]
+    Get(get::GetArgs),
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => machineconfig::validate(a),
         Command::Config(a) => config_cmd::run(a),
         Command::Version(a) => block_on(version::run(a)),
+        Command::Get(a) => block_on(get::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

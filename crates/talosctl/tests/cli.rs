@@ -512,13 +512,24 @@ fn machined() -> Option<PathBuf> {
     None
 }
 
-#[test]
-fn version_against_a_node() {
+/// A machined process on loopback serving the directory's controlplane.yaml.
+struct RunningNode {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(d: &Dir) -> Option<RunningNode> {
     use std::io::{BufRead, BufReader};
-    let Some(machined) = machined() else { return };
-    let d = Dir::new("version");
+    let machined = machined()?;
     ok(
-        &d,
+        d,
         &[
             "gen",
             "config",
@@ -542,53 +553,167 @@ fn version_against_a_node() {
         .read_line(&mut line)
         .unwrap();
     let endpoint = line.trim().rsplit(' ').next().unwrap().to_string();
-    let tc = d.path("talosconfig");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_talosctl"))
-            .args(args)
-            .env("TALOSCONFIG", &tc)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["version", "-e", &endpoint]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let reader = run(&[
-        "config",
-        "new",
-        "--from-controlplane-config",
-        d.path("controlplane.yaml").to_str().unwrap(),
-        "--roles",
-        "os:etcd:backup",
-        d.path("backup.tc").to_str().unwrap(),
-    ]);
-    let denied = Command::new(env!("CARGO_BIN_EXE_talosctl"))
-        .args(["version", "-e", &endpoint])
-        .env("TALOSCONFIG", d.path("backup.tc"))
+    Some(RunningNode { child, endpoint })
+}
+
+/// talosctl with the directory's generated talosconfig (or another one).
+fn node_cmd(d: &Dir, talosconfig: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(args)
+        .env("TALOSCONFIG", d.path(talosconfig))
         .output()
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+        .unwrap()
+}
+
+#[test]
+fn version_against_a_node() {
+    let d = Dir::new("version");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.as_str();
+    let out = node_cmd(&d, "talosconfig", &["version", "-e", ep]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains(&format!(
-            "Server:\n\tNODE:        {endpoint}\n\tTag:         v"
-        )),
+        text.contains(&format!("Server:\n\tNODE:        {ep}\n\tTag:         v")),
         "{text}"
     );
     assert!(text.contains("\tEnabled:     RBAC\n"), "{text}");
-    assert!(
-        reader.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reader.stderr)
+    let cp = d.path("controlplane.yaml");
+    let made = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "config",
+            "new",
+            "--from-controlplane-config",
+            cp.to_str().unwrap(),
+            "--roles",
+            "os:etcd:backup",
+            d.path("backup.tc").to_str().unwrap(),
+        ],
     );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let denied = node_cmd(&d, "backup.tc", &["version", "-e", ep]);
     assert!(!denied.status.success());
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(
         err.contains("rpc error: code = PermissionDenied desc = not authorized"),
         "{err}"
     );
+}
+
+#[test]
+fn get_resources_from_a_node() {
+    let d = Dir::new("get");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.as_str();
+    let get = |tc: &str, args: &[&str]| {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-e", ep]);
+        node_cmd(&d, tc, &all)
+    };
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
+    // Aliases, display types and full type names resolve alike.
+    for name in [
+        "hostname",
+        "HostnameStatus",
+        "hostnamestatuses.net.talos.dev",
+        "hs",
+    ] {
+        let out = get("talosconfig", &[name]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t = text(&out);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NODE"), "{t}");
+        assert!(
+            lines[0].contains("NAMESPACE   TYPE             ID         VERSION   HOSTNAME"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("network     HostnameStatus   hostname   1         talos-"),
+            "{t}"
+        );
+    }
+    let yaml = text(&get("talosconfig", &["machinetype", "-o", "yaml"]));
+    assert!(
+        yaml.contains("    type: MachineTypes.config.talos.dev\n"),
+        "{yaml}"
+    );
+    assert!(yaml.ends_with("spec: controlplane\n"), "{yaml}");
+    let json = text(&get("talosconfig", &["hostname", "hostname", "-o", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["metadata"]["id"], "hostname");
+    assert!(v["spec"]["hostname"]
+        .as_str()
+        .unwrap()
+        .starts_with("talos-"));
+    let ns = text(&get("talosconfig", &["namespaces"]));
+    for n in ["config", "meta", "network", "runtime"] {
+        assert!(
+            ns.contains(&format!("   meta        Namespace   {n} ")),
+            "{ns}"
+        );
+    }
+    // The machine config is sensitive: a reader may not see it, an admin may.
+    assert!(get("talosconfig", &["mc"]).status.success());
+    let cp = d.path("controlplane.yaml");
+    let made = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "config",
+            "new",
+            "--from-controlplane-config",
+            cp.to_str().unwrap(),
+            "--roles",
+            "os:reader",
+            d.path("reader.tc").to_str().unwrap(),
+        ],
+    );
+    assert!(made.status.success());
+    let denied = get("reader.tc", &["machineconfig"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("is sensitive"));
+    assert!(get("reader.tc", &["hostname"]).status.success());
+    let unknown = get("talosconfig", &["nope"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("resource \"nope\" is not registered")
+    );
+}
+
+#[test]
+fn get_watch_streams_events() {
+    use std::io::{BufRead, BufReader};
+    let d = Dir::new("watch");
+    let Some(node) = start_node(&d) else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(["get", "hostname", "--watch", "-e", &node.endpoint])
+        .env("TALOSCONFIG", d.path("talosconfig"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    let first = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(header.starts_with("*   NODE"), "{header}");
+    assert!(
+        first.starts_with("+   "),
+        "created events are marked +: {first}"
+    );
+    assert!(first.contains("HostnameStatus   hostname"), "{first}");
 }

@@ -33,6 +33,16 @@ pub fn allowed(method: &str, roles: &[String]) -> bool {
     roles.iter().any(|r| rule.contains(&r.as_str()))
 }
 
+/// The caller's roles, put in request extensions for handlers.
+#[derive(Debug, Clone, Default)]
+pub struct Roles(pub Vec<String>);
+
+impl Roles {
+    pub fn is_admin(&self) -> bool {
+        self.0.iter().any(|r| r == ADMIN)
+    }
+}
+
 /// A tower layer that refuses calls the caller's roles do not allow.
 #[derive(Debug, Clone, Default)]
 pub struct AuthLayer;
@@ -69,7 +79,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let roles = req
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -82,6 +92,7 @@ where
             let denied = tonic::Status::permission_denied("not authorized").into_http();
             return Box::pin(async move { Ok(denied) });
         }
+        req.extensions_mut().insert(Roles(roles));
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(inner.call(req))

@@ -3,6 +3,7 @@
 
 mod auth;
 mod roles_table;
+mod state;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -147,7 +148,10 @@ pub async fn serve(
         )
         .map_err(|e| e.to_string())?
         .layer(AuthLayer)
-        .add_service(MachineServiceServer::new(Machine { node }))
+        .add_service(MachineServiceServer::new(Machine { node: node.clone() }))
+        .add_service(api::cosi::state_server::StateServer::new(
+            state::StateService { node },
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| e.to_string())
