@@ -1,7 +1,11 @@
 //! Compile the project's .proto files (pure Rust: protox, no protoc needed).
 
 fn main() {
-    let files = ["machine/machine.proto", "cosi/state.proto"];
+    let files = [
+        "machine/machine.proto",
+        "cosi/state.proto",
+        "inspect/inspect.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }

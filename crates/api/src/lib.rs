@@ -12,3 +12,7 @@ pub mod machine {
 pub mod cosi {
     tonic::include_proto!("cosi.resource");
 }
+
+pub mod inspect {
+    tonic::include_proto!("inspect");
+}

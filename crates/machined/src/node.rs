@@ -3,8 +3,8 @@
 
 use machinery::Config;
 use resources::{
-    Controller, ControllerError, Definition, Input, Output, Pointer, ReconcileContext, Registry,
-    Resource, Runtime, RuntimeHandle, State,
+    Controller, ControllerError, ControllerInfo, Definition, Input, Output, Pointer,
+    ReconcileContext, Registry, Resource, Runtime, RuntimeHandle, State,
 };
 use serde::Serialize;
 
@@ -38,6 +38,8 @@ pub struct VersionSpec {
 pub struct Node {
     pub state: State,
     pub registry: Registry,
+    /// The registered controllers' declarations (for `inspect dependencies`).
+    pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
 }
 
@@ -90,6 +92,7 @@ impl Node {
         Ok(Node {
             state,
             registry,
+            controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })
     }

@@ -4,6 +4,7 @@ mod client;
 mod config_cmd;
 mod gen;
 mod get;
+mod inspect;
 mod machineconfig;
 mod util;
 mod version;
@@ -36,6 +37,8 @@ enum Command {
     /// Get resources from nodes.
     #[command(visible_alias = "g")]
     Get(get::GetArgs),
+    /// Inspect the node's internals.
+    Inspect(inspect::InspectArgs),
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Config(a) => config_cmd::run(a),
         Command::Version(a) => block_on(version::run(a)),
         Command::Get(a) => block_on(get::run(a)),
+        Command::Inspect(a) => block_on(inspect::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

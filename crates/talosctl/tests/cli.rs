@@ -717,3 +717,49 @@ fn get_watch_streams_events() {
     );
     assert!(first.contains("HostnameStatus   hostname"), "{first}");
 }
+
+#[test]
+fn inspect_dependencies_of_a_node() {
+    let d = Dir::new("inspect");
+    let Some(node) = start_node(&d) else { return };
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &["inspect", "dependencies", "-e", &node.endpoint],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dot = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(dot.starts_with("digraph {"), "{dot}");
+    assert!(
+        dot.contains("[label=\"config.MachineTypeController\", shape=box]"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("[label=\"MachineConfigs.config.talos.dev\", shape=ellipse]"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("[style=dashed, label=\"v1alpha1\"]"),
+        "narrowed weak input: {dot}"
+    );
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "inspect",
+            "dependencies",
+            "--with-resources",
+            "-e",
+            &node.endpoint,
+        ],
+    );
+    let dot = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        dot.contains("label=\"HostnameStatuses.net.talos.dev/hostname\", shape=note"),
+        "{dot}"
+    );
+}

@@ -2,6 +2,7 @@
 //! against the role table before it reaches a handler.
 
 mod auth;
+mod inspect;
 mod roles_table;
 mod state;
 
@@ -149,6 +150,11 @@ pub async fn serve(
         .map_err(|e| e.to_string())?
         .layer(AuthLayer)
         .add_service(MachineServiceServer::new(Machine { node: node.clone() }))
+        .add_service(
+            api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {
+                node: node.clone(),
+            }),
+        )
         .add_service(api::cosi::state_server::StateServer::new(
             state::StateService { node },
         ))
