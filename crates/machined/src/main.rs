@@ -5,6 +5,7 @@ mod apid;
 mod node;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -21,6 +22,28 @@ struct Args {
     /// Where apid listens.
     #[arg(long, default_value = "0.0.0.0:50000")]
     listen: SocketAddr,
+    /// The STATE directory: the persisted config (`config.yaml`) lives there. A node boots
+    /// from it when present.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// The persisted config when there is a valid one; otherwise the given one (written to STATE).
+fn boot_config(args: &Args, state_file: Option<&PathBuf>) -> Result<Config, String> {
+    if let Some(path) = state_file.filter(|p| p.exists()) {
+        match Config::load(path) {
+            Ok(cfg) => return Ok(cfg),
+            Err(e) => log(&format!(
+                "machined: the persisted config is unusable, using the given one: {e}"
+            )),
+        }
+    }
+    let cfg = load_config(args)?;
+    if let Some(path) = state_file {
+        machinery::fsutil::write_atomic(path, cfg.encode().as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(cfg)
 }
 
 fn load_config(args: &Args) -> Result<Config, String> {
@@ -36,9 +59,25 @@ fn load_config(args: &Args) -> Result<Config, String> {
     Config::parse(&text).map_err(|e| e.in_file("USERDATA").to_string())
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let config = load_config(&args)?;
-    let node = Arc::new(node::Node::start(&config)?);
+/// A line on stderr; a closed stderr is not a reason to stop.
+fn log(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The address apid got (a reboot keeps it, even when the port was picked by the kernel).
+static BOUND: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// What ended the run: a shutdown, or a reboot request.
+enum Exit {
+    Shutdown,
+    Reboot,
+}
+
+async fn run(args: Args) -> Result<Exit, String> {
+    let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
+    let config = boot_config(&args, state_file.as_ref())?;
+    let node = Arc::new(node::Node::start(&config, state_file)?);
     // The hostname comes from a controller; wait briefly for it to be published.
     let mut hostname = None;
     for _ in 0..100 {
@@ -58,16 +97,43 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    eprintln!("apid listening on {local}");
-    let shutdown = async {
+    let _ = BOUND.set(local);
+    log(&format!("apid listening on {local}"));
+    let reboot = node.reboot.clone();
+    let exit = Arc::new(std::sync::Mutex::new(Exit::Shutdown));
+    let exit_set = exit.clone();
+    let shutdown = async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = reboot.notified() => *exit_set.lock().expect("exit") = Exit::Reboot,
         }
     };
-    apid::serve(node, tls, listener, shutdown).await
+    apid::serve(node, tls, listener, shutdown).await?;
+    let exit = std::mem::replace(&mut *exit.lock().expect("exit"), Exit::Shutdown);
+    Ok(exit)
+}
+
+/// Restart the node: machined runs again in the same process (and namespaces), booting from
+/// STATE.
+fn reboot() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().expect("own path");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(addr) = BOUND.get() {
+        match args.iter().position(|a| a == "--listen") {
+            Some(i) if i + 1 < args.len() => args[i + 1] = addr.to_string(),
+            _ => {
+                args.retain(|a| !a.starts_with("--listen="));
+                args.extend(["--listen".to_string(), addr.to_string()]);
+            }
+        }
+    }
+    let err = std::process::Command::new(exe).args(args).exec();
+    log(&format!("machined: reboot failed: {err}"));
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
@@ -81,10 +147,16 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = rt.block_on(run(args));
+    drop(rt);
+    match result {
+        Ok(Exit::Shutdown) => ExitCode::SUCCESS,
+        Ok(Exit::Reboot) => {
+            log("machined: rebooting");
+            reboot()
+        }
         Err(e) => {
-            eprintln!("machined: {e}");
+            log(&format!("machined: {e}"));
             ExitCode::FAILURE
         }
     }

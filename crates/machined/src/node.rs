@@ -38,13 +38,17 @@ pub struct VersionSpec {
 pub struct Node {
     pub state: State,
     pub registry: Registry,
+    /// Where the persisted config (STATE) lives, if anywhere.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Signalled to restart the node (re-exec machined, which boots from STATE).
+    pub reboot: std::sync::Arc<tokio::sync::Notify>,
     /// The registered controllers' declarations (for `inspect dependencies`).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
 }
 
 impl Node {
-    pub fn start(config: &Config) -> Result<Node, String> {
+    pub fn start(config: &Config, state_file: Option<std::path::PathBuf>) -> Result<Node, String> {
         let state = State::new();
         let registry = Registry::new(state.clone()).map_err(|e| e.to_string())?;
         for (ns, desc) in [
@@ -92,9 +96,43 @@ impl Node {
         Ok(Node {
             state,
             registry,
+            state_file,
+            reboot: Default::default(),
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })
+    }
+
+    /// The active config.
+    pub fn active_config(&self) -> Result<Config, String> {
+        let r = self
+            .state
+            .get(&Pointer::new(CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID))
+            .map_err(|e| e.to_string())?;
+        let text = &r
+            .spec::<MachineConfigSpec>()
+            .ok_or("machine config spec")?
+            .0;
+        Config::parse(text).map_err(|e| e.to_string())
+    }
+
+    /// Make `cfg` the active config; controllers react at once.
+    pub fn set_active(&self, cfg: &Config) -> Result<(), String> {
+        let ptr = Pointer::new(CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID);
+        let cur = self.state.get(&ptr).map_err(|e| e.to_string())?;
+        self.state
+            .update(cur.with_spec(MachineConfigSpec(cfg.encode_canonical())))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Write `cfg` to STATE atomically (temporary file, fsync, rename, fsync the directory).
+    pub fn persist(&self, cfg: &Config) -> Result<(), String> {
+        match &self.state_file {
+            Some(path) => machinery::fsutil::write_atomic(path, cfg.encode().as_bytes(), 0o600)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 
     pub fn hostname(&self) -> Option<String> {

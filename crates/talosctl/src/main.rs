@@ -1,5 +1,6 @@
 //! talosctl: the Talos command-line client.
 
+mod apply;
 mod client;
 mod config_cmd;
 mod gen;
@@ -39,6 +40,9 @@ enum Command {
     Get(get::GetArgs),
     /// Inspect the node's internals.
     Inspect(inspect::InspectArgs),
+    /// Apply a new machine config to nodes.
+    #[command(name = "apply-config", visible_alias = "apply")]
+    ApplyConfig(apply::ApplyArgs),
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Version(a) => block_on(version::run(a)),
         Command::Get(a) => block_on(get::run(a)),
         Command::Inspect(a) => block_on(inspect::run(a)),
+        Command::ApplyConfig(a) => block_on(apply::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

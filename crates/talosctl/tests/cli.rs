@@ -538,21 +538,25 @@ fn start_node(d: &Dir) -> Option<RunningNode> {
             "--with-docs=false",
         ],
     );
+    let state = d.path("state");
+    std::fs::create_dir_all(&state).unwrap();
     let mut child = Command::new(machined)
         .args([
             "--config",
             d.path("controlplane.yaml").to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
     let endpoint = line.trim().rsplit(' ').next().unwrap().to_string();
+    // Keep reading the node's log so that it never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     Some(RunningNode { child, endpoint })
 }
 
@@ -762,4 +766,144 @@ fn inspect_dependencies_of_a_node() {
         dot.contains("label=\"HostnameStatuses.net.talos.dev/hostname\", shape=note"),
         "{dot}"
     );
+}
+
+/// The hostname a node reports through `talosctl get hostname`.
+fn node_hostname(d: &Dir, ep: &str) -> Option<String> {
+    let out = node_cmd(
+        d,
+        "talosconfig",
+        &["get", "hostname", "-o", "json", "-e", ep],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["spec"]["hostname"].as_str().map(String::from)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn apply_config_modes() {
+    let d = Dir::new("apply");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.as_str();
+    let apply = |file: &str, extra: &[&str]| {
+        let mut args = vec!["apply-config", "-f", file, "-e", ep];
+        args.extend_from_slice(extra);
+        node_cmd(&d, "talosconfig", &args)
+    };
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).to_string();
+    let patch = |from: &str, p: &str, to: &str| {
+        ok(&d, &["machineconfig", "patch", from, "-p", p, "-o", to])
+    };
+    let persisted = || std::fs::read_to_string(d.path("state/config.yaml")).unwrap();
+
+    // A dry run shows the diff and changes nothing.
+    patch(
+        "controlplane.yaml",
+        "machine: {network: {hostname: node-a}}",
+        "a.yaml",
+    );
+    let dry = apply(&d.path("a.yaml").display().to_string(), &["--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let text = stdout(&dry);
+    assert!(text.starts_with("Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\nConfig diff:\n\n--- a\n+++ b\n"), "{text}");
+    assert!(text.contains("+        hostname: node-a\n"), "{text}");
+    assert_ne!(node_hostname(&d, ep).as_deref(), Some("node-a"));
+
+    // Live change without a reboot; persisted.
+    let out = apply(
+        &d.path("a.yaml").display().to_string(),
+        &["-m", "no-reboot"],
+    );
+    assert_eq!(
+        stdout(&out),
+        "Applied configuration without a reboot\n",
+        "{}",
+        stderr(&out)
+    );
+    wait_for("the new hostname", || {
+        node_hostname(&d, ep).as_deref() == Some("node-a")
+    });
+    assert!(persisted().contains("hostname: node-a"));
+
+    // A change that needs a reboot is refused in no-reboot mode, naming the fields.
+    patch("a.yaml", "machine: {env: {A: b}}", "b.yaml");
+    let out = apply(
+        &d.path("b.yaml").display().to_string(),
+        &["--mode", "no-reboot"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("need a reboot, so they cannot be applied in no-reboot mode: machine.env"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!persisted().contains("A: b"));
+
+    // An invalid config is refused with its problems, and the node keeps its config.
+    d.write("bad.yaml", "version: v1alpha1\nmachine:\n    type: boss\n");
+    let out = apply(&d.path("bad.yaml").display().to_string(), &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown machine type \"boss\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(persisted().contains("hostname: node-a"));
+
+    // Staged: persisted, not active.
+    patch("a.yaml", "machine: {network: {hostname: node-s}}", "s.yaml");
+    let out = apply(&d.path("s.yaml").display().to_string(), &["-m", "staged"]);
+    assert_eq!(
+        stdout(&out),
+        "Staged configuration to be applied after the next reboot\n",
+        "{}",
+        stderr(&out)
+    );
+    assert!(persisted().contains("hostname: node-s"));
+    assert_eq!(node_hostname(&d, ep).as_deref(), Some("node-a"));
+
+    // Try: active now, reverted after the timeout (a non-try apply would cancel it).
+    patch("a.yaml", "machine: {network: {hostname: node-t}}", "t.yaml");
+    let out = apply(
+        &d.path("t.yaml").display().to_string(),
+        &["-m", "try", "--timeout", "1s"],
+    );
+    assert!(
+        stdout(&out).contains("will be automatically reverted back in 1s"),
+        "{}",
+        stdout(&out)
+    );
+    wait_for("the tried hostname", || {
+        node_hostname(&d, ep).as_deref() == Some("node-t")
+    });
+    wait_for("the rollback", || {
+        node_hostname(&d, ep).as_deref() == Some("node-a")
+    });
+
+    // Auto with a change that needs a reboot: the node restarts and boots the new config.
+    let out = apply(&d.path("b.yaml").display().to_string(), &[]);
+    assert_eq!(
+        stdout(&out),
+        "Applied configuration with a reboot\n",
+        "{}",
+        stderr(&out)
+    );
+    assert!(persisted().contains("A: b"));
+    wait_for("the node after its reboot", || {
+        node_cmd(&d, "talosconfig", &["version", "-e", ep])
+            .status
+            .success()
+    });
+    assert_eq!(node_hostname(&d, ep).as_deref(), Some("node-a"));
 }

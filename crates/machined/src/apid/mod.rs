@@ -1,6 +1,7 @@
 //! apid: the node's API on :50000. Mutual TLS with the machine CA; every call is checked
 //! against the role table before it reaches a handler.
 
+mod apply;
 mod auth;
 mod inspect;
 mod roles_table;
@@ -85,10 +86,18 @@ pub fn tls_from_config(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<T
 
 struct Machine {
     node: Arc<Node>,
+    applier: apply::Applier,
 }
 
 #[tonic::async_trait]
 impl MachineService for Machine {
+    async fn apply_configuration(
+        &self,
+        req: Request<api::machine::ApplyConfigurationRequest>,
+    ) -> Result<Response<api::machine::ApplyConfigurationResponse>, Status> {
+        self.applier.apply(req).await
+    }
+
     async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             messages: vec![Version {
@@ -149,7 +158,10 @@ pub async fn serve(
         )
         .map_err(|e| e.to_string())?
         .layer(AuthLayer)
-        .add_service(MachineServiceServer::new(Machine { node: node.clone() }))
+        .add_service(MachineServiceServer::new(Machine {
+            node: node.clone(),
+            applier: apply::Applier::new(node.clone()),
+        }))
         .add_service(
             api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {
                 node: node.clone(),
