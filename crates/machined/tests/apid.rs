@@ -153,7 +153,7 @@ async fn role_matrix_and_certificates() {
         };
         for path in [
             "/machine.MachineService/NotInTheTable",
-            "/machine.MachineService/GenerateClientConfiguration",
+            "/machine.MachineService/Bootstrap",
         ] {
             let r = raw_call(ch.clone(), path).await.unwrap_err();
             assert_eq!(r.code(), want, "{roles:?} {path}: {r:?}");

@@ -75,3 +75,191 @@ pub async fn run(a: ApplyArgs) -> Result<()> {
         Err(Error::msg(errors.join("\n")))
     }
 }
+
+/// The active machine config of a node, as text (`get machineconfig`; needs os:admin).
+async fn current_config(t: &client::Target) -> Result<String> {
+    let resp = api::cosi::state_client::StateClient::new(t.channel.clone())
+        .get(api::cosi::GetRequest {
+            namespace: "config".into(),
+            r#type: "MachineConfigs.config.talos.dev".into(),
+            id: "v1alpha1".into(),
+            options: None,
+        })
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+        .into_inner();
+    let yaml = resp
+        .resource
+        .and_then(|r| r.spec)
+        .map(|s| s.yaml_spec)
+        .unwrap_or_default();
+    let docs = machinery::yaml::parse_stream(&yaml).map_err(|e| {
+        Error::msg(format!(
+            "{}: unreadable machine config: {}",
+            t.node, e.message
+        ))
+    })?;
+    docs.into_iter()
+        .next()
+        .and_then(|d| d.value.as_str().map(String::from))
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "{}: the machine config resource holds no config",
+                t.node
+            ))
+        })
+}
+
+#[derive(Args)]
+pub struct PatchArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// What to patch: machineconfig (mc).
+    #[arg(value_parser = ["machineconfig", "mc", "machineconfigs"])]
+    resource: String,
+    /// Patch to apply: inline YAML/JSON, or @file; repeatable.
+    #[arg(short = 'p', long = "patch")]
+    patches: Vec<String>,
+    #[arg(short, long, default_value = "auto", value_parser = ["auto", "no-reboot", "reboot", "staged", "try"])]
+    mode: String,
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, default_value = "1m0s")]
+    timeout: String,
+}
+
+fn mode_of(s: &str) -> Mode {
+    match s {
+        "no-reboot" => Mode::NoReboot,
+        "reboot" => Mode::Reboot,
+        "staged" => Mode::Staged,
+        "try" => Mode::Try,
+        _ => Mode::Auto,
+    }
+}
+
+async fn send(
+    t: &client::Target,
+    cfg: &machinery::Config,
+    mode: Mode,
+    dry_run: bool,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let req = ApplyConfigurationRequest {
+        data: cfg.encode().into_bytes(),
+        mode: mode as i32,
+        dry_run,
+        try_mode_timeout: Some(prost_types::Duration {
+            seconds: timeout.as_secs() as i64,
+            nanos: timeout.subsec_nanos() as i32,
+        }),
+    };
+    let resp = client::machine(t)
+        .apply_configuration(req)
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?;
+    for m in resp.into_inner().messages {
+        for w in &m.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("{}", m.mode_details);
+    }
+    Ok(())
+}
+
+/// `talosctl patch machineconfig`: patch each node's active config and apply it.
+pub async fn patch(a: PatchArgs) -> Result<()> {
+    let patches = machinery::load_patches(&a.patches)?;
+    let timeout = parse_duration(&a.timeout)?;
+    let mut errors = Vec::new();
+    for t in client::connect(&a.conn).await? {
+        let result = async {
+            let cfg = machinery::Config::parse(&current_config(&t).await?)?;
+            let patched = machinery::apply_patches(cfg, &patches)?;
+            send(&t, &patched, mode_of(&a.mode), a.dry_run, timeout).await
+        }
+        .await;
+        if let Err(e) = result {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::msg(errors.join("\n")))
+    }
+}
+
+#[derive(Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// What to edit: machineconfig (mc).
+    #[arg(value_parser = ["machineconfig", "mc", "machineconfigs"])]
+    resource: String,
+    #[arg(short, long, default_value = "auto", value_parser = ["auto", "no-reboot", "reboot", "staged", "try"])]
+    mode: String,
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, default_value = "1m0s")]
+    timeout: String,
+}
+
+/// `$TALOS_EDITOR`, `$EDITOR`, then vi.
+fn editor() -> String {
+    ["TALOS_EDITOR", "EDITOR"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()))
+        .unwrap_or_else(|| "vi".into())
+}
+
+/// `talosctl edit machineconfig`: edit each node's config in an editor and apply it. A config
+/// that does not load sends the editor back with the errors on top.
+pub async fn edit(a: EditArgs) -> Result<()> {
+    let timeout = parse_duration(&a.timeout)?;
+    for t in client::connect(&a.conn).await? {
+        let original = current_config(&t).await?;
+        let path = std::env::temp_dir().join(format!("talos-edit-{}.yaml", std::process::id()));
+        let mut text = format!(
+            "# Editing the machine config of {}. Save and quit to apply; an unchanged file applies nothing.\n{original}",
+            t.node
+        );
+        loop {
+            machinery::fsutil::write_atomic(&path, text.as_bytes(), 0o600)?;
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{} \"$1\"", editor()))
+                .arg("sh")
+                .arg(&path)
+                .status()
+                .map_err(|e| Error::msg(format!("cannot run the editor: {e}")))?;
+            if !status.success() {
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::msg("the editor failed: nothing applied"));
+            }
+            let edited = read_file(&path.display().to_string())?;
+            let body: String = edited
+                .lines()
+                .skip_while(|l| l.starts_with('#'))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if body.trim() == original.trim() {
+                let _ = std::fs::remove_file(&path);
+                println!("Apply was skipped: no changes detected.");
+                break;
+            }
+            match machinery::Config::parse(&body) {
+                Ok(cfg) => {
+                    let _ = std::fs::remove_file(&path);
+                    send(&t, &cfg, mode_of(&a.mode), a.dry_run, timeout).await?;
+                    break;
+                }
+                Err(e) => {
+                    let notes: String = e.to_string().lines().map(|l| format!("# {l}\n")).collect();
+                    text = format!("# The config does not load:\n{notes}{body}");
+                }
+            }
+        }
+    }
+    Ok(())
+}

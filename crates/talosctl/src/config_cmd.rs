@@ -293,10 +293,14 @@ fn humanize(d: time::Duration) -> String {
         format!("{y} year{}", if y == 1 { "" } else { "s" })
     } else if days >= 1 {
         format!("{days} day{}", if days == 1 { "" } else { "s" })
-    } else if d.whole_hours() >= 1 {
-        format!("{} hours", d.whole_hours())
     } else {
-        format!("{} minutes", d.whole_minutes())
+        let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+        let hours = (d.as_seconds_f64() / 3600.0).round() as i64;
+        if hours >= 1 {
+            plural(hours, "hour")
+        } else {
+            plural((d.as_seconds_f64() / 60.0).round() as i64, "minute")
+        }
     };
     if past {
         format!("{text} ago")
@@ -330,10 +334,7 @@ fn new(cfg: &ClientConfig, conn: &ConnArgs, a: NewArgs) -> Result<()> {
             .map(String::from);
         (SecretsBundle::from_config(&c)?, name)
     } else {
-        return Err(Error::msg(
-            "config new needs the cluster's OS CA: pass --with-secrets or --from-controlplane-config \
-             (asking a node for a certificate comes with the node API)",
-        ));
+        return crate::block_on(new_from_node(cfg, conn, &a.path, &roles, ttl));
     };
     let current = cfg.current(conn.context()).ok();
     let name = current
@@ -354,6 +355,46 @@ fn new(cfg: &ClientConfig, conn: &ConnArgs, a: NewArgs) -> Result<()> {
         0o600,
         true,
     )
+}
+
+/// Ask a node (its apid signs with the machine CA) for a new client certificate.
+async fn new_from_node(
+    cfg: &ClientConfig,
+    conn: &ConnArgs,
+    path: &str,
+    roles: &[String],
+    ttl: std::time::Duration,
+) -> Result<()> {
+    let targets = crate::client::connect(conn).await?;
+    let t = &targets[0];
+    let resp = crate::client::machine(t)
+        .generate_client_configuration(api::machine::GenerateClientConfigurationRequest {
+            roles: roles.to_vec(),
+            crt_ttl: Some(prost_types::Duration {
+                seconds: ttl.as_secs() as i64,
+                nanos: 0,
+            }),
+        })
+        .await
+        .map_err(|s| crate::client::call_error(&t.node, s))?
+        .into_inner();
+    let m = resp
+        .messages
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::msg("the node sent no configuration"))?;
+    let mut out = ClientConfig::parse(&String::from_utf8_lossy(&m.talosconfig))?;
+    let endpoints = if conn.endpoints.is_empty() {
+        cfg.current(conn.context())
+            .map(|(_, c)| c.endpoints.clone())
+            .unwrap_or_default()
+    } else {
+        split_commas(&conn.endpoints)
+    };
+    for c in out.contexts.values_mut() {
+        c.endpoints = endpoints.clone();
+    }
+    crate::util::write_output(&PathBuf::from(path), out.encode().as_bytes(), 0o600, true)
 }
 
 fn glob_match(pattern: &[char], name: &[char]) -> bool {

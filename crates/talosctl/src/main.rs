@@ -43,9 +43,13 @@ enum Command {
     /// Apply a new machine config to nodes.
     #[command(name = "apply-config", visible_alias = "apply")]
     ApplyConfig(apply::ApplyArgs),
+    /// Patch the nodes' machine config and apply it.
+    Patch(apply::PatchArgs),
+    /// Edit the nodes' machine config in an editor and apply it.
+    Edit(apply::EditArgs),
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,6 +68,8 @@ fn main() -> ExitCode {
         Command::Get(a) => block_on(get::run(a)),
         Command::Inspect(a) => block_on(inspect::run(a)),
         Command::ApplyConfig(a) => block_on(apply::run(a)),
+        Command::Patch(a) => block_on(apply::patch(a)),
+        Command::Edit(a) => block_on(apply::edit(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

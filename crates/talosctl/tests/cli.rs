@@ -905,5 +905,117 @@ fn apply_config_modes() {
             .status
             .success()
     });
-    assert_eq!(node_hostname(&d, ep).as_deref(), Some("node-a"));
+    wait_for("the hostname after the reboot", || {
+        node_hostname(&d, ep).as_deref() == Some("node-a")
+    });
+}
+
+#[test]
+fn config_new_patch_and_edit_against_a_node() {
+    let d = Dir::new("node-config");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.as_str();
+    // A node issues a reader certificate.
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "config",
+            "new",
+            "--roles",
+            "os:reader",
+            "--crt-ttl",
+            "2h",
+            "-e",
+            ep,
+            d.path("reader.tc").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = node_cmd(&d, "reader.tc", &["config", "info"]);
+    let info = String::from_utf8_lossy(&info.stdout).to_string();
+    assert!(info.contains("Roles:               os:reader"), "{info}");
+    assert!(
+        info.contains(&format!("Endpoints:           {ep}")),
+        "{info}"
+    );
+    assert!(
+        info.contains("Certificate expires: 2 hours from now"),
+        "{info}"
+    );
+    assert!(node_cmd(&d, "reader.tc", &["get", "hostname"])
+        .status
+        .success());
+    // A reader may not mint certificates.
+    let denied = node_cmd(
+        &d,
+        "reader.tc",
+        &[
+            "config",
+            "new",
+            "--roles",
+            "os:admin",
+            d.path("x.tc").to_str().unwrap(),
+        ],
+    );
+    assert!(!denied.status.success());
+
+    // patch machineconfig: the node's own config, patched and applied.
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "patch",
+            "machineconfig",
+            "-p",
+            "machine: {network: {hostname: node-p}}",
+            "-e",
+            ep,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Applied configuration without a reboot\n"
+    );
+    wait_for("the patched hostname", || {
+        node_hostname(&d, ep).as_deref() == Some("node-p")
+    });
+
+    // edit machineconfig through $TALOS_EDITOR.
+    let out = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(["edit", "machineconfig", "-e", ep])
+        .env("TALOSCONFIG", d.path("talosconfig"))
+        .env(
+            "TALOS_EDITOR",
+            "sed -i s/hostname:\\ node-p/hostname:\\ node-e/",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the edited hostname", || {
+        node_hostname(&d, ep).as_deref() == Some("node-e")
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(["edit", "machineconfig", "-e", ep])
+        .env("TALOSCONFIG", d.path("talosconfig"))
+        .env("TALOS_EDITOR", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Apply was skipped: no changes detected.\n"
+    );
 }

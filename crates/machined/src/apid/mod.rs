@@ -98,6 +98,67 @@ impl MachineService for Machine {
         self.applier.apply(req).await
     }
 
+    async fn generate_client_configuration(
+        &self,
+        req: Request<api::machine::GenerateClientConfigurationRequest>,
+    ) -> Result<Response<api::machine::GenerateClientConfigurationResponse>, Status> {
+        let r = req.into_inner();
+        const ROLES: [&str; 4] = ["os:admin", "os:operator", "os:reader", "os:etcd:backup"];
+        if let Some(bad) = r.roles.iter().find(|x| !ROLES.contains(&x.as_str())) {
+            return Err(Status::invalid_argument(format!("unknown role \"{bad}\"")));
+        }
+        let ttl = r
+            .crt_ttl
+            .map(|d| std::time::Duration::new(d.seconds.max(0) as u64, 0))
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| Status::invalid_argument("crt_ttl is required"))?;
+        let cfg = self.node.active_config().map_err(Status::internal)?;
+        let secret = |p: &str| {
+            cfg.pointer(p)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    Status::failed_precondition("this node does not hold the machine CA key")
+                })
+                .and_then(|b| unb64(b).map_err(|e| Status::internal(e.to_string())))
+        };
+        let ca = CertAndKey {
+            crt: secret("/machine/ca/crt")?,
+            key: secret("/machine/ca/key")?,
+        };
+        let ctx = machinery::clientconfig::new_client_context(&ca, &r.roles, ttl, Vec::new())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let name = cfg
+            .pointer("/cluster/clusterName")
+            .or_else(|| {
+                cfg.kind("KubeClusterConfig")
+                    .find_map(|d| d.value.get("clusterName"))
+            })
+            .and_then(|v| v.as_str())
+            .unwrap_or("talos")
+            .to_string();
+        let talosconfig = machinery::clientconfig::ClientConfig {
+            context: name.clone(),
+            contexts: [(name, ctx.clone())].into_iter().collect(),
+        };
+        let pem = |b: &str| {
+            unb64(b)
+                .map(String::into_bytes)
+                .map_err(|e| Status::internal(e.to_string()))
+        };
+        Ok(Response::new(
+            api::machine::GenerateClientConfigurationResponse {
+                messages: vec![api::machine::GenerateClientConfiguration {
+                    metadata: None,
+                    ca: pem(&ctx.ca)?,
+                    crt: pem(&ctx.crt)?,
+                    key: pem(&ctx.key)?,
+                    talosconfig: talosconfig.encode().into_bytes(),
+                }],
+            },
+        ))
+    }
+
     async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             messages: vec![Version {
