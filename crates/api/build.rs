@@ -5,6 +5,7 @@ fn main() {
         "machine/machine.proto",
         "cosi/state.proto",
         "inspect/inspect.proto",
+        "security/security.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

@@ -16,3 +16,7 @@ pub mod cosi {
 pub mod inspect {
     tonic::include_proto!("inspect");
 }
+
+pub mod security {
+    tonic::include_proto!("securityapi");
+}

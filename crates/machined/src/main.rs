@@ -3,6 +3,8 @@
 
 mod apid;
 mod node;
+mod services;
+mod trustd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +28,16 @@ struct Args {
     /// from it when present.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Where services' logs are written (`<id>.log`); by default /var/log when running as
+    /// PID 1, nowhere otherwise (they are still kept in memory).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Which part of the node this process is: machined, or trustd (run by machined).
+    #[arg(long, default_value = "machined", value_parser = ["machined", "trustd"])]
+    role: String,
+    /// Where the trustd service listens (control planes); port 0 picks a free port.
+    #[arg(long, default_value = "0.0.0.0:50001")]
+    trustd_listen: SocketAddr,
 }
 
 /// The persisted config when there is a valid one; otherwise the given one (written to STATE).
@@ -74,10 +86,82 @@ enum Exit {
     Reboot,
 }
 
+async fn signals() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_trustd(args: Args) -> Result<Exit, String> {
+    let config = load_config(&args)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", args.listen))?;
+    log(&format!(
+        "trustd listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    ));
+    trustd::serve(&config, listener, signals()).await?;
+    Ok(Exit::Shutdown)
+}
+
+/// The trustd service of a control plane: this binary again, in the trustd role.
+fn trustd_service(
+    args: &Args,
+    state_file: Option<&PathBuf>,
+) -> Result<services::ServiceSpec, String> {
+    let mut addr = args.trustd_listen;
+    if addr.port() == 0 {
+        let probe = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+        addr = probe.local_addr().map_err(|e| e.to_string())?;
+    }
+    let mut svc_args = vec![
+        "--role".to_string(),
+        "trustd".into(),
+        "--listen".into(),
+        addr.to_string(),
+    ];
+    if let Some(cfg) = state_file
+        .map(|p| p.display().to_string())
+        .or(args.config.clone())
+    {
+        svc_args.extend(["--config".to_string(), cfg]);
+    }
+    let health_ip = if addr.ip().is_unspecified() {
+        "127.0.0.1".parse().expect("ip")
+    } else {
+        addr.ip()
+    };
+    Ok(services::ServiceSpec {
+        id: "trustd".into(),
+        program: std::env::current_exe().map_err(|e| e.to_string())?,
+        args: svc_args,
+        depends_on: Vec::new(),
+        health: Some(SocketAddr::new(health_ip, addr.port())),
+    })
+}
+
 async fn run(args: Args) -> Result<Exit, String> {
+    if args.role == "trustd" {
+        return run_trustd(args).await;
+    }
     let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
     let config = boot_config(&args, state_file.as_ref())?;
-    let node = Arc::new(node::Node::start(&config, state_file)?);
+    let log_dir = args
+        .log_dir
+        .clone()
+        .or_else(|| (std::process::id() == 1).then(|| PathBuf::from("/var/log")));
+    if let Some(d) = &log_dir {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
+    if matches!(config.machine_type(), "controlplane" | "init") {
+        node.services
+            .start_service(trustd_service(&args, state_file.as_ref())?);
+    }
     // The hostname comes from a controller; wait briefly for it to be published.
     let mut hostname = None;
     for _ in 0..100 {
@@ -103,15 +187,14 @@ async fn run(args: Args) -> Result<Exit, String> {
     let exit = Arc::new(std::sync::Mutex::new(Exit::Shutdown));
     let exit_set = exit.clone();
     let shutdown = async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = signals() => {}
             _ = reboot.notified() => *exit_set.lock().expect("exit") = Exit::Reboot,
         }
     };
+    let services = node.services.clone();
     apid::serve(node, tls, listener, shutdown).await?;
+    services.shutdown().await;
     let exit = std::mem::replace(&mut *exit.lock().expect("exit"), Exit::Shutdown);
     Ok(exit)
 }

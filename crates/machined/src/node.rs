@@ -42,13 +42,19 @@ pub struct Node {
     pub state_file: Option<std::path::PathBuf>,
     /// Signalled to restart the node (re-exec machined, which boots from STATE).
     pub reboot: std::sync::Arc<tokio::sync::Notify>,
+    /// The node's services.
+    pub services: crate::services::Supervisor,
     /// The registered controllers' declarations (for `inspect dependencies`).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
 }
 
 impl Node {
-    pub fn start(config: &Config, state_file: Option<std::path::PathBuf>) -> Result<Node, String> {
+    pub fn start(
+        config: &Config,
+        state_file: Option<std::path::PathBuf>,
+        log_dir: Option<std::path::PathBuf>,
+    ) -> Result<Node, String> {
         let state = State::new();
         let registry = Registry::new(state.clone()).map_err(|e| e.to_string())?;
         for (ns, desc) in [
@@ -67,6 +73,10 @@ impl Node {
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
             Definition::new(VERSION, RUNTIME_NS, &[]).column("Version", "{.version}"),
+            Definition::new(crate::services::SERVICE_TYPE, RUNTIME_NS, &["svc"])
+                .column("Running", "{.running}")
+                .column("Healthy", "{.healthy}")
+                .column("Health Unknown", "{.unknown}"),
         ] {
             registry.register(def).map_err(|e| e.to_string())?;
         }
@@ -89,6 +99,7 @@ impl Node {
         mc.metadata.owner = "machined".into();
         state.create(mc).map_err(|e| e.to_string())?;
 
+        let rt_state = state.clone();
         let mut rt = Runtime::new(state.clone());
         rt.register(MachineTypeController)
             .map_err(|e| e.to_string())?;
@@ -98,6 +109,7 @@ impl Node {
             registry,
             state_file,
             reboot: Default::default(),
+            services: crate::services::Supervisor::new(rt_state, log_dir),
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })

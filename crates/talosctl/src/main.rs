@@ -7,6 +7,7 @@ mod gen;
 mod get;
 mod inspect;
 mod machineconfig;
+mod services;
 mod util;
 mod version;
 
@@ -47,6 +48,11 @@ enum Command {
     Patch(apply::PatchArgs),
     /// Edit the nodes' machine config in an editor and apply it.
     Edit(apply::EditArgs),
+    /// List services, or show, start, stop or restart one.
+    #[command(visible_alias = "services")]
+    Service(services::ServiceArgs),
+    /// Print a service's logs.
+    Logs(services::LogsArgs),
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -70,6 +76,8 @@ fn main() -> ExitCode {
         Command::ApplyConfig(a) => block_on(apply::run(a)),
         Command::Patch(a) => block_on(apply::patch(a)),
         Command::Edit(a) => block_on(apply::edit(a)),
+        Command::Service(a) => block_on(services::service(a)),
+        Command::Logs(a) => block_on(services::logs(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

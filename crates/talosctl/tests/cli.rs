@@ -548,6 +548,10 @@ fn start_node(d: &Dir) -> Option<RunningNode> {
             "127.0.0.1:0",
             "--state-dir",
             state.to_str().unwrap(),
+            "--log-dir",
+            d.path("log").to_str().unwrap(),
+            "--trustd-listen",
+            "127.0.0.1:0",
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1018,4 +1022,50 @@ fn config_new_patch_and_edit_against_a_node() {
         String::from_utf8_lossy(&out.stdout),
         "Apply was skipped: no changes detected.\n"
     );
+}
+
+#[test]
+fn services_and_logs() {
+    let d = Dir::new("services");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.as_str();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-e", ep]);
+        node_cmd(&d, "talosconfig", &all)
+    };
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
+    wait_for("trustd to be healthy", || {
+        stdout(&run(&["services"])).contains("   trustd    Running   OK ")
+    });
+    let list = stdout(&run(&["services"]));
+    assert!(list.starts_with("NODE"), "{list}");
+    assert!(
+        list.contains("SERVICE   STATE     HEALTH   LAST CHANGE   LAST EVENT"),
+        "{list}"
+    );
+    let status = stdout(&run(&["service", "trustd"]));
+    assert!(
+        status.contains("ID       trustd\nSTATE    Running\nHEALTH   OK\n"),
+        "{status}"
+    );
+    assert!(status.contains("]: Started task trustd (PID "), "{status}");
+    let logs = stdout(&run(&["logs", "trustd"]));
+    assert!(logs.starts_with("trustd listening on 127.0.0.1:"), "{logs}");
+    assert!(std::fs::read_to_string(d.path("log/trustd.log"))
+        .unwrap()
+        .starts_with("trustd listening"));
+    let out = run(&["service", "trustd", "restart"]);
+    assert_eq!(
+        stdout(&out),
+        format!("{ep}: Service \"trustd\" restarted\n")
+    );
+    wait_for("the restart", || {
+        stdout(&run(&["service", "trustd"])).contains("[Stopping]: Stopping service")
+            && stdout(&run(&["services"])).contains("trustd    Running")
+    });
+    let out = run(&["service", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service \"nope\" not found"));
+    let svc = stdout(&run(&["get", "services"]));
+    assert!(svc.contains("runtime     Service   trustd"), "{svc}");
 }

@@ -5,6 +5,7 @@ mod apply;
 mod auth;
 mod inspect;
 mod roles_table;
+mod services;
 mod state;
 
 use std::net::IpAddr;
@@ -159,6 +160,69 @@ impl MachineService for Machine {
         ))
     }
 
+    async fn service_list(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::ServiceListResponse>, Status> {
+        Ok(Response::new(services::list(&self.node.services)))
+    }
+
+    async fn service_start(
+        &self,
+        req: Request<api::machine::ServiceStartRequest>,
+    ) -> Result<Response<api::machine::ServiceStartResponse>, Status> {
+        let id = req.into_inner().id;
+        self.node.services.start(&id).map_err(services::not_found)?;
+        Ok(Response::new(api::machine::ServiceStartResponse {
+            messages: vec![api::machine::ServiceStart {
+                metadata: None,
+                resp: format!("Service \"{id}\" started"),
+            }],
+        }))
+    }
+
+    async fn service_stop(
+        &self,
+        req: Request<api::machine::ServiceStopRequest>,
+    ) -> Result<Response<api::machine::ServiceStopResponse>, Status> {
+        let id = req.into_inner().id;
+        self.node.services.stop(&id).map_err(services::not_found)?;
+        Ok(Response::new(api::machine::ServiceStopResponse {
+            messages: vec![api::machine::ServiceStop {
+                metadata: None,
+                resp: format!("Service \"{id}\" stopped"),
+            }],
+        }))
+    }
+
+    async fn service_restart(
+        &self,
+        req: Request<api::machine::ServiceRestartRequest>,
+    ) -> Result<Response<api::machine::ServiceRestartResponse>, Status> {
+        let id = req.into_inner().id;
+        self.node
+            .services
+            .restart(&id)
+            .map_err(services::not_found)?;
+        Ok(Response::new(api::machine::ServiceRestartResponse {
+            messages: vec![api::machine::ServiceRestart {
+                metadata: None,
+                resp: format!("Service \"{id}\" restarted"),
+            }],
+        }))
+    }
+
+    type LogsStream = services::DataStream;
+
+    async fn logs(
+        &self,
+        req: Request<api::machine::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let r = req.into_inner();
+        let stream = services::logs(&self.node.services, &r.id, r.tail_lines, r.follow)?;
+        Ok(Response::new(stream))
+    }
+
     async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             messages: vec![Version {
@@ -210,7 +274,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let incoming = tokio_stream_from(listener);
+    let incoming = incoming(listener);
     Server::builder()
         .tls_config(
             ServerTlsConfig::new()
@@ -236,7 +300,8 @@ pub async fn serve(
         .map_err(|e| e.to_string())
 }
 
-fn tokio_stream_from(
+/// Accepted connections of a listener, as tonic takes them.
+pub fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures::stream::unfold(listener, |l| async move {

@@ -1,0 +1,622 @@
+//! The service supervisor: services are real processes with dependencies, states (Waiting,
+//! Preparing, Running, Stopping, Finished, Failed), timestamped events, TCP health
+//! checks, restarts with exponential backoff, and their output kept in a bounded ring buffer
+//! per service and appended to `<log dir>/<id>.log`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use resources::{Resource, State as ResourceState};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{broadcast, Notify};
+
+pub const SERVICE_TYPE: &str = "Services.v1alpha1.talos.dev";
+const EVENTS_KEPT: usize = 64;
+const LOG_BYTES_KEPT: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    Waiting,
+    Preparing,
+    Running,
+    Stopping,
+    Finished,
+    Failed,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Waiting => "Waiting",
+            ServiceState::Preparing => "Preparing",
+            ServiceState::Running => "Running",
+            ServiceState::Stopping => "Stopping",
+            ServiceState::Finished => "Finished",
+            ServiceState::Failed => "Failed",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub id: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub depends_on: Vec<String>,
+    /// Healthy while this address accepts TCP connections.
+    pub health: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceEvent {
+    pub msg: String,
+    pub state: ServiceState,
+    pub ts: SystemTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub unknown: bool,
+    pub healthy: bool,
+    pub last_message: String,
+    pub last_change: Option<SystemTime>,
+}
+
+/// A snapshot of a service for the API.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    pub id: String,
+    pub state: ServiceState,
+    pub events: Vec<ServiceEvent>,
+    pub health: Health,
+}
+
+/// The spec of a Service resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStatusSpec {
+    pub running: bool,
+    pub healthy: bool,
+    pub unknown: bool,
+}
+
+struct Entry {
+    spec: ServiceSpec,
+    state: ServiceState,
+    events: VecDeque<ServiceEvent>,
+    health: Health,
+    logs: VecDeque<u8>,
+    follow: broadcast::Sender<Arc<[u8]>>,
+    wanted: bool,
+    wake: Arc<Notify>,
+    pid: Option<u32>,
+}
+
+/// Runs services and answers questions about them.
+#[derive(Clone)]
+pub struct Supervisor {
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    log_dir: Option<PathBuf>,
+    resources: ResourceState,
+    backoff: (Duration, Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("service \"{0}\" not found")]
+    NotFound(String),
+}
+
+impl Supervisor {
+    pub fn new(resources: ResourceState, log_dir: Option<PathBuf>) -> Supervisor {
+        Supervisor {
+            entries: Arc::default(),
+            log_dir,
+            resources,
+            backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+        }
+    }
+
+    /// Restart delays after a failure: from `min`, doubling, capped at `max`.
+    #[cfg(test)]
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Supervisor {
+        self.backoff = (min, max);
+        self
+    }
+
+    /// Register and start a service (it waits for its dependencies first).
+    pub fn start_service(&self, spec: ServiceSpec) {
+        let wake = Arc::new(Notify::new());
+        let (follow, _) = broadcast::channel(256);
+        self.entries.lock().expect("services").insert(
+            spec.id.clone(),
+            Entry {
+                spec: spec.clone(),
+                state: ServiceState::Waiting,
+                events: VecDeque::new(),
+                health: Health {
+                    unknown: true,
+                    ..Default::default()
+                },
+                logs: VecDeque::new(),
+                follow,
+                wanted: true,
+                wake: wake.clone(),
+                pid: None,
+            },
+        );
+        let sup = self.clone();
+        tokio::spawn(async move { sup.run(spec, wake).await });
+    }
+
+    fn event(&self, id: &str, state: ServiceState, msg: impl Into<String>) {
+        let msg = msg.into();
+        tracing::info!(service = id, state = state.as_str(), "{msg}");
+        let (running, health) = {
+            let mut all = self.entries.lock().expect("services");
+            let Some(e) = all.get_mut(id) else { return };
+            e.state = state;
+            if e.events.len() == EVENTS_KEPT {
+                e.events.pop_front();
+            }
+            e.events.push_back(ServiceEvent {
+                msg,
+                state,
+                ts: SystemTime::now(),
+            });
+            (state == ServiceState::Running, e.health.clone())
+        };
+        self.publish(id, running, &health);
+    }
+
+    fn publish(&self, id: &str, running: bool, health: &Health) {
+        let spec = ServiceStatusSpec {
+            running,
+            healthy: running && health.healthy,
+            unknown: health.unknown,
+        };
+        let ptr = resources::Pointer::new("runtime", SERVICE_TYPE, id);
+        let result = match self.resources.get(&ptr) {
+            Ok(cur) if cur.spec::<ServiceStatusSpec>() == Some(&spec) => Ok(()),
+            Ok(cur) => self.resources.update(cur.with_spec(spec)).map(|_| ()),
+            Err(_) => {
+                let mut r = Resource::new("runtime", SERVICE_TYPE, id, spec);
+                r.metadata.owner = "machined".into();
+                self.resources.create(r).map(|_| ())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(service = id, error = %e, "cannot publish service status");
+        }
+    }
+
+    fn state_of(&self, id: &str) -> Option<ServiceState> {
+        self.entries
+            .lock()
+            .expect("services")
+            .get(id)
+            .map(|e| e.state)
+    }
+
+    fn wanted(&self, id: &str) -> bool {
+        self.entries
+            .lock()
+            .expect("services")
+            .get(id)
+            .is_some_and(|e| e.wanted)
+    }
+
+    async fn run(&self, spec: ServiceSpec, wake: Arc<Notify>) {
+        let id = spec.id.clone();
+        let mut delay = self.backoff.0;
+        loop {
+            if !self.wanted(&id) {
+                wake.notified().await;
+                continue;
+            }
+            // Dependencies first.
+            let mut announced = false;
+            while let Some(dep) = spec
+                .depends_on
+                .iter()
+                .find(|d| self.state_of(d) != Some(ServiceState::Running))
+            {
+                if !announced {
+                    self.event(
+                        &id,
+                        ServiceState::Waiting,
+                        format!("Waiting for service \"{dep}\" to be \"up\""),
+                    );
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.event(&id, ServiceState::Preparing, "Running pre state");
+            let child = tokio::process::Command::new(&spec.program)
+                .args(&spec.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    self.event(&id, ServiceState::Failed, format!("Failed to start: {e}"));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.backoff.1);
+                    continue;
+                }
+            };
+            let pid = child.id();
+            if let Some(e) = self.entries.lock().expect("services").get_mut(&id) {
+                e.pid = pid;
+            }
+            let pumps = [
+                child.stdout.take().map(|o| self.pump(&id, o)),
+                child.stderr.take().map(|o| self.pump(&id, o)),
+            ];
+            self.event(
+                &id,
+                ServiceState::Running,
+                format!("Started task {id} (PID {})", pid.unwrap_or(0)),
+            );
+            let health = spec.health.map(|addr| self.check_health(&id, addr));
+            let started = tokio::time::Instant::now();
+            let outcome = tokio::select! {
+                status = child.wait() => Some(status),
+                _ = wake.notified() => None,
+            };
+            if let Some(h) = health {
+                h.abort();
+            }
+            match outcome {
+                None => {
+                    // Asked to stop (or restart).
+                    self.event(&id, ServiceState::Stopping, "Stopping service");
+                    let _ = terminate(&mut child).await;
+                    for p in pumps.into_iter().flatten() {
+                        let _ = p.await;
+                    }
+                    self.event(&id, ServiceState::Finished, "Service finished successfully");
+                    delay = self.backoff.0;
+                }
+                Some(status) => {
+                    for p in pumps.into_iter().flatten() {
+                        let _ = p.await;
+                    }
+                    let why = match status {
+                        Ok(s) => match s.code() {
+                            Some(c) => format!("exited with code {c}"),
+                            None => "was killed by a signal".into(),
+                        },
+                        Err(e) => format!("could not be waited for: {e}"),
+                    };
+                    if started.elapsed() > self.backoff.1 {
+                        delay = self.backoff.0;
+                    }
+                    self.event(
+                        &id,
+                        ServiceState::Failed,
+                        format!("Task {why}, restarting in {}s", delay.as_secs_f64()),
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.backoff.1);
+                }
+            }
+        }
+    }
+
+    fn pump(
+        &self,
+        id: &str,
+        mut out: impl AsyncRead + Unpin + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let sup = self.clone();
+        let id = id.to_string();
+        let file = self.log_dir.as_ref().map(|d| d.join(format!("{id}.log")));
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut log = match &file {
+                Some(p) => tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .await
+                    .ok(),
+                None => None,
+            };
+            loop {
+                let n = match out.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let chunk: Arc<[u8]> = Arc::from(&buf[..n]);
+                if let Some(f) = log.as_mut() {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = f.write_all(&chunk).await;
+                }
+                let mut all = sup.entries.lock().expect("services");
+                if let Some(e) = all.get_mut(&id) {
+                    e.logs.extend(chunk.iter());
+                    let excess = e.logs.len().saturating_sub(LOG_BYTES_KEPT);
+                    e.logs.drain(..excess);
+                    let _ = e.follow.send(chunk);
+                }
+            }
+        })
+    }
+
+    fn check_health(&self, id: &str, addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+        let sup = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                let ok = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                let (changed, health) = {
+                    let mut all = sup.entries.lock().expect("services");
+                    let Some(e) = all.get_mut(&id) else { return };
+                    let changed = e.health.unknown || e.health.healthy != ok;
+                    if changed {
+                        e.health = Health {
+                            unknown: false,
+                            healthy: ok,
+                            last_message: if ok {
+                                String::new()
+                            } else {
+                                format!("dial {addr}: connection refused")
+                            },
+                            last_change: Some(SystemTime::now()),
+                        };
+                    }
+                    (changed, e.health.clone())
+                };
+                if changed {
+                    sup.publish(&id, true, &health);
+                }
+                tokio::time::sleep(Duration::from_millis(if ok { 2000 } else { 200 })).await;
+            }
+        })
+    }
+
+    pub fn list(&self) -> Vec<ServiceInfo> {
+        let all = self.entries.lock().expect("services");
+        let mut out: Vec<ServiceInfo> = all
+            .values()
+            .map(|e| ServiceInfo {
+                id: e.spec.id.clone(),
+                state: e.state,
+                events: e.events.iter().cloned().collect(),
+                health: e.health.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    fn set_wanted(&self, id: &str, wanted: bool) -> Result<Arc<Notify>, ServiceError> {
+        let mut all = self.entries.lock().expect("services");
+        let e = all
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NotFound(id.into()))?;
+        e.wanted = wanted;
+        Ok(e.wake.clone())
+    }
+
+    pub fn stop(&self, id: &str) -> Result<(), ServiceError> {
+        self.set_wanted(id, false)?.notify_one();
+        Ok(())
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), ServiceError> {
+        self.set_wanted(id, true)?.notify_one();
+        Ok(())
+    }
+
+    /// Stop the running task; the service loop starts it again.
+    pub fn restart(&self, id: &str) -> Result<(), ServiceError> {
+        self.set_wanted(id, true)?.notify_one();
+        Ok(())
+    }
+
+    /// The last `tail` lines kept (all when `None`), and a receiver of what comes next.
+    pub fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+    ) -> Result<(Vec<u8>, broadcast::Receiver<Arc<[u8]>>), ServiceError> {
+        let all = self.entries.lock().expect("services");
+        let e = all
+            .get(id)
+            .ok_or_else(|| ServiceError::NotFound(id.into()))?;
+        let bytes: Vec<u8> = e.logs.iter().copied().collect();
+        let start = match tail {
+            None => 0,
+            Some(n) => {
+                let mut seen = 0;
+                let mut cut = 0;
+                for (i, b) in bytes.iter().enumerate().rev() {
+                    if *b == b'\n' && i + 1 < bytes.len() {
+                        seen += 1;
+                        if seen == n {
+                            cut = i + 1;
+                            break;
+                        }
+                    }
+                }
+                if seen < n {
+                    0
+                } else {
+                    cut
+                }
+            }
+        };
+        Ok((bytes[start..].to_vec(), e.follow.subscribe()))
+    }
+
+    /// Stop every service, dependents before their dependencies.
+    pub async fn shutdown(&self) {
+        let order: Vec<String> = {
+            let all = self.entries.lock().expect("services");
+            let mut ids: Vec<(usize, String)> = all
+                .values()
+                .map(|e| (depth(&all, &e.spec.id), e.spec.id.clone()))
+                .collect();
+            ids.sort_by(|a, b| b.cmp(a));
+            ids.into_iter().map(|(_, id)| id).collect()
+        };
+        for id in order {
+            let _ = self.stop(&id);
+            for _ in 0..200 {
+                if matches!(
+                    self.state_of(&id),
+                    Some(ServiceState::Finished | ServiceState::Failed | ServiceState::Waiting)
+                ) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn depth(all: &HashMap<String, Entry>, id: &str) -> usize {
+    all.get(id)
+        .map(|e| {
+            1 + e
+                .spec
+                .depends_on
+                .iter()
+                .map(|d| depth(all, d))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// SIGTERM, then SIGKILL after 10 s.
+async fn terminate(child: &mut tokio::process::Child) -> std::io::Result<()> {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+    child.kill().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, script: &str, deps: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            id: id.into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            health: None,
+        }
+    }
+
+    async fn wait(sup: &Supervisor, id: &str, f: impl Fn(&ServiceInfo) -> bool) -> ServiceInfo {
+        for _ in 0..400 {
+            if let Some(i) = sup.list().into_iter().find(|i| i.id == id) {
+                if f(&i) {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {id}: {:?}", sup.list());
+    }
+
+    #[tokio::test]
+    async fn crashing_service_restarts_with_backoff_and_says_why() {
+        let sup = Supervisor::new(ResourceState::new(), None)
+            .with_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        sup.start_service(spec("crasher", "echo boom; exit 3", &[]));
+        let info = wait(&sup, "crasher", |i| {
+            i.events
+                .iter()
+                .filter(|e| e.state == ServiceState::Failed)
+                .count()
+                >= 3
+        })
+        .await;
+        let failures: Vec<&ServiceEvent> = info
+            .events
+            .iter()
+            .filter(|e| e.state == ServiceState::Failed)
+            .collect();
+        assert!(
+            failures[0]
+                .msg
+                .starts_with("Task exited with code 3, restarting in 0.02s"),
+            "{failures:?}"
+        );
+        assert!(
+            failures[1].msg.contains("restarting in 0.04s"),
+            "{failures:?}"
+        );
+        let (logs, _) = sup.logs("crasher", None).unwrap();
+        assert!(String::from_utf8_lossy(&logs).starts_with("boom\nboom\n"));
+        assert!(info.events.windows(2).all(|w| w[0].ts <= w[1].ts));
+    }
+
+    #[tokio::test]
+    async fn dependencies_order_start_and_stop() {
+        let res = ResourceState::new();
+        let sup = Supervisor::new(res.clone(), None);
+        sup.start_service(spec("app", "echo app; exec sleep 30", &["db"]));
+        let waiting = wait(&sup, "app", |i| {
+            i.state == ServiceState::Waiting && !i.events.is_empty()
+        })
+        .await;
+        assert!(waiting.events[0].msg.contains("Waiting for service \"db\""));
+        sup.start_service(spec("db", "exec sleep 30", &[]));
+        wait(&sup, "app", |i| i.state == ServiceState::Running).await;
+        let status = res
+            .get(&resources::Pointer::new("runtime", SERVICE_TYPE, "app"))
+            .unwrap();
+        assert!(status.spec::<ServiceStatusSpec>().unwrap().running);
+        sup.stop("app").unwrap();
+        wait(&sup, "app", |i| i.state == ServiceState::Finished).await;
+        sup.start("app").unwrap();
+        wait(&sup, "app", |i| i.state == ServiceState::Running).await;
+        let (logs, _) = sup.logs("app", Some(1)).unwrap();
+        assert_eq!(logs, b"app\n");
+        sup.shutdown().await;
+        assert!(sup.list().iter().all(|i| i.state == ServiceState::Finished));
+    }
+
+    #[tokio::test]
+    async fn health_checks_follow_the_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sup = Supervisor::new(ResourceState::new(), None);
+        let mut s = spec("web", "exec sleep 30", &[]);
+        s.health = Some(addr);
+        sup.start_service(s);
+        wait(&sup, "web", |i| i.health.healthy && !i.health.unknown).await;
+        drop(listener);
+        wait(&sup, "web", |i| !i.health.healthy).await;
+        sup.shutdown().await;
+    }
+}

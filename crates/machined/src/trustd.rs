@@ -1,0 +1,72 @@
+//! trustd: signs a joining node's certificate request when it presents the machine token.
+
+use api::security::security_service_server::{SecurityService, SecurityServiceServer};
+use api::security::{CertificateRequest, CertificateResponse};
+use machinery::pki::{self, CertAndKey};
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+struct Trustd {
+    ca: CertAndKey,
+    token: String,
+}
+
+#[tonic::async_trait]
+impl SecurityService for Trustd {
+    async fn certificate(
+        &self,
+        req: Request<CertificateRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
+        let presented = req
+            .metadata()
+            .get("token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if self.token.is_empty() || presented != self.token {
+            return Err(Status::permission_denied("not authorized"));
+        }
+        let csr = String::from_utf8(req.into_inner().csr)
+            .map_err(|_| Status::invalid_argument("the CSR is not PEM text"))?;
+        let crt = pki::sign_csr(&self.ca, &csr, pki::CLIENT_VALIDITY)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(CertificateResponse {
+            ca: self.ca.crt.clone().into_bytes(),
+            crt: crt.into_bytes(),
+        }))
+    }
+}
+
+/// Serve trustd until `shutdown`: TLS with a server certificate from the machine CA, callers
+/// authenticated by the machine token.
+pub async fn serve(
+    cfg: &machinery::Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let secret = |p: &str| {
+        cfg.pointer(p)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("the machine config has no {p}"))
+            .and_then(|b| machinery::secrets::unb64(b).map_err(|e| e.to_string()))
+    };
+    let ca = CertAndKey {
+        crt: secret("/machine/ca/crt")?,
+        key: secret("/machine/ca/key")?,
+    };
+    let token = cfg
+        .pointer("/machine/token")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let ips = [listener.local_addr().map_err(|e| e.to_string())?.ip()];
+    let tls = crate::apid::tls_from_config(cfg, "trustd", &ips)?;
+    let incoming = crate::apid::incoming(listener);
+    Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(tls.identity))
+        .map_err(|e| e.to_string())?
+        .add_service(SecurityServiceServer::new(Trustd { ca, token }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
