@@ -68,6 +68,9 @@ pub struct Health {
     pub last_change: Option<SystemTime>,
 }
 
+/// New output of a service as it comes.
+pub type LogFollower = broadcast::Receiver<Arc<[u8]>>;
+
 /// A snapshot of a service for the API.
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
@@ -434,7 +437,7 @@ impl Supervisor {
         &self,
         id: &str,
         tail: Option<usize>,
-    ) -> Result<(Vec<u8>, broadcast::Receiver<Arc<[u8]>>), ServiceError> {
+    ) -> Result<(Vec<u8>, LogFollower), ServiceError> {
         let all = self.entries.lock().expect("services");
         let e = all
             .get(id)
