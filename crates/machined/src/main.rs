@@ -40,22 +40,56 @@ struct Args {
     trustd_listen: SocketAddr,
 }
 
-/// The persisted config when there is a valid one; otherwise the given one (written to STATE).
-fn boot_config(args: &Args, state_file: Option<&PathBuf>) -> Result<Config, String> {
-    if let Some(path) = state_file.filter(|p| p.exists()) {
-        match Config::load(path) {
-            Ok(cfg) => return Ok(cfg),
-            Err(e) => log(&format!(
-                "machined: the persisted config is unusable, using the given one: {e}"
-            )),
+/// The config to boot: the persisted one (STATE) when valid, else the given one (then written
+/// to STATE). `None` sends the node to maintenance mode; why is logged.
+fn boot_config(args: &Args, state_file: Option<&PathBuf>) -> Option<Config> {
+    let usable = |cfg: Config, from: &str| -> Option<Config> {
+        match machinery::validate::validate(&cfg, machinery::validate::Mode::Container)
+            .into_result(false)
+        {
+            Ok(_) => Some(cfg),
+            Err(e) => {
+                log(&format!(
+                    "machined: the config from {from} is invalid:\n{e}"
+                ));
+                None
+            }
+        }
+    };
+    if let Some(dir) = state_file.and_then(|p| p.parent()) {
+        // Temporary files of writes a crash interrupted.
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".config.yaml.tmp.")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
-    let cfg = load_config(args)?;
-    if let Some(path) = state_file {
-        machinery::fsutil::write_atomic(path, cfg.encode().as_bytes(), 0o600)
-            .map_err(|e| e.to_string())?;
+    if let Some(path) = state_file.filter(|p| p.exists()) {
+        match Config::load(path) {
+            Ok(cfg) => {
+                if let Some(cfg) = usable(cfg, "STATE") {
+                    return Some(cfg);
+                }
+            }
+            Err(e) => log(&format!("machined: the persisted config is unusable: {e}")),
+        }
     }
-    Ok(cfg)
+    let cfg = match load_config(args) {
+        Ok(cfg) => usable(cfg, "the given config")?,
+        Err(e) => {
+            log(&format!("machined: {e}"));
+            return None;
+        }
+    };
+    if let Some(path) = state_file {
+        if let Err(e) = machinery::fsutil::write_atomic(path, cfg.encode().as_bytes(), 0o600) {
+            log(&format!("machined: cannot persist the config: {e}"));
+        }
+    }
+    Some(cfg)
 }
 
 fn load_config(args: &Args) -> Result<Config, String> {
@@ -80,10 +114,11 @@ fn log(line: &str) {
 /// The address apid got (a reboot keeps it, even when the port was picked by the kernel).
 static BOUND: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
 
-/// What ended the run: a shutdown, or a reboot request.
+/// What ended the run: a shutdown, or a reboot request (with a config to hand over when
+/// maintenance mode had nowhere to persist it).
 enum Exit {
     Shutdown,
-    Reboot,
+    Reboot(Option<String>),
 }
 
 async fn signals() {
@@ -149,7 +184,12 @@ async fn run(args: Args) -> Result<Exit, String> {
         return run_trustd(args).await;
     }
     let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
-    let config = boot_config(&args, state_file.as_ref())?;
+    let booted = boot_config(&args, state_file.as_ref());
+    let maintenance = booted.is_none();
+    if maintenance {
+        log("machined: no usable machine config: maintenance mode (apply one with talosctl apply-config --insecure)");
+    }
+    let config = booted.unwrap_or_default();
     let log_dir = args
         .log_dir
         .clone()
@@ -158,7 +198,7 @@ async fn run(args: Args) -> Result<Exit, String> {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
-    if matches!(config.machine_type(), "controlplane" | "init") {
+    if !maintenance && matches!(config.machine_type(), "controlplane" | "init") {
         node.services
             .start_service(trustd_service(&args, state_file.as_ref())?);
     }
@@ -176,7 +216,11 @@ async fn run(args: Args) -> Result<Exit, String> {
         .into_iter()
         .filter(|ip| !ip.is_unspecified())
         .collect();
-    let tls = apid::tls_from_config(&config, &hostname, &ips)?;
+    let tls = if maintenance {
+        apid::maintenance_tls(&hostname)?
+    } else {
+        apid::tls_from_config(&config, &hostname, &ips)?
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", args.listen))?;
@@ -189,22 +233,37 @@ async fn run(args: Args) -> Result<Exit, String> {
     let shutdown = async move {
         tokio::select! {
             _ = signals() => {}
-            _ = reboot.notified() => *exit_set.lock().expect("exit") = Exit::Reboot,
+            _ = reboot.notified() => *exit_set.lock().expect("exit") = Exit::Reboot(None),
         }
     };
     let services = node.services.clone();
-    apid::serve(node, tls, listener, shutdown).await?;
+    apid::serve(node.clone(), tls, listener, maintenance, shutdown).await?;
     services.shutdown().await;
+    if let Exit::Reboot(handover) = &mut *exit.lock().expect("exit") {
+        *handover = node.handover.lock().expect("handover").take();
+    }
     let exit = std::mem::replace(&mut *exit.lock().expect("exit"), Exit::Shutdown);
     Ok(exit)
 }
 
 /// Restart the node: machined runs again in the same process (and namespaces), booting from
 /// STATE.
-fn reboot() -> ExitCode {
+fn reboot(handover: Option<String>) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().expect("own path");
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cmd = std::process::Command::new(&exe);
+    if let Some(cfg) = handover {
+        // The next boot takes the config from USERDATA: drop any --config.
+        if let Some(i) = args.iter().position(|a| a == "--config") {
+            args.drain(i..(i + 2).min(args.len()));
+        }
+        args.retain(|a| !a.starts_with("--config="));
+        cmd.env(
+            "USERDATA",
+            base64::engine::general_purpose::STANDARD.encode(cfg),
+        );
+    }
     if let Some(addr) = BOUND.get() {
         match args.iter().position(|a| a == "--listen") {
             Some(i) if i + 1 < args.len() => args[i + 1] = addr.to_string(),
@@ -214,7 +273,7 @@ fn reboot() -> ExitCode {
             }
         }
     }
-    let err = std::process::Command::new(exe).args(args).exec();
+    let err = cmd.args(args).exec();
     log(&format!("machined: reboot failed: {err}"));
     ExitCode::FAILURE
 }
@@ -234,9 +293,9 @@ fn main() -> ExitCode {
     drop(rt);
     match result {
         Ok(Exit::Shutdown) => ExitCode::SUCCESS,
-        Ok(Exit::Reboot) => {
+        Ok(Exit::Reboot(handover)) => {
             log("machined: rebooting");
-            reboot()
+            reboot(handover)
         }
         Err(e) => {
             log(&format!("machined: {e}"));

@@ -44,6 +44,9 @@ pub struct Node {
     pub reboot: std::sync::Arc<tokio::sync::Notify>,
     /// The node's services.
     pub services: crate::services::Supervisor,
+    /// A config applied in maintenance mode with nowhere to persist it: handed to the next
+    /// boot through USERDATA.
+    pub handover: std::sync::Mutex<Option<String>>,
     /// The registered controllers' declarations (for `inspect dependencies`).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
@@ -110,6 +113,7 @@ impl Node {
             state_file,
             reboot: Default::default(),
             services: crate::services::Supervisor::new(rt_state, log_dir),
+            handover: Default::default(),
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })

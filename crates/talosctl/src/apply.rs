@@ -28,6 +28,9 @@ pub struct ApplyArgs {
     /// Patches applied to the file before it is sent (inline, or @file).
     #[arg(short = 'p', long = "config-patch")]
     patches: Vec<String>,
+    /// Talk to a node in maintenance mode (no client certificate, the node is not verified).
+    #[arg(short, long)]
+    insecure: bool,
 }
 
 pub async fn run(a: ApplyArgs) -> Result<()> {
@@ -47,7 +50,12 @@ pub async fn run(a: ApplyArgs) -> Result<()> {
     };
     let timeout = parse_duration(&a.timeout)?;
     let mut errors = Vec::new();
-    for t in client::connect(&a.conn).await? {
+    let targets = if a.insecure {
+        client::connect_insecure(&a.conn)?
+    } else {
+        client::connect(&a.conn).await?
+    };
+    for t in targets {
         let req = ApplyConfigurationRequest {
             data: cfg.encode().into_bytes(),
             mode: mode as i32,

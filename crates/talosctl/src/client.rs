@@ -1,6 +1,8 @@
 //! Connecting to nodes: endpoints and nodes from the talosconfig (or -e/-n), mutual TLS with
 //! the context's CA and client certificate.
 
+use std::sync::Arc;
+
 use api::machine::machine_service_client::MachineServiceClient;
 use machinery::clientconfig::ClientConfig;
 use machinery::pki::Key;
@@ -72,6 +74,105 @@ pub async fn connect(conn: &ConnArgs) -> Result<Vec<Target>> {
             .map_err(|e| Error::msg(format!("{t}: {e}")))?
             .connect_timeout(std::time::Duration::from_secs(10));
         let channel = endpoint.connect_lazy();
+        out.push(Target { node: t, channel });
+    }
+    Ok(out)
+}
+
+/// Accepts any server certificate: for nodes in maintenance mode, which have no CA yet.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Channels to nodes in maintenance mode (`--insecure`): TLS without a client certificate and
+/// without checking the node's certificate. The nodes come from -n, else -e.
+pub fn connect_insecure(conn: &ConnArgs) -> Result<Vec<Target>> {
+    let targets = if conn.nodes.is_empty() {
+        split_commas(&conn.endpoints)
+    } else {
+        split_commas(&conn.nodes)
+    };
+    if targets.is_empty() {
+        return Err(Error::msg(
+            "--insecure needs the node's address: pass -n (or -e)",
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::msg(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let mut out = Vec::new();
+    for t in targets {
+        let plain = uri(&t).replacen("https://", "http://", 1);
+        let connector = connector.clone();
+        let dial = tower::service_fn(move |u: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let host = u
+                    .host()
+                    .unwrap_or_default()
+                    .trim_matches(['[', ']'])
+                    .to_string();
+                let port = u.port_u16().unwrap_or(API_PORT);
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                let name = rustls::pki_types::ServerName::try_from(host)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let stream = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(plain)
+            .map_err(|e| Error::msg(format!("invalid endpoint \"{t}\": {e}")))?
+            .connect_with_connector_lazy(dial);
         out.push(Target { node: t, channel });
     }
     Ok(out)

@@ -16,6 +16,9 @@ pub struct VersionArgs {
     /// Print the short version.
     #[arg(long)]
     short: bool,
+    /// Talk to a node in maintenance mode.
+    #[arg(short, long)]
+    insecure: bool,
 }
 
 const TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -47,7 +50,12 @@ pub async fn run(a: VersionArgs) -> Result<()> {
     }
     println!("Server:");
     let mut errors = Vec::new();
-    for t in client::connect(&a.conn).await? {
+    let targets = if a.insecure {
+        client::connect_insecure(&a.conn)?
+    } else {
+        client::connect(&a.conn).await?
+    };
+    for t in targets {
         match client::machine(&t).version(()).await {
             Ok(resp) => {
                 for m in resp.into_inner().messages {

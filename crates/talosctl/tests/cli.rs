@@ -526,8 +526,6 @@ impl Drop for RunningNode {
 }
 
 fn start_node(d: &Dir) -> Option<RunningNode> {
-    use std::io::{BufRead, BufReader};
-    let machined = machined()?;
     ok(
         d,
         &[
@@ -538,16 +536,21 @@ fn start_node(d: &Dir) -> Option<RunningNode> {
             "--with-docs=false",
         ],
     );
+    let cfg = d.path("controlplane.yaml");
+    spawn_node(d, &["--config", cfg.to_str().unwrap()], "127.0.0.1:0").map(|(n, _)| n)
+}
+
+/// machined with `extra` arguments, a state and log directory in `d`; returns the node and the
+/// log lines printed before apid started listening.
+fn spawn_node(d: &Dir, extra: &[&str], listen: &str) -> Option<(RunningNode, Vec<String>)> {
+    use std::io::{BufRead, BufReader};
+    let machined = machined()?;
     let state = d.path("state");
     std::fs::create_dir_all(&state).unwrap();
     let mut child = Command::new(machined)
+        .args(extra)
+        .args(["--listen", listen, "--state-dir", state.to_str().unwrap()])
         .args([
-            "--config",
-            d.path("controlplane.yaml").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            state.to_str().unwrap(),
             "--log-dir",
             d.path("log").to_str().unwrap(),
             "--trustd-listen",
@@ -557,11 +560,17 @@ fn start_node(d: &Dir) -> Option<RunningNode> {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let endpoint = line.trim().rsplit(' ').next().unwrap().to_string();
+    let mut before = Vec::new();
+    let endpoint = loop {
+        let line = lines.next().expect("machined output").unwrap();
+        if let Some(addr) = line.strip_prefix("apid listening on ") {
+            break addr.to_string();
+        }
+        before.push(line);
+    };
     // Keep reading the node's log so that it never writes into a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Some(RunningNode { child, endpoint })
+    Some((RunningNode { child, endpoint }, before))
 }
 
 /// talosctl with the directory's generated talosconfig (or another one).
@@ -1068,4 +1077,147 @@ fn services_and_logs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("service \"nope\" not found"));
     let svc = stdout(&run(&["get", "services"]));
     assert!(svc.contains("runtime     Service   trustd"), "{svc}");
+}
+
+#[test]
+fn maintenance_mode_until_a_config_is_applied() {
+    let d = Dir::new("maintenance");
+    ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://127.0.0.1:6443",
+            "--with-docs=false",
+        ],
+    );
+    // A STATE that does not load: maintenance mode, with the reason in the log.
+    std::fs::create_dir_all(d.path("state")).unwrap();
+    std::fs::write(d.path("state/config.yaml"), "machine: [\n").unwrap();
+    let Some((node, log)) = spawn_node(&d, &[], "127.0.0.1:0") else {
+        return;
+    };
+    let ep = node.endpoint.clone();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("the persisted config is unusable")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("maintenance mode")),
+        "{log:?}"
+    );
+    let insecure = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--insecure", "-n", &ep]);
+        node_cmd(&d, "talosconfig", &all)
+    };
+    let v = insecure(&["version"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    // Only version and apply-config are served.
+    let denied = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(["services", "-e", &ep])
+        .env("TALOSCONFIG", d.path("talosconfig"))
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    // An invalid config is refused and the node stays in maintenance.
+    d.write(
+        "bad.yaml",
+        "version: v1alpha1\nmachine:\n    type: worker\n",
+    );
+    let bad = insecure(&["apply-config", "-f", d.path("bad.yaml").to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("machine token is required"));
+    assert!(insecure(&["version"]).status.success());
+    // A valid one boots the node.
+    let out = insecure(&[
+        "apply-config",
+        "-f",
+        d.path("controlplane.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the configured node", || {
+        node_cmd(&d, "talosconfig", &["version", "-e", &ep])
+            .status
+            .success()
+    });
+    assert!(machinery::Config::load(d.path("state/config.yaml")).is_ok());
+}
+
+/// `kill -9` of machined at any moment of an apply leaves STATE as the old or the new config.
+#[test]
+fn killed_during_apply_state_is_old_or_new() {
+    let d = Dir::new("kill9");
+    ok(
+        &d,
+        &[
+            "gen",
+            "config",
+            "demo",
+            "https://127.0.0.1:6443",
+            "--with-docs=false",
+        ],
+    );
+    let cfg = d.path("controlplane.yaml");
+    let Some((first, _)) = spawn_node(&d, &["--config", cfg.to_str().unwrap()], "127.0.0.1:0")
+    else {
+        return;
+    };
+    let listen = first.endpoint.clone();
+    drop(first);
+    for i in 0..12u64 {
+        let (mut node, _) = spawn_node(&d, &[], &listen).unwrap();
+        let before = std::fs::read_to_string(d.path("state/config.yaml")).unwrap();
+        let name = format!("node-{i}");
+        let patched = d.path("next.yaml");
+        ok(
+            &d,
+            &[
+                "machineconfig",
+                "patch",
+                "controlplane.yaml",
+                "-p",
+                &format!("machine: {{network: {{hostname: {name}}}}}"),
+                "-o",
+                patched.to_str().unwrap(),
+            ],
+        );
+        let mut apply = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+            .args([
+                "apply-config",
+                "-m",
+                "no-reboot",
+                "-f",
+                patched.to_str().unwrap(),
+                "-e",
+                &listen,
+            ])
+            .env("TALOSCONFIG", d.path("talosconfig"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(i * 7 % 60));
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+        let _ = apply.wait();
+        let after = std::fs::read_to_string(d.path("state/config.yaml")).unwrap();
+        let loaded = machinery::Config::parse(&after).expect("STATE always loads");
+        let host = loaded
+            .pointer("/machine/network/hostname")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        assert!(
+            after == before || host.as_deref() == Some(name.as_str()),
+            "iteration {i}: STATE is neither the old nor the new config"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(d.path("state")).unwrap().collect();
+        assert!(leftovers.len() <= 2, "temporary files pile up");
+    }
 }

@@ -118,14 +118,17 @@ fn unified_diff(old: &str, new: &str) -> String {
 
 pub struct Applier {
     pub node: Arc<Node>,
+    /// The node has no config yet: anyone may apply one, and it is booted at once.
+    maintenance: bool,
     busy: Mutex<()>,
     rollback: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Applier {
-    pub fn new(node: Arc<Node>) -> Applier {
+    pub fn new(node: Arc<Node>, maintenance: bool) -> Applier {
         Applier {
             node,
+            maintenance,
             busy: Mutex::new(()),
             rollback: Default::default(),
         }
@@ -144,7 +147,7 @@ impl Applier {
         let _guard = self.busy.try_lock().map_err(|_| {
             Status::failed_precondition("another apply configuration is already in progress")
         })?;
-        if !req.extensions().get::<Roles>().is_some_and(Roles::is_admin) {
+        if !self.maintenance && !req.extensions().get::<Roles>().is_some_and(Roles::is_admin) {
             return Err(Status::permission_denied("not authorized"));
         }
         let r = req.into_inner();
@@ -171,6 +174,9 @@ impl Applier {
             .iter()
             .map(ToString::to_string)
             .collect();
+        if self.maintenance {
+            return self.leave_maintenance(&new, r.dry_run, warnings);
+        }
         let old = self.node.active_config().map_err(Status::internal)?;
         let needs_reboot = reboot_fields(&old, &new);
         let timeout = r
@@ -245,6 +251,37 @@ impl Applier {
             }
         }
         Ok(reply(used, details, warnings))
+    }
+}
+
+impl Applier {
+    /// In maintenance mode a valid config is persisted and booted (machined starts again with
+    /// it, in the same process).
+    fn leave_maintenance(
+        &self,
+        new: &Config,
+        dry_run: bool,
+        warnings: Vec<String>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        let details = "Applied configuration without a reboot".to_string();
+        if dry_run {
+            return Ok(reply(
+                Mode::NoReboot,
+                format!("Dry run summary:\n{details} (skipped in dry-run).\n"),
+                Vec::new(),
+            ));
+        }
+        if self.node.state_file.is_some() {
+            self.node.persist(new).map_err(Status::internal)?;
+        } else {
+            *self.node.handover.lock().expect("handover") = Some(new.encode());
+        }
+        let reboot = self.node.reboot.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            reboot.notify_one();
+        });
+        Ok(reply(Mode::NoReboot, details, warnings))
     }
 }
 

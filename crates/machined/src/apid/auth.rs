@@ -43,21 +43,34 @@ impl Roles {
     }
 }
 
-/// A tower layer that refuses calls the caller's roles do not allow.
+/// Methods a node in maintenance mode serves (to anyone: it has no CA yet).
+pub const MAINTENANCE_METHODS: [&str; 2] = [
+    "/machine.MachineService/Version",
+    "/machine.MachineService/ApplyConfiguration",
+];
+
+/// A tower layer that refuses calls the caller's roles do not allow. In maintenance mode only
+/// version and apply-config are served.
 #[derive(Debug, Clone, Default)]
-pub struct AuthLayer;
+pub struct AuthLayer {
+    pub maintenance: bool,
+}
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner }
+        Auth {
+            inner,
+            maintenance: self.maintenance,
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
     inner: S,
+    maintenance: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -87,7 +100,13 @@ where
             .and_then(|certs| certs.first().map(|c| roles_from_cert(c.as_ref())))
             .unwrap_or_default();
         let method = req.uri().path().to_string();
-        if !allowed(&method, &roles) {
+        if self.maintenance {
+            if !MAINTENANCE_METHODS.contains(&method.as_str()) {
+                let denied = tonic::Status::permission_denied("not available in maintenance mode")
+                    .into_http();
+                return Box::pin(async move { Ok(denied) });
+            }
+        } else if !allowed(&method, &roles) {
             tracing::info!(%method, ?roles, "denied");
             let denied = tonic::Status::permission_denied("not authorized").into_http();
             return Box::pin(async move { Ok(denied) });

@@ -23,12 +23,25 @@ use tonic::{Request, Response, Status};
 
 pub use auth::AuthLayer;
 
+/// A maintenance-mode identity: self-signed, no client certificates asked for.
+pub fn maintenance_tls(hostname: &str) -> Result<Tls, String> {
+    let pair = pki::self_signed("talos-maintenance", None, pki::CLIENT_VALIDITY)
+        .map_err(|e| e.to_string())?;
+    let key = Key::from_pem(&pair.key).map_err(|e| e.to_string())?;
+    let _ = hostname;
+    Ok(Tls {
+        identity: Identity::from_pem(&pair.crt, key.to_pkcs8_pem()),
+        client_ca: None,
+    })
+}
+
 use crate::node::{Node, TAG};
 
 /// The server identity (signed by the machine CA) and the CAs clients must present.
 pub struct Tls {
     pub identity: Identity,
-    pub client_ca: Certificate,
+    /// CAs client certificates must chain to; none in maintenance mode.
+    pub client_ca: Option<Certificate>,
 }
 
 /// A fresh apid certificate for this node, signed by the config's machine CA.
@@ -81,7 +94,7 @@ pub fn tls_from_config(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<T
     }
     Ok(Tls {
         identity: Identity::from_pem(crt, key.to_pkcs8_pem()),
-        client_ca: Certificate::from_pem(client_ca),
+        client_ca: Some(Certificate::from_pem(client_ca)),
     })
 }
 
@@ -272,20 +285,21 @@ pub async fn serve(
     node: Arc<Node>,
     tls: Tls,
     listener: tokio::net::TcpListener,
+    maintenance: bool,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
     let incoming = incoming(listener);
+    let mut server_tls = ServerTlsConfig::new().identity(tls.identity);
+    if let Some(ca) = tls.client_ca {
+        server_tls = server_tls.client_ca_root(ca);
+    }
     Server::builder()
-        .tls_config(
-            ServerTlsConfig::new()
-                .identity(tls.identity)
-                .client_ca_root(tls.client_ca),
-        )
+        .tls_config(server_tls)
         .map_err(|e| e.to_string())?
-        .layer(AuthLayer)
+        .layer(AuthLayer { maintenance })
         .add_service(MachineServiceServer::new(Machine {
             node: node.clone(),
-            applier: apply::Applier::new(node.clone()),
+            applier: apply::Applier::new(node.clone(), maintenance),
         }))
         .add_service(
             api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {
