@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Node benchmarks (issue targets): start to apid answering (< 300 ms) and resident memory of
+# machined + apid + trustd after start (< 40 MiB). Prints figures measured in one run, with the
+# ratio of the start time to one `talosctl version` call against a running node (the floor: a
+# client process, a TLS handshake and one call).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p machined -p talosctl
+bin=target/release
+dir=$(mktemp -d "${TMPDIR:-/tmp}/talos-bench.XXXXXX")
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+"$bin/talosctl" gen config bench https://127.0.0.1:6443 -o "$dir" --with-docs=false >/dev/null 2>&1
+export TALOSCONFIG="$dir/talosconfig"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+runs=5
+total=0
+for i in $(seq $runs); do
+    rm -rf "$dir/state"; mkdir -p "$dir/state"
+    t0=$(ms)
+    "$bin/machined" --config "$dir/controlplane.yaml" --listen "127.0.0.1:$port" \
+        --state-dir "$dir/state" --trustd-listen 127.0.0.1:0 2>/dev/null &
+    pid=$!
+    until "$bin/talosctl" version -e "127.0.0.1:$port" >/dev/null 2>&1; do :; done
+    t1=$(ms)
+    total=$(( total + t1 - t0 ))
+    if [ "$i" -lt "$runs" ]; then kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; fi
+done
+start=$(( total / runs ))
+
+calls=10
+t0=$(ms)
+for i in $(seq $calls); do "$bin/talosctl" version -e "127.0.0.1:$port" >/dev/null; done
+call=$(( ( $(ms) - t0 ) / calls ))
+
+sleep 1
+rss=0
+for p in $pid $(pgrep -P "$pid" || true); do
+    kb=$(awk '/VmRSS/ {print $2}' "/proc/$p/status")
+    rss=$(( rss + kb ))
+done
+
+echo "node start to apid answering: ${start} ms (mean of $runs; target < 300 ms)"
+echo "one talosctl version call on a running node: ${call} ms"
+awk -v s="$start" -v c="$call" 'BEGIN { if (c > 0) printf "ratio start/call: %.2f\n", s / c }'
+awk -v r="$rss" 'BEGIN { printf "resident memory machined+apid+trustd: %.1f MiB (target < 40 MiB)\n", r / 1024 }'
