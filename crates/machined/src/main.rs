@@ -228,11 +228,13 @@ async fn run(args: Args) -> Result<Exit, String> {
     let _ = BOUND.set(local);
     log(&format!("apid listening on {local}"));
     let reboot = node.reboot.clone();
+    let stop = node.shutdown.clone();
     let exit = Arc::new(std::sync::Mutex::new(Exit::Shutdown));
     let exit_set = exit.clone();
     let shutdown = async move {
         tokio::select! {
             _ = signals() => {}
+            _ = stop.notified() => {}
             _ = reboot.notified() => *exit_set.lock().expect("exit") = Exit::Reboot(None),
         }
     };

@@ -42,6 +42,8 @@ pub struct Node {
     pub state_file: Option<std::path::PathBuf>,
     /// Signalled to restart the node (re-exec machined, which boots from STATE).
     pub reboot: std::sync::Arc<tokio::sync::Notify>,
+    /// Signalled to stop the node.
+    pub shutdown: std::sync::Arc<tokio::sync::Notify>,
     /// The node's services.
     pub services: crate::services::Supervisor,
     /// A config applied in maintenance mode with nowhere to persist it: handed to the next
@@ -112,6 +114,7 @@ impl Node {
             registry,
             state_file,
             reboot: Default::default(),
+            shutdown: Default::default(),
             services: crate::services::Supervisor::new(rt_state, log_dir),
             handover: Default::default(),
             controllers: rt.controllers().to_vec(),

@@ -16,9 +16,17 @@ use crate::util::split_commas;
 pub const API_PORT: u16 = 50000;
 
 /// One node to talk to: the name shown in the NODE column and the channel to it.
+#[derive(Clone)]
 pub struct Target {
     pub node: String,
     pub channel: Channel,
+}
+
+impl Target {
+    /// A handle to move into a per-node task (channels are cheap to clone).
+    pub fn clone_target(&self) -> Target {
+        self.clone()
+    }
 }
 
 /// `host` or `host:port` (IPv6 in brackets) as an https URI with the API port by default.

@@ -8,6 +8,7 @@ mod get;
 mod inspect;
 mod machineconfig;
 mod services;
+mod system;
 mod util;
 mod version;
 
@@ -53,6 +54,22 @@ enum Command {
     Service(services::ServiceArgs),
     /// Print a service's logs.
     Logs(services::LogsArgs),
+    /// Show the nodes' memory use (MiB).
+    #[command(visible_aliases = ["m", "free"])]
+    Memory(system::NodeArgs),
+    /// List the nodes' mounts.
+    #[command(visible_alias = "mount")]
+    Mounts(system::NodeArgs),
+    /// List files on nodes.
+    #[command(visible_alias = "ls")]
+    List(system::ListArgs),
+    /// Print a file from a node.
+    #[command(visible_alias = "cat")]
+    Read(system::ReadArgs),
+    /// Reboot nodes.
+    Reboot(system::NodeArgs),
+    /// Shut nodes down.
+    Shutdown(system::NodeArgs),
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -78,6 +95,12 @@ fn main() -> ExitCode {
         Command::Edit(a) => block_on(apply::edit(a)),
         Command::Service(a) => block_on(services::service(a)),
         Command::Logs(a) => block_on(services::logs(a)),
+        Command::Memory(a) => block_on(system::memory(a)),
+        Command::Mounts(a) => block_on(system::mounts(a)),
+        Command::List(a) => block_on(system::list(a)),
+        Command::Read(a) => block_on(system::read(a)),
+        Command::Reboot(a) => block_on(system::reboot(a)),
+        Command::Shutdown(a) => block_on(system::shutdown(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1221,3 +1221,59 @@ fn killed_during_apply_state_is_old_or_new() {
         assert!(leftovers.len() <= 2, "temporary files pile up");
     }
 }
+
+#[test]
+fn node_introspection_reboot_and_shutdown() {
+    let d = Dir::new("introspect");
+    let Some(mut node) = start_node(&d) else {
+        return;
+    };
+    let ep = node.endpoint.clone();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-e", &ep]);
+        node_cmd(&d, "talosconfig", &all)
+    };
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
+    let mem = stdout(&run(&["memory"]));
+    assert!(mem.starts_with("NODE"), "{mem}");
+    assert!(mem.contains("TOTAL   USED"), "{mem}");
+    let total: u64 = mem
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > 0);
+    let mounts = stdout(&run(&["mounts"]));
+    assert!(mounts.contains("MOUNTED ON"), "{mounts}");
+    assert!(mounts.lines().any(|l| l.ends_with(" /")), "{mounts}");
+    // Files: list and read (the node's STATE directory holds its config).
+    let state = d.path("state");
+    let ls = stdout(&run(&["ls", state.to_str().unwrap()]));
+    assert!(ls.lines().any(|l| l.ends_with("config.yaml")), "{ls}");
+    let long = stdout(&run(&["ls", "-l", state.to_str().unwrap()]));
+    assert!(long.contains("-rw-------"), "{long}");
+    let cat = run(&["read", state.join("config.yaml").to_str().unwrap()]);
+    assert_eq!(
+        stdout(&cat),
+        std::fs::read_to_string(state.join("config.yaml")).unwrap()
+    );
+    let missing = run(&["read", "/definitely/not/here"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("No such file"));
+    // A reboot brings the node back; a shutdown ends it.
+    let out = run(&["reboot"]);
+    assert_eq!(stdout(&out), format!("{ep}: rebooting\n"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_for("the node after its reboot", || {
+        run(&["version"]).status.success()
+    });
+    let out = run(&["shutdown"]);
+    assert_eq!(stdout(&out), format!("{ep}: shutting down\n"));
+    wait_for("machined to exit", || {
+        node.child.try_wait().ok().flatten().is_some()
+    });
+}

@@ -7,6 +7,7 @@ mod inspect;
 mod roles_table;
 mod services;
 mod state;
+mod system;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -234,6 +235,78 @@ impl MachineService for Machine {
         let r = req.into_inner();
         let stream = services::logs(&self.node.services, &r.id, r.tail_lines, r.follow)?;
         Ok(Response::new(stream))
+    }
+
+    async fn memory(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::MemoryResponse>, Status> {
+        system::memory().map(Response::new)
+    }
+
+    async fn mounts(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::MountsResponse>, Status> {
+        system::mounts().map(Response::new)
+    }
+
+    type ReadStream = services::DataStream;
+
+    async fn read(
+        &self,
+        req: Request<api::machine::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        system::read(&req.into_inner().path).map(Response::new)
+    }
+
+    type ListStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<api::machine::FileInfo, Status>> + Send>,
+    >;
+
+    async fn list(
+        &self,
+        req: Request<api::machine::ListRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let r = req.into_inner();
+        let items = system::list(&r.root, r.recurse, r.recursion_depth)?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            items.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn reboot(
+        &self,
+        _req: Request<api::machine::RebootRequest>,
+    ) -> Result<Response<api::machine::RebootResponse>, Status> {
+        let reboot = self.node.reboot.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            reboot.notify_one();
+        });
+        Ok(Response::new(api::machine::RebootResponse {
+            messages: vec![api::machine::Reboot {
+                metadata: None,
+                actor_id: String::new(),
+            }],
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        _req: Request<api::machine::ShutdownRequest>,
+    ) -> Result<Response<api::machine::ShutdownResponse>, Status> {
+        let stop = self.node.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            stop.notify_one();
+        });
+        Ok(Response::new(api::machine::ShutdownResponse {
+            messages: vec![api::machine::Shutdown {
+                metadata: None,
+                actor_id: String::new(),
+            }],
+        }))
     }
 
     async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {

@@ -1,0 +1,166 @@
+//! The node's own view of itself: memory, mounts, files (list, read).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use api::common::Data;
+use api::machine::{FileInfo, MemInfo, Memory, MemoryResponse, MountStat, Mounts, MountsResponse};
+use tonic::Status;
+
+use super::services::DataStream;
+
+pub fn memory() -> Result<MemoryResponse, Status> {
+    let text =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| Status::internal(e.to_string()))?;
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(MemoryResponse {
+        messages: vec![Memory {
+            metadata: None,
+            meminfo: Some(MemInfo {
+                memtotal: get("MemTotal"),
+                memfree: get("MemFree"),
+                memavailable: get("MemAvailable"),
+                buffers: get("Buffers"),
+                cached: get("Cached"),
+                swaptotal: get("SwapTotal"),
+                swapfree: get("SwapFree"),
+                shmem: get("Shmem"),
+            }),
+        }],
+    })
+}
+
+pub fn mounts() -> Result<MountsResponse, Status> {
+    let text = std::fs::read_to_string("/proc/self/mounts")
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let mut stats = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(fs), Some(on)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let on = on.replace("\\040", " ");
+        let Ok(st) = nix::sys::statvfs::statvfs(Path::new(&on)) else {
+            continue;
+        };
+        let block = st.fragment_size() as u64;
+        stats.push(MountStat {
+            filesystem: fs.to_string(),
+            size: st.blocks() as u64 * block,
+            available: st.blocks_available() as u64 * block,
+            mounted_on: on,
+        });
+    }
+    Ok(MountsResponse {
+        messages: vec![Mounts {
+            metadata: None,
+            stats,
+        }],
+    })
+}
+
+/// A file's contents, in chunks.
+pub fn read(path: &str) -> Result<DataStream, Status> {
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "\"{path}\" is not an absolute path"
+        )));
+    }
+    let meta = std::fs::metadata(&p).map_err(|e| Status::not_found(format!("{path}: {e}")))?;
+    if meta.is_dir() {
+        return Err(Status::invalid_argument(format!("{path} is a directory")));
+    }
+    let bytes = std::fs::read(&p).map_err(|e| Status::permission_denied(format!("{path}: {e}")))?;
+    let chunks: Vec<Result<Data, Status>> = bytes
+        .chunks(64 * 1024)
+        .map(|c| {
+            Ok(Data {
+                metadata: None,
+                bytes: c.to_vec(),
+            })
+        })
+        .collect();
+    Ok(Box::pin(futures::stream::iter(chunks)))
+}
+
+fn info(path: &Path, root: &Path) -> FileInfo {
+    let rel = path
+        .strip_prefix(root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let rel = if rel.is_empty() { ".".to_string() } else { rel };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => FileInfo {
+            metadata: None,
+            name: path.display().to_string(),
+            size: m.len() as i64,
+            mode: m.mode(),
+            modified: m.mtime(),
+            is_dir: m.is_dir(),
+            error: String::new(),
+            link: std::fs::read_link(path)
+                .map(|l| l.display().to_string())
+                .unwrap_or_default(),
+            relative_name: rel,
+            uid: m.uid(),
+            gid: m.gid(),
+        },
+        Err(e) => FileInfo {
+            name: path.display().to_string(),
+            relative_name: rel,
+            error: e.to_string(),
+            ..Default::default()
+        },
+    }
+}
+
+/// Entries of a directory (the root itself first), depth-first in name order, down to `depth`
+/// levels when recursing (no limit when `depth` is not positive).
+pub fn list(root: &str, recurse: bool, depth: i32) -> Result<Vec<FileInfo>, Status> {
+    let root = PathBuf::from(if root.is_empty() { "/" } else { root });
+    if !root.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "\"{}\" is not an absolute path",
+            root.display()
+        )));
+    }
+    if !root.exists() {
+        return Err(Status::not_found(format!(
+            "{}: no such file or directory",
+            root.display()
+        )));
+    }
+    let max = match (recurse, depth) {
+        (false, _) => 1,
+        (true, d) if d > 0 => d as usize,
+        (true, _) => usize::MAX,
+    };
+    fn walk(dir: &Path, root: &Path, level: usize, max: usize, out: &mut Vec<FileInfo>) {
+        if level >= max {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for e in entries {
+            out.push(info(&e, root));
+            if e.is_dir() && !e.is_symlink() {
+                walk(&e, root, level + 1, max, out);
+            }
+        }
+    }
+    let mut out = vec![info(&root, &root)];
+    if root.is_dir() {
+        walk(&root, &root, 0, max, &mut out);
+    }
+    Ok(out)
+}

@@ -1,0 +1,294 @@
+//! `talosctl memory|mounts|list|read|reboot|shutdown`.
+
+use std::io::Write;
+
+use api::machine::{ListRequest, ReadRequest, RebootRequest, ShutdownRequest};
+use clap::Args;
+use machinery::{Error, Result};
+
+use crate::client::{self, Target};
+use crate::config_cmd::{table, ConnArgs};
+
+#[derive(Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Directory to list.
+    #[arg(default_value = "/")]
+    path: String,
+    /// Long format: mode, owner, size, time.
+    #[arg(short, long)]
+    long: bool,
+    /// Descend into directories.
+    #[arg(short, long)]
+    recurse: bool,
+    /// How deep to descend (with -r; 0 = no limit).
+    #[arg(short, long, default_value_t = 0)]
+    depth: i32,
+}
+
+#[derive(Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The file to print.
+    path: String,
+}
+
+type Rows = Vec<Vec<String>>;
+
+/// Run `f` on every node, gathering the table rows it returns; failures are collected per node
+/// instead of stopping the others.
+async fn each<F, Fut>(targets: &[Target], rows: &mut Rows, f: F) -> Result<()>
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<Rows>>,
+{
+    let mut errors = Vec::new();
+    for t in targets {
+        match f(t.clone_target()).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::msg(errors.join("\n")))
+    }
+}
+
+pub async fn memory(a: NodeArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let mut rows = vec![[
+        "NODE",
+        "TOTAL",
+        "USED",
+        "FREE",
+        "SHARED",
+        "BUFFERS",
+        "CACHE",
+        "AVAILABLE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let result = each(&targets, &mut rows, |t| {
+        let mut rows = Rows::new();
+        async move {
+            let resp = client::machine(&t)
+                .memory(())
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?;
+            for m in resp.into_inner().messages {
+                let i = m.meminfo.unwrap_or_default();
+                let mib = |kb: u64| (kb / 1024).to_string();
+                let used = i.memtotal.saturating_sub(i.memfree + i.buffers + i.cached);
+                rows.push(vec![
+                    t.node.clone(),
+                    mib(i.memtotal),
+                    mib(used),
+                    mib(i.memfree),
+                    mib(i.shmem),
+                    mib(i.buffers),
+                    mib(i.cached),
+                    mib(i.memavailable),
+                ]);
+            }
+            Ok(rows)
+        }
+    })
+    .await;
+    print!("{}", table(&rows));
+    result
+}
+
+pub async fn mounts(a: NodeArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let mut rows = vec![[
+        "NODE",
+        "FILESYSTEM",
+        "SIZE(GB)",
+        "USED(GB)",
+        "AVAILABLE(GB)",
+        "PERCENT USED",
+        "MOUNTED ON",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let result = each(&targets, &mut rows, |t| {
+        let mut rows = Rows::new();
+        async move {
+            let resp = client::machine(&t)
+                .mounts(())
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?;
+            for s in resp.into_inner().messages.into_iter().flat_map(|m| m.stats) {
+                let gb = |b: u64| format!("{:.2}", b as f64 / 1e9);
+                let used = s.size.saturating_sub(s.available);
+                let pct = if s.size > 0 {
+                    format!("{:.2}%", used as f64 * 100.0 / s.size as f64)
+                } else {
+                    "-".into()
+                };
+                rows.push(vec![
+                    t.node.clone(),
+                    s.filesystem,
+                    gb(s.size),
+                    gb(used),
+                    gb(s.available),
+                    pct,
+                    s.mounted_on,
+                ]);
+            }
+            Ok(rows)
+        }
+    })
+    .await;
+    print!("{}", table(&rows));
+    result
+}
+
+fn mode_string(mode: u32, is_dir: bool, link: bool) -> String {
+    let kind = if link {
+        'L'
+    } else if is_dir {
+        'd'
+    } else {
+        '-'
+    };
+    let mut s = String::from(kind);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub async fn list(a: ListArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let header: Vec<String> = if a.long {
+        ["NODE", "MODE", "UID", "GID", "SIZE(B)", "LASTMOD", "NAME"]
+    } else {
+        ["NODE", "NAME", "", "", "", "", ""]
+    }
+    .iter()
+    .filter(|h| !h.is_empty())
+    .map(|s| s.to_string())
+    .collect();
+    let mut rows = vec![header];
+    let result = each(&targets, &mut rows, |t| {
+        let mut rows = Rows::new();
+        let req = ListRequest {
+            root: a.path.clone(),
+            recurse: a.recurse,
+            recursion_depth: a.depth,
+        };
+        let long = a.long;
+        async move {
+            let mut stream = client::machine(&t)
+                .list(req)
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?
+                .into_inner();
+            while let Some(f) = stream
+                .message()
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?
+            {
+                if !f.error.is_empty() {
+                    eprintln!("{}: {}: {}", t.node, f.name, f.error);
+                    continue;
+                }
+                let name = if f.link.is_empty() {
+                    f.relative_name.clone()
+                } else {
+                    format!("{} -> {}", f.relative_name, f.link)
+                };
+                if long {
+                    let when = time::OffsetDateTime::from_unix_timestamp(f.modified)
+                        .map(|d| {
+                            format!(
+                                "{} {:>2} {:02}:{:02}",
+                                d.month(),
+                                d.day(),
+                                d.hour(),
+                                d.minute()
+                            )
+                        })
+                        .unwrap_or_default();
+                    rows.push(vec![
+                        t.node.clone(),
+                        mode_string(f.mode, f.is_dir, !f.link.is_empty()),
+                        f.uid.to_string(),
+                        f.gid.to_string(),
+                        f.size.to_string(),
+                        when,
+                        name,
+                    ]);
+                } else {
+                    rows.push(vec![t.node.clone(), name]);
+                }
+            }
+            Ok(rows)
+        }
+    })
+    .await;
+    print!("{}", table(&rows));
+    result
+}
+
+pub async fn read(a: ReadArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
+    let mut stream = client::machine(t)
+        .read(ReadRequest {
+            path: a.path.clone(),
+        })
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+        .into_inner();
+    let mut out = std::io::stdout();
+    while let Some(d) = stream
+        .message()
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+    {
+        out.write_all(&d.bytes).ok();
+    }
+    out.flush().ok();
+    Ok(())
+}
+
+pub async fn reboot(a: NodeArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    each(&targets, &mut Rows::new(), |t| async move {
+        client::machine(&t)
+            .reboot(RebootRequest { mode: 0 })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        println!("{}: rebooting", t.node);
+        Ok(Rows::new())
+    })
+    .await
+}
+
+pub async fn shutdown(a: NodeArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    each(&targets, &mut Rows::new(), |t| async move {
+        client::machine(&t)
+            .shutdown(ShutdownRequest { force: false })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        println!("{}: shutting down", t.node);
+        Ok(Rows::new())
+    })
+    .await
+}
