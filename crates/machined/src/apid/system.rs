@@ -49,11 +49,11 @@ pub fn mounts() -> Result<MountsResponse, Status> {
         let Ok(st) = nix::sys::statvfs::statvfs(Path::new(&on)) else {
             continue;
         };
-        let block = st.fragment_size() as u64;
+        let block = st.fragment_size();
         stats.push(MountStat {
             filesystem: fs.to_string(),
-            size: st.blocks() as u64 * block,
-            available: st.blocks_available() as u64 * block,
+            size: st.blocks() * block,
+            available: st.blocks_available() * block,
             mounted_on: on,
         });
     }
