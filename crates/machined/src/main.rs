@@ -239,7 +239,22 @@ async fn run(args: Args) -> Result<Exit, String> {
         }
     };
     let services = node.services.clone();
-    apid::serve(node.clone(), tls, listener, maintenance, shutdown).await?;
+    let proxy = if maintenance {
+        None
+    } else {
+        let mut own = vec![local.to_string(), hostname.clone()];
+        if local.ip().is_unspecified() || local.ip().is_loopback() {
+            own.push(format!("127.0.0.1:{}", local.port()));
+        }
+        match apid::proxy_from_config(&config, own) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log(&format!("machined: proxying to other nodes is off: {e}"));
+                None
+            }
+        }
+    };
+    apid::serve(node.clone(), tls, listener, maintenance, proxy, shutdown).await?;
     services.shutdown().await;
     if let Exit::Reboot(handover) = &mut *exit.lock().expect("exit") {
         *handover = node.handover.lock().expect("handover").take();

@@ -27,7 +27,11 @@ impl Drop for Node {
 }
 
 fn start(secrets: &SecretsBundle) -> Node {
-    let dir = std::env::temp_dir().join(format!("machined-apid-{}", std::process::id()));
+    start_named(secrets, "a")
+}
+
+fn start_named(secrets: &SecretsBundle, name: &str) -> Node {
+    let dir = std::env::temp_dir().join(format!("machined-apid-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = generate(
         secrets,
@@ -207,4 +211,76 @@ async fn role_matrix_and_certificates() {
         .unwrap()
         .into_inner();
     assert!(h.messages[0].hostname.starts_with("talos-"), "{h:?}");
+}
+
+/// `nodes` metadata: one call through node A fans out to A, B and a dead address; every node
+/// answers in its own message, the dead one with its error, and the call itself succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_through_one_node() {
+    let secrets = SecretsBundle::generate().unwrap();
+    let a = start_named(&secrets, "fan-a");
+    let b = start_named(&secrets, "fan-b");
+    let os_ca = secrets.certs.os.decode().unwrap();
+    let ch = channel(
+        a.port,
+        &os_ca.crt,
+        Some(client_cert(&os_ca, &["os:reader"])),
+    )
+    .await;
+    let targets = [
+        format!("127.0.0.1:{}", a.port),
+        format!("127.0.0.1:{}", b.port),
+        "127.0.0.1:1".to_string(),
+    ];
+    let mut req = tonic::Request::new(());
+    for t in &targets {
+        req.metadata_mut().append("nodes", t.parse().unwrap());
+    }
+    let resp = MachineServiceClient::new(ch.clone())
+        .version(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let hosts: Vec<(String, bool)> = resp
+        .messages
+        .iter()
+        .map(|m| {
+            let md = m.metadata.clone().unwrap_or_default();
+            (md.hostname, md.error.is_empty())
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            (targets[0].clone(), true),
+            (targets[1].clone(), true),
+            (targets[2].clone(), false)
+        ]
+    );
+    assert!(resp.messages[1].version.is_some());
+    // The entry node checks the caller's roles before forwarding anything.
+    let backup = channel(
+        a.port,
+        &os_ca.crt,
+        Some(client_cert(&os_ca, &["os:etcd:backup"])),
+    )
+    .await;
+    let mut req = tonic::Request::new(());
+    req.metadata_mut()
+        .insert("node", targets[1].parse().unwrap());
+    let denied = MachineServiceClient::new(backup)
+        .version(req)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // A single `node` goes to that node only.
+    let mut req = tonic::Request::new(());
+    req.metadata_mut()
+        .insert("node", targets[1].parse().unwrap());
+    let one = MachineServiceClient::new(ch)
+        .hostname(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.messages.len(), 1);
 }

@@ -15,11 +15,48 @@ use crate::util::split_commas;
 
 pub const API_PORT: u16 = 50000;
 
-/// One node to talk to: the name shown in the NODE column and the channel to it.
+/// One node to talk to: the name shown in the NODE column, the channel to it, and, when it is
+/// reached through an endpoint's apid, the `node` the endpoint forwards to.
 #[derive(Clone)]
 pub struct Target {
     pub node: String,
     pub channel: Channel,
+    pub route: Option<String>,
+}
+
+/// Adds the `node` routing key to every call of a proxied target.
+#[derive(Clone)]
+pub struct Route(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Route {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("node", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Routed = tonic::service::interceptor::InterceptedService<Channel, Route>;
+
+impl Target {
+    fn route(&self) -> Route {
+        Route(self.route.as_ref().and_then(|n| n.parse().ok()))
+    }
+}
+
+pub fn state(t: &Target) -> api::cosi::state_client::StateClient<Routed> {
+    api::cosi::state_client::StateClient::with_interceptor(t.channel.clone(), t.route())
+}
+
+pub fn inspect(t: &Target) -> api::inspect::inspect_service_client::InspectServiceClient<Routed> {
+    api::inspect::inspect_service_client::InspectServiceClient::with_interceptor(
+        t.channel.clone(),
+        t.route(),
+    )
 }
 
 impl Target {
@@ -64,6 +101,9 @@ pub async fn connect(conn: &ConnArgs) -> Result<Vec<Target>> {
     } else {
         split_commas(&conn.nodes)
     };
+    // With explicit endpoints and nodes, calls go through the first endpoint's apid, which
+    // forwards them to each node; otherwise each node (or endpoint) is dialled directly.
+    let through = (!conn.endpoints.is_empty() && !nodes.is_empty()).then(|| endpoints[0].clone());
     let targets: Vec<String> = if nodes.is_empty() { endpoints } else { nodes };
     if targets.is_empty() {
         return Err(Error::msg(
@@ -76,13 +116,19 @@ pub async fn connect(conn: &ConnArgs) -> Result<Vec<Target>> {
         .identity(Identity::from_pem(unb64(&ctx.crt)?, key.to_pkcs8_pem()));
     let mut out = Vec::new();
     for t in targets {
-        let endpoint = Channel::from_shared(uri(&t))
+        let dial = through.clone().unwrap_or_else(|| t.clone());
+        let endpoint = Channel::from_shared(uri(&dial))
             .map_err(|e| Error::msg(format!("invalid endpoint \"{t}\": {e}")))?
             .tls_config(tls.clone())
             .map_err(|e| Error::msg(format!("{t}: {e}")))?
             .connect_timeout(std::time::Duration::from_secs(10));
         let channel = endpoint.connect_lazy();
-        out.push(Target { node: t, channel });
+        let route = through.as_ref().filter(|e| **e != t).map(|_| t.clone());
+        out.push(Target {
+            node: t,
+            channel,
+            route,
+        });
     }
     Ok(out)
 }
@@ -181,13 +227,17 @@ pub fn connect_insecure(conn: &ConnArgs) -> Result<Vec<Target>> {
         let channel = tonic::transport::Endpoint::from_shared(plain)
             .map_err(|e| Error::msg(format!("invalid endpoint \"{t}\": {e}")))?
             .connect_with_connector_lazy(dial);
-        out.push(Target { node: t, channel });
+        out.push(Target {
+            node: t,
+            channel,
+            route: None,
+        });
     }
     Ok(out)
 }
 
-pub fn machine(t: &Target) -> MachineServiceClient<Channel> {
-    MachineServiceClient::new(t.channel.clone())
+pub fn machine(t: &Target) -> MachineServiceClient<Routed> {
+    MachineServiceClient::with_interceptor(t.channel.clone(), t.route())
 }
 
 /// A failed call, worded like talosctl: the node and the gRPC message.

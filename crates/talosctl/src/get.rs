@@ -1,14 +1,12 @@
 //! `talosctl get <type> [<id>]`: resources from each node as a table, YAML or JSON, optionally
 //! watching for changes.
 
-use api::cosi::state_client::StateClient;
 use api::cosi::{
     EventType, GetRequest, ListRequest, Resource as PbResource, WatchOptions, WatchRequest,
 };
 use clap::Args;
 use machinery::{Error, Result};
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 use crate::client::{self, Target};
 use crate::config_cmd::{table, ConnArgs};
@@ -48,8 +46,8 @@ fn yaml_value(text: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn resolve(ch: Channel, name: &str) -> Result<Def> {
-    let mut state = StateClient::new(ch);
+async fn resolve(t: &Target, name: &str) -> Result<Def> {
+    let mut state = client::state(t);
     let mut stream = state
         .list(ListRequest {
             namespace: "meta".into(),
@@ -243,7 +241,7 @@ impl Printer {
 
 pub async fn run(a: GetArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let def = resolve(targets[0].channel.clone(), &a.resource_type).await?;
+    let def = resolve(&targets[0], &a.resource_type).await?;
     let namespace = if a.namespace.is_empty() {
         def.namespace.clone()
     } else {
@@ -282,7 +280,7 @@ async fn fetch(
     printer: &mut Printer,
     rows: &mut Vec<Vec<String>>,
 ) -> Result<()> {
-    let mut state = StateClient::new(t.channel.clone());
+    let mut state = client::state(t);
     let ty = printer.def.ty.clone();
     match &a.id {
         Some(id) => {
@@ -332,7 +330,7 @@ async fn watch(
 ) -> Result<()> {
     // One node at a time keeps the output readable; several nodes are watched in turn.
     let t = &targets[0];
-    let mut state = StateClient::new(t.channel.clone());
+    let mut state = client::state(t);
     let mut stream = state
         .watch(WatchRequest {
             namespace: namespace.into(),

@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use api::cosi::state_client::StateClient;
 use api::cosi::ListRequest;
-use api::inspect::inspect_service_client::InspectServiceClient;
 use api::inspect::DependencyEdgeType;
 use clap::{Args, Subcommand};
 use machinery::{Error, Result};
@@ -40,7 +38,7 @@ pub async fn run(a: InspectArgs) -> Result<()> {
     let t = targets
         .first()
         .ok_or_else(|| Error::msg("no node to inspect"))?;
-    let resp = InspectServiceClient::new(t.channel.clone())
+    let resp = client::inspect(t)
         .controller_runtime_dependencies(())
         .await
         .map_err(|s| client::call_error(&t.node, s))?
@@ -95,7 +93,7 @@ pub async fn run(a: InspectArgs) -> Result<()> {
             .collect();
         types.sort();
         types.dedup();
-        let mut cosi = StateClient::new(t.channel.clone());
+        let mut cosi = client::state(t);
         for (ns, ty) in types {
             let Ok(resp) = cosi
                 .list(ListRequest {

@@ -1277,3 +1277,60 @@ fn node_introspection_reboot_and_shutdown() {
         node.child.try_wait().ok().flatten().is_some()
     });
 }
+
+#[test]
+fn calls_through_an_endpoint_reach_other_nodes() {
+    let d = Dir::new("proxy-a");
+    let Some(a) = start_node(&d) else { return };
+    let other = Dir::new("proxy-b");
+    std::fs::copy(d.path("controlplane.yaml"), other.path("controlplane.yaml")).unwrap();
+    let cfg = other.path("controlplane.yaml");
+    let (b, _) = spawn_node(&other, &["--config", cfg.to_str().unwrap()], "127.0.0.1:0").unwrap();
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "get",
+            "hostname",
+            "-e",
+            &a.endpoint,
+            "-n",
+            &format!("{},{}", a.endpoint, b.endpoint),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.lines().nth(1).unwrap().starts_with(&a.endpoint),
+        "{text}"
+    );
+    assert!(
+        text.lines().nth(2).unwrap().starts_with(&b.endpoint),
+        "{text}"
+    );
+    // A dead node fails on its own line; the others answer.
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "version",
+            "-e",
+            &a.endpoint,
+            "-n",
+            &format!("{},127.0.0.1:1", b.endpoint),
+        ],
+    );
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(&format!("NODE:        {}", b.endpoint)),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1: rpc error: code = Unavailable")
+    );
+}

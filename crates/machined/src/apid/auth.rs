@@ -4,7 +4,13 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
+use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower::ServiceExt;
+
+use super::proxy::{self, Proxy};
 
 use super::roles_table::RULES;
 
@@ -51,9 +57,11 @@ pub const MAINTENANCE_METHODS: [&str; 2] = [
 
 /// A tower layer that refuses calls the caller's roles do not allow. In maintenance mode only
 /// version and apply-config are served.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AuthLayer {
     pub maintenance: bool,
+    /// Forwards calls meant for other nodes.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
@@ -63,26 +71,28 @@ impl<S> tower::Layer<S> for AuthLayer {
         Auth {
             inner,
             maintenance: self.maintenance,
+            proxy: self.proxy.clone(),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auth<S> {
     inner: S,
     maintenance: bool,
+    proxy: Option<Arc<Proxy>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-impl<S, B> tower::Service<http::Request<B>> for Auth<S>
+impl<S> tower::Service<http::Request<Body>> for Auth<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    S::Error: std::fmt::Display + Send,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -92,13 +102,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let roles = req
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let peer = req
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|info| info.peer_certs())
             .and_then(|certs| certs.first().map(|c| roles_from_cert(c.as_ref())))
             .unwrap_or_default();
+        // Another node's apid passes its caller's roles along.
+        let passed: Vec<String> = req
+            .headers()
+            .get_all(proxy::ROLE_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
+        let roles = if peer.iter().any(|r| r == proxy::IMPERSONATOR) {
+            passed
+        } else {
+            peer
+        };
         let method = req.uri().path().to_string();
         if self.maintenance {
             if !MAINTENANCE_METHODS.contains(&method.as_str()) {
@@ -111,11 +133,81 @@ where
             let denied = tonic::Status::permission_denied("not authorized").into_http();
             return Box::pin(async move { Ok(denied) });
         }
+        let targets = proxy::targets(req.headers());
+        if let Some(p) = self.proxy.clone() {
+            let local = match targets.as_slice() {
+                [] => true,
+                [one] => p.is_own(one),
+                _ => false,
+            };
+            let remote = !local;
+            if remote {
+                return forward(p, self.inner.clone(), req, targets, roles);
+            }
+        }
         req.extensions_mut().insert(Roles(roles));
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(inner.call(req))
     }
+}
+
+/// Send a call to one other node as is (streams included), or to several and merge the replies.
+fn forward<S>(
+    p: Arc<Proxy>,
+    inner: S,
+    req: http::Request<Body>,
+    targets: Vec<String>,
+    roles: Vec<String>,
+) -> BoxFuture<Result<http::Response<Body>, S::Error>>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display + Send,
+{
+    Box::pin(async move {
+        if let [target] = targets.as_slice() {
+            let out = proxy::outgoing(req, &roles);
+            let resp = match p.channel(target) {
+                Ok(ch) => ch.oneshot(out).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            return Ok(resp.unwrap_or_else(|e| {
+                tonic::Status::unavailable(format!("{target}: {e}")).into_http()
+            }));
+        }
+        let (parts, body) = match proxy::buffer(req).await {
+            Ok(x) => x,
+            Err(e) => return Ok(tonic::Status::internal(e).into_http()),
+        };
+        let mut merged = bytes::BytesMut::new();
+        for t in &targets {
+            let mut req = proxy::outgoing(proxy::rebuild(&parts, &body), &roles);
+            let resp = if p.is_own(t) {
+                req.extensions_mut().insert(Roles(roles.clone()));
+                inner.clone().oneshot(req).await.map_err(|e| e.to_string())
+            } else {
+                match p.channel(t) {
+                    Ok(ch) => ch.oneshot(req).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                }
+            };
+            let part = match resp {
+                Ok(r) => proxy::read_reply(r).await,
+                Err(e) => Err(e),
+            };
+            let bytes = match part.map(|b| proxy::mark(b, t)) {
+                Ok(Some(b)) => b,
+                Ok(None) => proxy::failure(t, "malformed reply"),
+                Err(e) => proxy::failure(t, &e),
+            };
+            merged.extend_from_slice(&bytes);
+        }
+        Ok(proxy::reply(merged.freeze()))
+    })
 }
 
 #[cfg(test)]

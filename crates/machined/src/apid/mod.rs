@@ -4,6 +4,7 @@
 mod apply;
 mod auth;
 mod inspect;
+mod proxy;
 mod roles_table;
 mod services;
 mod state;
@@ -23,6 +24,30 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 pub use auth::AuthLayer;
+pub use proxy::Proxy;
+
+/// A proxy for this node: it calls other nodes as os:impersonator (needs the machine CA key).
+pub fn proxy_from_config(cfg: &Config, own: Vec<String>) -> Result<Proxy, String> {
+    let get = |p: &str| {
+        cfg.pointer(p)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("the machine config has no {p}"))
+            .and_then(|b| unb64(b).map_err(|e| format!("{p}: {e}")))
+    };
+    let ca = CertAndKey {
+        crt: get("/machine/ca/crt")?,
+        key: get("/machine/ca/key")?,
+    };
+    let key = Key::generate(KeyKind::Ed25519).map_err(|e| e.to_string())?;
+    let spec = LeafSpec {
+        organizations: vec![proxy::IMPERSONATOR.to_string()],
+        client: true,
+        ..Default::default()
+    };
+    let crt = pki::sign_leaf(&ca, &key, &spec).map_err(|e| e.to_string())?;
+    Ok(Proxy::new(own, &ca.crt, &crt, &key.to_pkcs8_pem()))
+}
 
 /// A maintenance-mode identity: self-signed, no client certificates asked for.
 pub fn maintenance_tls(hostname: &str) -> Result<Tls, String> {
@@ -359,6 +384,7 @@ pub async fn serve(
     tls: Tls,
     listener: tokio::net::TcpListener,
     maintenance: bool,
+    proxy: Option<Proxy>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
     let incoming = incoming(listener);
@@ -369,7 +395,10 @@ pub async fn serve(
     Server::builder()
         .tls_config(server_tls)
         .map_err(|e| e.to_string())?
-        .layer(AuthLayer { maintenance })
+        .layer(AuthLayer {
+            maintenance,
+            proxy: proxy.map(Arc::new),
+        })
         .add_service(MachineServiceServer::new(Machine {
             node: node.clone(),
             applier: apply::Applier::new(node.clone(), maintenance),
