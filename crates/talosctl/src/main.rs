@@ -66,6 +66,11 @@ enum Command {
     /// Print a file from a node.
     #[command(visible_alias = "cat")]
     Read(system::ReadArgs),
+    /// List the nodes' processes.
+    #[command(visible_aliases = ["p", "ps"])]
+    Processes(system::NodeArgs),
+    /// Print the kernel log.
+    Dmesg(system::DmesgArgs),
     /// Reboot nodes.
     Reboot(system::NodeArgs),
     /// Shut nodes down.
@@ -99,6 +104,8 @@ fn main() -> ExitCode {
         Command::Mounts(a) => block_on(system::mounts(a)),
         Command::List(a) => block_on(system::list(a)),
         Command::Read(a) => block_on(system::read(a)),
+        Command::Processes(a) => block_on(system::processes(a)),
+        Command::Dmesg(a) => block_on(system::dmesg(a)),
         Command::Reboot(a) => block_on(system::reboot(a)),
         Command::Shutdown(a) => block_on(system::shutdown(a)),
     };

@@ -292,3 +292,93 @@ pub async fn shutdown(a: NodeArgs) -> Result<()> {
     })
     .await
 }
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+pub async fn processes(a: NodeArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let mut rows = vec![[
+        "NODE", "PID", "STATE", "THREADS", "CPU-TIME", "VIRTMEM", "RESMEM", "LABEL", "COMMAND",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let result = each(&targets, &mut rows, |t| async move {
+        let resp = client::machine(&t)
+            .processes(())
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        Ok(resp
+            .into_inner()
+            .messages
+            .into_iter()
+            .flat_map(|m| m.processes)
+            .map(|p| {
+                let command = if p.args.is_empty() { p.command } else { p.args };
+                vec![
+                    t.node.clone(),
+                    p.pid.to_string(),
+                    p.state,
+                    p.threads.to_string(),
+                    format!("{:.2}", p.cpu_time),
+                    human(p.virtual_memory),
+                    human(p.resident_memory),
+                    p.label,
+                    command,
+                ]
+            })
+            .collect())
+    })
+    .await;
+    print!("{}", table(&rows));
+    result
+}
+
+#[derive(Args)]
+pub struct DmesgArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Keep printing new messages.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only new messages (with --follow).
+    #[arg(long)]
+    tail: bool,
+}
+
+pub async fn dmesg(a: DmesgArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
+    let mut stream = client::machine(t)
+        .dmesg(api::machine::DmesgRequest {
+            follow: a.follow,
+            tail: a.tail,
+        })
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+        .into_inner();
+    let mut out = std::io::stdout();
+    while let Some(d) = stream
+        .message()
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+    {
+        out.write_all(t.node.as_bytes()).ok();
+        out.write_all(b": ").ok();
+        out.write_all(&d.bytes).ok();
+        out.flush().ok();
+    }
+    Ok(())
+}

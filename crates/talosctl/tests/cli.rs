@@ -1251,6 +1251,20 @@ fn node_introspection_reboot_and_shutdown() {
     let mounts = stdout(&run(&["mounts"]));
     assert!(mounts.contains("MOUNTED ON"), "{mounts}");
     assert!(mounts.lines().any(|l| l.ends_with(" /")), "{mounts}");
+    let ps = stdout(&run(&["processes"]));
+    let header: Vec<&str> = ps.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NODE", "PID", "STATE", "THREADS", "CPU-TIME", "VIRTMEM", "RESMEM", "LABEL", "COMMAND"]
+    );
+    let own = node.child.id().to_string();
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(own.as_str())),
+        "machined is listed: {ps}"
+    );
+    let dmesg = run(&["dmesg"]);
+    assert!(dmesg.status.success() || String::from_utf8_lossy(&dmesg.stderr).contains("/dev/kmsg"));
     // Files: list and read (the node's STATE directory holds its config).
     let state = d.path("state");
     let ls = stdout(&run(&["ls", state.to_str().unwrap()]));

@@ -276,6 +276,27 @@ impl MachineService for Machine {
         system::mounts().map(Response::new)
     }
 
+    async fn processes(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::ProcessesResponse>, Status> {
+        Ok(Response::new(api::machine::ProcessesResponse {
+            messages: vec![api::machine::Process {
+                metadata: None,
+                processes: system::processes(),
+            }],
+        }))
+    }
+
+    type DmesgStream = services::DataStream;
+
+    async fn dmesg(
+        &self,
+        req: Request<api::machine::DmesgRequest>,
+    ) -> Result<Response<Self::DmesgStream>, Status> {
+        system::dmesg(req.into_inner().follow).map(Response::new)
+    }
+
     type ReadStream = services::DataStream;
 
     async fn read(

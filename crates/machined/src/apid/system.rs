@@ -164,3 +164,110 @@ pub fn list(root: &str, recurse: bool, depth: i32) -> Result<Vec<FileInfo>, Stat
     }
     Ok(out)
 }
+
+/// Every process the node sees (its own PID namespace in container mode).
+pub fn processes() -> Vec<api::machine::ProcessInfo> {
+    let page = 4096u64;
+    let ticks = 100.0;
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let dir = e.path();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // comm is in parentheses and may hold spaces: split after the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let command = head
+            .split_once('(')
+            .map(|x| x.1)
+            .unwrap_or_default()
+            .to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let args = String::from_utf8_lossy(&cmdline)
+            .replace('\0', " ")
+            .trim()
+            .to_string();
+        out.push(api::machine::ProcessInfo {
+            pid,
+            ppid: num(1) as i32,
+            state: f.first().unwrap_or(&"?").to_string(),
+            threads: num(17) as i32,
+            cpu_time: (num(11) + num(12)) as f64 / ticks,
+            virtual_memory: num(20),
+            resident_memory: num(21) * page,
+            command,
+            executable: std::fs::read_link(dir.join("exe"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            args,
+            label: String::new(),
+        });
+    }
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+/// The kernel log (`/dev/kmsg`): what is there now, then, when following, new messages.
+pub fn dmesg(follow: bool) -> Result<DataStream, Status> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open("/dev/kmsg")
+        .map_err(|e| Status::unavailable(format!("/dev/kmsg: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Data, Status>>(64);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match f.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let line = kmsg_line(&buf[..n]);
+                    if tx
+                        .blocking_send(Ok(Data {
+                            metadata: None,
+                            bytes: line,
+                        }))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(32) => continue, // EPIPE: overwritten records
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && follow => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => return,
+            }
+        }
+    });
+    Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    })))
+}
+
+/// `prio,seq,usec,flags;message` → `[   12.345678]: message\n`.
+fn kmsg_line(record: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(record);
+    let (meta, msg) = text.split_once(';').unwrap_or(("", &text));
+    let usec: u64 = meta
+        .split(',')
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let msg = msg.lines().next().unwrap_or_default();
+    format!("[{:>5}.{:06}]: {msg}\n", usec / 1_000_000, usec % 1_000_000).into_bytes()
+}
