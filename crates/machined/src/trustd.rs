@@ -43,17 +43,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let secret = |p: &str| {
-        cfg.pointer(p)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("the machine config has no {p}"))
-            .and_then(|b| machinery::secrets::unb64(b).map_err(|e| e.to_string()))
-    };
-    let ca = CertAndKey {
-        crt: secret("/machine/ca/crt")?,
-        key: secret("/machine/ca/key")?,
-    };
+    let ca = machinery::secrets::machine_ca(cfg).map_err(|e| e.to_string())?;
     let token = cfg
         .pointer("/machine/token")
         .and_then(|v| v.as_str())

@@ -173,6 +173,15 @@ fn validity(params: &mut CertificateParams, ttl: Duration) {
 
 /// A self-signed CA with the given Organization (none when empty), valid 10 years.
 pub fn new_ca(organization: &str, kind: KeyKind) -> Result<CertAndKey> {
+    self_signed_with(organization, kind, None, CA_VALIDITY)
+}
+
+fn self_signed_with(
+    organization: &str,
+    kind: KeyKind,
+    ip: Option<std::net::IpAddr>,
+    ttl: Duration,
+) -> Result<CertAndKey> {
     let key = Key::generate(kind)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -180,6 +189,9 @@ pub fn new_ca(organization: &str, kind: KeyKind) -> Result<CertAndKey> {
         params
             .distinguished_name
             .push(DnType::OrganizationName, organization);
+    }
+    if let Some(ip) = ip {
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
     }
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -191,7 +203,7 @@ pub fn new_ca(organization: &str, kind: KeyKind) -> Result<CertAndKey> {
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.serial_number = Some(random_serial());
-    validity(&mut params, CA_VALIDITY);
+    validity(&mut params, ttl);
     let cert = params.self_signed(key.pair()).map_err(crypto)?;
     Ok(CertAndKey {
         crt: cert.pem(),
@@ -293,39 +305,13 @@ pub fn sign_csr(ca: &CertAndKey, csr_pem: &str, ttl: Duration) -> Result<String>
     Ok(cert.pem())
 }
 
-/// A self-signed CA (or, with `ip`, a self-signed certificate for that address).
+/// A self-signed Ed25519 CA (or, with `ip`, a self-signed certificate for that address).
 pub fn self_signed(
     organization: &str,
     ip: Option<std::net::IpAddr>,
     ttl: Duration,
 ) -> Result<CertAndKey> {
-    let key = Key::generate(KeyKind::Ed25519)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    if !organization.is_empty() {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, organization);
-    }
-    if let Some(ip) = ip {
-        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
-    }
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyCertSign,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.serial_number = Some(random_serial());
-    validity(&mut params, ttl);
-    let cert = params.self_signed(key.pair()).map_err(crypto)?;
-    Ok(CertAndKey {
-        crt: cert.pem(),
-        key: key.to_pem(),
-    })
+    self_signed_with(organization, KeyKind::Ed25519, ip, ttl)
 }
 
 /// The SHA-256 fingerprint of a PEM certificate's DER, as lowercase hex.

@@ -85,6 +85,21 @@ impl PemPair {
     }
 }
 
+/// The machine (OS) CA a config carries, as PEM; the key only on nodes that hold it.
+pub fn machine_ca(cfg: &crate::Config) -> Result<CertAndKey> {
+    let get = |p: &str| {
+        cfg.pointer(p)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::msg(format!("the machine config has no {p}")))
+            .and_then(|b| unb64(b).map_err(|e| Error::msg(format!("{p}: {e}"))))
+    };
+    Ok(CertAndKey {
+        crt: get("/machine/ca/crt")?,
+        key: get("/machine/ca/key")?,
+    })
+}
+
 /// A private key Talos can use; RSA keys (service accounts from kubeadm) are accepted as PEM.
 fn check_key(text: &str) -> Result<()> {
     match pem::parse(text) {

@@ -9,13 +9,9 @@ use crate::client;
 use crate::config_cmd::ConnArgs;
 use crate::util::{parse_duration, read_file};
 
+/// How a config is applied (shared by apply-config, patch and edit).
 #[derive(Args)]
-pub struct ApplyArgs {
-    #[command(flatten)]
-    conn: ConnArgs,
-    /// The machine config file to apply.
-    #[arg(short, long, default_value = "")]
-    file: String,
+pub struct ModeArgs {
     /// How to apply it.
     #[arg(short, long, default_value = "auto", value_parser = ["auto", "no-reboot", "reboot", "staged", "try"])]
     mode: String,
@@ -25,6 +21,17 @@ pub struct ApplyArgs {
     /// How long a `try` lasts before it is reverted.
     #[arg(long, default_value = "1m0s")]
     timeout: String,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The machine config file to apply.
+    #[arg(short, long, default_value = "")]
+    file: String,
+    #[command(flatten)]
+    how: ModeArgs,
     /// Patches applied to the file before it is sent (inline, or @file).
     #[arg(short = 'p', long = "config-patch")]
     patches: Vec<String>,
@@ -41,40 +48,15 @@ pub async fn run(a: ApplyArgs) -> Result<()> {
     if !a.patches.is_empty() {
         cfg = machinery::apply_patches(cfg, &machinery::load_patches(&a.patches)?)?;
     }
-    let mode = match a.mode.as_str() {
-        "no-reboot" => Mode::NoReboot,
-        "reboot" => Mode::Reboot,
-        "staged" => Mode::Staged,
-        "try" => Mode::Try,
-        _ => Mode::Auto,
-    };
-    let timeout = parse_duration(&a.timeout)?;
-    let mut errors = Vec::new();
     let targets = if a.insecure {
         client::connect_insecure(&a.conn)?
     } else {
         client::connect(&a.conn).await?
     };
+    let mut errors = Vec::new();
     for t in targets {
-        let req = ApplyConfigurationRequest {
-            data: cfg.encode().into_bytes(),
-            mode: mode as i32,
-            dry_run: a.dry_run,
-            try_mode_timeout: Some(prost_types::Duration {
-                seconds: timeout.as_secs() as i64,
-                nanos: timeout.subsec_nanos() as i32,
-            }),
-        };
-        match client::machine(&t).apply_configuration(req).await {
-            Ok(resp) => {
-                for m in resp.into_inner().messages {
-                    for w in &m.warnings {
-                        eprintln!("warning: {w}");
-                    }
-                    println!("{}", m.mode_details);
-                }
-            }
-            Err(status) => errors.push(client::call_error(&t.node, status).to_string()),
+        if let Err(e) = send(&t, &cfg, &a.how).await {
+            errors.push(e.to_string());
         }
     }
     if errors.is_empty() {
@@ -128,35 +110,23 @@ pub struct PatchArgs {
     /// Patch to apply: inline YAML/JSON, or @file; repeatable.
     #[arg(short = 'p', long = "patch")]
     patches: Vec<String>,
-    #[arg(short, long, default_value = "auto", value_parser = ["auto", "no-reboot", "reboot", "staged", "try"])]
-    mode: String,
-    #[arg(long)]
-    dry_run: bool,
-    #[arg(long, default_value = "1m0s")]
-    timeout: String,
+    #[command(flatten)]
+    how: ModeArgs,
 }
 
-fn mode_of(s: &str) -> Mode {
-    match s {
+async fn send(t: &client::Target, cfg: &machinery::Config, how: &ModeArgs) -> Result<()> {
+    let mode = match how.mode.as_str() {
         "no-reboot" => Mode::NoReboot,
         "reboot" => Mode::Reboot,
         "staged" => Mode::Staged,
         "try" => Mode::Try,
         _ => Mode::Auto,
-    }
-}
-
-async fn send(
-    t: &client::Target,
-    cfg: &machinery::Config,
-    mode: Mode,
-    dry_run: bool,
-    timeout: std::time::Duration,
-) -> Result<()> {
+    };
+    let timeout = parse_duration(&how.timeout)?;
     let req = ApplyConfigurationRequest {
         data: cfg.encode().into_bytes(),
         mode: mode as i32,
-        dry_run,
+        dry_run: how.dry_run,
         try_mode_timeout: Some(prost_types::Duration {
             seconds: timeout.as_secs() as i64,
             nanos: timeout.subsec_nanos() as i32,
@@ -178,13 +148,12 @@ async fn send(
 /// `talosctl patch machineconfig`: patch each node's active config and apply it.
 pub async fn patch(a: PatchArgs) -> Result<()> {
     let patches = machinery::load_patches(&a.patches)?;
-    let timeout = parse_duration(&a.timeout)?;
     let mut errors = Vec::new();
     for t in client::connect(&a.conn).await? {
         let result = async {
             let cfg = machinery::Config::parse(&current_config(&t).await?)?;
             let patched = machinery::apply_patches(cfg, &patches)?;
-            send(&t, &patched, mode_of(&a.mode), a.dry_run, timeout).await
+            send(&t, &patched, &a.how).await
         }
         .await;
         if let Err(e) = result {
@@ -205,12 +174,8 @@ pub struct EditArgs {
     /// What to edit: machineconfig (mc).
     #[arg(value_parser = ["machineconfig", "mc", "machineconfigs"])]
     resource: String,
-    #[arg(short, long, default_value = "auto", value_parser = ["auto", "no-reboot", "reboot", "staged", "try"])]
-    mode: String,
-    #[arg(long)]
-    dry_run: bool,
-    #[arg(long, default_value = "1m0s")]
-    timeout: String,
+    #[command(flatten)]
+    how: ModeArgs,
 }
 
 /// `$TALOS_EDITOR`, `$EDITOR`, then vi.
@@ -224,7 +189,6 @@ fn editor() -> String {
 /// `talosctl edit machineconfig`: edit each node's config in an editor and apply it. A config
 /// that does not load sends the editor back with the errors on top.
 pub async fn edit(a: EditArgs) -> Result<()> {
-    let timeout = parse_duration(&a.timeout)?;
     for t in client::connect(&a.conn).await? {
         let original = current_config(&t).await?;
         let path = std::env::temp_dir().join(format!("talos-edit-{}.yaml", std::process::id()));
@@ -259,7 +223,7 @@ pub async fn edit(a: EditArgs) -> Result<()> {
             match machinery::Config::parse(&body) {
                 Ok(cfg) => {
                     let _ = std::fs::remove_file(&path);
-                    send(&t, &cfg, mode_of(&a.mode), a.dry_run, timeout).await?;
+                    send(&t, &cfg, &a.how).await?;
                     break;
                 }
                 Err(e) => {

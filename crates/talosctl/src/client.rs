@@ -255,6 +255,22 @@ pub fn call_error(node: &str, status: tonic::Status) -> Error {
     Error::msg(format!("{node}: {what}"))
 }
 
+/// Copy a stream of `common.Data` to stdout as it comes (each chunk after `prefix`).
+pub async fn print_data(
+    t: &Target,
+    mut stream: tonic::Streaming<api::common::Data>,
+    prefix: &str,
+) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    while let Some(d) = stream.message().await.map_err(|s| call_error(&t.node, s))? {
+        out.write_all(prefix.as_bytes()).ok();
+        out.write_all(&d.bytes).ok();
+        out.flush().ok();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::uri;

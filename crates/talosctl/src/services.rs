@@ -1,6 +1,5 @@
 //! `talosctl service(s)` and `talosctl logs`.
 
-use std::io::Write;
 use std::time::SystemTime;
 
 use api::machine::{
@@ -196,7 +195,7 @@ pub async fn service(a: ServiceArgs) -> Result<()> {
 pub async fn logs(a: LogsArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
     let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
-    let mut stream = client::machine(t)
+    let stream = client::machine(t)
         .logs(LogsRequest {
             namespace: "system".into(),
             id: a.id.clone(),
@@ -207,14 +206,5 @@ pub async fn logs(a: LogsArgs) -> Result<()> {
         .await
         .map_err(|s| client::call_error(&t.node, s))?
         .into_inner();
-    let mut out = std::io::stdout();
-    while let Some(d) = stream
-        .message()
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-    {
-        out.write_all(&d.bytes).ok();
-        out.flush().ok();
-    }
-    Ok(())
+    client::print_data(t, stream, "").await
 }

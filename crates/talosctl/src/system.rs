@@ -1,7 +1,5 @@
 //! `talosctl memory|mounts|list|read|reboot|shutdown`.
 
-use std::io::Write;
-
 use api::machine::{ListRequest, ReadRequest, RebootRequest, ShutdownRequest};
 use clap::Args;
 use machinery::{Error, Result};
@@ -248,23 +246,14 @@ pub async fn list(a: ListArgs) -> Result<()> {
 pub async fn read(a: ReadArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
     let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
-    let mut stream = client::machine(t)
+    let stream = client::machine(t)
         .read(ReadRequest {
             path: a.path.clone(),
         })
         .await
         .map_err(|s| client::call_error(&t.node, s))?
         .into_inner();
-    let mut out = std::io::stdout();
-    while let Some(d) = stream
-        .message()
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-    {
-        out.write_all(&d.bytes).ok();
-    }
-    out.flush().ok();
-    Ok(())
+    client::print_data(t, stream, "").await
 }
 
 pub async fn reboot(a: NodeArgs) -> Result<()> {
@@ -361,7 +350,7 @@ pub struct DmesgArgs {
 pub async fn dmesg(a: DmesgArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
     let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
-    let mut stream = client::machine(t)
+    let stream = client::machine(t)
         .dmesg(api::machine::DmesgRequest {
             follow: a.follow,
             tail: a.tail,
@@ -369,16 +358,5 @@ pub async fn dmesg(a: DmesgArgs) -> Result<()> {
         .await
         .map_err(|s| client::call_error(&t.node, s))?
         .into_inner();
-    let mut out = std::io::stdout();
-    while let Some(d) = stream
-        .message()
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-    {
-        out.write_all(t.node.as_bytes()).ok();
-        out.write_all(b": ").ok();
-        out.write_all(&d.bytes).ok();
-        out.flush().ok();
-    }
-    Ok(())
+    client::print_data(t, stream, &format!("{}: ", t.node)).await
 }

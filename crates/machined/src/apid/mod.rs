@@ -17,7 +17,7 @@ use api::machine::machine_service_server::{MachineService, MachineServiceServer}
 use api::machine::{
     FeaturesInfo, Hostname, HostnameResponse, PlatformInfo, Version, VersionInfo, VersionResponse,
 };
-use machinery::pki::{self, CertAndKey, Key, KeyKind, LeafSpec};
+use machinery::pki::{self, Key, KeyKind, LeafSpec};
 use machinery::secrets::unb64;
 use machinery::Config;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -28,17 +28,7 @@ pub use proxy::Proxy;
 
 /// A proxy for this node: it calls other nodes as os:impersonator (needs the machine CA key).
 pub fn proxy_from_config(cfg: &Config, own: Vec<String>) -> Result<Proxy, String> {
-    let get = |p: &str| {
-        cfg.pointer(p)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("the machine config has no {p}"))
-            .and_then(|b| unb64(b).map_err(|e| format!("{p}: {e}")))
-    };
-    let ca = CertAndKey {
-        crt: get("/machine/ca/crt")?,
-        key: get("/machine/ca/key")?,
-    };
+    let ca = machinery::secrets::machine_ca(cfg).map_err(|e| e.to_string())?;
     let key = Key::generate(KeyKind::Ed25519).map_err(|e| e.to_string())?;
     let spec = LeafSpec {
         organizations: vec![proxy::IMPERSONATOR.to_string()],
@@ -72,17 +62,7 @@ pub struct Tls {
 
 /// A fresh apid certificate for this node, signed by the config's machine CA.
 pub fn tls_from_config(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<Tls, String> {
-    let get = |p: &str| {
-        cfg.pointer(p)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("the machine config has no {p}"))
-            .and_then(|b| unb64(b).map_err(|e| format!("{p}: {e}")))
-    };
-    let ca = CertAndKey {
-        crt: get("/machine/ca/crt")?,
-        key: get("/machine/ca/key")?,
-    };
+    let ca = machinery::secrets::machine_ca(cfg).map_err(|e| e.to_string())?;
     let mut dns_names = vec!["localhost".to_string(), hostname.to_string()];
     let mut ip_addresses: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
     ip_addresses.extend(ips.iter().copied());
@@ -153,19 +133,9 @@ impl MachineService for Machine {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| Status::invalid_argument("crt_ttl is required"))?;
         let cfg = self.node.active_config().map_err(Status::internal)?;
-        let secret = |p: &str| {
-            cfg.pointer(p)
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    Status::failed_precondition("this node does not hold the machine CA key")
-                })
-                .and_then(|b| unb64(b).map_err(|e| Status::internal(e.to_string())))
-        };
-        let ca = CertAndKey {
-            crt: secret("/machine/ca/crt")?,
-            key: secret("/machine/ca/key")?,
-        };
+        let ca = machinery::secrets::machine_ca(&cfg).map_err(|_| {
+            Status::failed_precondition("this node does not hold the machine CA key")
+        })?;
         let ctx = machinery::clientconfig::new_client_context(&ca, &r.roles, ttl, Vec::new())
             .map_err(|e| Status::internal(e.to_string()))?;
         let name = cfg
