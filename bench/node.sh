@@ -36,6 +36,21 @@ t0=$(ms)
 for i in $(seq $calls); do "$bin/talosctl" version -e "127.0.0.1:$port" >/dev/null; done
 call=$(( ( $(ms) - t0 ) / calls ))
 
+# One proxy hop: the same call routed through another node's apid (node B behind node A).
+mkdir -p "$dir/b"
+port_b=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin/machined" --config "$dir/controlplane.yaml" --listen "127.0.0.1:$port_b" \
+    --state-dir "$dir/b" --trustd-listen 127.0.0.1:0 2>/dev/null &
+pid_b=$!
+until "$bin/talosctl" version -e "127.0.0.1:$port_b" >/dev/null 2>&1; do :; done
+t0=$(ms)
+for i in $(seq $calls); do "$bin/talosctl" version -e "127.0.0.1:$port_b" >/dev/null; done
+direct=$(( ( $(ms) - t0 ) ))
+t0=$(ms)
+for i in $(seq $calls); do "$bin/talosctl" version -e "127.0.0.1:$port" -n "127.0.0.1:$port_b" >/dev/null; done
+hop=$(( ( $(ms) - t0 ) ))
+kill "$pid_b"; wait "$pid_b" 2>/dev/null || true
+
 sleep 1
 rss=0
 for p in $pid $(pgrep -P "$pid" || true); do
@@ -47,3 +62,4 @@ echo "node start to apid answering: ${start} ms (mean of $runs; target < 300 ms)
 echo "one talosctl version call on a running node: ${call} ms"
 awk -v s="$start" -v c="$call" 'BEGIN { if (c > 0) printf "ratio start/call: %.2f\n", s / c }'
 awk -v r="$rss" 'BEGIN { printf "resident memory machined+apid+trustd: %.1f MiB (target < 40 MiB)\n", r / 1024 }'
+awk -v h="$hop" -v d="$direct" 'BEGIN { if (d > 0) printf "talosctl version through one proxy hop / direct: %.2f (target < 1.3)\n", h / d }'
