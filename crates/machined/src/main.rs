@@ -35,6 +35,9 @@ struct Args {
     /// Which part of the node this process is: machined, or trustd (run by machined).
     #[arg(long, default_value = "machined", value_parser = ["machined", "trustd"])]
     role: String,
+    /// The EPHEMERAL directory (node data such as etcd's); wiped by a reset.
+    #[arg(long)]
+    ephemeral_dir: Option<PathBuf>,
     /// Where the trustd service listens (control planes); port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:50001")]
     trustd_listen: SocketAddr,
@@ -198,6 +201,7 @@ async fn run(args: Args) -> Result<Exit, String> {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
+    *node.ephemeral.lock().expect("ephemeral") = args.ephemeral_dir.clone();
     if !maintenance && matches!(config.machine_type(), "controlplane" | "init") {
         node.services
             .start_service(trustd_service(&args, state_file.as_ref())?);
@@ -258,6 +262,13 @@ async fn run(args: Args) -> Result<Exit, String> {
     services.shutdown().await;
     if let Exit::Reboot(handover) = &mut *exit.lock().expect("exit") {
         *handover = node.handover.lock().expect("handover").take();
+    }
+    if node.forget.load(std::sync::atomic::Ordering::SeqCst) {
+        // After a reset the node boots without the config it was given.
+        let mut e = exit.lock().expect("exit");
+        if let Exit::Reboot(h) = &mut *e {
+            *h = Some(String::new());
+        }
     }
     let exit = std::mem::replace(&mut *exit.lock().expect("exit"), Exit::Shutdown);
     Ok(exit)

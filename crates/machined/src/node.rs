@@ -49,6 +49,10 @@ pub struct Node {
     /// A config applied in maintenance mode with nowhere to persist it: handed to the next
     /// boot through USERDATA.
     pub handover: std::sync::Mutex<Option<String>>,
+    /// The EPHEMERAL directory, if the node has one.
+    pub ephemeral: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// Set by a reset: the next boot forgets the config it was given.
+    pub forget: std::sync::atomic::AtomicBool,
     /// The registered controllers' declarations (for `inspect dependencies`).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
@@ -117,6 +121,8 @@ impl Node {
             shutdown: Default::default(),
             services: crate::services::Supervisor::new(rt_state, log_dir),
             handover: Default::default(),
+            ephemeral: Default::default(),
+            forget: Default::default(),
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })
@@ -152,6 +158,44 @@ impl Node {
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+
+    /// Wipe STATE and/or EPHEMERAL (by label; both when none is named).
+    pub fn wipe(&self, labels: &[String]) -> Result<Vec<String>, String> {
+        let all = labels.is_empty();
+        let mut wiped = Vec::new();
+        let mut clear = |label: &str, dir: Option<std::path::PathBuf>| -> Result<(), String> {
+            if !(all || labels.iter().any(|l| l == label)) {
+                return Ok(());
+            }
+            if let Some(dir) = dir.filter(|d| d.exists()) {
+                for e in std::fs::read_dir(&dir)
+                    .map_err(|e| e.to_string())?
+                    .flatten()
+                {
+                    let p = e.path();
+                    let r = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                    r.map_err(|e| format!("{}: {e}", p.display()))?;
+                }
+                wiped.push(label.to_string());
+            }
+            Ok(())
+        };
+        clear(
+            "STATE",
+            self.state_file
+                .as_ref()
+                .and_then(|f| f.parent().map(|p| p.to_path_buf())),
+        )?;
+        clear(
+            "EPHEMERAL",
+            self.ephemeral.lock().expect("ephemeral").clone(),
+        )?;
+        Ok(wiped)
     }
 
     pub fn hostname(&self) -> Option<String> {

@@ -75,6 +75,8 @@ enum Command {
     Reboot(system::NodeArgs),
     /// Shut nodes down.
     Shutdown(system::NodeArgs),
+    /// Wipe nodes (STATE, EPHEMERAL) and stop them, or reboot them into maintenance mode.
+    Reset(system::ResetArgs),
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Dmesg(a) => block_on(system::dmesg(a)),
         Command::Reboot(a) => block_on(system::reboot(a)),
         Command::Shutdown(a) => block_on(system::shutdown(a)),
+        Command::Reset(a) => block_on(system::reset(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

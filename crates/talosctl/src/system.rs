@@ -360,3 +360,48 @@ pub async fn dmesg(a: DmesgArgs) -> Result<()> {
         .into_inner();
     client::print_data(t, stream, &format!("{}: ", t.node)).await
 }
+
+#[derive(Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Leave the cluster cleanly first.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    graceful: bool,
+    /// Boot again afterwards (into maintenance mode) instead of stopping.
+    #[arg(long)]
+    reboot: bool,
+    /// Partitions to wipe (STATE, EPHEMERAL); both when none is given.
+    #[arg(long)]
+    system_labels_to_wipe: Vec<String>,
+}
+
+pub async fn reset(a: ResetArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let labels = crate::util::split_commas(&a.system_labels_to_wipe);
+    let (graceful, reboot) = (a.graceful, a.reboot);
+    each(&targets, &mut Rows::new(), |t| {
+        let req = api::machine::ResetRequest {
+            graceful,
+            reboot,
+            system_partitions_to_wipe: labels
+                .iter()
+                .map(|l| api::machine::ResetPartitionSpec {
+                    label: l.clone(),
+                    wipe: true,
+                })
+                .collect(),
+            user_disks_to_wipe: Vec::new(),
+            mode: 0,
+        };
+        async move {
+            client::machine(&t)
+                .reset(req)
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?;
+            println!("{}: reset", t.node);
+            Ok(Rows::new())
+        }
+    })
+    .await
+}

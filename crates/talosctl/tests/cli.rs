@@ -1348,3 +1348,48 @@ fn calls_through_an_endpoint_reach_other_nodes() {
         String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1: rpc error: code = Unavailable")
     );
 }
+
+#[test]
+fn reset_wipes_state_and_returns_to_maintenance() {
+    let d = Dir::new("reset");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.clone();
+    assert!(d.path("state/config.yaml").exists());
+    let bad = node_cmd(
+        &d,
+        "talosconfig",
+        &["reset", "--system-labels-to-wipe", "BOOT", "-e", &ep],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown partition label"));
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "reset",
+            "--reboot",
+            "--system-labels-to-wipe",
+            "STATE",
+            "-e",
+            &ep,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{ep}: reset\n")
+    );
+    // Back in maintenance mode: nothing persisted, only insecure calls answered.
+    wait_for("maintenance mode", || {
+        node_cmd(&d, "talosconfig", &["version", "--insecure", "-n", &ep])
+            .status
+            .success()
+    });
+    assert!(!d.path("state/config.yaml").exists());
+    assert!(!node_cmd(&d, "talosconfig", &["version", "-e", &ep])
+        .status
+        .success());
+}

@@ -308,6 +308,47 @@ impl MachineService for Machine {
         }))
     }
 
+    async fn reset(
+        &self,
+        req: Request<api::machine::ResetRequest>,
+    ) -> Result<Response<api::machine::ResetResponse>, Status> {
+        let r = req.into_inner();
+        const LABELS: [&str; 2] = ["STATE", "EPHEMERAL"];
+        let labels: Vec<String> = r
+            .system_partitions_to_wipe
+            .iter()
+            .filter(|p| p.wipe)
+            .map(|p| p.label.clone())
+            .collect();
+        if let Some(bad) = labels.iter().find(|l| !LABELS.contains(&l.as_str())) {
+            return Err(Status::invalid_argument(format!(
+                "unknown partition label \"{bad}\": expected STATE or EPHEMERAL"
+            )));
+        }
+        // Services stop first (a graceful reset would leave etcd here too).
+        self.node.services.shutdown().await;
+        let wiped = self.node.wipe(&labels).map_err(Status::internal)?;
+        tracing::info!(?wiped, graceful = r.graceful, "reset");
+        self.node
+            .forget
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let signal = if r.reboot {
+            self.node.reboot.clone()
+        } else {
+            self.node.shutdown.clone()
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            signal.notify_one();
+        });
+        Ok(Response::new(api::machine::ResetResponse {
+            messages: vec![api::machine::Reset {
+                metadata: None,
+                actor_id: String::new(),
+            }],
+        }))
+    }
+
     async fn shutdown(
         &self,
         _req: Request<api::machine::ShutdownRequest>,
