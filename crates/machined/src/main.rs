@@ -2,6 +2,7 @@
 //! services, trustd and the rest of the node follow.
 
 mod apid;
+mod events;
 mod node;
 mod services;
 mod trustd;

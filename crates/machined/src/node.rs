@@ -46,6 +46,8 @@ pub struct Node {
     pub shutdown: std::sync::Arc<tokio::sync::Notify>,
     /// The node's services.
     pub services: crate::services::Supervisor,
+    /// The node's event stream.
+    pub events: crate::events::Events,
     /// A config applied in maintenance mode with nowhere to persist it: handed to the next
     /// boot through USERDATA.
     pub handover: std::sync::Mutex<Option<String>>,
@@ -109,6 +111,7 @@ impl Node {
         state.create(mc).map_err(|e| e.to_string())?;
 
         let rt_state = state.clone();
+        let events = crate::events::Events::default();
         let mut rt = Runtime::new(state.clone());
         rt.register(MachineTypeController)
             .map_err(|e| e.to_string())?;
@@ -119,7 +122,9 @@ impl Node {
             state_file,
             reboot: Default::default(),
             shutdown: Default::default(),
-            services: crate::services::Supervisor::new(rt_state, log_dir),
+            services: crate::services::Supervisor::new(rt_state, log_dir)
+                .with_events(events.clone()),
+            events,
             handover: Default::default(),
             ephemeral: Default::default(),
             forget: Default::default(),

@@ -104,6 +104,7 @@ struct Entry {
 #[derive(Clone)]
 pub struct Supervisor {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
+    events: crate::events::Events,
     log_dir: Option<PathBuf>,
     resources: ResourceState,
     backoff: (Duration, Duration),
@@ -119,10 +120,17 @@ impl Supervisor {
     pub fn new(resources: ResourceState, log_dir: Option<PathBuf>) -> Supervisor {
         Supervisor {
             entries: Arc::default(),
+            events: Default::default(),
             log_dir,
             resources,
             backoff: (Duration::from_secs(1), Duration::from_secs(30)),
         }
+    }
+
+    /// Publish state changes on this event stream.
+    pub fn with_events(mut self, events: crate::events::Events) -> Supervisor {
+        self.events = events;
+        self
     }
 
     /// Restart delays after a failure: from `min`, doubling, capped at `max`.
@@ -175,6 +183,7 @@ impl Supervisor {
             (state == ServiceState::Running, e.health.clone())
         };
         self.publish(id, running, &health);
+        self.publish_event(id, state, &health);
     }
 
     fn publish(&self, id: &str, running: bool, health: &Health) {
@@ -196,6 +205,39 @@ impl Supervisor {
         if let Err(e) = result {
             tracing::warn!(service = id, error = %e, "cannot publish service status");
         }
+    }
+
+    fn publish_event(&self, id: &str, state: ServiceState, health: &Health) {
+        use api::machine::service_state_event::Action;
+        use prost::Message;
+        let action = match state {
+            ServiceState::Waiting => Action::Waiting,
+            ServiceState::Preparing => Action::Preparing,
+            ServiceState::Running => Action::Running,
+            ServiceState::Stopping => Action::Stopping,
+            ServiceState::Finished => Action::Finished,
+            ServiceState::Failed => Action::Failed,
+        };
+        let message = self
+            .entries
+            .lock()
+            .expect("services")
+            .get(id)
+            .and_then(|e| e.events.back().map(|x| x.msg.clone()))
+            .unwrap_or_default();
+        let ev = api::machine::ServiceStateEvent {
+            service: id.into(),
+            action: action as i32,
+            message,
+            health: Some(api::machine::ServiceHealth {
+                unknown: health.unknown,
+                healthy: health.healthy,
+                last_message: health.last_message.clone(),
+                last_change: None,
+            }),
+        };
+        self.events
+            .publish(crate::events::SERVICE_STATE_EVENT, ev.encode_to_vec());
     }
 
     fn state_of(&self, id: &str) -> Option<ServiceState> {

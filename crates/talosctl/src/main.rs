@@ -3,6 +3,7 @@
 mod apply;
 mod client;
 mod config_cmd;
+mod events;
 mod gen;
 mod get;
 mod inspect;
@@ -71,6 +72,8 @@ enum Command {
     Processes(system::NodeArgs),
     /// Print the kernel log.
     Dmesg(system::DmesgArgs),
+    /// Stream the nodes' events.
+    Events(events::EventsArgs),
     /// Reboot nodes.
     Reboot(system::NodeArgs),
     /// Shut nodes down.
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Read(a) => block_on(system::read(a)),
         Command::Processes(a) => block_on(system::processes(a)),
         Command::Dmesg(a) => block_on(system::dmesg(a)),
+        Command::Events(a) => block_on(events::run(a)),
         Command::Reboot(a) => block_on(system::reboot(a)),
         Command::Shutdown(a) => block_on(system::shutdown(a)),
         Command::Reset(a) => block_on(system::reset(a)),

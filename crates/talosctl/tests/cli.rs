@@ -1393,3 +1393,40 @@ fn reset_wipes_state_and_returns_to_maintenance() {
         .status
         .success());
 }
+
+#[test]
+fn events_stream_service_changes() {
+    use std::io::{BufRead, BufReader};
+    let d = Dir::new("events");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.clone();
+    wait_for("trustd running", || {
+        String::from_utf8_lossy(&node_cmd(&d, "talosconfig", &["services", "-e", &ep]).stdout)
+            .contains("trustd    Running")
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(["events", "--tail", "2", "-e", &ep])
+        .env("TALOSCONFIG", d.path("talosconfig"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    assert_eq!(header, "NODE\tID\tEVENT\tSOURCE\tMESSAGE");
+    let past: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(
+        past[1].contains("\tmachine.ServiceStateEvent\ttrustd\tStarted task trustd (PID "),
+        "{past:?}"
+    );
+    assert!(past[1].ends_with(": Running"), "{past:?}");
+    // A restart shows up live.
+    node_cmd(
+        &d,
+        "talosconfig",
+        &["service", "trustd", "restart", "-e", &ep],
+    );
+    let next = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(next.contains("Stopping service: Stopping"), "{next}");
+}

@@ -267,6 +267,52 @@ impl MachineService for Machine {
         system::dmesg(req.into_inner().follow).map(Response::new)
     }
 
+    type EventsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<api::machine::Event, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        req: Request<api::machine::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let r = req.into_inner();
+        let tail = crate::events::Tail {
+            events: usize::try_from(r.tail_events).unwrap_or(0),
+            after_id: (!r.tail_id.is_empty())
+                .then(|| r.tail_id.parse::<u64>())
+                .transpose()
+                .map_err(|_| {
+                    Status::invalid_argument(format!("invalid event id \"{}\"", r.tail_id))
+                })?,
+            seconds: (r.tail_seconds > 0)
+                .then(|| std::time::Duration::from_secs(r.tail_seconds as u64)),
+        };
+        let (past, rx) = self.node.events.subscribe(&tail);
+        let to_pb = |e: &crate::events::NodeEvent| api::machine::Event {
+            metadata: None,
+            data: Some(prost_types::Any {
+                type_url: e.type_url.clone(),
+                value: e.data.clone(),
+            }),
+            id: format!("{:020}", e.id),
+            actor_id: String::new(),
+        };
+        let first: Vec<Result<api::machine::Event, Status>> =
+            past.iter().map(|e| Ok(to_pb(e))).collect();
+        let live = futures::stream::unfold(rx, move |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((Ok(to_pb(&e)), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(futures::StreamExt::chain(
+            futures::stream::iter(first),
+            live,
+        ))))
+    }
+
     type ReadStream = services::DataStream;
 
     async fn read(
