@@ -282,13 +282,21 @@ impl Supervisor {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             self.event(&id, ServiceState::Preparing, "Running pre state");
-            let child = tokio::process::Command::new(&spec.program)
-                .args(&spec.args)
+            let mut cmd = tokio::process::Command::new(&spec.program);
+            cmd.args(&spec.args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn();
+                .kill_on_drop(true);
+            // A service never outlives machined, however machined ends.
+            // SAFETY: prctl(2) only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                        .map_err(std::io::Error::from)
+                });
+            }
+            let child = cmd.spawn();
             let mut child = match child {
                 Ok(c) => c,
                 Err(e) => {

@@ -1430,3 +1430,35 @@ fn events_stream_service_changes() {
     let _ = child.wait();
     assert!(next.contains("Stopping service: Stopping"), "{next}");
 }
+
+/// Services never outlive machined, even when it is killed outright.
+#[test]
+fn services_die_with_machined() {
+    let d = Dir::new("orphans");
+    let Some(mut node) = start_node(&d) else {
+        return;
+    };
+    let ep = node.endpoint.clone();
+    let mut pid = None;
+    wait_for("trustd's pid", || {
+        let status = String::from_utf8_lossy(
+            &node_cmd(&d, "talosconfig", &["service", "trustd", "-e", &ep]).stdout,
+        )
+        .to_string();
+        pid = status
+            .split("Started task trustd (PID ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        pid.is_some()
+    });
+    let proc_dir = format!("/proc/{}", pid.unwrap());
+    assert!(Path::new(&proc_dir).exists());
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    wait_for("trustd to be gone", || {
+        std::fs::read_to_string(format!("{proc_dir}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    });
+}
