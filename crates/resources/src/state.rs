@@ -57,6 +57,8 @@ struct Collection {
     ns: Arc<str>,
     ty: Arc<str>,
     items: BTreeMap<String, Arc<Resource>>,
+    /// The bookmark of the newest event no longer kept (0: none dropped yet).
+    dropped_through: u64,
     kind_watchers: Vec<Arc<Queue>>,
     id_watchers: HashMap<String, Vec<Arc<Queue>>>,
     history: VecDeque<Arc<Event>>,
@@ -66,7 +68,9 @@ impl Collection {
     fn publish(&mut self, ev: Event) {
         let ev = Arc::new(ev);
         if self.history.len() == HISTORY {
-            self.history.pop_front();
+            if let Some(old) = self.history.pop_front() {
+                self.dropped_through = old.bookmark;
+            }
         }
         self.history.push_back(ev.clone());
         self.kind_watchers.retain(|q| q.push(&ev));
@@ -391,12 +395,8 @@ impl State {
         );
         let bookmark = self.inner.bookmark.load(Ordering::Relaxed);
         if let Some(since) = opts.since {
-            let oldest = c
-                .history
-                .front()
-                .map(|e| e.bookmark)
-                .unwrap_or(bookmark + 1);
-            if since + 1 < oldest && since < bookmark {
+            // Events after `since` were dropped from the history: they cannot be replayed.
+            if since < c.dropped_through {
                 return Err(Error::BookmarkExpired(since));
             }
             for ev in c.history.iter().filter(|e| e.bookmark > since) {

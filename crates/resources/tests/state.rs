@@ -260,6 +260,41 @@ async fn expired_bookmark_is_an_error() {
 }
 
 #[tokio::test]
+async fn a_bookmark_from_a_quiet_kind_is_still_valid() {
+    // Bookmarks are global: other kinds moving on do not expire this kind's bookmark.
+    let s = State::new();
+    s.create(thing("a", 1)).unwrap();
+    let mark = s.bookmark();
+    for i in 0..(resources::HISTORY as u32 + 5) {
+        let mut r = Resource::new(NS, "Other.test.dev", &format!("o{i}"), i);
+        r.metadata.owner = "o".into();
+        s.create(r).unwrap();
+    }
+    s.create(thing("b", 1)).unwrap();
+    let mut w = s
+        .watch_kind(
+            NS,
+            TY,
+            WatchKindOptions {
+                since: Some(mark),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        w.next()
+            .await
+            .unwrap()
+            .resource
+            .as_ref()
+            .unwrap()
+            .metadata
+            .id,
+        "b"
+    );
+}
+
+#[tokio::test]
 async fn label_filtered_kind_watch() {
     let s = State::new();
     let q = LabelQuery::all().term("role", Op::Equal("cp".into()));
