@@ -67,6 +67,12 @@ enum Command {
     /// Print a file from a node.
     #[command(visible_alias = "cat")]
     Read(system::ReadArgs),
+    /// Copy a file or directory from a node.
+    #[command(visible_alias = "cp")]
+    Copy(system::CopyArgs),
+    /// Disk usage on nodes.
+    #[command(name = "usage", visible_alias = "du")]
+    Usage(system::DuArgs),
     /// List the nodes' processes.
     #[command(visible_aliases = ["p", "ps"])]
     Processes(system::NodeArgs),
@@ -109,6 +115,8 @@ fn main() -> ExitCode {
         Command::Mounts(a) => block_on(system::mounts(a)),
         Command::List(a) => block_on(system::list(a)),
         Command::Read(a) => block_on(system::read(a)),
+        Command::Copy(a) => block_on(system::copy(a)),
+        Command::Usage(a) => block_on(system::du(a)),
         Command::Processes(a) => block_on(system::processes(a)),
         Command::Dmesg(a) => block_on(system::dmesg(a)),
         Command::Events(a) => block_on(events::run(a)),

@@ -405,3 +405,106 @@ pub async fn reset(a: ResetArgs) -> Result<()> {
     })
     .await
 }
+
+#[derive(Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// File or directory on the node.
+    src: String,
+    /// Local directory to extract into, or `-` for the gzipped tar on stdout.
+    dest: String,
+}
+
+pub async fn copy(a: CopyArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
+    let mut stream = client::machine(t)
+        .copy(api::machine::CopyRequest {
+            root_path: a.src.clone(),
+        })
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+        .into_inner();
+    let mut archive = Vec::new();
+    while let Some(d) = stream
+        .message()
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+    {
+        archive.extend_from_slice(&d.bytes);
+    }
+    if a.dest == "-" {
+        use std::io::Write;
+        std::io::stdout().write_all(&archive).ok();
+        return Ok(());
+    }
+    std::fs::create_dir_all(&a.dest).map_err(|e| Error::msg(format!("{}: {e}", a.dest)))?;
+    tar::Archive::new(flate2::read::GzDecoder::new(archive.as_slice()))
+        .unpack(&a.dest)
+        .map_err(|e| Error::msg(format!("{}: cannot extract: {e}", a.dest)))
+}
+
+#[derive(Args)]
+pub struct DuArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Paths on the node.
+    #[arg(default_value = "/")]
+    paths: Vec<String>,
+    /// Files too, not only directories.
+    #[arg(short, long)]
+    all: bool,
+    /// How deep to report.
+    #[arg(short, long, default_value_t = 0)]
+    depth: i32,
+    /// Human-readable sizes.
+    #[arg(short = 'H', long)]
+    humanize: bool,
+    /// Leave out entries smaller than this many bytes (negative: larger than).
+    #[arg(short, long, default_value_t = 0, allow_negative_numbers = true)]
+    threshold: i64,
+}
+
+pub async fn du(a: DuArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let size_header = if a.humanize { "SIZE" } else { "SIZE(B)" };
+    let mut rows = vec![vec!["NODE".to_string(), size_header.into(), "NAME".into()]];
+    let (paths, depth, all, threshold, humanize) =
+        (a.paths.clone(), a.depth, a.all, a.threshold, a.humanize);
+    let result = each(&targets, &mut rows, |t| {
+        let req = api::machine::DiskUsageRequest {
+            recursion_depth: depth,
+            all,
+            threshold,
+            paths: paths.clone(),
+        };
+        async move {
+            let mut stream = client::machine(&t)
+                .disk_usage(req)
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?
+                .into_inner();
+            let mut rows = Rows::new();
+            while let Some(i) = stream
+                .message()
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?
+            {
+                if !i.error.is_empty() {
+                    return Err(Error::msg(format!("{}: {}", t.node, i.error)));
+                }
+                let size = if humanize {
+                    human(i.size as u64)
+                } else {
+                    i.size.to_string()
+                };
+                rows.push(vec![t.node.clone(), size, i.name]);
+            }
+            Ok(rows)
+        }
+    })
+    .await;
+    print!("{}", table(&rows));
+    result
+}

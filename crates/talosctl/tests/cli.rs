@@ -1276,6 +1276,26 @@ fn node_introspection_reboot_and_shutdown() {
         stdout(&cat),
         std::fs::read_to_string(state.join("config.yaml")).unwrap()
     );
+    // Copy a directory out of the node, and disk usage.
+    let dest = d.path("copied");
+    let out = run(&["cp", state.to_str().unwrap(), dest.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("state/config.yaml")).unwrap(),
+        std::fs::read_to_string(state.join("config.yaml")).unwrap()
+    );
+    let du = stdout(&run(&["du", "-a", "-d", "1", state.to_str().unwrap()]));
+    let size = std::fs::metadata(state.join("config.yaml")).unwrap().len();
+    assert!(du.starts_with("NODE"), "{du}");
+    assert!(
+        du.lines()
+            .any(|l| l.contains(&format!("   {size}   ")) && l.ends_with("config.yaml")),
+        "{du}"
+    );
     let missing = run(&["read", "/definitely/not/here"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("No such file"));
     // A reboot brings the node back; a shutdown ends it.

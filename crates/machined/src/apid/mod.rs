@@ -313,6 +313,39 @@ impl MachineService for Machine {
         ))))
     }
 
+    type CopyStream = services::DataStream;
+
+    async fn copy(
+        &self,
+        req: Request<api::machine::CopyRequest>,
+    ) -> Result<Response<Self::CopyStream>, Status> {
+        system::copy(&req.into_inner().root_path).map(Response::new)
+    }
+
+    type DiskUsageStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<api::machine::DiskUsageInfo, Status>> + Send>,
+    >;
+
+    async fn disk_usage(
+        &self,
+        req: Request<api::machine::DiskUsageRequest>,
+    ) -> Result<Response<Self::DiskUsageStream>, Status> {
+        let r = req.into_inner();
+        let paths = if r.paths.is_empty() {
+            vec!["/".to_string()]
+        } else {
+            r.paths
+        };
+        let items = tokio::task::spawn_blocking(move || {
+            system::disk_usage(&paths, r.recursion_depth, r.all, r.threshold)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            items.into_iter().map(Ok),
+        ))))
+    }
+
     type ReadStream = services::DataStream;
 
     async fn read(

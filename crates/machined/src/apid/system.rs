@@ -271,3 +271,146 @@ fn kmsg_line(record: &[u8]) -> Vec<u8> {
     let msg = msg.lines().next().unwrap_or_default();
     format!("[{:>5}.{:06}]: {msg}\n", usec / 1_000_000, usec % 1_000_000).into_bytes()
 }
+
+/// A file or directory as a gzipped tar stream (built on a thread, sent in chunks).
+pub fn copy(root: &str) -> Result<DataStream, Status> {
+    let path = PathBuf::from(root);
+    if !path.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "\"{root}\" is not an absolute path"
+        )));
+    }
+    let meta =
+        std::fs::symlink_metadata(&path).map_err(|e| Status::not_found(format!("{root}: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Data, Status>>(16);
+    struct Sender(tokio::sync::mpsc::Sender<Result<Data, Status>>);
+    impl std::io::Write for Sender {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .blocking_send(Ok(Data {
+                    metadata: None,
+                    bytes: buf.to_vec(),
+                }))
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver gone")
+                })?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    std::thread::spawn(move || {
+        let errors = tx.clone();
+        let gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::with_capacity(64 * 1024, Sender(tx)),
+            flate2::Compression::fast(),
+        );
+        let mut archive = tar::Builder::new(gz);
+        archive.follow_symlinks(false);
+        let name = path
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let result = if meta.is_dir() {
+            archive.append_dir_all(&name, &path)
+        } else {
+            archive.append_path_with_name(&path, &name)
+        }
+        .and_then(|_| archive.into_inner())
+        .and_then(|gz| gz.finish())
+        .and_then(|mut w| std::io::Write::flush(&mut w));
+        if let Err(e) = result {
+            let _ = errors.blocking_send(Err(Status::internal(format!("copy: {e}"))));
+        }
+    });
+    Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    })))
+}
+
+fn size_of(path: &Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| size_of(&e.path()))
+                .sum::<u64>()
+                + m.len()
+        }
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+/// Sizes of the given paths and, down to `depth` levels, of what they hold.
+pub fn disk_usage(
+    paths: &[String],
+    depth: i32,
+    all: bool,
+    threshold: i64,
+) -> Vec<api::machine::DiskUsageInfo> {
+    fn keep(size: u64, threshold: i64) -> bool {
+        match threshold {
+            t if t > 0 => size >= t as u64,
+            t if t < 0 => size <= (-t) as u64,
+            _ => true,
+        }
+    }
+    fn walk(
+        p: &Path,
+        root: &Path,
+        level: i32,
+        depth: i32,
+        all: bool,
+        threshold: i64,
+        out: &mut Vec<api::machine::DiskUsageInfo>,
+    ) {
+        let is_dir = p.is_dir() && !p.is_symlink();
+        if is_dir && level < depth {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, root, level + 1, depth, all, threshold, out);
+            }
+        }
+        if level > 0 && !is_dir && !all {
+            return;
+        }
+        let size = size_of(p);
+        if keep(size, threshold) {
+            let rel = p
+                .strip_prefix(root)
+                .map(|r| r.display().to_string())
+                .unwrap_or_default();
+            out.push(api::machine::DiskUsageInfo {
+                metadata: None,
+                name: p.display().to_string(),
+                size: size as i64,
+                error: String::new(),
+                relative_name: if rel.is_empty() { ".".into() } else { rel },
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for root in paths {
+        let p = PathBuf::from(root);
+        if !p.exists() {
+            out.push(api::machine::DiskUsageInfo {
+                name: root.clone(),
+                error: format!("{root}: no such file or directory"),
+                ..Default::default()
+            });
+            continue;
+        }
+        walk(&p, &p, 0, depth.max(0), all, threshold, &mut out);
+    }
+    out
+}
