@@ -15,6 +15,7 @@ pub const MACHINE_CONFIG: &str = "MachineConfigs.config.talos.dev";
 pub const MACHINE_TYPE: &str = "MachineTypes.config.talos.dev";
 pub const HOSTNAME_STATUS: &str = "HostnameStatuses.net.talos.dev";
 pub const VERSION: &str = "Versions.runtime.talos.dev";
+pub const TIME_STATUS: &str = "TimeStatuses.v1alpha1.talos.dev";
 pub const MACHINE_CONFIG_ID: &str = "v1alpha1";
 
 pub const TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -27,6 +28,16 @@ pub struct MachineConfigSpec(pub String);
 pub struct HostnameSpec {
     pub hostname: String,
     pub domainname: String,
+}
+
+/// Time sync: a node in container mode (and a process node) keeps the host's clock, which is
+/// the host's to synchronize; `machine.time.disabled` turns reporting off.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeStatusSpec {
+    pub synced: bool,
+    pub epoch: u32,
+    pub sync_disabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -84,6 +95,7 @@ impl Node {
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
             Definition::new(VERSION, RUNTIME_NS, &[]).column("Version", "{.version}"),
+            Definition::new(TIME_STATUS, RUNTIME_NS, &[]).column("Synced", "{.synced}"),
             Definition::new(crate::services::SERVICE_TYPE, RUNTIME_NS, &["svc"])
                 .column("Running", "{.running}")
                 .column("Healthy", "{.healthy}")
@@ -116,6 +128,8 @@ impl Node {
         rt.register(MachineTypeController)
             .map_err(|e| e.to_string())?;
         rt.register(HostnameController).map_err(|e| e.to_string())?;
+        rt.register(TimeStatusController)
+            .map_err(|e| e.to_string())?;
         Ok(Node {
             state,
             registry,
@@ -295,6 +309,36 @@ impl Controller for HostnameController {
             };
             ctx.modify(NETWORK_NS, HOSTNAME_STATUS, "hostname", |_| spec)?;
         }
+        Ok(())
+    }
+}
+
+struct TimeStatusController;
+
+#[async_trait::async_trait]
+impl Controller for TimeStatusController {
+    fn name(&self) -> &str {
+        "time.StatusController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID)]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::exclusive(RUNTIME_NS, TIME_STATUS)]
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        let disabled = machine_config(ctx)?
+            .and_then(|c| {
+                c.pointer("/machine/time/disabled")
+                    .and_then(|v| v.as_bool())
+            })
+            .unwrap_or(false);
+        let spec = TimeStatusSpec {
+            synced: !disabled,
+            epoch: 1,
+            sync_disabled: disabled,
+        };
+        ctx.modify(RUNTIME_NS, TIME_STATUS, "node", |_| spec)?;
         Ok(())
     }
 }

@@ -677,6 +677,14 @@ fn get_resources_from_a_node() {
         .as_str()
         .unwrap()
         .starts_with("talos-"));
+    let time = text(&get("talosconfig", &["timestatus"]));
+    assert!(
+        time.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("runtime     TimeStatus   node   1         true"),
+        "{time}"
+    );
     let ns = text(&get("talosconfig", &["namespaces"]));
     for n in ["config", "meta", "network", "runtime"] {
         assert!(
