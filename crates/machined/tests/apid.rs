@@ -148,6 +148,15 @@ async fn role_matrix_and_certificates() {
         }
         let h = m.hostname(()).await;
         assert_eq!(h.is_ok(), read_ok, "{roles:?} Hostname: {h:?}");
+        let load = m.load_avg(()).await;
+        assert_eq!(load.is_ok(), read_ok, "{roles:?} LoadAvg: {load:?}");
+        let cpus = m.cpu_info(()).await;
+        assert_eq!(cpus.is_ok(), read_ok, "{roles:?} CPUInfo: {cpus:?}");
+        if let Ok(c) = cpus {
+            let c = c.into_inner();
+            assert!(!c.messages[0].cpu_info.is_empty());
+            assert!(!c.messages[0].cpu_info[0].flags.is_empty());
+        }
         // Methods outside the table need os:admin (the admin then reaches the router, which
         // does not serve this one).
         let want = if admin_ok {

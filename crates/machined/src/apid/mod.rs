@@ -232,6 +232,20 @@ impl MachineService for Machine {
         Ok(Response::new(stream))
     }
 
+    async fn load_avg(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::LoadAvgResponse>, Status> {
+        system::load_avg().map(Response::new)
+    }
+
+    async fn cpu_info(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::CpuInfoResponse>, Status> {
+        system::cpu_info().map(Response::new)
+    }
+
     async fn memory(
         &self,
         _req: Request<()>,

@@ -414,3 +414,68 @@ pub fn disk_usage(
     }
     out
 }
+
+pub fn load_avg() -> Result<api::machine::LoadAvgResponse, Status> {
+    let text =
+        std::fs::read_to_string("/proc/loadavg").map_err(|e| Status::internal(e.to_string()))?;
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    Ok(api::machine::LoadAvgResponse {
+        messages: vec![api::machine::LoadAvg {
+            metadata: None,
+            load1: get(0),
+            load5: get(1),
+            load15: get(2),
+        }],
+    })
+}
+
+pub fn cpu_info() -> Result<api::machine::CpuInfoResponse, Status> {
+    let text =
+        std::fs::read_to_string("/proc/cpuinfo").map_err(|e| Status::internal(e.to_string()))?;
+    let cpus = text
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let get = |key: &str| {
+                block
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        (k.trim() == key).then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            let list = |key: &str| get(key).split_whitespace().map(String::from).collect();
+            api::machine::CpuInfo {
+                processor: get("processor").parse().unwrap_or(0),
+                vendor_id: get("vendor_id"),
+                cpu_family: get("cpu family"),
+                model: get("model"),
+                model_name: get("model name"),
+                stepping: get("stepping"),
+                microcode: get("microcode"),
+                cpu_mhz: get("cpu MHz").parse().unwrap_or(0.0),
+                cache_size: get("cache size"),
+                physical_id: get("physical id"),
+                siblings: get("siblings").parse().unwrap_or(0),
+                core_id: get("core id"),
+                cpu_cores: get("cpu cores").parse().unwrap_or(0),
+                flags: list("flags"),
+                bugs: list("bugs"),
+                bogo_mips: get("bogomips").parse().unwrap_or(0.0),
+                address_sizes: get("address sizes"),
+            }
+        })
+        .collect();
+    Ok(api::machine::CpuInfoResponse {
+        messages: vec![api::machine::CpUsInfo {
+            metadata: None,
+            cpu_info: cpus,
+        }],
+    })
+}
