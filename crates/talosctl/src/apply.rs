@@ -59,11 +59,7 @@ pub async fn run(a: ApplyArgs) -> Result<()> {
             errors.push(e.to_string());
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::msg(errors.join("\n")))
-    }
+    client::per_node(errors)
 }
 
 /// The active machine config of a node, as text (`get machineconfig`; needs os:admin).
@@ -160,11 +156,7 @@ pub async fn patch(a: PatchArgs) -> Result<()> {
             errors.push(e.to_string());
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::msg(errors.join("\n")))
-    }
+    client::per_node(errors)
 }
 
 #[derive(Args)]

@@ -59,13 +59,6 @@ pub fn inspect(t: &Target) -> api::inspect::inspect_service_client::InspectServi
     )
 }
 
-impl Target {
-    /// A handle to move into a per-node task (channels are cheap to clone).
-    pub fn clone_target(&self) -> Target {
-        self.clone()
-    }
-}
-
 /// `host` or `host:port` (IPv6 in brackets) as an https URI with the API port by default.
 fn uri(endpoint: &str) -> String {
     let has_port = match endpoint.rsplit_once(':') {
@@ -253,6 +246,15 @@ pub fn call_error(node: &str, status: tonic::Status) -> Error {
         code => format!("rpc error: code = {code:?} desc = {}", status.message()),
     };
     Error::msg(format!("{node}: {what}"))
+}
+
+/// The outcome of a call made on several nodes: each failed node's error on a line of its own.
+pub fn per_node(errors: Vec<String>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::msg(errors.join("\n")))
+    }
 }
 
 /// Copy a stream of `common.Data` to stdout as it comes (each chunk after `prefix`).

@@ -266,11 +266,7 @@ pub async fn run(a: GetArgs) -> Result<()> {
     if printer.output == "table" {
         print!("{}", table(&rows));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::msg(errors.join("\n")))
-    }
+    client::per_node(errors)
 }
 
 async fn fetch(

@@ -185,11 +185,7 @@ pub async fn service(a: ServiceArgs) -> Result<()> {
     if a.id.is_none() {
         print!("{}", table(&rows));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::msg(errors.join("\n")))
-    }
+    client::per_node(errors)
 }
 
 pub async fn logs(a: LogsArgs) -> Result<()> {

@@ -41,6 +41,18 @@ pub struct ReadArgs {
 
 type Rows = Vec<Vec<String>>;
 
+/// Run `f` on every node and print the rows it returns under `header` as one table.
+async fn table_of<F, Fut>(targets: &[Target], header: Vec<String>, f: F) -> Result<()>
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<Rows>>,
+{
+    let mut rows = vec![header];
+    let result = each(targets, &mut rows, f).await;
+    print!("{}", table(&rows));
+    result
+}
+
 /// Run `f` on every node, gathering the table rows it returns; failures are collected per node
 /// instead of stopping the others.
 async fn each<F, Fut>(targets: &[Target], rows: &mut Rows, f: F) -> Result<()>
@@ -50,21 +62,17 @@ where
 {
     let mut errors = Vec::new();
     for t in targets {
-        match f(t.clone_target()).await {
+        match f(t.clone()).await {
             Ok(r) => rows.extend(r),
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::msg(errors.join("\n")))
-    }
+    client::per_node(errors)
 }
 
 pub async fn memory(a: NodeArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let mut rows = vec![[
+    let header = [
         "NODE",
         "TOTAL",
         "USED",
@@ -75,8 +83,8 @@ pub async fn memory(a: NodeArgs) -> Result<()> {
         "AVAILABLE",
     ]
     .map(String::from)
-    .to_vec()];
-    let result = each(&targets, &mut rows, |t| {
+    .to_vec();
+    table_of(&targets, header, |t| {
         let mut rows = Rows::new();
         async move {
             let resp = client::machine(&t)
@@ -101,55 +109,54 @@ pub async fn memory(a: NodeArgs) -> Result<()> {
             Ok(rows)
         }
     })
-    .await;
-    print!("{}", table(&rows));
-    result
+    .await
 }
 
 pub async fn mounts(a: NodeArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let mut rows = vec![[
-        "NODE",
-        "FILESYSTEM",
-        "SIZE(GB)",
-        "USED(GB)",
-        "AVAILABLE(GB)",
-        "PERCENT USED",
-        "MOUNTED ON",
-    ]
-    .map(String::from)
-    .to_vec()];
-    let result = each(&targets, &mut rows, |t| {
-        let mut rows = Rows::new();
-        async move {
-            let resp = client::machine(&t)
-                .mounts(())
-                .await
-                .map_err(|s| client::call_error(&t.node, s))?;
-            for s in resp.into_inner().messages.into_iter().flat_map(|m| m.stats) {
-                let gb = |b: u64| format!("{:.2}", b as f64 / 1e9);
-                let used = s.size.saturating_sub(s.available);
-                let pct = if s.size > 0 {
-                    format!("{:.2}%", used as f64 * 100.0 / s.size as f64)
-                } else {
-                    "-".into()
-                };
-                rows.push(vec![
-                    t.node.clone(),
-                    s.filesystem,
-                    gb(s.size),
-                    gb(used),
-                    gb(s.available),
-                    pct,
-                    s.mounted_on,
-                ]);
+    table_of(
+        &targets,
+        [
+            "NODE",
+            "FILESYSTEM",
+            "SIZE(GB)",
+            "USED(GB)",
+            "AVAILABLE(GB)",
+            "PERCENT USED",
+            "MOUNTED ON",
+        ]
+        .map(String::from)
+        .to_vec(),
+        |t| {
+            let mut rows = Rows::new();
+            async move {
+                let resp = client::machine(&t)
+                    .mounts(())
+                    .await
+                    .map_err(|s| client::call_error(&t.node, s))?;
+                for s in resp.into_inner().messages.into_iter().flat_map(|m| m.stats) {
+                    let gb = |b: u64| format!("{:.2}", b as f64 / 1e9);
+                    let used = s.size.saturating_sub(s.available);
+                    let pct = if s.size > 0 {
+                        format!("{:.2}%", used as f64 * 100.0 / s.size as f64)
+                    } else {
+                        "-".into()
+                    };
+                    rows.push(vec![
+                        t.node.clone(),
+                        s.filesystem,
+                        gb(s.size),
+                        gb(used),
+                        gb(s.available),
+                        pct,
+                        s.mounted_on,
+                    ]);
+                }
+                Ok(rows)
             }
-            Ok(rows)
-        }
-    })
-    .await;
-    print!("{}", table(&rows));
-    result
+        },
+    )
+    .await
 }
 
 fn mode_string(mode: u32, is_dir: bool, link: bool) -> String {
@@ -181,8 +188,7 @@ pub async fn list(a: ListArgs) -> Result<()> {
     .filter(|h| !h.is_empty())
     .map(|s| s.to_string())
     .collect();
-    let mut rows = vec![header];
-    let result = each(&targets, &mut rows, |t| {
+    table_of(&targets, header, |t| {
         let mut rows = Rows::new();
         let req = ListRequest {
             root: a.path.clone(),
@@ -238,9 +244,7 @@ pub async fn list(a: ListArgs) -> Result<()> {
             Ok(rows)
         }
     })
-    .await;
-    print!("{}", table(&rows));
-    result
+    .await
 }
 
 pub async fn read(a: ReadArgs) -> Result<()> {
@@ -299,40 +303,41 @@ fn human(bytes: u64) -> String {
 
 pub async fn processes(a: NodeArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let mut rows = vec![[
-        "NODE", "PID", "STATE", "THREADS", "CPU-TIME", "VIRTMEM", "RESMEM", "LABEL", "COMMAND",
-    ]
-    .map(String::from)
-    .to_vec()];
-    let result = each(&targets, &mut rows, |t| async move {
-        let resp = client::machine(&t)
-            .processes(())
-            .await
-            .map_err(|s| client::call_error(&t.node, s))?;
-        Ok(resp
-            .into_inner()
-            .messages
-            .into_iter()
-            .flat_map(|m| m.processes)
-            .map(|p| {
-                let command = if p.args.is_empty() { p.command } else { p.args };
-                vec![
-                    t.node.clone(),
-                    p.pid.to_string(),
-                    p.state,
-                    p.threads.to_string(),
-                    format!("{:.2}", p.cpu_time),
-                    human(p.virtual_memory),
-                    human(p.resident_memory),
-                    p.label,
-                    command,
-                ]
-            })
-            .collect())
-    })
-    .await;
-    print!("{}", table(&rows));
-    result
+    table_of(
+        &targets,
+        [
+            "NODE", "PID", "STATE", "THREADS", "CPU-TIME", "VIRTMEM", "RESMEM", "LABEL", "COMMAND",
+        ]
+        .map(String::from)
+        .to_vec(),
+        |t| async move {
+            let resp = client::machine(&t)
+                .processes(())
+                .await
+                .map_err(|s| client::call_error(&t.node, s))?;
+            Ok(resp
+                .into_inner()
+                .messages
+                .into_iter()
+                .flat_map(|m| m.processes)
+                .map(|p| {
+                    let command = if p.args.is_empty() { p.command } else { p.args };
+                    vec![
+                        t.node.clone(),
+                        p.pid.to_string(),
+                        p.state,
+                        p.threads.to_string(),
+                        format!("{:.2}", p.cpu_time),
+                        human(p.virtual_memory),
+                        human(p.resident_memory),
+                        p.label,
+                        command,
+                    ]
+                })
+                .collect())
+        },
+    )
+    .await
 }
 
 #[derive(Args)]
@@ -469,42 +474,43 @@ pub struct DuArgs {
 pub async fn du(a: DuArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
     let size_header = if a.humanize { "SIZE" } else { "SIZE(B)" };
-    let mut rows = vec![vec!["NODE".to_string(), size_header.into(), "NAME".into()]];
     let (paths, depth, all, threshold, humanize) =
         (a.paths.clone(), a.depth, a.all, a.threshold, a.humanize);
-    let result = each(&targets, &mut rows, |t| {
-        let req = api::machine::DiskUsageRequest {
-            recursion_depth: depth,
-            all,
-            threshold,
-            paths: paths.clone(),
-        };
-        async move {
-            let mut stream = client::machine(&t)
-                .disk_usage(req)
-                .await
-                .map_err(|s| client::call_error(&t.node, s))?
-                .into_inner();
-            let mut rows = Rows::new();
-            while let Some(i) = stream
-                .message()
-                .await
-                .map_err(|s| client::call_error(&t.node, s))?
-            {
-                if !i.error.is_empty() {
-                    return Err(Error::msg(format!("{}: {}", t.node, i.error)));
+    table_of(
+        &targets,
+        vec!["NODE".to_string(), size_header.into(), "NAME".into()],
+        |t| {
+            let req = api::machine::DiskUsageRequest {
+                recursion_depth: depth,
+                all,
+                threshold,
+                paths: paths.clone(),
+            };
+            async move {
+                let mut stream = client::machine(&t)
+                    .disk_usage(req)
+                    .await
+                    .map_err(|s| client::call_error(&t.node, s))?
+                    .into_inner();
+                let mut rows = Rows::new();
+                while let Some(i) = stream
+                    .message()
+                    .await
+                    .map_err(|s| client::call_error(&t.node, s))?
+                {
+                    if !i.error.is_empty() {
+                        return Err(Error::msg(format!("{}: {}", t.node, i.error)));
+                    }
+                    let size = if humanize {
+                        human(i.size as u64)
+                    } else {
+                        i.size.to_string()
+                    };
+                    rows.push(vec![t.node.clone(), size, i.name]);
                 }
-                let size = if humanize {
-                    human(i.size as u64)
-                } else {
-                    i.size.to_string()
-                };
-                rows.push(vec![t.node.clone(), size, i.name]);
+                Ok(rows)
             }
-            Ok(rows)
-        }
-    })
-    .await;
-    print!("{}", table(&rows));
-    result
+        },
+    )
+    .await
 }

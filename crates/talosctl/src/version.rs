@@ -84,9 +84,5 @@ pub async fn run(a: VersionArgs) -> Result<()> {
             Err(status) => errors.push(client::call_error(&t.node, status).to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(machinery::Error::msg(errors.join("\n")))
-    }
+    client::per_node(errors)
 }
