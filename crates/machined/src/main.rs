@@ -2,8 +2,10 @@
 //! services, trustd and the rest of the node follow.
 
 mod apid;
+mod container;
 mod events;
 mod node;
+mod reaper;
 mod services;
 mod trustd;
 
@@ -42,6 +44,17 @@ struct Args {
     /// Where the trustd service listens (control planes); port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:50001")]
     trustd_listen: SocketAddr,
+    /// Run as a node in container mode: PID 1 of new mount, PID and UTS namespaces, with its
+    /// root built from the host's (read-only) and DIR's `var/` and `state/`.
+    #[arg(long, value_name = "DIR")]
+    container: Option<PathBuf>,
+    /// The network namespace (under /run/netns) a container-mode node lives in.
+    #[arg(long, requires = "container")]
+    netns: Option<String>,
+    /// An inherited, bound listening socket apid serves as well (the provisioner publishes a
+    /// node's API on the host's loopback this way).
+    #[arg(long, value_name = "FD")]
+    listen_fd: Option<i32>,
 }
 
 /// The config to boot: the persisted one (STATE) when valid, else the given one (then written
@@ -183,10 +196,44 @@ fn trustd_service(
     })
 }
 
+/// A listening socket handed down by the provisioner. The inherited descriptor itself stays
+/// open for the life of the process (a reboot hands it on) and is not passed to services;
+/// apid serves a duplicate of it.
+fn inherited_listener(fd: i32) -> Result<tokio::net::TcpListener, String> {
+    use std::os::fd::BorrowedFd;
+    set_cloexec(fd, true)?;
+    // SAFETY: the descriptor was handed to us and is never closed.
+    let dup = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .map_err(|e| format!("--listen-fd {fd}: {e}"))?;
+    let std = std::net::TcpListener::from(dup);
+    std.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = std
+        .local_addr()
+        .map_err(|e| format!("--listen-fd {fd}: {e}"))?;
+    log(&format!("apid listening on {addr} (inherited)"));
+    tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())
+}
+
+fn set_cloexec(fd: i32, on: bool) -> Result<(), String> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    // SAFETY: the descriptor stays open for the call.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(bfd, FcntlArg::F_SETFD(flags))
+        .map(|_| ())
+        .map_err(|e| format!("--listen-fd {fd}: {e}"))
+}
+
 async fn run(args: Args) -> Result<Exit, String> {
     if args.role == "trustd" {
         return run_trustd(args).await;
     }
+    reaper::start();
     let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
     let booted = boot_config(&args, state_file.as_ref());
     let maintenance = booted.is_none();
@@ -232,6 +279,10 @@ async fn run(args: Args) -> Result<Exit, String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let _ = BOUND.set(local);
     log(&format!("apid listening on {local}"));
+    let mut listeners = vec![listener];
+    if let Some(fd) = args.listen_fd {
+        listeners.push(inherited_listener(fd)?);
+    }
     let reboot = node.reboot.clone();
     let stop = node.shutdown.clone();
     let exit = Arc::new(std::sync::Mutex::new(Exit::Shutdown));
@@ -259,7 +310,7 @@ async fn run(args: Args) -> Result<Exit, String> {
             }
         }
     };
-    apid::serve(node.clone(), tls, listener, maintenance, proxy, shutdown).await?;
+    apid::serve(node.clone(), tls, listeners, maintenance, proxy, shutdown).await?;
     services.shutdown().await;
     if let Exit::Reboot(handover) = &mut *exit.lock().expect("exit") {
         *handover = node.handover.lock().expect("handover").take();
@@ -302,6 +353,12 @@ fn reboot(handover: Option<String>) -> ExitCode {
             }
         }
     }
+    if let Some(fd) = Args::try_parse_from(std::env::args())
+        .ok()
+        .and_then(|a| a.listen_fd)
+    {
+        let _ = set_cloexec(fd, false);
+    }
     let err = cmd.args(args).exec();
     log(&format!("machined: reboot failed: {err}"));
     ExitCode::FAILURE
@@ -312,7 +369,19 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(dir) = args.container.clone() {
+        if let Err(e) = container::enter(&dir, args.netns.as_deref()) {
+            log(&format!("machined: {e}"));
+            return ExitCode::FAILURE;
+        }
+        args.state_dir
+            .get_or_insert_with(|| container::STATE_DIR.into());
+        args.log_dir
+            .get_or_insert_with(|| container::LOG_DIR.into());
+        args.ephemeral_dir
+            .get_or_insert_with(|| container::EPHEMERAL_DIR.into());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -303,6 +303,7 @@ impl Controller for HostnameController {
         if let Some(cfg) = machine_config(ctx)? {
             let full = hostname_of(&cfg);
             let (host, domain) = full.split_once('.').unwrap_or((&full, ""));
+            crate::container::set_hostname(host);
             let spec = HostnameSpec {
                 hostname: host.into(),
                 domainname: domain.into(),

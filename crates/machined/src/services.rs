@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -282,12 +283,11 @@ impl Supervisor {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             self.event(&id, ServiceState::Preparing, "Running pre state");
-            let mut cmd = tokio::process::Command::new(&spec.program);
+            let mut cmd = std::process::Command::new(&spec.program);
             cmd.args(&spec.args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
+                .stderr(Stdio::piped());
             // A service never outlives machined, however machined ends.
             // SAFETY: prctl(2) only, between fork and exec.
             unsafe {
@@ -308,21 +308,30 @@ impl Supervisor {
             };
             let pid = child.id();
             if let Some(e) = self.entries.lock().expect("services").get_mut(&id) {
-                e.pid = pid;
+                e.pid = Some(pid);
             }
             let pumps = [
-                child.stdout.take().map(|o| self.pump(&id, o)),
-                child.stderr.take().map(|o| self.pump(&id, o)),
+                child
+                    .stdout
+                    .take()
+                    .and_then(|o| tokio::process::ChildStdout::from_std(o).ok())
+                    .map(|o| self.pump(&id, o)),
+                child
+                    .stderr
+                    .take()
+                    .and_then(|o| tokio::process::ChildStderr::from_std(o).ok())
+                    .map(|o| self.pump(&id, o)),
             ];
+            let mut exited = Box::pin(crate::reaper::wait(pid));
             self.event(
                 &id,
                 ServiceState::Running,
-                format!("Started task {id} (PID {})", pid.unwrap_or(0)),
+                format!("Started task {id} (PID {pid})"),
             );
             let health = spec.health.map(|addr| self.check_health(&id, addr));
             let started = tokio::time::Instant::now();
             let outcome = tokio::select! {
-                status = child.wait() => Some(status),
+                status = &mut exited => Some(status),
                 _ = wake.notified() => None,
             };
             if let Some(h) = health {
@@ -332,7 +341,7 @@ impl Supervisor {
                 None => {
                     // Asked to stop (or restart).
                     self.event(&id, ServiceState::Stopping, "Stopping service");
-                    let _ = terminate(&mut child).await;
+                    terminate(pid, exited).await;
                     for p in pumps.into_iter().flatten() {
                         let _ = p.await;
                     }
@@ -343,12 +352,9 @@ impl Supervisor {
                     for p in pumps.into_iter().flatten() {
                         let _ = p.await;
                     }
-                    let why = match status {
-                        Ok(s) => match s.code() {
-                            Some(c) => format!("exited with code {c}"),
-                            None => "was killed by a signal".into(),
-                        },
-                        Err(e) => format!("could not be waited for: {e}"),
+                    let why = match status.code() {
+                        Some(c) => format!("exited with code {c}"),
+                        None => "was killed by a signal".into(),
                     };
                     if started.elapsed() > self.backoff.1 {
                         delay = self.backoff.0;
@@ -558,20 +564,19 @@ fn depth(all: &HashMap<String, Entry>, id: &str) -> usize {
 }
 
 /// SIGTERM, then SIGKILL after 10 s.
-async fn terminate(child: &mut tokio::process::Child) -> std::io::Result<()> {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
+/// SIGTERM, then SIGKILL after 10 s; returns once the process is reaped.
+async fn terminate(pid: u32, exited: impl std::future::Future<Output = std::process::ExitStatus>) {
+    use nix::sys::signal::{kill, Signal};
+    let pid_t = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = kill(pid_t, Signal::SIGTERM);
+    let mut exited = std::pin::pin!(exited);
+    if tokio::time::timeout(Duration::from_secs(10), &mut exited)
+        .await
+        .is_err()
+    {
+        let _ = kill(pid_t, Signal::SIGKILL);
+        exited.await;
     }
-    child.kill().await
 }
 
 #[cfg(test)]

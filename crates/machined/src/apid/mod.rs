@@ -507,12 +507,13 @@ pub fn version_info() -> VersionInfo {
 pub async fn serve(
     node: Arc<Node>,
     tls: Tls,
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     maintenance: bool,
     proxy: Option<Proxy>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let incoming = incoming(listener);
+    let incoming =
+        futures::stream::select_all(listeners.into_iter().map(|l| Box::pin(incoming(l))));
     let mut server_tls = ServerTlsConfig::new().identity(tls.identity);
     if let Some(ca) = tls.client_ca {
         server_tls = server_tls.client_ca_root(ca);
