@@ -3,6 +3,7 @@
 
 mod apid;
 mod container;
+mod etcd;
 mod events;
 mod node;
 mod reaper;
@@ -122,6 +123,20 @@ fn load_config(args: &Args) -> Result<Config, String> {
     Config::parse(&text).map_err(|e| e.in_file("USERDATA").to_string())
 }
 
+/// The node's non-loopback IPv4 addresses.
+fn interface_ips() -> Vec<std::net::IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            a.address?
+                .as_sockaddr_in()
+                .map(|s| std::net::IpAddr::V4(s.ip()))
+        })
+        .filter(|ip| !ip.is_loopback())
+        .collect()
+}
+
 /// A line on stderr; a closed stderr is not a reason to stop.
 fn log(line: &str) {
     use std::io::Write;
@@ -192,7 +207,11 @@ fn trustd_service(
         program: std::env::current_exe().map_err(|e| e.to_string())?,
         args: svc_args,
         depends_on: Vec::new(),
-        health: Some(SocketAddr::new(health_ip, addr.port())),
+        health: Some(services::HealthCheck::Tcp(SocketAddr::new(
+            health_ip,
+            addr.port(),
+        ))),
+        prepare: None,
     })
 }
 
@@ -264,14 +283,47 @@ async fn run(args: Args) -> Result<Exit, String> {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let hostname = hostname.unwrap_or_else(|| "talos".into());
-    let ips: Vec<_> = [args.listen.ip()]
+    if !maintenance
+        && container::rooted()
+        && matches!(config.machine_type(), "controlplane" | "init")
+    {
+        // etcd needs the node's own network: it runs in container mode only.
+        let ip = interface_ips()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "127.0.0.1".parse().expect("ip"));
+        let ephemeral = args
+            .ephemeral_dir
+            .clone()
+            .unwrap_or_else(|| container::EPHEMERAL_DIR.into());
+        let e = Arc::new(etcd::Etcd::new(
+            &config,
+            &hostname,
+            ip,
+            &ephemeral,
+            std::path::Path::new("/system/secrets/etcd"),
+        )?);
+        node.services.start_service(e.service());
+        let _ = node.etcd.set(e);
+    }
+    let mut ips: Vec<_> = [args.listen.ip()]
         .into_iter()
         .filter(|ip| !ip.is_unspecified())
         .collect();
+    ips.extend(interface_ips());
     let tls = if maintenance {
         apid::maintenance_tls(&hostname)?
-    } else {
+    } else if machinery::secrets::machine_ca(&config).is_ok() {
         apid::tls_from_config(&config, &hostname, &ips)?
+    } else {
+        // Until a trustd answers; a stop request ends the wait.
+        tokio::select! {
+            tls = apid::tls_via_trustd(&config, &hostname, &ips) => tls?,
+            _ = signals() => {
+                node.services.shutdown().await;
+                return Ok(Exit::Shutdown);
+            }
+        }
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -301,6 +353,13 @@ async fn run(args: Args) -> Result<Exit, String> {
         let mut own = vec![local.to_string(), hostname.clone()];
         if local.ip().is_unspecified() || local.ip().is_loopback() {
             own.push(format!("127.0.0.1:{}", local.port()));
+        }
+        if local.ip().is_unspecified() {
+            // Addressed by any of its interface addresses.
+            for ip in interface_ips() {
+                own.push(ip.to_string());
+                own.push(format!("{ip}:{}", local.port()));
+            }
         }
         match apid::proxy_from_config(&config, own) {
             Ok(p) => Some(p),
@@ -366,7 +425,10 @@ fn reboot(handover: Option<String>) -> ExitCode {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("machined=info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let mut args = Args::parse();

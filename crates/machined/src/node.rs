@@ -66,6 +66,8 @@ pub struct Node {
     pub ephemeral: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Set by a reset: the next boot forgets the config it was given.
     pub forget: std::sync::atomic::AtomicBool,
+    /// etcd, on a control plane in container mode.
+    pub etcd: std::sync::OnceLock<std::sync::Arc<crate::etcd::Etcd>>,
     /// The registered controllers' declarations (for `inspect dependencies`).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
@@ -142,6 +144,7 @@ impl Node {
             handover: Default::default(),
             ephemeral: Default::default(),
             forget: Default::default(),
+            etcd: Default::default(),
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })

@@ -43,15 +43,42 @@ impl ServiceState {
     }
 }
 
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Says what a preparing service is waiting for (an event in state Preparing).
+pub type Note = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Runs before each start of a service; resolves to extra arguments, or fails the start.
+pub type Prepare = Arc<dyn Fn(Note) -> BoxFuture<Result<Vec<String>, String>> + Send + Sync>;
+
+/// How a service's health is judged.
+#[derive(Clone)]
+pub enum HealthCheck {
+    /// Healthy while this address accepts TCP connections.
+    Tcp(SocketAddr),
+    /// Healthy while this resolves to Ok; the error is the health message.
+    Probe(Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>),
+}
+
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceSpec {
     pub id: String,
     pub program: PathBuf,
     pub args: Vec<String>,
     pub depends_on: Vec<String>,
-    /// Healthy while this address accepts TCP connections.
-    pub health: Option<SocketAddr>,
+    pub health: Option<HealthCheck>,
+    pub prepare: Option<Prepare>,
+}
+
+impl std::fmt::Debug for ServiceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSpec")
+            .field("id", &self.id)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -283,8 +310,37 @@ impl Supervisor {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             self.event(&id, ServiceState::Preparing, "Running pre state");
+            let mut args = spec.args.clone();
+            if let Some(prepare) = &spec.prepare {
+                let sup = self.clone();
+                let note_id = id.clone();
+                let note: Note =
+                    Arc::new(move |msg| sup.event(&note_id, ServiceState::Preparing, msg));
+                let prepared = tokio::select! {
+                    r = prepare(note) => Some(r),
+                    _ = wake.notified() => None,
+                };
+                match prepared {
+                    // Stopped (or restarted) while preparing.
+                    None => continue,
+                    Some(Ok(extra)) => args.extend(extra),
+                    Some(Err(e)) => {
+                        self.event(
+                            &id,
+                            ServiceState::Failed,
+                            format!(
+                                "Failed to run pre stage: {e}, retrying in {}s",
+                                delay.as_secs_f64()
+                            ),
+                        );
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(self.backoff.1);
+                        continue;
+                    }
+                }
+            }
             let mut cmd = std::process::Command::new(&spec.program);
-            cmd.args(&spec.args)
+            cmd.args(&args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -328,7 +384,7 @@ impl Supervisor {
                 ServiceState::Running,
                 format!("Started task {id} (PID {pid})"),
             );
-            let health = spec.health.map(|addr| self.check_health(&id, addr));
+            let health = spec.health.clone().map(|h| self.check_health(&id, h));
             let started = tokio::time::Instant::now();
             let outcome = tokio::select! {
                 status = &mut exited => Some(status),
@@ -411,30 +467,44 @@ impl Supervisor {
         })
     }
 
-    fn check_health(&self, id: &str, addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    fn check_health(&self, id: &str, check: HealthCheck) -> tokio::task::JoinHandle<()> {
         let sup = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
             loop {
-                let ok = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    tokio::net::TcpStream::connect(addr),
-                )
-                .await
-                .is_ok_and(|r| r.is_ok());
+                let result = match &check {
+                    HealthCheck::Tcp(addr) => {
+                        match tokio::time::timeout(
+                            Duration::from_secs(1),
+                            tokio::net::TcpStream::connect(addr),
+                        )
+                        .await
+                        {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(format!("dial {addr}: {e}")),
+                            Err(_) => Err(format!("dial {addr}: timed out")),
+                        }
+                    }
+                    HealthCheck::Probe(probe) => {
+                        match tokio::time::timeout(Duration::from_secs(5), probe()).await {
+                            Ok(r) => r,
+                            Err(_) => Err("health check timed out".into()),
+                        }
+                    }
+                };
+                let ok = result.is_ok();
+                let message = result.err().unwrap_or_default();
                 let (changed, health) = {
                     let mut all = sup.entries.lock().expect("services");
                     let Some(e) = all.get_mut(&id) else { return };
-                    let changed = e.health.unknown || e.health.healthy != ok;
+                    let changed = e.health.unknown
+                        || e.health.healthy != ok
+                        || e.health.last_message != message;
                     if changed {
                         e.health = Health {
                             unknown: false,
                             healthy: ok,
-                            last_message: if ok {
-                                String::new()
-                            } else {
-                                format!("dial {addr}: connection refused")
-                            },
+                            last_message: message,
                             last_change: Some(SystemTime::now()),
                         };
                     }
@@ -590,6 +660,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             health: None,
+            prepare: None,
         }
     }
 
@@ -670,7 +741,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let sup = Supervisor::new(ResourceState::new(), None);
         let mut s = spec("web", "exec sleep 30", &[]);
-        s.health = Some(addr);
+        s.health = Some(HealthCheck::Tcp(addr));
         sup.start_service(s);
         wait(&sup, "web", |i| i.health.healthy && !i.health.unknown).await;
         drop(listener);

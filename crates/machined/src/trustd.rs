@@ -49,7 +49,8 @@ pub async fn serve(
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string();
-    let ips = [listener.local_addr().map_err(|e| e.to_string())?.ip()];
+    let mut ips = vec![listener.local_addr().map_err(|e| e.to_string())?.ip()];
+    ips.extend(crate::interface_ips());
     let tls = crate::apid::tls_from_config(cfg, "trustd", &ips)?;
     let incoming = crate::apid::incoming(listener);
     Server::builder()

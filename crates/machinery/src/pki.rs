@@ -285,6 +285,31 @@ pub fn new_csr(
     csr.pem().map_err(crypto)
 }
 
+/// A certificate signing request for a server: its name and addresses as SANs.
+pub fn new_server_csr(
+    key: &Key,
+    common_name: &str,
+    dns_names: &[String],
+    ips: &[std::net::IpAddr],
+) -> Result<String> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    for d in dns_names {
+        let name = d.clone().try_into().map_err(crypto)?;
+        params.subject_alt_names.push(rcgen::SanType::DnsName(name));
+    }
+    for ip in ips {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
+    }
+    let csr = params.serialize_request(key.pair()).map_err(crypto)?;
+    csr.pem().map_err(crypto)
+}
+
 /// Sign a CSR with the CA; the certificate is valid for `ttl` and usable by clients and servers.
 pub fn sign_csr(ca: &CertAndKey, csr_pem: &str, ttl: Duration) -> Result<String> {
     let ca_key = Key::from_pem(&ca.key)?;

@@ -94,15 +94,26 @@ pub async fn connect(conn: &ConnArgs) -> Result<Vec<Target>> {
     } else {
         split_commas(&conn.nodes)
     };
-    // With explicit endpoints and nodes, calls go through the first endpoint's apid, which
-    // forwards them to each node; otherwise each node (or endpoint) is dialled directly.
-    let through = (!conn.endpoints.is_empty() && !nodes.is_empty()).then(|| endpoints[0].clone());
+    // With nodes, calls go through the first endpoint's apid, which forwards them to each
+    // node; without, each endpoint is called.
+    let through = (!nodes.is_empty())
+        .then(|| endpoints.first().cloned())
+        .flatten();
     let targets: Vec<String> = if nodes.is_empty() { endpoints } else { nodes };
     if targets.is_empty() {
         return Err(Error::msg(
             "no endpoints: set them with `talosctl config endpoint` or pass -e",
         ));
     }
+    dial(ctx, targets, through)
+}
+
+/// Channels to `targets` with a context's credentials; through `through`'s apid when given.
+pub fn dial(
+    ctx: &machinery::clientconfig::Context,
+    targets: Vec<String>,
+    through: Option<String>,
+) -> Result<Vec<Target>> {
     let key = Key::from_pem(&unb64(&ctx.key)?)?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(unb64(&ctx.ca)?))

@@ -17,7 +17,7 @@ use machinery::{Config, Error, Result};
 use crate::util::{check_outputs_free, read_file, split_commas, write_output};
 
 pub const DEFAULT_INSTALL_IMAGE: &str = "factory.talos.dev/metal-installer/376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba:latest";
-const ADMIN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+pub const ADMIN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Args)]
 pub struct GenArgs {
@@ -232,7 +232,7 @@ fn check_endpoint(endpoint: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_mirrors(specs: &[String]) -> Result<Vec<(String, Vec<String>)>> {
+pub fn parse_mirrors(specs: &[String]) -> Result<Vec<(String, Vec<String>)>> {
     specs
         .iter()
         .map(|s| {

@@ -2,10 +2,13 @@
 
 mod apply;
 mod client;
+mod cluster;
 mod config_cmd;
+mod etcd;
 mod events;
 mod gen;
 mod get;
+mod health;
 mod inspect;
 mod machineconfig;
 mod services;
@@ -86,6 +89,14 @@ enum Command {
     Shutdown(system::NodeArgs),
     /// Wipe nodes (STATE, EPHEMERAL) and stop them, or reboot them into maintenance mode.
     Reset(system::ResetArgs),
+    /// Bootstrap the etcd cluster on one control plane node.
+    Bootstrap(etcd::BootstrapArgs),
+    /// Manage the etcd cluster.
+    Etcd(etcd::EtcdArgs),
+    /// Check the cluster's health.
+    Health(health::HealthArgs),
+    /// Create, show, scale and destroy local clusters.
+    Cluster(cluster::ClusterArgs),
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -123,6 +134,10 @@ fn main() -> ExitCode {
         Command::Reboot(a) => block_on(system::reboot(a)),
         Command::Shutdown(a) => block_on(system::shutdown(a)),
         Command::Reset(a) => block_on(system::reset(a)),
+        Command::Bootstrap(a) => block_on(etcd::bootstrap(a)),
+        Command::Etcd(a) => block_on(etcd::run(a)),
+        Command::Health(a) => block_on(health::run(a)),
+        Command::Cluster(a) => cluster::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

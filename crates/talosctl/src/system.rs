@@ -39,10 +39,10 @@ pub struct ReadArgs {
     path: String,
 }
 
-type Rows = Vec<Vec<String>>;
+pub type Rows = Vec<Vec<String>>;
 
 /// Run `f` on every node and print the rows it returns under `header` as one table.
-async fn table_of<F, Fut>(targets: &[Target], header: Vec<String>, f: F) -> Result<()>
+pub async fn table_of<F, Fut>(targets: &[Target], header: Vec<String>, f: F) -> Result<()>
 where
     F: Fn(Target) -> Fut,
     Fut: std::future::Future<Output = Result<Rows>>,

@@ -3,6 +3,7 @@
 
 mod apply;
 mod auth;
+mod etcd;
 mod inspect;
 mod proxy;
 mod roles_table;
@@ -102,6 +103,80 @@ pub fn tls_from_config(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<T
         identity: Identity::from_pem(crt, key.to_pkcs8_pem()),
         client_ca: Some(Certificate::from_pem(client_ca)),
     })
+}
+
+/// An apid certificate for a node without the machine CA key (a worker): trustd on a control
+/// plane signs it when the node presents the machine token. Retried until a trustd answers.
+pub async fn tls_via_trustd(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<Tls, String> {
+    use api::security::security_service_client::SecurityServiceClient;
+    let ca_crt = cfg
+        .pointer("/machine/ca/crt")
+        .and_then(|v| v.as_str())
+        .ok_or("the machine config has no machine.ca.crt")
+        .and_then(|s| unb64(s).map_err(|_| "machine.ca.crt is not base64"))?;
+    let token = cfg
+        .pointer("/machine/token")
+        .and_then(|v| v.as_str())
+        .ok_or("the machine config has no machine.token")?
+        .to_string();
+    let endpoint = cfg
+        .control_plane_endpoint()
+        .ok_or("the machine config has no control plane endpoint")?;
+    let host = machinery::generate::endpoint_host(endpoint).map_err(|e| e.to_string())?;
+    let host = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => host,
+    };
+    let key = Key::generate(KeyKind::Ed25519).map_err(|e| e.to_string())?;
+    let mut all_ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    all_ips.extend(ips.iter().copied());
+    let csr = pki::new_server_csr(
+        &key,
+        hostname,
+        &["localhost".to_string(), hostname.to_string()],
+        &all_ips,
+    )
+    .map_err(|e| e.to_string())?;
+    let channel = tonic::transport::Channel::from_shared(format!("https://{host}:50001"))
+        .map_err(|e| e.to_string())?
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_crt)),
+        )
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect_lazy();
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let mut req = Request::new(api::security::CertificateRequest {
+            csr: csr.clone().into_bytes(),
+        });
+        req.metadata_mut().insert(
+            "token",
+            token
+                .parse()
+                .map_err(|_| "machine.token is not valid metadata")?,
+        );
+        match SecurityServiceClient::new(channel.clone())
+            .certificate(req)
+            .await
+        {
+            Ok(r) => {
+                let crt = String::from_utf8(r.into_inner().crt).map_err(|e| e.to_string())?;
+                return Ok(Tls {
+                    identity: Identity::from_pem(crt, key.to_pkcs8_pem()),
+                    client_ca: Some(Certificate::from_pem(ca_crt)),
+                });
+            }
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                return Err(format!("trustd at {host}:50001 refused the machine token"))
+            }
+            Err(s) => {
+                tracing::info!(error = %s.message(), "waiting for trustd at {host}:50001");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 struct Machine {
@@ -457,6 +532,95 @@ impl MachineService for Machine {
                 actor_id: String::new(),
             }],
         }))
+    }
+
+    async fn bootstrap(
+        &self,
+        req: Request<api::machine::BootstrapRequest>,
+    ) -> Result<Response<api::machine::BootstrapResponse>, Status> {
+        etcd::bootstrap(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn etcd_member_list(
+        &self,
+        req: Request<api::machine::EtcdMemberListRequest>,
+    ) -> Result<Response<api::machine::EtcdMemberListResponse>, Status> {
+        etcd::member_list(&self.node, req.into_inner().query_local)
+            .await
+            .map(Response::new)
+    }
+
+    async fn etcd_remove_member_by_id(
+        &self,
+        req: Request<api::machine::EtcdRemoveMemberByIdRequest>,
+    ) -> Result<Response<api::machine::EtcdRemoveMemberByIdResponse>, Status> {
+        etcd::remove_member(&self.node, req.into_inner().member_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn etcd_leave_cluster(
+        &self,
+        _req: Request<api::machine::EtcdLeaveClusterRequest>,
+    ) -> Result<Response<api::machine::EtcdLeaveClusterResponse>, Status> {
+        etcd::leave(&self.node).await.map(Response::new)
+    }
+
+    async fn etcd_forfeit_leadership(
+        &self,
+        _req: Request<api::machine::EtcdForfeitLeadershipRequest>,
+    ) -> Result<Response<api::machine::EtcdForfeitLeadershipResponse>, Status> {
+        etcd::forfeit_leadership(&self.node)
+            .await
+            .map(Response::new)
+    }
+
+    async fn etcd_recover(
+        &self,
+        req: Request<tonic::Streaming<api::common::Data>>,
+    ) -> Result<Response<api::machine::EtcdRecoverResponse>, Status> {
+        etcd::recover(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type EtcdSnapshotStream = services::DataStream;
+
+    async fn etcd_snapshot(
+        &self,
+        _req: Request<api::machine::EtcdSnapshotRequest>,
+    ) -> Result<Response<Self::EtcdSnapshotStream>, Status> {
+        etcd::snapshot(&self.node).await.map(Response::new)
+    }
+
+    async fn etcd_alarm_list(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::EtcdAlarmListResponse>, Status> {
+        etcd::alarm_list(&self.node).await.map(Response::new)
+    }
+
+    async fn etcd_alarm_disarm(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::EtcdAlarmDisarmResponse>, Status> {
+        etcd::alarm_disarm(&self.node).await.map(Response::new)
+    }
+
+    async fn etcd_defragment(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::EtcdDefragmentResponse>, Status> {
+        etcd::defragment(&self.node).await.map(Response::new)
+    }
+
+    async fn etcd_status(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::EtcdStatusResponse>, Status> {
+        etcd::status(&self.node).await.map(Response::new)
     }
 
     async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {

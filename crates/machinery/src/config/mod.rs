@@ -360,6 +360,17 @@ impl Config {
             .and_then(Value::as_str)
             .unwrap_or("")
     }
+
+    /// The control plane endpoint (`cluster.controlPlane.endpoint`, or a KubeClusterConfig's
+    /// `endpoint`), if set.
+    pub fn control_plane_endpoint(&self) -> Option<&str> {
+        self.pointer("/cluster/controlPlane/endpoint")
+            .or_else(|| {
+                self.kind("KubeClusterConfig")
+                    .find_map(|d| d.value.get("endpoint"))
+            })
+            .and_then(Value::as_str)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,477 @@
+//! The container-mode provisioner: a local cluster whose nodes are machined processes, each
+//! PID 1 of its own namespaces (see `machined --container`), on a bridge that lives in a network
+//! namespace of the cluster's own, so the host's network is left as it was. The first control
+//! plane's API is published on the host's loopback through a socket it inherits.
+//!
+//! Everything made is recorded in `<state>/<cluster>/cluster.json` as soon as it exists, so that
+//! `destroy` removes exactly that (processes by pid, namespaces and cgroups by name, the
+//! directory), even for a cluster whose creation failed half-way.
+
+mod net;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+pub use net::Cidr;
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// What `cluster create` asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub name: String,
+    /// Where clusters' state directories live (`~/.talos/clusters`).
+    pub state_root: PathBuf,
+    pub cidr: Cidr,
+    pub mtu: u32,
+    pub controlplanes: usize,
+    pub workers: usize,
+    pub cpus_controlplanes: f64,
+    pub cpus_workers: f64,
+    /// Bytes.
+    pub memory_controlplanes: u64,
+    pub memory_workers: u64,
+    /// The node program (machined).
+    pub machined: PathBuf,
+    /// The host loopback port the first control plane's API is published on; 0 picks 50000
+    /// when free, any free port otherwise.
+    pub api_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    Controlplane,
+    Worker,
+}
+
+impl NodeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Controlplane => "controlplane",
+            NodeType::Worker => "worker",
+        }
+    }
+}
+
+/// A node as made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: NodeType,
+    pub ip: Ipv4Addr,
+    pub cpus: f64,
+    pub memory: u64,
+    /// The node's directory (its `var/`, `state/`, log).
+    pub dir: PathBuf,
+    /// Its network namespace (under /run/netns).
+    pub netns: String,
+    /// The bridge-side end of its link, in the cluster's namespace.
+    pub veth: String,
+    /// The shim process (killing it ends the node); 0 until started.
+    pub pid: u32,
+    /// A cgroup made for its limits, if the host offers them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// A cluster as made (`cluster.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    pub provisioner: String,
+    pub cidr: Cidr,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    /// The namespace holding the bridge.
+    pub netns: String,
+    /// `127.0.0.1:<port>`: the first control plane's API on the host.
+    pub api_endpoint: String,
+    pub nodes: Vec<Node>,
+    pub dir: PathBuf,
+}
+
+pub const BRIDGE: &str = "talosbr0";
+
+impl Cluster {
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("cluster.json")
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        machinery::fsutil::write_atomic(&self.state_file(), text.as_bytes(), 0o600)
+            .map_err(|e| format!("{}: {e}", self.state_file().display()))
+    }
+
+    /// The cluster `name` under `state_root`.
+    pub fn load(state_root: &Path, name: &str) -> Result<Cluster> {
+        let path = state_root.join(name).join("cluster.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("cluster \"{name}\" not found (no {})", path.display())
+            } else {
+                format!("{}: {e}", path.display())
+            }
+        })?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn controlplanes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .iter()
+            .filter(|n| n.kind == NodeType::Controlplane)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.kind == NodeType::Worker)
+    }
+
+    /// The next free address for a node.
+    fn free_ip(&self) -> Result<Ipv4Addr> {
+        self.cidr
+            .hosts()
+            .find(|ip| *ip != self.gateway && !self.nodes.iter().any(|n| n.ip == *ip))
+            .ok_or_else(|| format!("no free address left in {}", self.cidr))
+    }
+
+    /// The next name for a node of this type (`<cluster>-controlplane-N`).
+    fn next_name(&self, kind: NodeType) -> String {
+        let prefix = format!("{}-{}-", self.name, kind.as_str());
+        let n = self
+            .nodes
+            .iter()
+            .filter_map(|x| x.name.strip_prefix(&prefix)?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        format!("{prefix}{}", n + 1)
+    }
+}
+
+/// Check a cluster name: it names namespaces and directories.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid cluster name \"{name}\": use up to 32 lowercase letters, digits and dashes"
+        ))
+    }
+}
+
+/// The network of a new cluster (recorded before anything is made), then the bridge.
+pub fn create_network(req: &Request) -> Result<Cluster> {
+    check_name(&req.name)?;
+    let dir = req.state_root.join(&req.name);
+    if dir.join("cluster.json").exists() {
+        return Err(format!(
+            "cluster \"{}\" already exists (state in {}); destroy it first",
+            req.name,
+            dir.display()
+        ));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let gateway = req
+        .cidr
+        .hosts()
+        .next()
+        .ok_or_else(|| format!("{} has no room for a gateway", req.cidr))?;
+    let listener = publish_listener(req.api_port)?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    // The listener is handed to the first control plane; until then nobody answers on it.
+    *PUBLISHED.lock().expect("published") = Some(listener);
+    let cluster = Cluster {
+        name: req.name.clone(),
+        provisioner: "container".into(),
+        cidr: req.cidr,
+        gateway,
+        mtu: req.mtu,
+        netns: req.name.clone(),
+        api_endpoint: format!("127.0.0.1:{port}"),
+        nodes: Vec::new(),
+        dir,
+    };
+    if net::netns_exists(&cluster.netns) {
+        return Err(format!(
+            "network namespace \"{}\" exists already: another cluster uses this name",
+            cluster.netns
+        ));
+    }
+    cluster.save()?;
+    net::add_netns(&cluster.netns)?;
+    net::bridge(
+        &cluster.netns,
+        BRIDGE,
+        gateway,
+        cluster.cidr.prefix,
+        cluster.mtu,
+    )?;
+    Ok(cluster)
+}
+
+static PUBLISHED: std::sync::Mutex<Option<std::net::TcpListener>> = std::sync::Mutex::new(None);
+
+fn publish_listener(port: u16) -> Result<std::net::TcpListener> {
+    let bind = |p: u16| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p));
+    if port != 0 {
+        return bind(port).map_err(|e| format!("publish the API on 127.0.0.1:{port}: {e}"));
+    }
+    bind(50000)
+        .or_else(|_| bind(0))
+        .map_err(|e| format!("publish the API on 127.0.0.1: {e}"))
+}
+
+/// Plan a node of `kind`: its name, address and directories (recorded; nothing runs yet).
+pub fn plan_node(cluster: &mut Cluster, kind: NodeType, cpus: f64, memory: u64) -> Result<Node> {
+    let name = cluster.next_name(kind);
+    let ip = cluster.free_ip()?;
+    let node = Node {
+        dir: cluster.dir.join(&name),
+        netns: name.clone(),
+        veth: format!("veth{}", u32::from(ip) & 0xffff),
+        name,
+        kind,
+        ip,
+        cpus,
+        memory,
+        pid: 0,
+        cgroups: Vec::new(),
+    };
+    cluster.nodes.push(node.clone());
+    cluster.save()?;
+    Ok(node)
+}
+
+/// Start a planned node with its machine config: its namespace and link, then machined.
+pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Path) -> Result<()> {
+    let i = cluster
+        .nodes
+        .iter()
+        .position(|n| n.name == name)
+        .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
+    let node = cluster.nodes[i].clone();
+    std::fs::create_dir_all(&node.dir).map_err(|e| format!("{}: {e}", node.dir.display()))?;
+    if !net::netns_exists(&node.netns) {
+        net::add_netns(&node.netns)?;
+        net::link_node(
+            &cluster.netns,
+            BRIDGE,
+            &node.veth,
+            &node.netns,
+            node.ip,
+            cluster.cidr.prefix,
+            cluster.gateway,
+            cluster.mtu,
+        )?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.dir.with_extension("log"))
+        .map_err(|e| format!("{}.log: {e}", node.dir.display()))?;
+    let published = if i == 0
+        || cluster.nodes[..i]
+            .iter()
+            .all(|n| n.kind != NodeType::Controlplane)
+    {
+        PUBLISHED.lock().expect("published").take()
+    } else {
+        None
+    };
+    let cgroups = net::cgroups(&cluster.name, &node.name, node.cpus, node.memory);
+    cluster.nodes[i].cgroups = cgroups.clone();
+    cluster.save()?;
+    // The node joins its cgroups before it starts anything (opened here, written after fork).
+    let procs: Vec<std::fs::File> = cgroups
+        .iter()
+        .filter_map(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .ok()
+        })
+        .collect();
+    let procs_fds: Vec<i32> = procs.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    let listen_fd = published.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let mut cmd = std::process::Command::new(machined);
+    cmd.arg("--container")
+        .arg(&node.dir)
+        .args(["--netns", &node.netns])
+        .env(
+            "USERDATA",
+            base64::engine::general_purpose::STANDARD.encode(config),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    if listen_fd.is_some() {
+        cmd.args(["--listen-fd", "3"]);
+    }
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid, write and dup2 only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                for fd in &procs_fds {
+                    nix::libc::write(*fd, b"0".as_ptr().cast(), 1);
+                }
+                if let Some(fd) = listen_fd {
+                    // dup2 onto itself would keep close-on-exec set.
+                    let rc = if fd == 3 {
+                        nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                    } else {
+                        nix::libc::dup2(fd, 3)
+                    };
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("start {}: {}: {e}", node.name, machined.display()))?;
+    cluster.nodes[i].pid = child.id();
+    // The shim is not waited for here: it outlives this process. Reap it if it dies early.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    drop(procs);
+    cluster.save()
+}
+
+/// Whether `pid` is still the shim of the node in `dir` (pids get reused).
+pub fn is_node_process(pid: u32, dir: &Path) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2)
+        .any(|w| w[0] == b"--container" && w[1] == dir.as_os_str().as_encoded_bytes())
+}
+
+/// Stop a node and remove everything it had: process (SIGTERM, SIGKILL after `grace`),
+/// namespace, link, cgroups and directory.
+pub fn remove_node(cluster: &mut Cluster, name: &str, grace: Duration) -> Result<()> {
+    let Some(i) = cluster.nodes.iter().position(|n| n.name == name) else {
+        return Err(format!(
+            "no node \"{name}\" in cluster \"{}\"",
+            cluster.name
+        ));
+    };
+    let node = cluster.nodes[i].clone();
+    stop_process(node.pid, &node.dir, grace);
+    let mut problems = Vec::new();
+    if net::netns_exists(&node.netns) {
+        if let Err(e) = net::del_netns(&node.netns) {
+            problems.push(e);
+        }
+    }
+    if net::netns_exists(&cluster.netns) {
+        // Normally gone with the node's namespace; a half-made link may remain.
+        let _ = net::del_link(&cluster.netns, &node.veth);
+    }
+    for cg in &node.cgroups {
+        let _ = std::fs::remove_dir(cg);
+    }
+    for p in [node.dir.clone(), node.dir.with_extension("log")] {
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if let Err(e) = r.or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }) {
+            problems.push(format!("{}: {e}", p.display()));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    cluster.nodes.remove(i);
+    cluster.save()
+}
+
+/// Stop the node process `pid` (if it is still the one for `dir`).
+pub fn stop_process(pid: u32, dir: &Path, grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    if !is_node_process(pid, dir) {
+        return;
+    }
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = kill(
+        p,
+        if grace.is_zero() {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        },
+    );
+    let deadline = std::time::Instant::now() + grace;
+    while is_node_process(pid, dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if is_node_process(pid, dir) {
+        let _ = kill(p, Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while is_node_process(pid, dir) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Remove the cluster `name` and all it made. Nothing recorded: nothing to do (`Ok(false)`).
+pub fn destroy(state_root: &Path, name: &str, grace: Duration) -> Result<bool> {
+    check_name(name)?;
+    let mut cluster = match Cluster::load(state_root, name) {
+        Ok(c) => c,
+        Err(_) if !state_root.join(name).join("cluster.json").exists() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // Stop every node first (in parallel: each may take its grace period), then clean up.
+    std::thread::scope(|s| {
+        for n in &cluster.nodes {
+            s.spawn(|| stop_process(n.pid, &n.dir, grace));
+        }
+    });
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut problems = Vec::new();
+    for n in names {
+        if let Err(e) = remove_node(&mut cluster, &n, Duration::ZERO) {
+            problems.push(e);
+        }
+    }
+    if net::netns_exists(&cluster.netns) {
+        if let Err(e) = net::del_netns(&cluster.netns) {
+            problems.push(e);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    std::fs::remove_dir_all(&cluster.dir).map_err(|e| format!("{}: {e}", cluster.dir.display()))?;
+    Ok(true)
+}

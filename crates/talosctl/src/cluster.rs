@@ -1,0 +1,661 @@
+//! `talosctl cluster create|show|scale|destroy`: local clusters in container mode (see the
+//! `provision` crate), with a real etcd quorum on the control planes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use machinery::clientconfig::{self, ClientConfig};
+use machinery::generate::{generate, GenOptions, MachineType};
+use machinery::patch::{apply, load_patches};
+use machinery::secrets::SecretsBundle;
+use machinery::{Config, Error, Patch, Result};
+use provision::{Cluster, NodeType};
+
+use crate::util::parse_duration;
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// The cluster's name.
+    #[arg(long, global = true, default_value = "talos-default")]
+    name: String,
+    /// Where clusters keep their state (default $HOME/.talos/clusters).
+    #[arg(long, global = true, default_value = "")]
+    state: String,
+    /// A remote provisioner (not supported: clusters are local).
+    #[arg(long, global = true, default_value = "", hide = true)]
+    remote_endpoint: String,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create a local cluster.
+    Create(Box<CreateArgs>),
+    /// Show a local cluster: its network and nodes.
+    Show(ShowArgs),
+    /// Add or remove nodes.
+    Scale(ScaleArgs),
+    /// Destroy a local cluster and everything it made.
+    Destroy(DestroyArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Number of control plane nodes.
+    #[arg(long, default_value_t = 1)]
+    controlplanes: usize,
+    /// Number of worker nodes.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// The cluster network.
+    #[arg(long, visible_alias = "subnet", default_value = "10.5.0.0/24")]
+    cidr: String,
+    /// MTU of the cluster network.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// CPUs per control plane (a cgroup CPU limit).
+    #[arg(long, visible_alias = "cpus-controlplanes", default_value = "2.0")]
+    cpus: String,
+    /// CPUs per worker.
+    #[arg(long, default_value = "2.0")]
+    cpus_workers: String,
+    /// Memory per control plane (a cgroup limit), e.g. 2.0GiB or 2048 (MiB).
+    #[arg(long, visible_alias = "memory-controlplanes", default_value = "2.0GiB")]
+    memory: String,
+    /// Memory per worker.
+    #[arg(long, default_value = "2.0GiB")]
+    memory_workers: String,
+    /// A patch for every node's config (inline, @file); repeatable.
+    #[arg(long)]
+    config_patch: Vec<String>,
+    /// A patch for control planes' configs.
+    #[arg(long, visible_alias = "config-patch-controlplanes")]
+    config_patch_control_plane: Vec<String>,
+    /// A patch for workers' configs.
+    #[arg(long, visible_alias = "config-patch-workers")]
+    config_patch_worker: Vec<String>,
+    /// Registry mirrors: registry=endpoint[,endpoint].
+    #[arg(long)]
+    registry_mirror: Vec<String>,
+    /// The Kubernetes version written into the configs.
+    #[arg(long, default_value = machinery::generate::DEFAULT_KUBERNETES_VERSION)]
+    kubernetes_version: String,
+    /// Wait for the cluster to be healthy.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    wait: bool,
+    /// How long to wait for it.
+    #[arg(long, default_value = "20m0s")]
+    wait_timeout: String,
+    /// Where to merge the cluster's client config (default $TALOSCONFIG or ~/.talos/config).
+    #[arg(long, visible_alias = "talosconfig-destination", default_value = "")]
+    talosconfig: String,
+    /// The host loopback port for the cluster's API (0: 50000 when free, else any).
+    #[arg(long, default_value_t = 0)]
+    api_port: u16,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// The provisioner (clusters here are container-mode).
+    #[arg(long, default_value = "container", hide = true)]
+    provisioner: String,
+}
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// The number of control planes wanted.
+    #[arg(long)]
+    controlplanes: Option<usize>,
+    /// The number of workers wanted.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The client config with the cluster's context (default $TALOSCONFIG or ~/.talos/config).
+    #[arg(long, default_value = "")]
+    talosconfig: String,
+    /// How long to wait for new nodes.
+    #[arg(long, default_value = "5m0s")]
+    wait_timeout: String,
+}
+
+#[derive(Args)]
+pub struct DestroyArgs {
+    /// Kill the nodes without letting them shut down.
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn default_state_root() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
+    home.join(".talos").join("clusters")
+}
+
+fn machined_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("TALOS_MACHINED") {
+        return p.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("machined")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "machined".into())
+}
+
+/// Sizes like `2.0GiB`, `512MB`, or a bare number of MiB.
+fn parse_size(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::msg(format!(
+            "invalid size \"{s}\": expected e.g. 2.0GiB, 512MiB or 2048"
+        ))
+    };
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim() {
+        "" => 1024.0 * 1024.0,
+        "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    Ok((n * mult) as u64)
+}
+
+fn parse_cpus(s: &str) -> Result<f64> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|c| *c > 0.0)
+        .ok_or_else(|| Error::msg(format!("invalid CPU count \"{s}\": expected e.g. 2.0")))
+}
+
+/// A phase of the work with its elapsed time; on a terminal the time ticks while it runs.
+struct Phase {
+    name: String,
+    start: Instant,
+    ticker: Option<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Phase {
+    fn start(name: impl Into<String>) -> Phase {
+        use std::io::IsTerminal;
+        let name = name.into();
+        let start = Instant::now();
+        let ticker = if std::io::stderr().is_terminal() {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (s, n) = (stop.clone(), name.clone());
+            let h = std::thread::spawn(move || {
+                while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                    eprint!("\r\x1b[K{n} ({:.1}s)", start.elapsed().as_secs_f64());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            Some((stop, h))
+        } else {
+            eprintln!("{name}");
+            None
+        };
+        Phase {
+            name,
+            start,
+            ticker,
+        }
+    }
+
+    fn done(self) {
+        let took = self.start.elapsed().as_secs_f64();
+        match self.ticker {
+            Some((stop, h)) => {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = h.join();
+                eprintln!("\r\x1b[K{}: done ({took:.2}s)", self.name);
+            }
+            None => eprintln!("{}: done ({took:.2}s)", self.name),
+        }
+    }
+}
+
+fn talosconfig_path(flag: &str) -> PathBuf {
+    clientconfig::default_path(Some(flag))
+}
+
+pub fn run(a: ClusterArgs) -> Result<()> {
+    let root = if a.state.is_empty() {
+        default_state_root()
+    } else {
+        PathBuf::from(&a.state)
+    };
+    if !a.remote_endpoint.is_empty() {
+        return Err(Error::msg(
+            "--remote-endpoint is not supported: clusters are local",
+        ));
+    }
+    match a.command {
+        ClusterCommand::Create(c) => create(&a.name, &root, *c),
+        ClusterCommand::Show(_) => show(&Cluster::load(&root, &a.name).map_err(Error::msg)?),
+        ClusterCommand::Scale(s) => scale(&a.name, &root, s),
+        ClusterCommand::Destroy(d) => {
+            let grace = if d.force {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(10)
+            };
+            let p = Phase::start(format!("destroying cluster {}", a.name));
+            let found = provision::destroy(&root, &a.name, grace).map_err(Error::msg)?;
+            p.done();
+            if !found {
+                eprintln!("cluster {} not found: nothing to destroy", a.name);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What a new node's config is made from (kept in the cluster's directory for scaling).
+struct Templates {
+    controlplane: Config,
+    worker: Config,
+}
+
+impl Templates {
+    fn load(dir: &Path) -> Result<Templates> {
+        Ok(Templates {
+            controlplane: Config::load(dir.join("controlplane.yaml"))?,
+            worker: Config::load(dir.join("worker.yaml"))?,
+        })
+    }
+
+    /// The config of node `name`: its type's template with its hostname.
+    fn for_node(&self, kind: NodeType, name: &str) -> Result<String> {
+        let base = match kind {
+            NodeType::Controlplane => self.controlplane.clone(),
+            NodeType::Worker => self.worker.clone(),
+        };
+        let patch = Patch::parse(&format!("machine:\n  network:\n    hostname: {name}\n"))?;
+        let cfg = apply(base, &[patch])?;
+        let result = machinery::validate::validate(&cfg, machinery::validate::Mode::Container);
+        result
+            .into_result(false)
+            .map_err(|e| Error::msg(format!("the config of {name} is invalid:\n{e}")))?;
+        Ok(cfg.encode())
+    }
+}
+
+fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
+    if a.controlplanes == 0 {
+        return Err(Error::msg(
+            "a cluster needs at least one control plane (--controlplanes)",
+        ));
+    }
+    let timeout = parse_duration(&a.wait_timeout)?;
+    let started = Instant::now();
+    let p = Phase::start("validating CIDR and reserving IPs");
+    provision::check_name(name).map_err(Error::msg)?;
+    let cidr: provision::Cidr = a.cidr.parse().map_err(Error::msg)?;
+    let wanted = a.controlplanes + a.workers + 1;
+    if cidr.hosts().count() < wanted {
+        return Err(Error::msg(format!(
+            "{cidr} is too small for {} nodes and a gateway",
+            wanted - 1
+        )));
+    }
+    let cp1 = cidr.hosts().nth(1).expect("checked size");
+    p.done();
+
+    let p = Phase::start("generating PKI and tokens");
+    let mut opts = GenOptions::new(name, &format!("https://{cp1}:6443"));
+    opts.kubernetes_version = a.kubernetes_version.clone();
+    opts.registry_mirrors = crate::gen::parse_mirrors(&a.registry_mirror)?;
+    let common = load_patches(&a.config_patch)?;
+    let secrets = SecretsBundle::generate()?;
+    let render = |ty: MachineType, extra: &[String]| -> Result<Config> {
+        let cfg = generate(&secrets, &opts, ty)?;
+        apply(apply(cfg, &common)?, &load_patches(extra)?)
+    };
+    let templates = Templates {
+        controlplane: render(MachineType::ControlPlane, &a.config_patch_control_plane)?,
+        worker: render(MachineType::Worker, &a.config_patch_worker)?,
+    };
+    // Every node's config is checked before anything is made.
+    templates.for_node(NodeType::Controlplane, "check")?;
+    templates.for_node(NodeType::Worker, "check")?;
+    let req = provision::Request {
+        name: name.into(),
+        state_root: root.into(),
+        cidr,
+        mtu: a.mtu,
+        controlplanes: a.controlplanes,
+        workers: a.workers,
+        cpus_controlplanes: parse_cpus(&a.cpus)?,
+        cpus_workers: parse_cpus(&a.cpus_workers)?,
+        memory_controlplanes: parse_size(&a.memory)?,
+        memory_workers: parse_size(&a.memory_workers)?,
+        machined: machined_path(),
+        api_port: a.api_port,
+    };
+    p.done();
+
+    let p = Phase::start(format!("creating network {name}"));
+    let mut cluster = provision::create_network(&req).map_err(Error::msg)?;
+    p.done();
+    let made = (|| -> Result<ClientConfig> {
+        let dir = cluster.dir.clone();
+        let write = |file: &str, text: &str| {
+            machinery::fsutil::write_atomic(&dir.join(file), text.as_bytes(), 0o600)
+                .map_err(|e| Error::msg(format!("{}: {e}", dir.join(file).display())))
+        };
+        write("secrets.yaml", &secrets.encode())?;
+        write("controlplane.yaml", &templates.controlplane.encode())?;
+        write("worker.yaml", &templates.worker.encode())?;
+        let mut talosconfig = clientconfig::from_secrets(
+            &secrets,
+            name,
+            &["os:admin".to_string()],
+            crate::gen::ADMIN_TTL,
+            vec![cluster.api_endpoint.clone()],
+        )?;
+        talosconfig.current_mut(None)?.nodes = vec![cp1.to_string()];
+        write("talosconfig", &talosconfig.encode())?;
+        for (kind, count, cpus, mem) in [
+            (
+                NodeType::Controlplane,
+                a.controlplanes,
+                req.cpus_controlplanes,
+                req.memory_controlplanes,
+            ),
+            (
+                NodeType::Worker,
+                a.workers,
+                req.cpus_workers,
+                req.memory_workers,
+            ),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let p = Phase::start(format!("creating {} nodes", kind.as_str()));
+            for _ in 0..count {
+                let node =
+                    provision::plan_node(&mut cluster, kind, cpus, mem).map_err(Error::msg)?;
+                let config = templates.for_node(kind, &node.name)?;
+                provision::start_node(&mut cluster, &node.name, &config, &req.machined)
+                    .map_err(Error::msg)?;
+            }
+            p.done();
+        }
+        Ok(talosconfig)
+    })();
+    let talosconfig = match made {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cluster creation failed: removing what was made");
+            let _ = provision::destroy(root, name, Duration::ZERO);
+            return Err(e);
+        }
+    };
+
+    let dest = talosconfig_path(&a.talosconfig);
+    let p = Phase::start(format!("merging talosconfig into {}", dest.display()));
+    merge_talosconfig(&dest, &talosconfig)?;
+    p.done();
+
+    let deadline = Instant::now() + timeout;
+    let info = crate::health::ClusterInfo {
+        control_planes: cluster.controlplanes().map(|n| n.ip.to_string()).collect(),
+        workers: cluster.workers().map(|n| n.ip.to_string()).collect(),
+        context: talosconfig.current(None)?.1.clone(),
+        through: Some(cluster.api_endpoint.clone()),
+    };
+    let p = Phase::start(format!("waiting for the API on {}", cluster.api_endpoint));
+    crate::block_on(wait_api(&info, &cp1.to_string(), deadline))?;
+    p.done();
+    let p = Phase::start("bootstrapping cluster");
+    crate::block_on(bootstrap(&info, &cp1.to_string(), deadline))?;
+    p.done();
+    if a.wait {
+        let p = Phase::start("waiting for the cluster to be healthy");
+        crate::block_on(crate::health::check(&info, deadline)).map_err(|e| {
+            Error::msg(format!(
+                "{e}\nthe cluster is left as it is: inspect it, or remove it with `talosctl cluster destroy --name {name}`"
+            ))
+        })?;
+        p.done();
+    }
+    eprintln!(
+        "cluster {name} is ready in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    show(&cluster)
+}
+
+fn merge_talosconfig(dest: &Path, new: &ClientConfig) -> Result<()> {
+    let mut cfg = if dest.exists() {
+        ClientConfig::load(dest)?
+    } else {
+        ClientConfig::default()
+    };
+    for (from, to) in cfg.merge(new) {
+        if from != to {
+            eprintln!("renamed talosconfig context \"{from}\" -> \"{to}\"");
+        }
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::msg(format!("{}: {e}", parent.display())))?;
+    }
+    cfg.save(dest)
+}
+
+async fn wait_api(info: &crate::health::ClusterInfo, node: &str, deadline: Instant) -> Result<()> {
+    let t = crate::client::dial(&info.context, vec![node.into()], info.through.clone())?
+        .pop()
+        .expect("one target");
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(2),
+            crate::client::machine(&t).version(()),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(s)) if Instant::now() >= deadline => {
+                return Err(crate::client::call_error(node, s))
+            }
+            Err(_) if Instant::now() >= deadline => {
+                return Err(Error::msg(format!(
+                    "{node}: the API did not answer in time"
+                )))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn bootstrap(info: &crate::health::ClusterInfo, node: &str, deadline: Instant) -> Result<()> {
+    let t = crate::client::dial(&info.context, vec![node.into()], info.through.clone())?
+        .pop()
+        .expect("one target");
+    loop {
+        let r = crate::client::machine(&t)
+            .bootstrap(api::machine::BootstrapRequest::default())
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => return Err(crate::client::call_error(node, s)),
+        }
+    }
+}
+
+fn show(c: &Cluster) -> Result<()> {
+    let kv = [
+        ("PROVISIONER", c.provisioner.clone()),
+        ("NAME", c.name.clone()),
+        ("NETWORK NAME", c.netns.clone()),
+        ("NETWORK CIDR", c.cidr.to_string()),
+        ("NETWORK GATEWAY", c.gateway.to_string()),
+        ("NETWORK MTU", c.mtu.to_string()),
+        ("API ENDPOINT", c.api_endpoint.clone()),
+    ];
+    let mut rows: Vec<Vec<String>> = kv
+        .iter()
+        .map(|(k, v)| vec![k.to_string(), v.clone()])
+        .collect();
+    print!("{}", crate::config_cmd::table(&rows));
+    println!("\nNODES:\n");
+    rows = vec![["NAME", "TYPE", "IP", "CPU", "RAM", "DISK"]
+        .map(String::from)
+        .to_vec()];
+    for n in &c.nodes {
+        rows.push(vec![
+            n.name.clone(),
+            n.kind.as_str().into(),
+            n.ip.to_string(),
+            format!("{:.2}", n.cpus),
+            format!("{:.1} GB", n.memory as f64 / 1e9),
+            "-".into(),
+        ]);
+    }
+    print!("{}", crate::config_cmd::table(&rows));
+    Ok(())
+}
+
+fn scale(name: &str, root: &Path, a: ScaleArgs) -> Result<()> {
+    let mut cluster = Cluster::load(root, name).map_err(Error::msg)?;
+    let templates = Templates::load(&cluster.dir)?;
+    let talosconfig = ClientConfig::load(&cluster.dir.join("talosconfig"))?;
+    let info = |c: &Cluster| -> Result<crate::health::ClusterInfo> {
+        Ok(crate::health::ClusterInfo {
+            control_planes: c.controlplanes().map(|n| n.ip.to_string()).collect(),
+            workers: c.workers().map(|n| n.ip.to_string()).collect(),
+            context: talosconfig.current(None)?.1.clone(),
+            through: Some(c.api_endpoint.clone()),
+        })
+    };
+    let deadline = Instant::now() + parse_duration(&a.wait_timeout)?;
+    let _ = &a.talosconfig;
+    if a.controlplanes == Some(0) {
+        return Err(Error::msg("a cluster needs at least one control plane"));
+    }
+    let machined = machined_path();
+    for (kind, want) in [
+        (NodeType::Controlplane, a.controlplanes),
+        (NodeType::Worker, a.workers),
+    ] {
+        let Some(want) = want else { continue };
+        let have: Vec<provision::Node> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .cloned()
+            .collect();
+        let template = have
+            .first()
+            .map(|n| (n.cpus, n.memory))
+            .unwrap_or((2.0, 2 << 30));
+        for _ in have.len()..want {
+            let p = Phase::start(format!("adding a {} node", kind.as_str()));
+            let node = provision::plan_node(&mut cluster, kind, template.0, template.1)
+                .map_err(Error::msg)?;
+            let config = templates.for_node(kind, &node.name)?;
+            provision::start_node(&mut cluster, &node.name, &config, &machined)
+                .map_err(Error::msg)?;
+            crate::block_on(wait_api(&info(&cluster)?, &node.ip.to_string(), deadline))?;
+            p.done();
+            eprintln!("added {} ({})", node.name, node.ip);
+        }
+        // Removed newest first; a control plane leaves etcd before it goes.
+        for node in have.iter().skip(want).rev() {
+            let p = Phase::start(format!("removing {}", node.name));
+            if kind == NodeType::Controlplane {
+                let i = info(&cluster)?;
+                crate::block_on(async {
+                    let t = crate::client::dial(
+                        &i.context,
+                        vec![node.ip.to_string()],
+                        i.through.clone(),
+                    )?
+                    .pop()
+                    .expect("one target");
+                    crate::client::machine(&t)
+                        .etcd_leave_cluster(api::machine::EtcdLeaveClusterRequest {})
+                        .await
+                        .map(|_| ())
+                        .or_else(|s| {
+                            // A dead node cannot leave: its member is removed through another.
+                            if s.code() == tonic::Code::Unavailable {
+                                Ok(())
+                            } else {
+                                Err(crate::client::call_error(&node.ip.to_string(), s))
+                            }
+                        })
+                })?;
+                crate::block_on(remove_dead_member(&i, &node.name))?;
+            }
+            provision::remove_node(&mut cluster, &node.name, Duration::from_secs(10))
+                .map_err(Error::msg)?;
+            p.done();
+            eprintln!("removed {}", node.name);
+        }
+    }
+    show(&cluster)
+}
+
+/// If `hostname` is still an etcd member (its node was dead and could not leave), remove it
+/// through the first control plane.
+async fn remove_dead_member(info: &crate::health::ClusterInfo, hostname: &str) -> Result<()> {
+    let Some(first) = info.control_planes.first() else {
+        return Ok(());
+    };
+    let t = crate::client::dial(&info.context, vec![first.clone()], info.through.clone())?
+        .pop()
+        .expect("one target");
+    let list = crate::client::machine(&t)
+        .etcd_member_list(api::machine::EtcdMemberListRequest { query_local: false })
+        .await
+        .map_err(|s| crate::client::call_error(first, s))?;
+    for m in list
+        .into_inner()
+        .messages
+        .into_iter()
+        .flat_map(|m| m.members)
+    {
+        if m.hostname == hostname {
+            crate::client::machine(&t)
+                .etcd_remove_member_by_id(api::machine::EtcdRemoveMemberByIdRequest {
+                    member_id: m.id,
+                })
+                .await
+                .map_err(|s| crate::client::call_error(first, s))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2.0GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2048").unwrap(), 2048 << 20);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert!(parse_size("lots").is_err());
+    }
+}
