@@ -227,6 +227,10 @@ impl Etcd {
             ("auto-compaction-mode".into(), "periodic".into()),
             ("auto-compaction-retention".into(), "5m".into()),
             ("experimental-initial-corrupt-check".into(), "true".into()),
+            // Members join as learners (no effect on quorum) and are promoted only once in
+            // sync, which etcd checks on its own; the strict check would additionally hold
+            // every membership change for 5 s after any member connects.
+            ("strict-reconfig-check".into(), "false".into()),
         ];
         for (k, v) in &self.extra_args {
             match args.iter_mut().find(|(a, _)| a == k) {
@@ -247,7 +251,7 @@ impl Etcd {
         tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts)))
             .await
             .map_err(|_| format!("{}: connection timed out", endpoints.join(",")))?
-            .map_err(|e| format!("{}: {e}", endpoints.join(",")))
+            .map_err(|e| format!("{}: {}", endpoints.join(","), describe(&e)))
     }
 
     /// A client of the local member.
@@ -268,7 +272,7 @@ impl Etcd {
         let mut c = self.client().await?;
         match tokio::time::timeout(Duration::from_secs(3), c.get("health", None)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("etcd: {e}")),
+            Ok(Err(e)) => Err(format!("etcd: {}", describe(&e))),
             Err(_) => Err("etcd: no answer within 3s: the cluster has no quorum".into()),
         }
     }
@@ -303,7 +307,7 @@ impl Etcd {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
     }
@@ -326,14 +330,20 @@ impl Etcd {
                     continue;
                 }
             };
-            let list = c.member_list().await.map_err(|e| format!("{cand}: {e}"))?;
+            let list = match c.member_list().await {
+                Ok(l) => l,
+                Err(e) => {
+                    last = format!("{cand}: {}", describe(&e));
+                    continue;
+                }
+            };
             let peer = self.peer_url();
             // A member with our peer URL is a previous life of this node (its data is gone).
             for m in list.members() {
                 if m.peer_urls().contains(&peer) {
                     c.member_remove(m.id())
                         .await
-                        .map_err(|e| format!("remove the stale member {:x}: {e}", m.id()))?;
+                        .map_err(|e| format!("remove the stale member {:x}: {}", m.id(), describe(&e)))?;
                 }
             }
             let added = c
@@ -342,9 +352,12 @@ impl Etcd {
                     Some(etcd_client::MemberAddOptions::new().with_is_learner()),
                 )
                 .await
-                .map_err(|e| format!("{cand}: add this node: {e}"))?;
+                .map_err(|e| format!("{cand}: add this node: {}", describe(&e)))?;
             let id = added.member().map(|m| m.id()).unwrap_or_default();
-            let now = c.member_list().await.map_err(|e| format!("{cand}: {e}"))?;
+            let now = c
+                .member_list()
+                .await
+                .map_err(|e| format!("{cand}: {}", describe(&e)))?;
             let initial: Vec<String> = now
                 .members()
                 .iter()
@@ -376,7 +389,7 @@ impl Etcd {
     async fn promote(&self, id: u64, via: String) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let endpoints = [via.clone(), self.client_url()];
             let Ok(mut c) = self.connect(&endpoints, Duration::from_secs(2)).await else {
                 continue;
@@ -549,12 +562,28 @@ impl Etcd {
     }
 }
 
-/// An etcd error as an API status.
-pub fn status(e: etcd_client::Error) -> Status {
+/// An etcd error in few words: the gRPC message and its root cause.
+pub fn describe(e: &etcd_client::Error) -> String {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
-            Status::new(s.code(), format!("etcd: {}", s.message()))
+            let mut root: Option<&dyn std::error::Error> = std::error::Error::source(s);
+            while let Some(next) = root.and_then(|r| r.source()) {
+                root = Some(next);
+            }
+            match root {
+                Some(r) => format!("{}: {r}", s.message()),
+                None => s.message().to_string(),
+            }
         }
-        other => Status::unavailable(format!("etcd: {other}")),
+        other => other.to_string(),
     }
+}
+
+/// An etcd error as an API status.
+pub fn status(e: etcd_client::Error) -> Status {
+    let code = match &e {
+        etcd_client::Error::GRpcStatus(s) => s.code(),
+        _ => tonic::Code::Unavailable,
+    };
+    Status::new(code, format!("etcd: {}", describe(&e)))
 }

@@ -91,6 +91,9 @@ pub struct CreateArgs {
     /// Where to merge the cluster's client config (default $TALOSCONFIG or ~/.talos/config).
     #[arg(long, visible_alias = "talosconfig-destination", default_value = "")]
     talosconfig: String,
+    /// Do not bootstrap etcd (for `talosctl bootstrap --recover-from`); implies --wait=false.
+    #[arg(long)]
+    skip_bootstrap: bool,
     /// The host loopback port for the cluster's API (0: 50000 when free, else any).
     #[arg(long, default_value_t = 0)]
     api_port: u16,
@@ -421,6 +424,10 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     let p = Phase::start(format!("waiting for the API on {}", cluster.api_endpoint));
     crate::block_on(wait_api(&info, &cp1.to_string(), deadline))?;
     p.done();
+    if a.skip_bootstrap {
+        eprintln!("not bootstrapping: run `talosctl bootstrap` against {cp1}");
+        return show(&cluster);
+    }
     let p = Phase::start("bootstrapping cluster");
     crate::block_on(bootstrap(&info, &cp1.to_string(), deadline))?;
     p.done();
