@@ -341,9 +341,9 @@ impl Etcd {
             // A member with our peer URL is a previous life of this node (its data is gone).
             for m in list.members() {
                 if m.peer_urls().contains(&peer) {
-                    c.member_remove(m.id())
-                        .await
-                        .map_err(|e| format!("remove the stale member {:x}: {}", m.id(), describe(&e)))?;
+                    c.member_remove(m.id()).await.map_err(|e| {
+                        format!("remove the stale member {:x}: {}", m.id(), describe(&e))
+                    })?;
                 }
             }
             let added = c

@@ -280,12 +280,24 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
         .append(true)
         .open(node.dir.with_extension("log"))
         .map_err(|e| format!("{}.log: {e}", node.dir.display()))?;
-    let published = if i == 0
-        || cluster.nodes[..i]
+    // The first control plane serves the cluster's API on the host's loopback.
+    let first_cp = node.kind == NodeType::Controlplane
+        && cluster.nodes[..i]
             .iter()
-            .all(|n| n.kind != NodeType::Controlplane)
-    {
-        PUBLISHED.lock().expect("published").take()
+            .all(|n| n.kind != NodeType::Controlplane);
+    let published = if first_cp {
+        let taken = PUBLISHED.lock().expect("published").take();
+        match taken {
+            Some(l) => Some(l),
+            None => {
+                let port = cluster
+                    .api_endpoint
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or(0);
+                Some(publish_listener(port)?)
+            }
+        }
     } else {
         None
     };
@@ -366,6 +378,27 @@ pub fn is_node_process(pid: u32, dir: &Path) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     args.windows(2)
         .any(|w| w[0] == b"--container" && w[1] == dir.as_os_str().as_encoded_bytes())
+}
+
+/// Hard-restart a node: kill its processes and start it again with its data (`var/`,
+/// `state/`) kept.
+pub fn restart_node(
+    cluster: &mut Cluster,
+    name: &str,
+    config: &str,
+    machined: &Path,
+) -> Result<()> {
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .cloned()
+        .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
+    stop_process(node.pid, &node.dir, Duration::ZERO);
+    for cg in &node.cgroups {
+        let _ = std::fs::remove_dir(cg);
+    }
+    start_node(cluster, name, config, machined)
 }
 
 /// Stop a node and remove everything it had: process (SIGTERM, SIGKILL after `grace`),

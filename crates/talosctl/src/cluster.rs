@@ -39,6 +39,15 @@ enum ClusterCommand {
     Scale(ScaleArgs),
     /// Destroy a local cluster and everything it made.
     Destroy(DestroyArgs),
+    /// Hard-restart nodes (all, or those named), keeping their data.
+    Reboot(RebootArgs),
+}
+
+#[derive(Args)]
+pub struct RebootArgs {
+    /// Nodes to restart, by name or IP (default: all).
+    #[arg(short = 'n', long = "node", value_delimiter = ',')]
+    nodes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -249,6 +258,7 @@ pub fn run(a: ClusterArgs) -> Result<()> {
         ClusterCommand::Create(c) => create(&a.name, &root, *c),
         ClusterCommand::Show(_) => show(&Cluster::load(&root, &a.name).map_err(Error::msg)?),
         ClusterCommand::Scale(s) => scale(&a.name, &root, s),
+        ClusterCommand::Reboot(r) => reboot(&a.name, &root, r),
         ClusterCommand::Destroy(d) => {
             let grace = if d.force {
                 Duration::ZERO
@@ -620,6 +630,34 @@ fn scale(name: &str, root: &Path, a: ScaleArgs) -> Result<()> {
         }
     }
     show(&cluster)
+}
+
+fn reboot(name: &str, root: &Path, a: RebootArgs) -> Result<()> {
+    let mut cluster = Cluster::load(root, name).map_err(Error::msg)?;
+    let templates = Templates::load(&cluster.dir)?;
+    let matches = |n: &str, x: &provision::Node| n == x.name || n == x.ip.to_string();
+    if let Some(n) = a
+        .nodes
+        .iter()
+        .find(|n| !cluster.nodes.iter().any(|x| matches(n, x)))
+    {
+        return Err(Error::msg(format!("no node \"{n}\" in cluster \"{name}\"")));
+    }
+    let chosen: Vec<provision::Node> = cluster
+        .nodes
+        .iter()
+        .filter(|x| a.nodes.is_empty() || a.nodes.iter().any(|n| matches(n, x)))
+        .cloned()
+        .collect();
+    let machined = machined_path();
+    for node in chosen {
+        let p = Phase::start(format!("restarting {}", node.name));
+        let config = templates.for_node(node.kind, &node.name)?;
+        provision::restart_node(&mut cluster, &node.name, &config, &machined)
+            .map_err(Error::msg)?;
+        p.done();
+    }
+    Ok(())
 }
 
 /// If `hostname` is still an etcd member (its node was dead and could not leave), remove it

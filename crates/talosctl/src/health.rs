@@ -79,27 +79,62 @@ pub async fn run(a: HealthArgs) -> Result<()> {
     if !a.init_node.is_empty() {
         control_planes.insert(0, a.init_node.clone());
     }
-    let mut workers = split_commas(&a.worker_nodes);
-    if control_planes.is_empty() {
-        // A local cluster of this name knows its nodes.
-        let root = crate::cluster::default_state_root();
-        let cluster = provision::Cluster::load(&root, name).map_err(|e| {
-            Error::msg(format!(
-                "no nodes to check: pass --control-plane-nodes and --worker-nodes ({e})"
-            ))
-        })?;
-        control_planes = cluster.controlplanes().map(|n| n.ip.to_string()).collect();
-        workers = cluster.workers().map(|n| n.ip.to_string()).collect();
-    }
-    let info = ClusterInfo {
+    let workers = split_commas(&a.worker_nodes);
+    let mut info = ClusterInfo {
         control_planes,
         workers,
         context: ctx.clone(),
         through: endpoints.first().cloned(),
     };
+    if info.control_planes.is_empty() {
+        discover(&mut info, name).await?;
+    }
     check(&info, Instant::now() + timeout).await
 }
 
+/// Nodes when none are given: a local cluster of the context's name knows them all; otherwise
+/// the etcd members seen through the endpoint are the control planes (workers unknown).
+async fn discover(info: &mut ClusterInfo, context: &str) -> Result<()> {
+    if let Ok(cluster) = provision::Cluster::load(&crate::cluster::default_state_root(), context) {
+        info.control_planes = cluster.controlplanes().map(|n| n.ip.to_string()).collect();
+        info.workers = cluster.workers().map(|n| n.ip.to_string()).collect();
+        return Ok(());
+    }
+    let through = info
+        .through
+        .clone()
+        .ok_or_else(|| Error::msg("no endpoints"))?;
+    let t = client::dial(&info.context, vec![through.clone()], None)?
+        .pop()
+        .expect("one target");
+    let members = client::machine(&t)
+        .etcd_member_list(EtcdMemberListRequest { query_local: false })
+        .await
+        .map_err(|s| {
+            Error::msg(format!(
+                "cannot discover the nodes ({}): pass --control-plane-nodes and --worker-nodes",
+                s.message()
+            ))
+        })?;
+    for m in members
+        .into_inner()
+        .messages
+        .into_iter()
+        .flat_map(|m| m.members)
+    {
+        if let Some(host) = m.peer_urls.first().and_then(|u| peer_host(u)) {
+            info.control_planes.push(host);
+        }
+    }
+    eprintln!("workers are not known: pass --worker-nodes to check them too");
+    Ok(())
+}
+
+fn peer_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|x| x.1).unwrap_or(url);
+    rest.rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+}
 enum Outcome {
     Ok,
     Skip,
@@ -369,15 +404,7 @@ async fn etcd_control_planes(info: &ClusterInfo) -> std::result::Result<Outcome,
     };
     let mut ips: Vec<String> = Vec::new();
     for m in members_of(info, first).await? {
-        for u in m.peer_urls {
-            let host = u
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .rsplit_once(':')
-                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-                .unwrap_or_default();
-            ips.push(host);
-        }
+        ips.extend(m.peer_urls.iter().filter_map(|u| peer_host(u)));
     }
     let cps: BTreeSet<&str> = info
         .control_planes

@@ -1,0 +1,427 @@
+//! End-to-end: local clusters in namespaces with real etcd, driven only through talosctl (and,
+//! to write and read keys, Debian's etcdctl run inside the cluster's namespaces).
+//! Every cluster has a unique name and its own state directory; a guard destroys it however
+//! the test ends, and the tests check that nothing is left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use machinery::pki::{self, Key, KeyKind, LeafSpec};
+use machinery::secrets::SecretsBundle;
+
+struct TestCluster {
+    name: String,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    fn new(tag: &str) -> TestCluster {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("e{}{tag}{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("talos-cluster-test-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestCluster { name, dir }
+    }
+
+    fn state(&self) -> String {
+        self.dir.join("state").display().to_string()
+    }
+
+    fn talosctl(&self, args: &[&str]) -> Output {
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if args.first() == Some(&"cluster") {
+            full.extend([
+                "--name".into(),
+                self.name.clone(),
+                "--state".into(),
+                self.state(),
+            ]);
+        }
+        Command::new(env!("CARGO_BIN_EXE_talosctl"))
+            .args(&full)
+            .env("TALOSCONFIG", self.dir.join("talosconfig"))
+            .env(
+                "TALOS_MACHINED",
+                Path::new(env!("CARGO_BIN_EXE_talosctl")).with_file_name("machined"),
+            )
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.talosctl(args);
+        assert!(
+            out.status.success(),
+            "talosctl {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `talosctl health` with the cluster's nodes named.
+    fn health(&self, timeout: &str) -> Output {
+        let rec = self.record();
+        let ips = |ty: &str| -> String {
+            rec["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["type"] == ty)
+                .map(|n| n["ip"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (cps, workers) = (ips("controlplane"), ips("worker"));
+        let mut args = vec![
+            "health",
+            "--wait-timeout",
+            timeout,
+            "--control-plane-nodes",
+            &cps,
+        ];
+        if !workers.is_empty() {
+            args.extend(["--worker-nodes", &workers]);
+        }
+        self.talosctl(&args)
+    }
+
+    fn healthy(&self, timeout: &str) {
+        let out = self.health(timeout);
+        assert!(
+            out.status.success(),
+            "health: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.talosctl(args);
+        assert!(
+            !out.status.success(),
+            "talosctl {args:?} should have failed"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn record(&self) -> serde_json::Value {
+        let p = self.dir.join("state").join(&self.name).join("cluster.json");
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    fn node_field(&self, name_suffix: &str, field: &str) -> String {
+        let rec = self.record();
+        let node = rec["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"].as_str().unwrap().ends_with(name_suffix))
+            .unwrap_or_else(|| panic!("no node {name_suffix}"));
+        match &node[field] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Kill a node's processes outright (SIGKILL to its shim takes its PID namespace along).
+    fn kill(&self, name_suffix: &str) {
+        let pid: i32 = self.node_field(name_suffix, "pid").parse().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// etcdctl inside the first control plane's network namespace, with a client certificate
+    /// from the cluster's etcd CA.
+    fn etcdctl(&self, args: &[&str]) -> Output {
+        let certs = self.dir.join("etcd-client");
+        if !certs.exists() {
+            std::fs::create_dir_all(&certs).unwrap();
+            let secrets =
+                SecretsBundle::load(self.dir.join("state").join(&self.name).join("secrets.yaml"))
+                    .unwrap();
+            let ca = secrets.certs.etcd.decode().unwrap();
+            let key = Key::generate(KeyKind::EcdsaP256).unwrap();
+            let crt = pki::sign_leaf(
+                &ca,
+                &key,
+                &LeafSpec {
+                    common_name: "test".into(),
+                    client: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            std::fs::write(certs.join("ca.crt"), &ca.crt).unwrap();
+            std::fs::write(certs.join("client.crt"), crt).unwrap();
+            std::fs::write(certs.join("client.key"), key.to_pkcs8_pem()).unwrap();
+        }
+        let netns = format!("{}-controlplane-1", self.name);
+        let ip = self.node_field("controlplane-1", "ip");
+        Command::new("ip")
+            .args(["netns", "exec", &netns, "etcdctl"])
+            .arg(format!("--endpoints=https://{ip}:2379"))
+            .arg(format!("--cacert={}", certs.join("ca.crt").display()))
+            .arg(format!("--cert={}", certs.join("client.crt").display()))
+            .arg(format!("--key={}", certs.join("client.key").display()))
+            .arg("--command-timeout=3s")
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap()
+    }
+
+    fn put(&self, key: &str, value: &str) {
+        let out = self.etcdctl(&["put", key, value]);
+        assert!(
+            out.status.success(),
+            "etcdctl put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn get(&self, key: &str) -> String {
+        let out = self.etcdctl(&["get", "--print-value-only", key]);
+        assert!(
+            out.status.success(),
+            "etcdctl get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Destroy, then check that nothing the cluster made remains.
+    fn destroy_and_check(&self) {
+        let rec = self.record();
+        self.ok(&["cluster", "destroy"]);
+        let netns: Vec<String> = std::iter::once(rec["netns"].as_str().unwrap().to_string())
+            .chain(
+                rec["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["netns"].as_str().unwrap().to_string()),
+            )
+            .collect();
+        for ns in &netns {
+            assert!(
+                !Path::new("/run/netns").join(ns).exists(),
+                "netns {ns} left behind"
+            );
+        }
+        for n in rec["nodes"].as_array().unwrap() {
+            let pid = n["pid"].as_u64().unwrap();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(n["dir"].as_str().unwrap()),
+                "process {pid} of {} left behind",
+                n["name"]
+            );
+            for cg in n["cgroups"].as_array().into_iter().flatten() {
+                assert!(
+                    !Path::new(cg.as_str().unwrap()).exists(),
+                    "cgroup {cg} left behind"
+                );
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&self.name),
+            "a mount of {} is left behind",
+            self.name
+        );
+        assert!(
+            !self.dir.join("state").join(&self.name).exists(),
+            "state directory left behind"
+        );
+        // Destroying again is fine.
+        self.ok(&["cluster", "destroy"]);
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = self.talosctl(&["cluster", "destroy", "--force"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn can_run() -> bool {
+    let ok = std::fs::metadata("/run").is_ok_and(|_| unsafe { nix::libc::geteuid() } == 0)
+        && Path::new("/usr/bin/etcd").exists()
+        && Path::new(env!("CARGO_BIN_EXE_talosctl"))
+            .with_file_name("machined")
+            .exists();
+    if !ok && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("cluster tests need root, etcd (etcd-server) and the machined binary built");
+    }
+    ok
+}
+
+#[test]
+fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let c = TestCluster::new("a");
+    let shown = c.ok(&[
+        "cluster",
+        "create",
+        "--controlplanes",
+        "1",
+        "--workers",
+        "1",
+        "--wait-timeout",
+        "2m",
+    ]);
+    assert!(
+        shown.contains(&format!("{}-controlplane-1", c.name)),
+        "{shown}"
+    );
+    assert!(shown.contains("10.5.0.3"), "{shown}");
+    let health = c.health("30s");
+    let err = String::from_utf8_lossy(&health.stderr);
+    assert!(health.status.success(), "{err}");
+    assert!(err.contains("waiting for etcd to be healthy: OK"), "{err}");
+    assert!(
+        err.contains("waiting for kube-proxy to report ready: SKIP"),
+        "{err}"
+    );
+
+    let members = c.ok(&["etcd", "members"]);
+    assert_eq!(members.lines().count(), 2, "{members}");
+    assert!(members.contains(&format!("{}-controlplane-1", c.name)));
+    c.put("/test/a", "1");
+
+    // Bootstrapping again, anywhere, is refused and changes nothing.
+    assert!(c.fails(&["bootstrap"]).contains("AlreadyExists"));
+    let worker = c.fails(&["bootstrap", "-n", "10.5.0.3"]);
+    assert!(
+        worker.contains("bootstrap can only be performed on a control plane node"),
+        "{worker}"
+    );
+    let unknown = c.fails(&["etcd", "remove-member", "abcdef"]);
+    assert!(unknown.contains("NotFound"), "{unknown}");
+    let last = c.fails(&["etcd", "leave"]);
+    assert!(last.contains("last member"), "{last}");
+    assert_eq!(c.ok(&["etcd", "members"]), members);
+    assert_eq!(c.get("/test/a"), "1");
+
+    let status = c.ok(&["etcd", "status"]);
+    assert!(status.contains("10.5.0.2"), "{status}");
+    c.destroy_and_check();
+}
+
+#[test]
+fn three_control_planes_keep_quorum_scale_and_recover() {
+    if !can_run() {
+        return;
+    }
+    let c = TestCluster::new("b");
+    c.ok(&[
+        "cluster",
+        "create",
+        "--controlplanes",
+        "3",
+        "--workers",
+        "2",
+        "--wait-timeout",
+        "3m",
+    ]);
+    c.put("/test/before", "1");
+
+    // One control plane dies: health says so at once; etcd keeps its quorum.
+    c.kill("controlplane-3");
+    let started = Instant::now();
+    let health = c.health("5s");
+    let err = String::from_utf8_lossy(&health.stderr);
+    assert!(!health.status.success());
+    assert!(err.contains("10.5.0.4"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "health hung: {:?}",
+        started.elapsed()
+    );
+    c.put("/test/one-down", "2");
+
+    // Scale it away: it leaves etcd, and the cluster is healthy again.
+    c.ok(&["cluster", "scale", "--controlplanes", "2"]);
+    let members = c.ok(&["etcd", "members"]);
+    assert!(!members.contains("controlplane-3"), "{members}");
+    c.healthy("1m");
+
+    // Back to three (the new node takes the free name and address), then lose two: no
+    // quorum, said clearly.
+    c.ok(&["cluster", "scale", "--controlplanes", "3"]);
+    c.healthy("1m");
+    c.kill("controlplane-2");
+    c.kill("controlplane-3");
+    let health = c.health("8s");
+    let err = String::from_utf8_lossy(&health.stderr);
+    assert!(!health.status.success());
+    assert!(err.contains("no quorum"), "{err}");
+    assert!(!c.etcdctl(&["put", "/test/x", "y"]).status.success());
+
+    // They come back with their data: quorum again, nothing lost.
+    c.ok(&[
+        "cluster",
+        "reboot",
+        "-n",
+        &format!("{}-controlplane-2", c.name),
+    ]);
+    c.ok(&["cluster", "reboot", "-n", "10.5.0.4"]);
+    c.healthy("1m");
+    assert_eq!(c.get("/test/before"), "1");
+    assert_eq!(c.get("/test/one-down"), "2");
+    c.put("/test/after", "3");
+    c.destroy_and_check();
+}
+
+#[test]
+fn snapshot_recovers_onto_a_fresh_cluster() {
+    if !can_run() {
+        return;
+    }
+    let a = TestCluster::new("c");
+    a.ok(&[
+        "cluster",
+        "create",
+        "--controlplanes",
+        "1",
+        "--workers",
+        "0",
+        "--wait-timeout",
+        "2m",
+    ]);
+    a.put("/keep/one", "1");
+    a.put("/keep/two", "2");
+    let snap = a.dir.join("etcd.snapshot");
+    let saved = a.ok(&["etcd", "snapshot", snap.to_str().unwrap()]);
+    assert!(saved.contains("etcd snapshot saved"), "{saved}");
+    a.destroy_and_check();
+
+    let b = TestCluster::new("d");
+    b.ok(&[
+        "cluster",
+        "create",
+        "--controlplanes",
+        "1",
+        "--workers",
+        "0",
+        "--skip-bootstrap",
+    ]);
+    b.ok(&["bootstrap", "--recover-from", snap.to_str().unwrap()]);
+    b.healthy("1m");
+    assert_eq!(b.get("/keep/one"), "1");
+    assert_eq!(b.get("/keep/two"), "2");
+    b.destroy_and_check();
+}
