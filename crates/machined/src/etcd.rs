@@ -179,6 +179,11 @@ impl Etcd {
         format!("https://{}:2379", bracket(self.ip))
     }
 
+    /// Whether this node has etcd data (it is, or was, a member).
+    pub fn is_member(&self) -> bool {
+        self.initialized()
+    }
+
     fn initialized(&self) -> bool {
         self.data_dir.join("member").exists()
     }

@@ -313,6 +313,9 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert!(unknown.contains("NotFound"), "{unknown}");
     let last = c.fails(&["etcd", "leave"]);
     assert!(last.contains("last member"), "{last}");
+    // A graceful reset leaves etcd first: not possible for the last member.
+    let reset = c.fails(&["reset", "-n", "10.5.0.2"]);
+    assert!(reset.contains("last member") && reset.contains("--graceful=false"), "{reset}");
     assert_eq!(c.ok(&["etcd", "members"]), members);
     assert_eq!(c.get("/test/a"), "1");
 

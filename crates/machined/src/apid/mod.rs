@@ -493,7 +493,18 @@ impl MachineService for Machine {
                 "unknown partition label \"{bad}\": expected STATE or EPHEMERAL"
             )));
         }
-        // Services stop first (a graceful reset would leave etcd here too).
+        // A graceful reset of a control plane leaves etcd first, so that the cluster does not
+        // keep a member that will never come back.
+        if r.graceful {
+            if let Some(e) = self.node.etcd.get().filter(|e| e.is_member()) {
+                e.leave(&self.node.services).await.map_err(|s| {
+                    Status::new(
+                        s.code(),
+                        format!("{}; reset with --graceful=false to skip leaving etcd", s.message()),
+                    )
+                })?;
+            }
+        }
         self.node.services.shutdown().await;
         let wiped = self.node.wipe(&labels).map_err(Status::internal)?;
         tracing::info!(?wiped, graceful = r.graceful, "reset");
