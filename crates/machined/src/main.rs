@@ -5,6 +5,7 @@ mod apid;
 mod container;
 mod etcd;
 mod events;
+mod kernel;
 mod node;
 mod reaper;
 mod services;
@@ -266,6 +267,11 @@ async fn run(args: Args) -> Result<Exit, String> {
         .or_else(|| (std::process::id() == 1).then(|| PathBuf::from("/var/log")));
     if let Some(d) = &log_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    if !maintenance && container::rooted() {
+        for problem in kernel::write_files(&config) {
+            log(&format!("machined: {problem}"));
+        }
     }
     let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
     *node.ephemeral.lock().expect("ephemeral") = args.ephemeral_dir.clone();

@@ -98,6 +98,14 @@ impl Node {
                 .column("Domainname", "{.domainname}"),
             Definition::new(VERSION, RUNTIME_NS, &[]).column("Version", "{.version}"),
             Definition::new(TIME_STATUS, RUNTIME_NS, &[]).column("Synced", "{.synced}"),
+            Definition::new(
+                crate::kernel::KERNEL_PARAM_STATUS,
+                RUNTIME_NS,
+                &["sysctls", "kernelparameters", "kernelparams"],
+            )
+            .column("Current", "{.current}")
+            .column("Default", "{.default}")
+            .column("Unsupported", "{.unsupported}"),
             Definition::new(crate::services::SERVICE_TYPE, RUNTIME_NS, &["svc"])
                 .column("Running", "{.running}")
                 .column("Healthy", "{.healthy}")
@@ -132,6 +140,10 @@ impl Node {
         rt.register(HostnameController).map_err(|e| e.to_string())?;
         rt.register(TimeStatusController)
             .map_err(|e| e.to_string())?;
+        rt.register(crate::kernel::KernelParamController::new(
+            crate::container::rooted(),
+        ))
+        .map_err(|e| e.to_string())?;
         Ok(Node {
             state,
             registry,
@@ -228,7 +240,7 @@ impl Node {
     }
 }
 
-fn machine_config(ctx: &ReconcileContext) -> Result<Option<Config>, ControllerError> {
+pub fn machine_config(ctx: &ReconcileContext) -> Result<Option<Config>, ControllerError> {
     let ptr = Pointer::new(CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID);
     let Some(r) = ctx.get(&ptr)? else {
         return Ok(None);

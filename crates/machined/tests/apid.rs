@@ -47,6 +47,8 @@ fn start_named(secrets: &SecretsBundle, name: &str) -> Node {
             path.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--trustd-listen",
+            "127.0.0.1:0",
         ])
         .stderr(Stdio::piped())
         .spawn()
@@ -57,6 +59,7 @@ fn start_named(secrets: &SecretsBundle, name: &str) -> Node {
     while !line.starts_with("apid listening") {
         line.clear();
         if reader.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
             panic!("machined ended without listening");
         }
     }

@@ -273,6 +273,8 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         return;
     }
     let c = TestCluster::new("a");
+    let patch = r#"{"machine":{"sysctls":{"net.ipv4.ip_forward":"1","kernel.panic":"17"},
+        "files":[{"path":"/var/etc/hello.conf","op":"create","permissions":420,"content":"hello\n"}]}}"#;
     let shown = c.ok(&[
         "cluster",
         "create",
@@ -282,6 +284,8 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         "1",
         "--wait-timeout",
         "2m",
+        "--config-patch",
+        patch,
     ]);
     assert!(
         shown.contains(&format!("{}-controlplane-1", c.name)),
@@ -295,6 +299,22 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert!(
         err.contains("waiting for kube-proxy to report ready: SKIP"),
         "{err}"
+    );
+
+    // machine.files and sysctls, inside the node only.
+    assert_eq!(c.ok(&["read", "/var/etc/hello.conf"]), "hello\n");
+    let fwd = c.ok(&["get", "sysctls", "net.ipv4.ip_forward", "-o", "json"]);
+    assert!(
+        fwd.contains("\"current\": \"1\"") && fwd.contains("\"unsupported\": false"),
+        "{fwd}"
+    );
+    let panic = c.ok(&["get", "kps", "kernel.panic", "-o", "json"]);
+    assert!(panic.contains("\"unsupported\": true"), "{panic}");
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/panic")
+            .unwrap()
+            .trim(),
+        "17"
     );
 
     let members = c.ok(&["etcd", "members"]);
@@ -315,7 +335,10 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert!(last.contains("last member"), "{last}");
     // A graceful reset leaves etcd first: not possible for the last member.
     let reset = c.fails(&["reset", "-n", "10.5.0.2"]);
-    assert!(reset.contains("last member") && reset.contains("--graceful=false"), "{reset}");
+    assert!(
+        reset.contains("last member") && reset.contains("--graceful=false"),
+        "{reset}"
+    );
     assert_eq!(c.ok(&["etcd", "members"]), members);
     assert_eq!(c.get("/test/a"), "1");
 

@@ -500,7 +500,10 @@ impl MachineService for Machine {
                 e.leave(&self.node.services).await.map_err(|s| {
                     Status::new(
                         s.code(),
-                        format!("{}; reset with --graceful=false to skip leaving etcd", s.message()),
+                        format!(
+                            "{}; reset with --graceful=false to skip leaving etcd",
+                            s.message()
+                        ),
                     )
                 })?;
             }
