@@ -106,6 +106,8 @@ pub struct ServiceInfo {
     pub state: ServiceState,
     pub events: Vec<ServiceEvent>,
     pub health: Health,
+    /// The running process, if any.
+    pub pid: Option<u32>,
 }
 
 /// The spec of a Service resource.
@@ -527,6 +529,7 @@ impl Supervisor {
                 state: e.state,
                 events: e.events.iter().cloned().collect(),
                 health: e.health.clone(),
+                pid: e.pid.filter(|_| e.state == ServiceState::Running),
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -89,6 +89,8 @@ enum Command {
     Shutdown(system::NodeArgs),
     /// Wipe nodes (STATE, EPHEMERAL) and stop them, or reboot them into maintenance mode.
     Reset(system::ResetArgs),
+    /// Resource use of the nodes' system services.
+    Stats(system::StatsArgs),
     /// Bootstrap the etcd cluster on one control plane node.
     Bootstrap(etcd::BootstrapArgs),
     /// Manage the etcd cluster.
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
         Command::Reboot(a) => block_on(system::reboot(a)),
         Command::Shutdown(a) => block_on(system::shutdown(a)),
         Command::Reset(a) => block_on(system::reset(a)),
+        Command::Stats(a) => block_on(system::stats(a)),
         Command::Bootstrap(a) => block_on(etcd::bootstrap(a)),
         Command::Etcd(a) => block_on(etcd::run(a)),
         Command::Health(a) => block_on(health::run(a)),

@@ -514,3 +514,56 @@ pub async fn du(a: DuArgs) -> Result<()> {
     )
     .await
 }
+
+#[derive(Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Kubernetes containers (namespace k8s.io) instead of system services.
+    #[arg(short, long)]
+    kubernetes: bool,
+    /// Ask the CRI rather than containerd.
+    #[arg(long = "use-cri", hide = true)]
+    use_cri: bool,
+}
+
+pub async fn stats(a: StatsArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let namespace = if a.kubernetes { "k8s.io" } else { "system" };
+    let driver = if a.use_cri {
+        api::common::ContainerDriver::Cri
+    } else {
+        api::common::ContainerDriver::Containerd
+    };
+    let header = ["NODE", "NAMESPACE", "ID", "MEMORY(MB)", "CPU"]
+        .map(String::from)
+        .to_vec();
+    table_of(&targets, header, |t| async move {
+        let resp = client::machine(&t)
+            .stats(api::machine::StatsRequest {
+                namespace: namespace.into(),
+                driver: driver as i32,
+            })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        let mut rows = Rows::new();
+        for m in resp.into_inner().messages {
+            let node = m
+                .metadata
+                .map(|md| md.hostname)
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| t.node.clone());
+            for s in m.stats {
+                rows.push(vec![
+                    node.clone(),
+                    s.namespace,
+                    s.id,
+                    format!("{:.2}", s.memory_usage as f64 / 1024.0 / 1024.0),
+                    s.cpu_usage.to_string(),
+                ]);
+            }
+        }
+        Ok(rows)
+    })
+    .await
+}

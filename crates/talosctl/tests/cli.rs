@@ -1271,6 +1271,21 @@ fn node_introspection_reboot_and_shutdown() {
             .any(|l| l.split_whitespace().nth(1) == Some(own.as_str())),
         "machined is listed: {ps}"
     );
+    // Stats of the system services: the control plane runs trustd.
+    let stats = stdout(&run(&["stats"]));
+    let header: Vec<&str> = stats.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NODE", "NAMESPACE", "ID", "MEMORY(MB)", "CPU"],
+        "{stats}"
+    );
+    let trustd = stats
+        .lines()
+        .find(|l| l.contains(" trustd "))
+        .unwrap_or_else(|| panic!("{stats}"));
+    let mb: f64 = trustd.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(mb > 1.0, "{trustd}");
+    assert_eq!(stdout(&run(&["stats", "-k"])).lines().count(), 1);
     let dmesg = run(&["dmesg"]);
     assert!(dmesg.status.success() || String::from_utf8_lossy(&dmesg.stderr).contains("/dev/kmsg"));
     // Files: list and read (the node's STATE directory holds its config).

@@ -548,6 +548,22 @@ impl MachineService for Machine {
         }))
     }
 
+    async fn stats(
+        &self,
+        req: Request<api::machine::StatsRequest>,
+    ) -> Result<Response<api::machine::StatsResponse>, Status> {
+        let r = req.into_inner();
+        let namespace = if r.namespace.is_empty() {
+            "system".to_string()
+        } else {
+            r.namespace
+        };
+        Ok(Response::new(system::stats(
+            &self.node.services,
+            &namespace,
+        )))
+    }
+
     async fn bootstrap(
         &self,
         req: Request<api::machine::BootstrapRequest>,

@@ -479,3 +479,52 @@ pub fn cpu_info() -> Result<api::machine::CpuInfoResponse, Status> {
         }],
     })
 }
+
+/// Memory (resident bytes) and CPU time (nanoseconds) of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split(' ').collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split(' ').nth(1)?.parse().ok()?;
+    // SAFETY: as above.
+    let page = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) }.max(1) as u64;
+    Some((pages * page, ticks * 1_000_000_000 / hz))
+}
+
+/// Stats of the system services (namespace "system"); a node without Kubernetes has no
+/// containers in "k8s.io".
+pub fn stats(
+    services: &crate::services::Supervisor,
+    namespace: &str,
+) -> api::machine::StatsResponse {
+    let stats = if namespace == "system" {
+        services
+            .list()
+            .into_iter()
+            .filter_map(|s| {
+                let (memory_usage, cpu_usage) = process_usage(s.pid?)?;
+                Some(api::machine::Stat {
+                    namespace: namespace.into(),
+                    id: s.id.clone(),
+                    memory_usage,
+                    cpu_usage,
+                    pod_id: String::new(),
+                    name: s.id,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    api::machine::StatsResponse {
+        messages: vec![api::machine::Stats {
+            metadata: None,
+            stats,
+        }],
+    }
+}
