@@ -205,6 +205,7 @@ impl Etcd {
                 let e = prep.clone();
                 Box::pin(async move { e.prepare(note).await })
             })),
+            fds: Vec::new(),
         }
     }
 

@@ -37,8 +37,8 @@ struct Args {
     /// PID 1, nowhere otherwise (they are still kept in memory).
     #[arg(long)]
     log_dir: Option<PathBuf>,
-    /// Which part of the node this process is: machined, or trustd (run by machined).
-    #[arg(long, default_value = "machined", value_parser = ["machined", "trustd"])]
+    /// Which part of the node this process is: machined, or apid or trustd (run by machined).
+    #[arg(long, default_value = "machined", value_parser = ["machined", "apid", "trustd"])]
     role: String,
     /// The EPHEMERAL directory (node data such as etcd's); wiped by a reset.
     #[arg(long)]
@@ -54,9 +54,18 @@ struct Args {
     #[arg(long, requires = "container")]
     netns: Option<String>,
     /// An inherited, bound listening socket apid serves as well (the provisioner publishes a
-    /// node's API on the host's loopback this way).
+    /// node's API on the host's loopback this way). For the apid role: the sockets to serve.
     #[arg(long, value_name = "FD")]
-    listen_fd: Option<i32>,
+    listen_fd: Vec<i32>,
+    /// apid role: machined's unix socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// apid role: the node is in maintenance mode.
+    #[arg(long)]
+    maintenance: bool,
+    /// apid role: the node's hostname.
+    #[arg(long, default_value = "talos")]
+    hostname: String,
 }
 
 /// The config to boot: the persisted one (STATE) when valid, else the given one (then written
@@ -176,7 +185,33 @@ async fn run_trustd(args: Args) -> Result<Exit, String> {
     Ok(Exit::Shutdown)
 }
 
-/// The trustd service of a control plane: this binary again, in the trustd role.
+/// A service that is this binary again in another role, reading the same config.
+fn role_service(
+    args: &Args,
+    state_file: Option<&PathBuf>,
+    role: &str,
+    mut role_args: Vec<String>,
+) -> Result<services::ServiceSpec, String> {
+    role_args.splice(0..0, ["--role".to_string(), role.to_string()]);
+    if let Some(cfg) = state_file
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .or(args.config.clone())
+    {
+        role_args.extend(["--config".to_string(), cfg]);
+    }
+    Ok(services::ServiceSpec {
+        id: role.into(),
+        program: std::env::current_exe().map_err(|e| e.to_string())?,
+        args: role_args,
+        depends_on: Vec::new(),
+        health: None,
+        prepare: None,
+        fds: Vec::new(),
+    })
+}
+
+/// The trustd service of a control plane.
 fn trustd_service(
     args: &Args,
     state_file: Option<&PathBuf>,
@@ -186,53 +221,116 @@ fn trustd_service(
         let probe = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
         addr = probe.local_addr().map_err(|e| e.to_string())?;
     }
-    let mut svc_args = vec![
-        "--role".to_string(),
-        "trustd".into(),
-        "--listen".into(),
-        addr.to_string(),
-    ];
-    if let Some(cfg) = state_file
-        .map(|p| p.display().to_string())
-        .or(args.config.clone())
-    {
-        svc_args.extend(["--config".to_string(), cfg]);
-    }
+    let mut spec = role_service(
+        args,
+        state_file,
+        "trustd",
+        vec!["--listen".into(), addr.to_string()],
+    )?;
     let health_ip = if addr.ip().is_unspecified() {
         "127.0.0.1".parse().expect("ip")
     } else {
         addr.ip()
     };
-    Ok(services::ServiceSpec {
-        id: "trustd".into(),
-        program: std::env::current_exe().map_err(|e| e.to_string())?,
-        args: svc_args,
-        depends_on: Vec::new(),
-        health: Some(services::HealthCheck::Tcp(SocketAddr::new(
-            health_ip,
-            addr.port(),
-        ))),
-        prepare: None,
-    })
+    spec.health = Some(services::HealthCheck::Tcp(SocketAddr::new(
+        health_ip,
+        addr.port(),
+    )));
+    Ok(spec)
 }
 
-/// A listening socket handed down by the provisioner. The inherited descriptor itself stays
-/// open for the life of the process (a reboot hands it on) and is not passed to services;
-/// apid serves a duplicate of it.
-fn inherited_listener(fd: i32) -> Result<tokio::net::TcpListener, String> {
-    use std::os::fd::BorrowedFd;
+/// Where machined's socket for apid lives.
+fn socket_dir(args: &Args) -> PathBuf {
+    if container::rooted() {
+        return PathBuf::from("/system/run/machined");
+    }
+    match &args.state_dir {
+        Some(d) => d.with_file_name(format!(
+            "{}.run",
+            d.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+        )),
+        None => std::env::temp_dir().join(format!("machined-{}", std::process::id())),
+    }
+}
+
+/// apid: TLS, roles and proxying in front of machined's socket.
+async fn run_apid(args: Args) -> Result<Exit, String> {
+    use std::os::fd::FromRawFd;
+    let socket = args
+        .socket
+        .clone()
+        .ok_or("--socket is required for the apid role")?;
+    let mut listeners = Vec::new();
+    for fd in &args.listen_fd {
+        // SAFETY: machined handed these descriptors to this process for this use.
+        let std = unsafe { std::net::TcpListener::from_raw_fd(*fd) };
+        std.set_nonblocking(true).map_err(|e| e.to_string())?;
+        listeners.push(tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?);
+    }
+    let local: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let hostname = args.hostname.clone();
+    let mut ips: Vec<std::net::IpAddr> = local
+        .iter()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    ips.extend(interface_ips());
+    if args.maintenance {
+        let tls = apid::maintenance_tls(&hostname)?;
+        apid::gateway::serve(tls, listeners, true, None, socket, signals()).await?;
+        return Ok(Exit::Shutdown);
+    }
+    let config = load_config(&args)?;
+    let tls = if machinery::secrets::machine_ca(&config).is_ok() {
+        apid::tls_from_config(&config, &hostname, &ips)?
+    } else {
+        // Until a trustd answers; a stop request ends the wait.
+        tokio::select! {
+            tls = apid::tls_via_trustd(&config, &hostname, &ips) => tls?,
+            _ = signals() => return Ok(Exit::Shutdown),
+        }
+    };
+    let mut own = vec![hostname.clone()];
+    for a in &local {
+        own.push(a.to_string());
+        if a.ip().is_unspecified() || a.ip().is_loopback() {
+            own.push(format!("127.0.0.1:{}", a.port()));
+        }
+        if a.ip().is_unspecified() {
+            // Addressed by any of its interface addresses.
+            for ip in interface_ips() {
+                own.push(ip.to_string());
+                own.push(format!("{ip}:{}", a.port()));
+            }
+        }
+    }
+    let proxy = match apid::proxy_from_config(&config, own) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log(&format!("apid: proxying to other nodes is off: {e}"));
+            None
+        }
+    };
+    apid::gateway::serve(tls, listeners, false, proxy, socket, signals()).await?;
+    Ok(Exit::Shutdown)
+}
+
+/// A listening socket handed down by the provisioner: kept open (close-on-exec set) for the
+/// life of the process; a reboot hands it on, and apid gets it as a service descriptor.
+fn inherited_listener(fd: i32) -> Result<SocketAddr, String> {
     set_cloexec(fd, true)?;
     // SAFETY: the descriptor was handed to us and is never closed.
-    let dup = unsafe { BorrowedFd::borrow_raw(fd) }
-        .try_clone_to_owned()
-        .map_err(|e| format!("--listen-fd {fd}: {e}"))?;
-    let std = std::net::TcpListener::from(dup);
-    std.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let addr = std
-        .local_addr()
-        .map_err(|e| format!("--listen-fd {fd}: {e}"))?;
-    log(&format!("apid listening on {addr} (inherited)"));
-    tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
+        std::os::fd::AsRawFd::as_raw_fd(&borrowed),
+    )
+    .map_err(|e| format!("--listen-fd {fd}: {e}"))?;
+    sock.as_sockaddr_in()
+        .map(|a| SocketAddr::new(std::net::IpAddr::V4(a.ip()), a.port()))
+        .ok_or_else(|| format!("--listen-fd {fd}: not an IPv4 socket"))
 }
 
 fn set_cloexec(fd: i32, on: bool) -> Result<(), String> {
@@ -250,8 +348,10 @@ fn set_cloexec(fd: i32, on: bool) -> Result<(), String> {
 }
 
 async fn run(args: Args) -> Result<Exit, String> {
-    if args.role == "trustd" {
-        return run_trustd(args).await;
+    match args.role.as_str() {
+        "trustd" => return run_trustd(args).await,
+        "apid" => return run_apid(args).await,
+        _ => {}
     }
     reaper::start();
     let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
@@ -312,35 +412,52 @@ async fn run(args: Args) -> Result<Exit, String> {
         node.services.start_service(e.service());
         let _ = node.etcd.set(e);
     }
-    let mut ips: Vec<_> = [args.listen.ip()]
-        .into_iter()
-        .filter(|ip| !ip.is_unspecified())
-        .collect();
-    ips.extend(interface_ips());
-    let tls = if maintenance {
-        apid::maintenance_tls(&hostname)?
-    } else if machinery::secrets::machine_ca(&config).is_ok() {
-        apid::tls_from_config(&config, &hostname, &ips)?
-    } else {
-        // Until a trustd answers; a stop request ends the wait.
-        tokio::select! {
-            tls = apid::tls_via_trustd(&config, &hostname, &ips) => tls?,
-            _ = signals() => {
-                node.services.shutdown().await;
-                return Ok(Exit::Shutdown);
-            }
-        }
-    };
+    // machined binds the API's addresses (a reboot keeps them) and hands them to apid.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| format!("listen on {}: {e}", args.listen))?;
+        .map_err(|e| format!("listen on {}: {e}", args.listen))?
+        .into_std()
+        .map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let _ = BOUND.set(local);
     log(&format!("apid listening on {local}"));
-    let mut listeners = vec![listener];
-    if let Some(fd) = args.listen_fd {
-        listeners.push(inherited_listener(fd)?);
+    let mut fds = vec![std::os::fd::AsRawFd::as_raw_fd(&listener)];
+    for fd in &args.listen_fd {
+        let addr = inherited_listener(*fd)?;
+        log(&format!("apid listening on {addr} (inherited)"));
+        fds.push(*fd);
     }
+    let dir = socket_dir(&args);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let socket = dir.join("machine.sock");
+    let _ = std::fs::remove_file(&socket);
+    let unix = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let mut apid_args = vec!["--socket".to_string(), socket.display().to_string()];
+    for i in 0..fds.len() {
+        apid_args.extend(["--listen-fd".to_string(), (3 + i).to_string()]);
+    }
+    apid_args.extend(["--hostname".to_string(), hostname.clone()]);
+    if maintenance {
+        apid_args.push("--maintenance".into());
+    }
+    let mut apid_spec = role_service(&args, state_file.as_ref(), "apid", apid_args)?;
+    apid_spec.fds = fds;
+    let health_ip = if local.ip().is_unspecified() {
+        "127.0.0.1".parse().expect("ip")
+    } else {
+        local.ip()
+    };
+    apid_spec.health = Some(services::HealthCheck::Tcp(SocketAddr::new(
+        health_ip,
+        local.port(),
+    )));
+    node.services.start_service(apid_spec);
+
     let reboot = node.reboot.clone();
     let stop = node.shutdown.clone();
     let exit = Arc::new(std::sync::Mutex::new(Exit::Shutdown));
@@ -353,29 +470,11 @@ async fn run(args: Args) -> Result<Exit, String> {
         }
     };
     let services = node.services.clone();
-    let proxy = if maintenance {
-        None
-    } else {
-        let mut own = vec![local.to_string(), hostname.clone()];
-        if local.ip().is_unspecified() || local.ip().is_loopback() {
-            own.push(format!("127.0.0.1:{}", local.port()));
-        }
-        if local.ip().is_unspecified() {
-            // Addressed by any of its interface addresses.
-            for ip in interface_ips() {
-                own.push(ip.to_string());
-                own.push(format!("{ip}:{}", local.port()));
-            }
-        }
-        match apid::proxy_from_config(&config, own) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                log(&format!("machined: proxying to other nodes is off: {e}"));
-                None
-            }
-        }
-    };
-    apid::serve(node.clone(), tls, listeners, maintenance, proxy, shutdown).await?;
+    apid::serve_local(node.clone(), unix, maintenance, shutdown).await?;
+    drop(listener);
+    if args.state_dir.is_none() && !container::rooted() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     services.shutdown().await;
     if let Exit::Reboot(handover) = &mut *exit.lock().expect("exit") {
         *handover = node.handover.lock().expect("handover").take();
@@ -418,9 +517,9 @@ fn reboot(handover: Option<String>) -> ExitCode {
             }
         }
     }
-    if let Some(fd) = Args::try_parse_from(std::env::args())
-        .ok()
-        .and_then(|a| a.listen_fd)
+    for fd in Args::try_parse_from(std::env::args())
+        .map(|a| a.listen_fd)
+        .unwrap_or_default()
     {
         let _ = set_cloexec(fd, false);
     }

@@ -69,6 +69,8 @@ pub struct ServiceSpec {
     pub depends_on: Vec<String>,
     pub health: Option<HealthCheck>,
     pub prepare: Option<Prepare>,
+    /// Descriptors the process inherits, as 3, 4, … in this order.
+    pub fds: Vec<i32>,
 }
 
 impl std::fmt::Debug for ServiceSpec {
@@ -348,10 +350,27 @@ impl Supervisor {
                 .stderr(Stdio::piped());
             // A service never outlives machined, however machined ends.
             // SAFETY: prctl(2) only, between fork and exec.
+            let fds = spec.fds.clone();
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
                     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                        .map_err(std::io::Error::from)
+                        .map_err(std::io::Error::from)?;
+                    // Out of the way first (a source may be one of the targets), then in place.
+                    let mut high = Vec::with_capacity(fds.len());
+                    for fd in &fds {
+                        let h = nix::libc::fcntl(*fd, nix::libc::F_DUPFD, 100);
+                        if h < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        high.push(h);
+                    }
+                    for (i, h) in high.iter().enumerate() {
+                        if nix::libc::dup2(*h, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        nix::libc::close(*h);
+                    }
+                    Ok(())
                 });
             }
             let child = cmd.spawn();
@@ -664,6 +683,7 @@ mod tests {
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             health: None,
             prepare: None,
+            fds: Vec::new(),
         }
     }
 

@@ -1447,8 +1447,12 @@ fn events_stream_service_changes() {
         String::from_utf8_lossy(&node_cmd(&d, "talosconfig", &["services", "-e", &ep]).stdout)
             .contains("trustd    Running")
     });
+    wait_for("apid running", || {
+        String::from_utf8_lossy(&node_cmd(&d, "talosconfig", &["services", "-e", &ep]).stdout)
+            .contains("apid      Running")
+    });
     let mut child = Command::new(env!("CARGO_BIN_EXE_talosctl"))
-        .args(["events", "--tail", "2", "-e", &ep])
+        .args(["events", "--tail", "4", "-e", &ep])
         .env("TALOSCONFIG", d.path("talosconfig"))
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -1456,12 +1460,12 @@ fn events_stream_service_changes() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let header = lines.next().unwrap().unwrap();
     assert_eq!(header, "NODE\tID\tEVENT\tSOURCE\tMESSAGE");
-    let past: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
-    assert!(
-        past[1].contains("\tmachine.ServiceStateEvent\ttrustd\tStarted task trustd (PID "),
-        "{past:?}"
-    );
-    assert!(past[1].ends_with(": Running"), "{past:?}");
+    let past: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    let started = past
+        .iter()
+        .find(|l| l.contains("\tmachine.ServiceStateEvent\ttrustd\tStarted task trustd (PID "))
+        .unwrap_or_else(|| panic!("{past:?}"));
+    assert!(started.ends_with(": Running"), "{past:?}");
     // A restart shows up live.
     node_cmd(
         &d,

@@ -210,6 +210,70 @@ where
     })
 }
 
+/// machined's side of its socket: the roles apid passed become the request's `Roles`; a call
+/// without any (not from apid) is refused.
+#[derive(Clone, Default)]
+pub struct LocalLayer {
+    pub maintenance: bool,
+}
+
+impl<S> tower::Layer<S> for LocalLayer {
+    type Service = Local<S>;
+
+    fn layer(&self, inner: S) -> Local<S> {
+        Local {
+            inner,
+            maintenance: self.maintenance,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Local<S> {
+    inner: S,
+    maintenance: bool,
+}
+
+impl<S> tower::Service<http::Request<Body>> for Local<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let roles: Vec<String> = req
+            .headers()
+            .get_all(proxy::ROLE_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
+        let method = req.uri().path().to_string();
+        let ok = if self.maintenance {
+            MAINTENANCE_METHODS.contains(&method.as_str())
+        } else {
+            allowed(&method, &roles)
+        };
+        if !ok {
+            let denied = tonic::Status::permission_denied("not authorized").into_http();
+            return Box::pin(async move { Ok(denied) });
+        }
+        req.extensions_mut().insert(Roles(roles));
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 mod apply;
 mod auth;
 mod etcd;
+pub mod gateway;
 mod inspect;
 mod proxy;
 mod roles_table;
@@ -21,10 +22,9 @@ use api::machine::{
 use machinery::pki::{self, Key, KeyKind, LeafSpec};
 use machinery::secrets::unb64;
 use machinery::Config;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server};
 use tonic::{Request, Response, Status};
 
-pub use auth::AuthLayer;
 pub use proxy::Proxy;
 
 /// A proxy for this node: it calls other nodes as os:impersonator (needs the machine CA key).
@@ -697,28 +697,20 @@ pub fn version_info() -> VersionInfo {
     }
 }
 
-/// Serve the API until `shutdown` resolves.
-pub async fn serve(
+/// Serve the node's services to apid on a unix socket until `shutdown` resolves. apid has
+/// checked each call already; the caller's roles come along in `talos-role`.
+pub async fn serve_local(
     node: Arc<Node>,
-    tls: Tls,
-    listeners: Vec<tokio::net::TcpListener>,
+    listener: tokio::net::UnixListener,
     maintenance: bool,
-    proxy: Option<Proxy>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let incoming =
-        futures::stream::select_all(listeners.into_iter().map(|l| Box::pin(incoming(l))));
-    let mut server_tls = ServerTlsConfig::new().identity(tls.identity);
-    if let Some(ca) = tls.client_ca {
-        server_tls = server_tls.client_ca_root(ca);
-    }
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        let conn = l.accept().await.map(|(s, _)| s);
+        Some((conn, l))
+    });
     Server::builder()
-        .tls_config(server_tls)
-        .map_err(|e| e.to_string())?
-        .layer(AuthLayer {
-            maintenance,
-            proxy: proxy.map(Arc::new),
-        })
+        .layer(auth::LocalLayer { maintenance })
         .add_service(MachineServiceServer::new(Machine {
             node: node.clone(),
             applier: apply::Applier::new(node.clone(), maintenance),
