@@ -44,6 +44,7 @@ pub struct Etcd {
     joined: std::sync::atomic::AtomicBool,
     wake: tokio::sync::Notify,
     client: tokio::sync::Mutex<Option<Client>>,
+    ca: CertAndKey,
 }
 
 fn bracket(ip: IpAddr) -> String {
@@ -66,6 +67,38 @@ fn etcd_ca(cfg: &Config) -> Result<CertAndKey, String> {
     })
 }
 
+/// This member's server and peer certificates (both usable by servers and clients) and the CA,
+/// written under `dir`; etcd reads them on each new connection, so rewriting them renews them.
+fn write_member_certs(ca: &CertAndKey, dir: &Path, name: &str, ip: IpAddr) -> Result<(), String> {
+    let mut ips = vec![ip];
+    for l in ["127.0.0.1", "::1"] {
+        let l: IpAddr = l.parse().expect("ip");
+        if l != ip {
+            ips.push(l);
+        }
+    }
+    let spec = LeafSpec {
+        common_name: name.into(),
+        dns_names: vec!["localhost".to_string(), name.to_string()],
+        ip_addresses: ips,
+        server: true,
+        client: true,
+        ..Default::default()
+    };
+    let write = |file: &str, data: &str| {
+        let p = dir.join(file);
+        machinery::fsutil::write_atomic(&p, data.as_bytes(), 0o600)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("ca.crt", &ca.crt)?;
+    for role in ["server", "peer"] {
+        let (crt, key) = issue(ca, &spec)?;
+        write(&format!("{role}.crt"), &crt)?;
+        write(&format!("{role}.key"), &key)?;
+    }
+    Ok(())
+}
+
 /// A certificate for `spec` signed by the etcd CA: (certificate, PKCS#8 key).
 fn issue(ca: &CertAndKey, spec: &LeafSpec) -> Result<(String, String), String> {
     let key = Key::generate(KeyKind::EcdsaP256).map_err(|e| e.to_string())?;
@@ -85,39 +118,7 @@ impl Etcd {
         let ca = etcd_ca(cfg)?;
         std::fs::create_dir_all(secrets_dir)
             .map_err(|e| format!("{}: {e}", secrets_dir.display()))?;
-        let loopback: Vec<IpAddr> =
-            vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
-        let mut ips = vec![ip];
-        ips.extend(loopback.iter().filter(|l| **l != ip));
-        let dns = vec!["localhost".to_string(), name.to_string()];
-        let server = LeafSpec {
-            common_name: name.into(),
-            dns_names: dns.clone(),
-            ip_addresses: ips.clone(),
-            server: true,
-            client: true,
-            ..Default::default()
-        };
-        let peer = LeafSpec {
-            common_name: name.into(),
-            dns_names: dns,
-            ip_addresses: ips,
-            server: true,
-            client: true,
-            ..Default::default()
-        };
-        let write = |file: &str, data: &str| {
-            let p = secrets_dir.join(file);
-            machinery::fsutil::write_atomic(&p, data.as_bytes(), 0o600)
-                .map_err(|e| format!("{}: {e}", p.display()))
-        };
-        write("ca.crt", &ca.crt)?;
-        let (crt, key) = issue(&ca, &server)?;
-        write("server.crt", &crt)?;
-        write("server.key", &key)?;
-        let (crt, key) = issue(&ca, &peer)?;
-        write("peer.crt", &crt)?;
-        write("peer.key", &key)?;
+        write_member_certs(&ca, secrets_dir, name, ip)?;
         let (crt, key) = issue(
             &ca,
             &LeafSpec {
@@ -168,7 +169,36 @@ impl Etcd {
             joined: Default::default(),
             wake: tokio::sync::Notify::new(),
             client: tokio::sync::Mutex::new(None),
+            ca,
         })
+    }
+
+    /// Renew the member certificates once two thirds of their validity have passed.
+    pub fn renew_certificates(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let due = std::fs::read_to_string(me.secrets_dir.join("server.crt"))
+                    .ok()
+                    .and_then(|c| crate::secrets::renew_at(&c).ok())
+                    .unwrap_or(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                if now < due {
+                    tokio::time::sleep(Duration::from_secs(due - now)).await;
+                    continue;
+                }
+                match write_member_certs(&me.ca, &me.secrets_dir, &me.name, me.ip) {
+                    Ok(_) => tracing::info!("renewed the etcd certificates"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the etcd certificates");
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                }
+            }
+        });
     }
 
     fn peer_url(&self) -> String {

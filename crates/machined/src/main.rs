@@ -8,6 +8,7 @@ mod events;
 mod kernel;
 mod node;
 mod reaper;
+mod secrets;
 mod services;
 mod trustd;
 
@@ -134,7 +135,7 @@ fn load_config(args: &Args) -> Result<Config, String> {
 }
 
 /// The node's non-loopback IPv4 addresses.
-fn interface_ips() -> Vec<std::net::IpAddr> {
+pub fn interface_ips() -> Vec<std::net::IpAddr> {
     nix::ifaddrs::getifaddrs()
         .into_iter()
         .flatten()
@@ -272,27 +273,12 @@ async fn run_apid(args: Args) -> Result<Exit, String> {
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let hostname = args.hostname.clone();
-    let mut ips: Vec<std::net::IpAddr> = local
-        .iter()
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_unspecified())
-        .collect();
-    ips.extend(interface_ips());
     if args.maintenance {
-        let tls = apid::maintenance_tls(&hostname)?;
-        apid::gateway::serve(tls, listeners, true, None, socket, signals()).await?;
+        let source = apid::gateway::CertSource::Static(apid::maintenance_cert()?);
+        apid::gateway::serve(source, listeners, true, None, socket, signals()).await?;
         return Ok(Exit::Shutdown);
     }
     let config = load_config(&args)?;
-    let tls = if machinery::secrets::machine_ca(&config).is_ok() {
-        apid::tls_from_config(&config, &hostname, &ips)?
-    } else {
-        // Until a trustd answers; a stop request ends the wait.
-        tokio::select! {
-            tls = apid::tls_via_trustd(&config, &hostname, &ips) => tls?,
-            _ = signals() => return Ok(Exit::Shutdown),
-        }
-    };
     let mut own = vec![hostname.clone()];
     for a in &local {
         own.push(a.to_string());
@@ -314,7 +300,8 @@ async fn run_apid(args: Args) -> Result<Exit, String> {
             None
         }
     };
-    apid::gateway::serve(tls, listeners, false, proxy, socket, signals()).await?;
+    let source = apid::gateway::CertSource::Machined;
+    apid::gateway::serve(source, listeners, false, proxy, socket, signals()).await?;
     Ok(Exit::Shutdown)
 }
 
@@ -410,6 +397,7 @@ async fn run(args: Args) -> Result<Exit, String> {
             std::path::Path::new("/system/secrets/etcd"),
         )?);
         node.services.start_service(e.service());
+        e.renew_certificates();
         let _ = node.etcd.set(e);
     }
     // machined binds the API's addresses (a reboot keeps them) and hands them to apid.

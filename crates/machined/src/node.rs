@@ -85,6 +85,10 @@ impl Node {
             (CONFIG_NS, "Talos node configuration."),
             (NETWORK_NS, "Networking resources."),
             (RUNTIME_NS, "Talos v1alpha1 subsystems glue resources."),
+            (
+                crate::secrets::SECRETS_NS,
+                "Resources with secret material.",
+            ),
         ] {
             registry
                 .register_namespace(ns, desc)
@@ -93,6 +97,12 @@ impl Node {
         for def in [
             Definition::new(MACHINE_CONFIG, CONFIG_NS, &[]).sensitive(),
             Definition::new(MACHINE_TYPE, CONFIG_NS, &[]).column("Type", "{@}"),
+            Definition::new(
+                crate::secrets::API_CERTIFICATES,
+                crate::secrets::SECRETS_NS,
+                &[],
+            )
+            .sensitive(),
             Definition::new(HOSTNAME_STATUS, NETWORK_NS, &["hostname"])
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
@@ -140,6 +150,11 @@ impl Node {
         rt.register(HostnameController).map_err(|e| e.to_string())?;
         rt.register(TimeStatusController)
             .map_err(|e| e.to_string())?;
+        rt.register(crate::secrets::ApiCertController {
+            ttl: std::time::Duration::from_secs(24 * 3600),
+            addresses: crate::interface_ips,
+        })
+        .map_err(|e| e.to_string())?;
         rt.register(crate::kernel::KernelParamController::new(
             crate::container::rooted(),
         ))

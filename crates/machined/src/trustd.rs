@@ -51,10 +51,20 @@ pub async fn serve(
         .to_string();
     let mut ips = vec![listener.local_addr().map_err(|e| e.to_string())?.ip()];
     ips.extend(crate::interface_ips());
-    let tls = crate::apid::tls_from_config(cfg, "trustd", &ips)?;
+    ips.extend(["127.0.0.1".parse::<std::net::IpAddr>().expect("ip")]);
+    let cert = crate::apid::issue_local(
+        cfg,
+        "trustd",
+        &["localhost".to_string(), "trustd".to_string()],
+        &ips,
+        pki::CLIENT_VALIDITY,
+    )?;
     let incoming = crate::apid::incoming(listener);
     Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(tls.identity))
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert.crt, cert.key)),
+        )
         .map_err(|e| e.to_string())?
         .add_service(SecurityServiceServer::new(Trustd { ca, token }))
         .serve_with_incoming_shutdown(incoming, shutdown)

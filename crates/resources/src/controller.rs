@@ -127,9 +127,16 @@ pub struct ReconcileContext {
     inputs: Vec<Input>,
     outputs: Vec<Output>,
     touched: HashSet<Pointer>,
+    requeue: Option<Duration>,
 }
 
 impl ReconcileContext {
+    /// Run this controller again after `after` even if no input changes (for work that is due
+    /// at a time, such as renewing a certificate). The latest request wins.
+    pub fn requeue_after(&mut self, after: Duration) {
+        self.requeue = Some(after);
+    }
+
     fn readable(&self, ns: &str, ty: &str, id: Option<&str>) -> Result<(), Error> {
         let ok = self.inputs.iter().any(|i| i.covers(ns, ty, id))
             || self.outputs.iter().any(|o| o.namespace == ns && o.ty == ty);
@@ -539,6 +546,7 @@ async fn run_controller(
 ) {
     let name: Arc<str> = info.name.as_str().into();
     let mut delay = min;
+    let mut timer: Option<tokio::task::JoinHandle<()>> = None;
     dirty.notify_one();
     loop {
         dirty.notified().await;
@@ -548,6 +556,7 @@ async fn run_controller(
             inputs: info.inputs.clone(),
             outputs: info.outputs.clone(),
             touched: HashSet::new(),
+            requeue: None,
         };
         let outcome = AssertUnwindSafe(c.reconcile(&mut ctx)).catch_unwind().await;
         let failure = match outcome {
@@ -568,6 +577,16 @@ async fn run_controller(
             if failure.is_some() {
                 entry.failures += 1;
             }
+        }
+        if let Some(after) = ctx.requeue.take().filter(|_| failure.is_none()) {
+            if let Some(t) = timer.take() {
+                t.abort();
+            }
+            let dirty = dirty.clone();
+            timer = Some(tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                dirty.notify_one();
+            }));
         }
         match failure {
             None => delay = min,

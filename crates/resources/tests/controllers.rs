@@ -437,3 +437,33 @@ async fn destroy_ready_inputs_wake_only_when_ready_to_destroy() {
     state.remove_finalizer(&p, "someone").unwrap();
     eventually("woken when ready", || calls.load(Ordering::SeqCst) == 2).await;
 }
+
+/// Asks to run again after a while, with no input change.
+struct Ticker(Arc<AtomicU32>);
+
+#[async_trait::async_trait]
+impl Controller for Ticker {
+    fn name(&self) -> &str {
+        "Ticker"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        Vec::new()
+    }
+    fn outputs(&self) -> Vec<Output> {
+        Vec::new()
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        ctx.requeue_after(Duration::from_millis(20));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn requeue_after_runs_a_controller_again_without_input_changes() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let mut rt = Runtime::new(State::new());
+    rt.register(Ticker(calls.clone())).unwrap();
+    let _h = rt.start();
+    eventually("three reconciles", || calls.load(Ordering::SeqCst) >= 3).await;
+}

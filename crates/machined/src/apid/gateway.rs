@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::{Channel, Endpoint, Server, ServerTlsConfig};
+use tonic::transport::{Channel, Endpoint, Server};
 
 use super::auth::{AuthLayer, Roles};
 use super::proxy;
@@ -89,9 +89,161 @@ pub fn local_channel(path: PathBuf) -> Result<Channel, String> {
         .connect_with_connector_lazy(connector))
 }
 
+/// Where apid's server certificate comes from.
+pub enum CertSource {
+    /// A fixed one (maintenance mode).
+    Static(super::ServerCert),
+    /// machined's ApiCertificates resource, followed as it is renewed.
+    Machined,
+}
+
+/// The current certificate, swapped in place when machined renews it.
+#[derive(Debug)]
+struct Reloadable(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for Reloadable {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().expect("certificate").clone())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(pem_text: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    pem::parse_many(pem_text)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| Ok(rustls::pki_types::CertificateDer::from(b.into_contents())))
+        .collect()
+}
+
+fn certified(cert: &super::ServerCert) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let key = pem::parse(&cert.key).map_err(|e| e.to_string())?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into_contents().into());
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        certs(&cert.crt)?,
+        signing,
+    )))
+}
+
+/// TLS 1.3 only; client certificates from `client_ca` required when given.
+fn server_config(
+    resolver: Arc<Reloadable>,
+    client_ca: Option<&str>,
+) -> Result<rustls::ServerConfig, String> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        Some(pem_text) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(pem_text)? {
+                roots.add(c).map_err(|e| e.to_string())?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// machined's current API certificate.
+async fn fetch(channel: &Channel) -> Result<super::ServerCert, String> {
+    let mut req = tonic::Request::new(api::cosi::GetRequest {
+        namespace: crate::secrets::SECRETS_NS.into(),
+        r#type: crate::secrets::API_CERTIFICATES.into(),
+        id: crate::secrets::API_ID.into(),
+        options: None,
+    });
+    req.metadata_mut().insert(
+        proxy::ROLE_HEADER,
+        super::auth::ADMIN.parse().expect("role"),
+    );
+    let r = api::cosi::state_client::StateClient::new(channel.clone())
+        .get(req)
+        .await
+        .map_err(|s| s.message().to_string())?;
+    let yaml = r
+        .into_inner()
+        .resource
+        .and_then(|r| r.spec)
+        .map(|s| s.yaml_spec)
+        .unwrap_or_default();
+    let doc = machinery::yaml::parse_stream(&yaml)
+        .map_err(|e| format!("{e:?}"))?
+        .into_iter()
+        .next()
+        .ok_or("empty certificate resource")?;
+    let field = |k: &str| {
+        doc.value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+            .ok_or_else(|| format!("the certificate resource has no {k}"))
+    };
+    Ok(super::ServerCert {
+        crt: field("crt")?,
+        key: field("key")?,
+        client_ca: Some(field("ca")?),
+    })
+}
+
+/// Completed TLS handshakes on every listener.
+fn tls_incoming(
+    listeners: Vec<tokio::net::TcpListener>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> impl futures::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    for l in listeners {
+        let (tx, acceptor) = (tx.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = l.accept().await else {
+                    continue;
+                };
+                let (tx, acceptor) = (tx.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let hs = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    )
+                    .await;
+                    match hs {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+    }
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
 /// Serve the node's API on `listeners` until `shutdown`.
 pub async fn serve(
-    tls: super::Tls,
+    source: CertSource,
     listeners: Vec<tokio::net::TcpListener>,
     maintenance: bool,
     proxy: Option<super::Proxy>,
@@ -99,16 +251,47 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
     let channel = local_channel(socket)?;
-    let incoming =
-        futures::stream::select_all(listeners.into_iter().map(|l| Box::pin(super::incoming(l))));
-    let mut server_tls = ServerTlsConfig::new().identity(tls.identity);
-    if let Some(ca) = tls.client_ca {
-        server_tls = server_tls.client_ca_root(ca);
+    let first = match source {
+        CertSource::Static(c) => c,
+        CertSource::Machined => {
+            // machined issues it at boot (a worker waits for trustd).
+            let mut delay = std::time::Duration::from_millis(10);
+            loop {
+                match fetch(&channel).await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "waiting for the API certificate");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    };
+    let resolver = Arc::new(Reloadable(std::sync::RwLock::new(certified(&first)?)));
+    let config = server_config(resolver.clone(), first.client_ca.as_deref())?;
+    if first.client_ca.is_some() {
+        // Follow renewals.
+        let (channel, resolver) = (channel.clone(), resolver.clone());
+        let mut current = first.crt.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                if let Ok(c) = fetch(&channel).await {
+                    if c.crt != current {
+                        if let Ok(k) = certified(&c) {
+                            *resolver.0.write().expect("certificate") = k;
+                            current = c.crt;
+                            tracing::info!("serving the renewed API certificate");
+                        }
+                    }
+                }
+            }
+        });
     }
+    let incoming = tls_incoming(listeners, tokio_rustls::TlsAcceptor::from(Arc::new(config)));
     let forward = |_: ()| channel.clone();
     Server::builder()
-        .tls_config(server_tls)
-        .map_err(|e| e.to_string())?
         .layer(AuthLayer {
             maintenance,
             proxy: proxy.map(Arc::new),

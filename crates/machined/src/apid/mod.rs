@@ -22,7 +22,9 @@ use api::machine::{
 use machinery::pki::{self, Key, KeyKind, LeafSpec};
 use machinery::secrets::unb64;
 use machinery::Config;
-use tonic::transport::{Certificate, Identity, Server};
+
+use crate::node::{Node, TAG};
+use tonic::transport::{Certificate, Server};
 use tonic::{Request, Response, Status};
 
 pub use proxy::Proxy;
@@ -40,56 +42,33 @@ pub fn proxy_from_config(cfg: &Config, own: Vec<String>) -> Result<Proxy, String
     Ok(Proxy::new(own, &ca.crt, &crt, &key.to_pkcs8_pem()))
 }
 
+/// A server certificate and key (PEM), and the CAs client certificates must chain to (none:
+/// no client certificates asked for).
+pub struct ServerCert {
+    pub crt: String,
+    pub key: String,
+    pub client_ca: Option<String>,
+}
+
 /// A maintenance-mode identity: self-signed, no client certificates asked for.
-pub fn maintenance_tls(hostname: &str) -> Result<Tls, String> {
+pub fn maintenance_cert() -> Result<ServerCert, String> {
     let pair = pki::self_signed("talos-maintenance", None, pki::CLIENT_VALIDITY)
         .map_err(|e| e.to_string())?;
     let key = Key::from_pem(&pair.key).map_err(|e| e.to_string())?;
-    let _ = hostname;
-    Ok(Tls {
-        identity: Identity::from_pem(&pair.crt, key.to_pkcs8_pem()),
+    Ok(ServerCert {
+        crt: pair.crt,
+        key: key.to_pkcs8_pem(),
         client_ca: None,
     })
 }
 
-use crate::node::{Node, TAG};
-
-/// The server identity (signed by the machine CA) and the CAs clients must present.
-pub struct Tls {
-    pub identity: Identity,
-    /// CAs client certificates must chain to; none in maintenance mode.
-    pub client_ca: Option<Certificate>,
-}
-
-/// A fresh apid certificate for this node, signed by the config's machine CA.
-pub fn tls_from_config(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<Tls, String> {
-    let ca = machinery::secrets::machine_ca(cfg).map_err(|e| e.to_string())?;
-    let mut dns_names = vec!["localhost".to_string(), hostname.to_string()];
-    let mut ip_addresses: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
-    ip_addresses.extend(ips.iter().copied());
-    for san in cfg
-        .pointer("/machine/certSANs")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str())
-    {
-        match san.parse::<IpAddr>() {
-            Ok(ip) => ip_addresses.push(ip),
-            Err(_) => dns_names.push(san.to_string()),
-        }
-    }
-    let key = Key::generate(KeyKind::Ed25519).map_err(|e| e.to_string())?;
-    let spec = LeafSpec {
-        common_name: hostname.into(),
-        dns_names,
-        ip_addresses,
-        server: true,
-        ttl: Some(pki::CLIENT_VALIDITY),
-        ..Default::default()
-    };
-    let crt = pki::sign_leaf(&ca, &key, &spec).map_err(|e| e.to_string())?;
-    let mut client_ca = ca.crt.clone();
+/// The CAs a node accepts client certificates from: the machine CA and `machine.acceptedCAs`.
+pub fn client_cas(cfg: &Config) -> Result<String, String> {
+    let mut pem = cfg
+        .pointer("/machine/ca/crt")
+        .and_then(|v| v.as_str())
+        .ok_or("the machine config has no machine.ca.crt")
+        .and_then(|s| unb64(s).map_err(|_| "machine.ca.crt is not base64"))?;
     for accepted in cfg
         .pointer("/machine/acceptedCAs")
         .and_then(|v| v.as_array())
@@ -97,23 +76,47 @@ pub fn tls_from_config(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<T
         .flatten()
         .filter_map(|v| v.pointer("/crt").and_then(|c| c.as_str()))
     {
-        client_ca.push_str(&unb64(accepted).map_err(|e| e.to_string())?);
+        pem.push_str(&unb64(accepted).map_err(|e| e.to_string())?);
     }
-    Ok(Tls {
-        identity: Identity::from_pem(crt, key.to_pkcs8_pem()),
-        client_ca: Some(Certificate::from_pem(client_ca)),
+    Ok(pem)
+}
+
+/// A server certificate for this node signed by the config's machine CA.
+pub fn issue_local(
+    cfg: &Config,
+    hostname: &str,
+    dns_names: &[String],
+    ips: &[IpAddr],
+    ttl: std::time::Duration,
+) -> Result<ServerCert, String> {
+    let ca = machinery::secrets::machine_ca(cfg).map_err(|e| e.to_string())?;
+    let key = Key::generate(KeyKind::Ed25519).map_err(|e| e.to_string())?;
+    let spec = LeafSpec {
+        common_name: hostname.into(),
+        dns_names: dns_names.to_vec(),
+        ip_addresses: ips.to_vec(),
+        server: true,
+        ttl: Some(ttl),
+        ..Default::default()
+    };
+    let crt = pki::sign_leaf(&ca, &key, &spec).map_err(|e| e.to_string())?;
+    Ok(ServerCert {
+        crt,
+        key: key.to_pkcs8_pem(),
+        client_ca: Some(client_cas(cfg)?),
     })
 }
 
-/// An apid certificate for a node without the machine CA key (a worker): trustd on a control
-/// plane signs it when the node presents the machine token. Retried until a trustd answers.
-pub async fn tls_via_trustd(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Result<Tls, String> {
+/// A server certificate for a node without the machine CA key (a worker): trustd on a control
+/// plane signs it when the node presents the machine token.
+pub async fn issue_via_trustd(
+    cfg: &Config,
+    hostname: &str,
+    dns_names: &[String],
+    ips: &[IpAddr],
+) -> Result<ServerCert, String> {
     use api::security::security_service_client::SecurityServiceClient;
-    let ca_crt = cfg
-        .pointer("/machine/ca/crt")
-        .and_then(|v| v.as_str())
-        .ok_or("the machine config has no machine.ca.crt")
-        .and_then(|s| unb64(s).map_err(|_| "machine.ca.crt is not base64"))?;
+    let client_ca = client_cas(cfg)?;
     let token = cfg
         .pointer("/machine/token")
         .and_then(|v| v.as_str())
@@ -128,55 +131,34 @@ pub async fn tls_via_trustd(cfg: &Config, hostname: &str, ips: &[IpAddr]) -> Res
         _ => host,
     };
     let key = Key::generate(KeyKind::Ed25519).map_err(|e| e.to_string())?;
-    let mut all_ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
-    all_ips.extend(ips.iter().copied());
-    let csr = pki::new_server_csr(
-        &key,
-        hostname,
-        &["localhost".to_string(), hostname.to_string()],
-        &all_ips,
-    )
-    .map_err(|e| e.to_string())?;
+    let csr = pki::new_server_csr(&key, hostname, dns_names, ips).map_err(|e| e.to_string())?;
     let channel = tonic::transport::Channel::from_shared(format!("https://{host}:50001"))
         .map_err(|e| e.to_string())?
         .tls_config(
-            tonic::transport::ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_crt)),
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&client_ca)),
         )
         .map_err(|e| e.to_string())?
         .connect_timeout(std::time::Duration::from_secs(3))
         .connect_lazy();
-    let mut delay = std::time::Duration::from_millis(100);
-    loop {
-        let mut req = Request::new(api::security::CertificateRequest {
-            csr: csr.clone().into_bytes(),
-        });
-        req.metadata_mut().insert(
-            "token",
-            token
-                .parse()
-                .map_err(|_| "machine.token is not valid metadata")?,
-        );
-        match SecurityServiceClient::new(channel.clone())
-            .certificate(req)
-            .await
-        {
-            Ok(r) => {
-                let crt = String::from_utf8(r.into_inner().crt).map_err(|e| e.to_string())?;
-                return Ok(Tls {
-                    identity: Identity::from_pem(crt, key.to_pkcs8_pem()),
-                    client_ca: Some(Certificate::from_pem(ca_crt)),
-                });
-            }
-            Err(s) if s.code() == tonic::Code::PermissionDenied => {
-                return Err(format!("trustd at {host}:50001 refused the machine token"))
-            }
-            Err(s) => {
-                tracing::info!(error = %s.message(), "waiting for trustd at {host}:50001");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    }
+    let mut req = Request::new(api::security::CertificateRequest {
+        csr: csr.into_bytes(),
+    });
+    req.metadata_mut().insert(
+        "token",
+        token
+            .parse()
+            .map_err(|_| "machine.token is not valid metadata")?,
+    );
+    let r = SecurityServiceClient::new(channel)
+        .certificate(req)
+        .await
+        .map_err(|s| format!("trustd at {host}:50001: {}", s.message()))?;
+    Ok(ServerCert {
+        crt: String::from_utf8(r.into_inner().crt).map_err(|e| e.to_string())?,
+        key: key.to_pkcs8_pem(),
+        client_ca: Some(client_ca),
+    })
 }
 
 struct Machine {

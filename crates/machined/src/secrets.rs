@@ -1,0 +1,236 @@
+//! The node's API certificate as a resource (`ApiCertificates.secrets.talos.dev`, id `api`):
+//! issued from the machine config's CA on a control plane, by trustd (with the machine token)
+//! on a node without the CA key, for the node's hostname and addresses; issued again when
+//! those change, and renewed once two thirds of its validity have passed. apid serves whatever
+//! this resource holds, without restarting.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use machinery::Config;
+use resources::{Controller, ControllerError, Input, Output, Pointer, ReconcileContext};
+use serde::{Deserialize, Serialize};
+
+use crate::node::{
+    machine_config, HostnameSpec, CONFIG_NS, HOSTNAME_STATUS, MACHINE_CONFIG, MACHINE_CONFIG_ID,
+    NETWORK_NS,
+};
+
+pub const SECRETS_NS: &str = "secrets";
+pub const API_CERTIFICATES: &str = "ApiCertificates.secrets.talos.dev";
+pub const API_ID: &str = "api";
+
+/// A server certificate and key (PEM), with the CAs its clients' certificates must chain to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiCertsSpec {
+    /// CAs accepted for client certificates (the machine CA and `machine.acceptedCAs`).
+    pub ca: String,
+    pub crt: String,
+    pub key: String,
+    /// Names and addresses the certificate is for.
+    pub sans: Vec<String>,
+    /// Validity, seconds since the epoch.
+    #[serde(rename = "notBefore")]
+    pub not_before: u64,
+    #[serde(rename = "notAfter")]
+    pub not_after: u64,
+}
+
+impl ApiCertsSpec {
+    /// When to issue a new one: after two thirds of the validity.
+    pub fn renew_at(&self) -> u64 {
+        self.not_before + (self.not_after.saturating_sub(self.not_before)) * 2 / 3
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A certificate's validity, seconds since the epoch.
+fn validity(crt_pem: &str) -> Result<(u64, u64), String> {
+    let block = pem::parse(crt_pem).map_err(|e| e.to_string())?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(block.contents()).map_err(|e| e.to_string())?;
+    let v = cert.validity();
+    Ok((
+        v.not_before.timestamp().max(0) as u64,
+        v.not_after.timestamp().max(0) as u64,
+    ))
+}
+
+/// When a certificate should be renewed: two thirds into its validity.
+pub fn renew_at(crt_pem: &str) -> Result<u64, String> {
+    let (from, to) = validity(crt_pem)?;
+    Ok(from + to.saturating_sub(from) * 2 / 3)
+}
+
+pub struct ApiCertController {
+    /// Validity of locally issued certificates (trustd decides for the ones it signs).
+    pub ttl: Duration,
+    /// The node's addresses (interface addresses, re-read on each reconcile).
+    pub addresses: fn() -> Vec<IpAddr>,
+}
+
+impl ApiCertController {
+    fn sans(&self, cfg: &Config, hostname: &str) -> (Vec<String>, Vec<IpAddr>) {
+        let mut dns = vec!["localhost".to_string(), hostname.to_string()];
+        let mut ips: Vec<IpAddr> =
+            vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
+        ips.extend((self.addresses)());
+        for san in cfg
+            .pointer("/machine/certSANs")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+        {
+            match san.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => dns.push(san.to_string()),
+            }
+        }
+        dns.sort();
+        dns.dedup();
+        ips.sort();
+        ips.dedup();
+        (dns, ips)
+    }
+}
+
+#[async_trait::async_trait]
+impl Controller for ApiCertController {
+    fn name(&self) -> &str {
+        "secrets.APIController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![
+            Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID),
+            Input::weak(NETWORK_NS, HOSTNAME_STATUS),
+        ]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::exclusive(SECRETS_NS, API_CERTIFICATES)]
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        // A node in maintenance mode has no CA at all: nothing to issue.
+        let Some(cfg) = machine_config(ctx)?.filter(|c| c.pointer("/machine/ca/crt").is_some())
+        else {
+            return Ok(());
+        };
+        let Some(hostname) = ctx
+            .get(&Pointer::new(NETWORK_NS, HOSTNAME_STATUS, "hostname"))?
+            .and_then(|r| r.spec::<HostnameSpec>().map(|h| h.hostname.clone()))
+        else {
+            return Ok(());
+        };
+        let (dns, ips) = self.sans(&cfg, &hostname);
+        let sans: Vec<String> = dns
+            .iter()
+            .cloned()
+            .chain(ips.iter().map(IpAddr::to_string))
+            .collect();
+        let current = ctx
+            .get(&Pointer::new(SECRETS_NS, API_CERTIFICATES, API_ID))?
+            .and_then(|r| r.spec::<ApiCertsSpec>().cloned());
+        if let Some(cur) = current.filter(|c| c.sans == sans && now() < c.renew_at()) {
+            ctx.requeue_after(Duration::from_secs(cur.renew_at() - now()));
+            return Ok(());
+        }
+        let issued = if machinery::secrets::machine_ca(&cfg).is_ok() {
+            crate::apid::issue_local(&cfg, &hostname, &dns, &ips, self.ttl)?
+        } else {
+            crate::apid::issue_via_trustd(&cfg, &hostname, &dns, &ips).await?
+        };
+        let (not_before, not_after) = validity(&issued.crt)?;
+        let spec = ApiCertsSpec {
+            ca: issued.client_ca.unwrap_or_default(),
+            crt: issued.crt,
+            key: issued.key,
+            sans,
+            not_before,
+            not_after,
+        };
+        tracing::info!(hostname, not_after, "issued the API certificate");
+        let renew_in = spec.renew_at().saturating_sub(now()).max(1);
+        ctx.modify(SECRETS_NS, API_CERTIFICATES, API_ID, |_| spec)?;
+        ctx.requeue_after(Duration::from_secs(renew_in));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::MachineConfigSpec;
+    use resources::{Resource, Runtime, State};
+
+    #[tokio::test]
+    async fn the_api_certificate_is_issued_and_renewed_before_it_expires() {
+        let secrets = machinery::secrets::SecretsBundle::generate().unwrap();
+        let opts = machinery::generate::GenOptions::new("renew", "https://10.5.0.2:6443");
+        let cfg = machinery::generate::generate(
+            &secrets,
+            &opts,
+            machinery::generate::MachineType::ControlPlane,
+        )
+        .unwrap();
+        let state = State::new();
+        state
+            .create(Resource::new(
+                CONFIG_NS,
+                MACHINE_CONFIG,
+                MACHINE_CONFIG_ID,
+                MachineConfigSpec(cfg.encode_canonical()),
+            ))
+            .unwrap();
+        state
+            .create(Resource::new(
+                NETWORK_NS,
+                HOSTNAME_STATUS,
+                "hostname",
+                HostnameSpec {
+                    hostname: "node-1".into(),
+                    domainname: String::new(),
+                },
+            ))
+            .unwrap();
+        let mut rt = Runtime::new(state.clone());
+        rt.register(ApiCertController {
+            ttl: Duration::from_secs(3),
+            addresses: || vec!["10.5.0.2".parse().unwrap()],
+        })
+        .unwrap();
+        let _h = rt.start();
+        let ptr = Pointer::new(SECRETS_NS, API_CERTIFICATES, API_ID);
+        let read = || {
+            state
+                .get(&ptr)
+                .ok()
+                .and_then(|r| r.spec::<ApiCertsSpec>().cloned())
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let first = loop {
+            if let Some(s) = read() {
+                break s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never issued");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(first.sans.contains(&"node-1".to_string()));
+        assert!(first.sans.contains(&"10.5.0.2".to_string()));
+        assert!(first.ca.contains("BEGIN CERTIFICATE"));
+        // Two thirds into its 3 s validity it is replaced by a fresh one.
+        let renewed = loop {
+            if let Some(s) = read().filter(|s| s.crt != first.crt) {
+                break s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(renewed.not_after > first.not_after);
+    }
+}
