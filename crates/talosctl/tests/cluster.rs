@@ -342,6 +342,37 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert_eq!(c.ok(&["etcd", "members"]), members);
     assert_eq!(c.get("/test/a"), "1");
 
+    // Each node is PID 1 of its own PID namespace, with apid and trustd as its services.
+    let ps = c.ok(&["processes"]);
+    let first = ps.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        first.split_whitespace().nth(1) == Some("1") && first.contains("machined --container"),
+        "{ps}"
+    );
+    assert!(
+        ps.contains("--role apid") && ps.contains("--role trustd"),
+        "{ps}"
+    );
+    // A reboot restarts the node's processes in the same namespaces; it comes back healthy.
+    let apid_pid = |c: &TestCluster| {
+        let out = c.talosctl(&["services", "-n", "10.5.0.3"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find(|l| l.contains(" apid ") && l.contains("(PID "))
+            .and_then(|l| {
+                l.rsplit_once("(PID ")
+                    .map(|x| x.1.trim_end_matches(')').to_string())
+            })
+    };
+    let before = apid_pid(&c).expect("apid runs on the worker");
+    c.ok(&["reboot", "-n", "10.5.0.3"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while apid_pid(&c).is_none_or(|p| p == before) {
+        assert!(Instant::now() < deadline, "the worker did not reboot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.healthy("1m");
+
     let status = c.ok(&["etcd", "status"]);
     assert!(status.contains("10.5.0.2"), "{status}");
     c.destroy_and_check();
