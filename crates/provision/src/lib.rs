@@ -423,7 +423,15 @@ pub fn remove_node(cluster: &mut Cluster, name: &str, grace: Duration) -> Result
         let _ = net::del_link(&cluster.netns, &node.veth);
     }
     for cg in &node.cgroups {
-        let _ = std::fs::remove_dir(cg);
+        // The node's last processes may still be leaving it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cg.exists() && std::fs::remove_dir(cg).is_err() {
+            if std::time::Instant::now() > deadline {
+                problems.push(format!("cgroup {} is still in use", cg.display()));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     for p in [node.dir.clone(), node.dir.with_extension("log")] {
         let r = if p.is_dir() {
