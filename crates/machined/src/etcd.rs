@@ -144,17 +144,8 @@ impl Etcd {
             }
         }
         let extra_args = cfg
-            .pointer("/cluster/etcd/extraArgs")
-            .and_then(|v| v.as_object())
+            .string_map("/cluster/etcd/extraArgs")
             .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                let v = v
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| v.to_string());
-                (k.clone(), v)
-            })
             .collect();
         Ok(Etcd {
             name: name.into(),

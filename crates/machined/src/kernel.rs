@@ -53,21 +53,6 @@ impl KernelParamController {
     }
 }
 
-fn sysctls(cfg: &Config) -> BTreeMap<String, String> {
-    cfg.pointer("/machine/sysctls")
-        .and_then(|v| v.as_object())
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| {
-            let v = v
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| v.to_string());
-            (k.clone(), v)
-        })
-        .collect()
-}
-
 #[async_trait::async_trait]
 impl Controller for KernelParamController {
     fn name(&self) -> &str {
@@ -84,7 +69,7 @@ impl Controller for KernelParamController {
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
         let wanted = machine_config(ctx)?
-            .map(|c| sysctls(&c))
+            .map(|c| c.string_map("/machine/sysctls"))
             .unwrap_or_default();
         // Keys no longer configured get their old value back.
         let gone: Vec<String> = self

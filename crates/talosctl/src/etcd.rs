@@ -278,44 +278,39 @@ pub async fn run(a: EtcdArgs) -> Result<()> {
             )
             .await
         }
-        EtcdCommand::Alarm(a) => match a.command {
-            AlarmCommand::List(n) => {
-                let targets = client::connect(&n.conn).await?;
-                let header = ["NODE", "MEMBER", "ALARM"].map(String::from).to_vec();
-                table_of(&targets, header, |t| async move {
-                    let r = client::machine(&t)
-                        .etcd_alarm_list(())
+        EtcdCommand::Alarm(a) => {
+            let (n, disarm) = match a.command {
+                AlarmCommand::List(n) => (n, false),
+                AlarmCommand::Disarm(n) => (n, true),
+            };
+            let targets = client::connect(&n.conn).await?;
+            let header = ["NODE", "MEMBER", "ALARM"].map(String::from).to_vec();
+            table_of(&targets, header, |t| async move {
+                let mut m = client::machine(&t);
+                // Both answers carry (metadata, member alarms) per node.
+                let alarms: Vec<_> = if disarm {
+                    m.etcd_alarm_disarm(())
                         .await
-                        .map_err(|s| call_error(&t.node, s))?;
-                    Ok(alarm_rows(
-                        &t,
-                        r.into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| (m.metadata, m.member_alarms)),
-                    ))
-                })
-                .await
-            }
-            AlarmCommand::Disarm(n) => {
-                let targets = client::connect(&n.conn).await?;
-                let header = ["NODE", "MEMBER", "ALARM"].map(String::from).to_vec();
-                table_of(&targets, header, |t| async move {
-                    let r = client::machine(&t)
-                        .etcd_alarm_disarm(())
+                        .map_err(|s| call_error(&t.node, s))?
+                        .into_inner()
+                        .messages
+                        .into_iter()
+                        .map(|m| (m.metadata, m.member_alarms))
+                        .collect()
+                } else {
+                    m.etcd_alarm_list(())
                         .await
-                        .map_err(|s| call_error(&t.node, s))?;
-                    Ok(alarm_rows(
-                        &t,
-                        r.into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| (m.metadata, m.member_alarms)),
-                    ))
-                })
-                .await
-            }
-        },
+                        .map_err(|s| call_error(&t.node, s))?
+                        .into_inner()
+                        .messages
+                        .into_iter()
+                        .map(|m| (m.metadata, m.member_alarms))
+                        .collect()
+                };
+                Ok(alarm_rows(&t, alarms.into_iter()))
+            })
+            .await
+        }
         EtcdCommand::Defrag(n) => {
             let mut errors = Vec::new();
             for t in client::connect(&n.conn).await? {

@@ -39,6 +39,15 @@ pub fn allowed(method: &str, roles: &[String]) -> bool {
     roles.iter().any(|r| rule.contains(&r.as_str()))
 }
 
+/// Roles another apid passed along in `talos-role`.
+fn passed_roles(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(proxy::ROLE_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(String::from))
+        .collect()
+}
+
 /// The caller's roles, put in request extensions for handlers.
 #[derive(Debug, Clone, Default)]
 pub struct Roles(pub Vec<String>);
@@ -110,12 +119,7 @@ where
             .and_then(|certs| certs.first().map(|c| roles_from_cert(c.as_ref())))
             .unwrap_or_default();
         // Another node's apid passes its caller's roles along.
-        let passed: Vec<String> = req
-            .headers()
-            .get_all(proxy::ROLE_HEADER)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(String::from))
-            .collect();
+        let passed = passed_roles(req.headers());
         let roles = if peer.iter().any(|r| r == proxy::IMPERSONATOR) {
             passed
         } else {
@@ -251,12 +255,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let roles: Vec<String> = req
-            .headers()
-            .get_all(proxy::ROLE_HEADER)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(String::from))
-            .collect();
+        let roles = passed_roles(req.headers());
         let method = req.uri().path().to_string();
         let ok = if self.maintenance {
             MAINTENANCE_METHODS.contains(&method.as_str())

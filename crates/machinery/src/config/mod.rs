@@ -361,6 +361,23 @@ impl Config {
             .unwrap_or("")
     }
 
+    /// The map of strings at `pointer` (such as `/machine/sysctls`); values that are not
+    /// strings come as their JSON text.
+    pub fn string_map(&self, pointer: &str) -> std::collections::BTreeMap<String, String> {
+        self.pointer(pointer)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                let v = v
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string());
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
     /// The control plane endpoint (`cluster.controlPlane.endpoint`, or a KubeClusterConfig's
     /// `endpoint`), if set.
     pub fn control_plane_endpoint(&self) -> Option<&str> {
