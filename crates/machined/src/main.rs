@@ -6,6 +6,7 @@ mod container;
 mod etcd;
 mod events;
 mod kernel;
+mod network;
 mod node;
 mod reaper;
 mod secrets;

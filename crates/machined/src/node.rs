@@ -84,6 +84,10 @@ impl Node {
         for (ns, desc) in [
             (CONFIG_NS, "Talos node configuration."),
             (NETWORK_NS, "Networking resources."),
+            (
+                crate::network::NETWORK_CONFIG_NS,
+                "Networking configuration resources.",
+            ),
             (RUNTIME_NS, "Talos v1alpha1 subsystems glue resources."),
             (
                 crate::secrets::SECRETS_NS,
@@ -107,6 +111,33 @@ impl Node {
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
             Definition::new(VERSION, RUNTIME_NS, &[]).column("Version", "{.version}"),
+            Definition::new(crate::network::LINK_STATUS, NETWORK_NS, &["link", "links"])
+                .column("Alias", "{.alias}")
+                .column("Type", "{.type}")
+                .column("Kind", "{.kind}")
+                .column("Hw Addr", "{.hardwareAddr}")
+                .column("Oper State", "{.operationalState}")
+                .column("Link State", "{.linkState}"),
+            Definition::new(
+                crate::network::ADDRESS_STATUS,
+                NETWORK_NS,
+                &["address", "addresses"],
+            )
+            .column("Address", "{.address}")
+            .column("Link", "{.linkName}"),
+            Definition::new(
+                crate::network::ROUTE_STATUS,
+                NETWORK_NS,
+                &["route", "routes"],
+            )
+            .column("Destination", "{.dst}")
+            .column("Gateway", "{.gateway}")
+            .column("Link", "{.outLinkName}")
+            .column("Metric", "{.priority}"),
+            Definition::new(crate::network::ADDRESS_SPEC, NETWORK_NS, &[]),
+            Definition::new(crate::network::NODE_ADDRESS, NETWORK_NS, &[])
+                .column("Addresses", "{.addresses}")
+                .column("SortAlgorithm", "{.sortAlgorithm}"),
             Definition::new(TIME_STATUS, RUNTIME_NS, &[]).column("Synced", "{.synced}"),
             Definition::new(
                 crate::kernel::KERNEL_PARAM_STATUS,
@@ -154,6 +185,16 @@ impl Node {
             ttl: std::time::Duration::from_secs(24 * 3600),
             addresses: crate::interface_ips,
         })
+        .map_err(|e| e.to_string())?;
+        rt.register(crate::network::StatusController::default())
+            .map_err(|e| e.to_string())?;
+        rt.register(crate::network::AddressConfigController)
+            .map_err(|e| e.to_string())?;
+        rt.register(crate::network::AddressMergeController)
+            .map_err(|e| e.to_string())?;
+        rt.register(crate::network::AddressSpecController::new(
+            crate::container::rooted(),
+        ))
         .map_err(|e| e.to_string())?;
         rt.register(crate::kernel::KernelParamController::new(
             crate::container::rooted(),

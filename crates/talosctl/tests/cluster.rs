@@ -342,6 +342,90 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert_eq!(c.ok(&["etcd", "members"]), members);
     assert_eq!(c.get("/test/a"), "1");
 
+    // Network status resources match what the kernel has in the node's namespace.
+    let netns = format!("{}-controlplane-1", c.name);
+    let kernel = |what: &str| -> serde_json::Value {
+        let out = Command::new("ip")
+            .args(["-j", "-n", &netns, what, "show"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let resources = |ty: &str| -> Vec<serde_json::Value> {
+        let out = c.ok(&["get", ty, "-o", "json"]);
+        serde_json::Deserializer::from_str(&out)
+            .into_iter::<serde_json::Value>()
+            .map(|v| v.unwrap())
+            .collect()
+    };
+    let ids = |ty: &str| -> std::collections::BTreeSet<String> {
+        resources(ty)
+            .iter()
+            .map(|r| r["metadata"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut kernel_addrs = std::collections::BTreeSet::new();
+    for link in kernel("addr").as_array().unwrap() {
+        for a in link["addr_info"].as_array().unwrap() {
+            kernel_addrs.insert(format!(
+                "{}/{}/{}",
+                link["ifname"].as_str().unwrap(),
+                a["local"].as_str().unwrap(),
+                a["prefixlen"]
+            ));
+        }
+    }
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(ids("addresses"), kernel_addrs);
+    let kernel_links: std::collections::BTreeSet<String> = kernel("link")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids("links"), kernel_links);
+    let routes = c.ok(&["get", "routes"]);
+    assert!(
+        routes.contains("10.5.0.1") && routes.contains("10.5.0.0/24"),
+        "{routes}"
+    );
+    let node_address = c.ok(&["get", "nodeaddresses", "current", "-o", "json"]);
+    assert!(node_address.contains("10.5.0.2/24"), "{node_address}");
+    let specs = c.ok(&["get", "addressspecs", "--namespace", "network-config"]);
+    assert!(specs.contains("default/lo/127.0.0.1/8"), "{specs}");
+    // A configured address is applied without a reboot, and removed with its config.
+    let add = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        addresses: [10.5.0.200/24]\n";
+    let del =
+        "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        $patch: delete\n";
+    let in_kernel = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-n", &netns, "addr", "show", "eth0"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .contains("10.5.0.200/24")
+    };
+    c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", add]);
+    wait_for("the address in the kernel", &|| in_kernel());
+    wait_for("the address status", &|| {
+        ids("addresses").contains("eth0/10.5.0.200/24")
+    });
+    let merged = c.ok(&["get", "addressspecs", "eth0/10.5.0.200/24", "-o", "yaml"]);
+    assert!(merged.contains("layer: configuration"), "{merged}");
+    c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", del]);
+    wait_for("the address gone from the kernel", &|| !in_kernel());
+    wait_for("the address status gone", &|| {
+        !ids("addresses").contains("eth0/10.5.0.200/24")
+    });
+
     // Each node is PID 1 of its own PID namespace, with apid and trustd as its services.
     let ps = c.ok(&["processes"]);
     let first = ps.lines().nth(1).unwrap_or_default().to_string();
