@@ -419,12 +419,13 @@ fn network(c: &mut Checker, v: &Value) {
 fn addresses(c: &mut Checker, dev: &Value, path: &str) {
     for (j, a) in items(dev, "/addresses").iter().enumerate() {
         let s = a.as_str().unwrap_or("");
-        let ok = parse_cidr(s, false).is_some() || s.parse::<IpAddr>().is_ok();
-        if !ok {
-            c.error(
-                &format!("{path}.addresses[{j}]"),
-                format!("\"{s}\" is not an IP address or CIDR"),
-            );
+        if parse_cidr(s, false).is_none() {
+            let why = if s.parse::<IpAddr>().is_ok() {
+                format!("\"{s}\" has no prefix length: write it as an address with its prefix, such as {s}/24")
+            } else {
+                format!("\"{s}\" is not an address with a prefix length (CIDR)")
+            };
+            c.error(&format!("{path}.addresses[{j}]"), why);
         }
     }
     for (j, r) in items(dev, "/routes").iter().enumerate() {
@@ -551,6 +552,24 @@ mod tests {
             .into_result(false)
             .unwrap_err();
         assert_eq!(err.problems.len(), 5);
+    }
+
+    #[test]
+    fn network_mistakes_are_named() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    token: t\n    ca:\n        crt: x\n    network:\n        interfaces:\n            - interface: eth0\n              addresses: [10.5.0.7]\n              vlans:\n                  - vlanId: 5000\ncluster:\n    controlPlane:\n        endpoint: https://10.5.0.2:6443\n";
+        let cfg = Config::parse(src).unwrap();
+        let err = validate(&cfg, Mode::Container)
+            .into_result(false)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("machine.network.interfaces[0].addresses[0]: \"10.5.0.7\" has no prefix length"),
+            "{text}"
+        );
+        assert!(
+            text.contains("machine.network.interfaces[0].vlans[0].vlanId: a VLAN id from 1 to 4094 is required"),
+            "{text}"
+        );
     }
 
     #[test]
