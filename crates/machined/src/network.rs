@@ -29,6 +29,35 @@ pub const ADDRESS_STATUS: &str = "AddressStatuses.net.talos.dev";
 pub const ROUTE_STATUS: &str = "RouteStatuses.net.talos.dev";
 pub const ADDRESS_SPEC: &str = "AddressSpecs.net.talos.dev";
 pub const NODE_ADDRESS: &str = "NodeAddresses.net.talos.dev";
+pub const ROUTE_SPEC: &str = "RouteSpecs.net.talos.dev";
+pub const LINK_SPEC: &str = "LinkSpecs.net.talos.dev";
+
+/// The network controllers; `apply`: whether specs go to the kernel (a node in its own network
+/// namespace).
+pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> {
+    let e = |e: resources::RuntimeError| e.to_string();
+    rt.register(StatusController::default()).map_err(e)?;
+    rt.register(ConfigController).map_err(e)?;
+    rt.register(MergeController::<AddressSpecSpec>::new(
+        "network.AddressMergeController",
+        ADDRESS_SPEC,
+    ))
+    .map_err(e)?;
+    rt.register(MergeController::<RouteSpecSpec>::new(
+        "network.RouteMergeController",
+        ROUTE_SPEC,
+    ))
+    .map_err(e)?;
+    rt.register(MergeController::<LinkSpecSpec>::new(
+        "network.LinkMergeController",
+        LINK_SPEC,
+    ))
+    .map_err(e)?;
+    rt.register(AddressSpecController::new(apply)).map_err(e)?;
+    rt.register(RouteSpecController::new(apply)).map_err(e)?;
+    rt.register(LinkSpecController::new(apply)).map_err(e)?;
+    Ok(())
+}
 
 /// Configuration layers, lowest precedence first.
 pub const LAYERS: [&str; 5] = [
@@ -92,6 +121,31 @@ pub struct AddressSpecSpec {
     pub flags: String,
     #[serde(rename = "announceWithARP")]
     pub announce_with_arp: bool,
+    pub layer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpecSpec {
+    pub family: String,
+    /// `ip/prefix`; empty for the default route.
+    pub destination: String,
+    pub gateway: String,
+    pub out_link_name: String,
+    pub table: String,
+    pub priority: u32,
+    pub protocol: String,
+    pub layer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkSpecSpec {
+    pub name: String,
+    pub logical: bool,
+    pub up: bool,
+    /// 0 keeps the link's MTU.
+    pub mtu: u32,
     pub layer: String,
 }
 
@@ -397,8 +451,9 @@ impl Controller for StatusController {
     }
 }
 
-/// Address specs from the defaults and the machine config, in `network-config`.
-pub struct AddressConfigController;
+/// Specs from the defaults (loopback addresses) and the machine config (`machine.network`
+/// interfaces: addresses, routes, MTU), in `network-config`.
+pub struct ConfigController;
 
 fn address_spec(address: &str, link: &str, layer: &str) -> Option<AddressSpecSpec> {
     let (ip, prefix) = address.split_once('/')?;
@@ -415,25 +470,56 @@ fn address_spec(address: &str, link: &str, layer: &str) -> Option<AddressSpecSpe
     })
 }
 
+fn route_spec(r: &serde_json::Value, link: &str, layer: &str) -> Option<RouteSpecSpec> {
+    let network = r
+        .get("network")
+        .and_then(|v| v.as_str())
+        .unwrap_or("0.0.0.0/0");
+    let gateway = r.get("gateway").and_then(|v| v.as_str()).unwrap_or("");
+    let (ip, prefix) = network.split_once('/')?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    Some(RouteSpecSpec {
+        family: if ip.is_ipv4() { "inet4" } else { "inet6" }.into(),
+        destination: if prefix == 0 {
+            String::new()
+        } else {
+            format!("{ip}/{prefix}")
+        },
+        gateway: gateway.into(),
+        out_link_name: link.into(),
+        table: "main".into(),
+        priority: r.get("metric").and_then(|v| v.as_u64()).unwrap_or(1024) as u32,
+        protocol: "static".into(),
+        layer: layer.into(),
+    })
+}
+
 #[async_trait::async_trait]
-impl Controller for AddressConfigController {
+impl Controller for ConfigController {
     fn name(&self) -> &str {
-        "network.AddressConfigController"
+        "network.ConfigController"
     }
     fn inputs(&self) -> Vec<Input> {
         vec![Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID)]
     }
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::exclusive(NETWORK_CONFIG_NS, ADDRESS_SPEC)]
+        vec![
+            Output::exclusive(NETWORK_CONFIG_NS, ADDRESS_SPEC),
+            Output::exclusive(NETWORK_CONFIG_NS, ROUTE_SPEC),
+            Output::exclusive(NETWORK_CONFIG_NS, LINK_SPEC),
+        ]
     }
     fn cleanup_untouched(&self) -> bool {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let mut specs = vec![
+        let mut addresses = vec![
             address_spec("127.0.0.1/8", "lo", "default"),
             address_spec("::1/128", "lo", "default"),
         ];
+        let mut routes = Vec::new();
+        let mut links = Vec::new();
         if let Some(cfg) = machine_config(ctx)? {
             for iface in cfg
                 .pointer("/machine/network/interfaces")
@@ -444,63 +530,133 @@ impl Controller for AddressConfigController {
                 let Some(link) = iface.get("interface").and_then(|v| v.as_str()) else {
                     continue;
                 };
-                for a in iface
-                    .get("addresses")
-                    .and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str())
-                {
-                    specs.push(address_spec(a, link, "configuration"));
+                let list = |k: &str| {
+                    iface
+                        .get(k)
+                        .and_then(|v| v.as_array())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                for a in list("addresses").iter().filter_map(|v| v.as_str()) {
+                    addresses.push(address_spec(a, link, "configuration"));
                 }
+                for r in list("routes") {
+                    routes.push(route_spec(&r, link, "configuration"));
+                }
+                links.push(LinkSpecSpec {
+                    name: link.into(),
+                    logical: false,
+                    up: !iface
+                        .get("ignore")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(false),
+                    mtu: iface.get("mtu").and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+                    layer: "configuration".into(),
+                });
             }
         }
-        for spec in specs.into_iter().flatten() {
-            let id = format!("{}/{}/{}", spec.layer, spec.link_name, spec.address);
+        for spec in addresses.into_iter().flatten() {
+            let id = format!("{}/{}", spec.layer, spec.merged_id());
             ctx.modify(NETWORK_CONFIG_NS, ADDRESS_SPEC, &id, |_| spec)?;
+        }
+        for spec in routes.into_iter().flatten() {
+            let id = format!("{}/{}", spec.layer, spec.merged_id());
+            ctx.modify(NETWORK_CONFIG_NS, ROUTE_SPEC, &id, |_| spec)?;
+        }
+        for spec in links {
+            let id = format!("{}/{}", spec.layer, spec.merged_id());
+            ctx.modify(NETWORK_CONFIG_NS, LINK_SPEC, &id, |_| spec)?;
         }
         Ok(())
     }
 }
 
-/// Merges `network-config` address specs into `network`: for the same link and address, the
-/// highest layer wins.
-pub struct AddressMergeController;
+/// A spec from a configuration layer.
+pub trait Layered: Clone + PartialEq + Serialize + std::fmt::Debug + Send + Sync + 'static {
+    fn layer(&self) -> &str;
+    /// Its ID once merged into `network` (the same thing from different layers shares it).
+    fn merged_id(&self) -> String;
+}
+
+impl Layered for AddressSpecSpec {
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+    fn merged_id(&self) -> String {
+        format!("{}/{}", self.link_name, self.address)
+    }
+}
+
+impl Layered for RouteSpecSpec {
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+    fn merged_id(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.family, self.gateway, self.destination, self.priority
+        )
+    }
+}
+
+impl Layered for LinkSpecSpec {
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+    fn merged_id(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// Merges a spec type from `network-config` into `network`: the highest layer wins.
+pub struct MergeController<S> {
+    name: &'static str,
+    ty: &'static str,
+    _spec: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> MergeController<S> {
+    pub fn new(name: &'static str, ty: &'static str) -> MergeController<S> {
+        MergeController {
+            name,
+            ty,
+            _spec: std::marker::PhantomData,
+        }
+    }
+}
 
 fn layer_rank(layer: &str) -> usize {
     LAYERS.iter().position(|l| *l == layer).unwrap_or(0)
 }
 
 #[async_trait::async_trait]
-impl Controller for AddressMergeController {
+impl<S: Layered> Controller for MergeController<S> {
     fn name(&self) -> &str {
-        "network.AddressMergeController"
+        self.name
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::weak(NETWORK_CONFIG_NS, ADDRESS_SPEC)]
+        vec![Input::weak(NETWORK_CONFIG_NS, self.ty)]
     }
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::exclusive(NETWORK_NS, ADDRESS_SPEC)]
+        vec![Output::exclusive(NETWORK_NS, self.ty)]
     }
     fn cleanup_untouched(&self) -> bool {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let mut merged: BTreeMap<String, AddressSpecSpec> = BTreeMap::new();
-        for r in ctx.list(NETWORK_CONFIG_NS, ADDRESS_SPEC, &LabelQuery::all())? {
-            let Some(spec) = r.spec::<AddressSpecSpec>() else {
-                continue;
-            };
-            let id = format!("{}/{}", spec.link_name, spec.address);
+        let mut merged: BTreeMap<String, S> = BTreeMap::new();
+        for r in ctx.list(NETWORK_CONFIG_NS, self.ty, &LabelQuery::all())? {
+            let Some(spec) = r.spec::<S>() else { continue };
+            let id = spec.merged_id();
             match merged.get(&id) {
-                Some(cur) if layer_rank(&cur.layer) >= layer_rank(&spec.layer) => {}
+                Some(cur) if layer_rank(cur.layer()) >= layer_rank(spec.layer()) => {}
                 _ => {
                     merged.insert(id, spec.clone());
                 }
             }
         }
         for (id, spec) in merged {
-            ctx.modify(NETWORK_NS, ADDRESS_SPEC, &id, |_| spec)?;
+            ctx.modify(NETWORK_NS, self.ty, &id, |_| spec)?;
         }
         Ok(())
     }
@@ -568,12 +724,7 @@ impl Controller for AddressSpecController {
         if !self.apply {
             return Ok(());
         }
-        if self.conn.is_none() {
-            let (conn, handle, _) = rtnetlink::new_connection()?;
-            tokio::spawn(conn);
-            self.conn = Some(handle);
-        }
-        let h = self.conn.as_ref().expect("connected");
+        let h = &handle(&mut self.conn)?.clone();
         let wanted: Vec<AddressSpecSpec> = ctx
             .list(NETWORK_NS, ADDRESS_SPEC, &LabelQuery::all())?
             .iter()
@@ -629,6 +780,236 @@ impl Controller for AddressSpecController {
         if !problems.is_empty() {
             // Links come and go: look again later.
             tracing::warn!(?problems, "address specs not applied");
+            ctx.requeue_after(Duration::from_secs(5));
+        }
+        Ok(())
+    }
+}
+
+/// A netlink handle, opened on first use.
+fn handle(slot: &mut Option<rtnetlink::Handle>) -> std::io::Result<&rtnetlink::Handle> {
+    if slot.is_none() {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        *slot = Some(handle);
+    }
+    Ok(slot.as_ref().expect("set"))
+}
+
+/// Kernel routes of the main table, by the same ID as their specs and statuses.
+async fn kernel_routes(
+    h: &rtnetlink::Handle,
+) -> Result<Vec<(String, RouteMessage)>, ControllerError> {
+    let mut names = BTreeMap::new();
+    let mut links = h.link().get().execute();
+    while let Some(m) = links.try_next().await? {
+        let (name, spec) = link_status(&m);
+        names.insert(spec.index, name);
+    }
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        let msg = if v6 {
+            rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        } else {
+            rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+        };
+        let mut routes = h.route().get(msg).execute();
+        while let Some(m) = routes.try_next().await? {
+            if m.header.table == 254 {
+                let (id, _) = route_status(&m, &names);
+                out.push((id, m));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Puts merged route specs into the kernel's main table; removes the ones it added whose specs
+/// are gone.
+pub struct RouteSpecController {
+    apply: bool,
+    added: HashSet<String>,
+    conn: Option<rtnetlink::Handle>,
+}
+
+impl RouteSpecController {
+    pub fn new(apply: bool) -> RouteSpecController {
+        RouteSpecController {
+            apply,
+            added: HashSet::new(),
+            conn: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Controller for RouteSpecController {
+    fn name(&self) -> &str {
+        "network.RouteSpecController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::weak(NETWORK_NS, ROUTE_SPEC)]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        Vec::new()
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        if !self.apply {
+            return Ok(());
+        }
+        let h = handle(&mut self.conn)?.clone();
+        let wanted: Vec<RouteSpecSpec> = ctx
+            .list(NETWORK_NS, ROUTE_SPEC, &LabelQuery::all())?
+            .iter()
+            .filter_map(|r| r.spec::<RouteSpecSpec>().cloned())
+            .collect();
+        let present = kernel_routes(&h).await?;
+        let mut missing_links = Vec::new();
+        for spec in &wanted {
+            let id = spec.merged_id();
+            if present.iter().any(|(p, _)| *p == id) {
+                continue;
+            }
+            let Some(index) = link_index(&h, &spec.out_link_name).await? else {
+                missing_links.push(format!("{id}: link {} not found", spec.out_link_name));
+                continue;
+            };
+            let (dst, prefix) = match spec.destination.split_once('/') {
+                Some((ip, p)) => (ip.parse::<IpAddr>()?, p.parse::<u8>()?),
+                None if spec.family == "inet6" => ("::".parse()?, 0),
+                None => ("0.0.0.0".parse()?, 0),
+            };
+            let mut b = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(dst, prefix)?
+                .output_interface(index)
+                .priority(spec.priority);
+            if !spec.gateway.is_empty() {
+                b = b.gateway(spec.gateway.parse()?)?;
+            }
+            h.route().add(b.build()).execute().await?;
+            tracing::info!(route = id, "route added");
+            self.added.insert(id);
+        }
+        let gone: Vec<String> = self
+            .added
+            .iter()
+            .filter(|id| !wanted.iter().any(|s| s.merged_id() == **id))
+            .cloned()
+            .collect();
+        for id in gone {
+            for (p, m) in &present {
+                if *p == id {
+                    h.route().del(m.clone()).execute().await?;
+                    tracing::info!(route = id, "route removed");
+                }
+            }
+            self.added.remove(&id);
+        }
+        if !missing_links.is_empty() {
+            tracing::warn!(?missing_links, "route specs not applied");
+            ctx.requeue_after(Duration::from_secs(5));
+        }
+        Ok(())
+    }
+}
+
+/// Brings configured links up and sets their MTU; a link whose spec is gone gets its MTU back.
+pub struct LinkSpecController {
+    apply: bool,
+    /// MTUs links had before this controller changed them.
+    original_mtu: BTreeMap<String, u32>,
+    conn: Option<rtnetlink::Handle>,
+}
+
+impl LinkSpecController {
+    pub fn new(apply: bool) -> LinkSpecController {
+        LinkSpecController {
+            apply,
+            original_mtu: BTreeMap::new(),
+            conn: None,
+        }
+    }
+}
+
+async fn link_state(
+    h: &rtnetlink::Handle,
+    name: &str,
+) -> Result<Option<(u32, LinkStatusSpec)>, ControllerError> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(m)) => Ok(Some((m.header.index, link_status(&m).1))),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Controller for LinkSpecController {
+    fn name(&self) -> &str {
+        "network.LinkSpecController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::weak(NETWORK_NS, LINK_SPEC)]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        Vec::new()
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        if !self.apply {
+            return Ok(());
+        }
+        let h = handle(&mut self.conn)?.clone();
+        let wanted: Vec<LinkSpecSpec> = ctx
+            .list(NETWORK_NS, LINK_SPEC, &LabelQuery::all())?
+            .iter()
+            .filter_map(|r| r.spec::<LinkSpecSpec>().cloned())
+            .collect();
+        let mut missing = false;
+        for spec in &wanted {
+            let Some((index, status)) = link_state(&h, &spec.name).await? else {
+                tracing::warn!(link = spec.name, "configured link not found");
+                missing = true;
+                continue;
+            };
+            let mut b = rtnetlink::LinkUnspec::new_with_index(index);
+            let mut change = false;
+            if spec.mtu != 0 && spec.mtu != status.mtu {
+                self.original_mtu
+                    .entry(spec.name.clone())
+                    .or_insert(status.mtu);
+                b = b.mtu(spec.mtu);
+                change = true;
+            }
+            if spec.up && !status.link_state {
+                b = b.up();
+                change = true;
+            }
+            if change {
+                h.link().set(b.build()).execute().await?;
+                tracing::info!(link = spec.name, mtu = spec.mtu, "link configured");
+            }
+        }
+        let restore: Vec<(String, u32)> = self
+            .original_mtu
+            .iter()
+            .filter(|(name, _)| !wanted.iter().any(|s| s.name == **name && s.mtu != 0))
+            .map(|(n, m)| (n.clone(), *m))
+            .collect();
+        for (name, mtu) in restore {
+            if let Some((index, _)) = link_state(&h, &name).await? {
+                h.link()
+                    .set(
+                        rtnetlink::LinkUnspec::new_with_index(index)
+                            .mtu(mtu)
+                            .build(),
+                    )
+                    .execute()
+                    .await?;
+            }
+            self.original_mtu.remove(&name);
+        }
+        if missing {
             ctx.requeue_after(Duration::from_secs(5));
         }
         Ok(())

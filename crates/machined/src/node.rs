@@ -135,6 +135,8 @@ impl Node {
             .column("Link", "{.outLinkName}")
             .column("Metric", "{.priority}"),
             Definition::new(crate::network::ADDRESS_SPEC, NETWORK_NS, &[]),
+            Definition::new(crate::network::ROUTE_SPEC, NETWORK_NS, &[]),
+            Definition::new(crate::network::LINK_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::NODE_ADDRESS, NETWORK_NS, &[])
                 .column("Addresses", "{.addresses}")
                 .column("SortAlgorithm", "{.sortAlgorithm}"),
@@ -186,16 +188,7 @@ impl Node {
             addresses: crate::interface_ips,
         })
         .map_err(|e| e.to_string())?;
-        rt.register(crate::network::StatusController::default())
-            .map_err(|e| e.to_string())?;
-        rt.register(crate::network::AddressConfigController)
-            .map_err(|e| e.to_string())?;
-        rt.register(crate::network::AddressMergeController)
-            .map_err(|e| e.to_string())?;
-        rt.register(crate::network::AddressSpecController::new(
-            crate::container::rooted(),
-        ))
-        .map_err(|e| e.to_string())?;
+        crate::network::register(&mut rt, crate::container::rooted())?;
         rt.register(crate::kernel::KernelParamController::new(
             crate::container::rooted(),
         ))

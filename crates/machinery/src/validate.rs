@@ -563,7 +563,9 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("machine.network.interfaces[0].addresses[0]: \"10.5.0.7\" has no prefix length"),
+            text.contains(
+                "machine.network.interfaces[0].addresses[0]: \"10.5.0.7\" has no prefix length"
+            ),
             "{text}"
         );
         assert!(

@@ -400,28 +400,39 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     let specs = c.ok(&["get", "addressspecs", "--namespace", "network-config"]);
     assert!(specs.contains("default/lo/127.0.0.1/8"), "{specs}");
     // A configured address is applied without a reboot, and removed with its config.
-    let add = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        addresses: [10.5.0.200/24]\n";
+    let add = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        mtu: 1400\n        addresses: [10.5.0.200/24]\n        routes:\n          - network: 192.168.77.0/24\n            gateway: 10.5.0.1\n            metric: 100\n";
     let del =
         "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        $patch: delete\n";
+    let ip_out = |args: &[&str]| {
+        let mut all = vec!["-n", netns.as_str()];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&Command::new("ip").args(&all).output().unwrap().stdout).to_string()
+    };
     let in_kernel = || {
-        String::from_utf8_lossy(
-            &Command::new("ip")
-                .args(["-n", &netns, "addr", "show", "eth0"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .contains("10.5.0.200/24")
+        ip_out(&["addr", "show", "eth0"]).contains("10.5.0.200/24")
+            && ip_out(&["route"]).contains("192.168.77.0/24 via 10.5.0.1")
+            && ip_out(&["link", "show", "eth0"]).contains("mtu 1400")
+    };
+    let none_in_kernel = || {
+        !ip_out(&["addr", "show", "eth0"]).contains("10.5.0.200/24")
+            && !ip_out(&["route"]).contains("192.168.77.0/24")
+            && ip_out(&["link", "show", "eth0"]).contains("mtu 1500")
     };
     c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", add]);
-    wait_for("the address in the kernel", &|| in_kernel());
+    wait_for("the address, route and MTU in the kernel", &in_kernel);
+    wait_for("the route status", &|| {
+        ids("routes").contains("inet4/10.5.0.1/192.168.77.0/24/100")
+    });
     wait_for("the address status", &|| {
         ids("addresses").contains("eth0/10.5.0.200/24")
     });
     let merged = c.ok(&["get", "addressspecs", "eth0/10.5.0.200/24", "-o", "yaml"]);
     assert!(merged.contains("layer: configuration"), "{merged}");
     c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", del]);
-    wait_for("the address gone from the kernel", &|| !in_kernel());
+    wait_for(
+        "the address, route and MTU gone from the kernel",
+        &none_in_kernel,
+    );
     wait_for("the address status gone", &|| {
         !ids("addresses").contains("eth0/10.5.0.200/24")
     });
