@@ -3,6 +3,7 @@
 
 mod apid;
 mod container;
+mod dhcp;
 mod etcd;
 mod events;
 mod kernel;

@@ -53,6 +53,8 @@ pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> 
         LINK_SPEC,
     ))
     .map_err(e)?;
+    rt.register(crate::dhcp::OperatorController::new(apply))
+        .map_err(e)?;
     rt.register(AddressSpecController::new(apply)).map_err(e)?;
     rt.register(RouteSpecController::new(apply)).map_err(e)?;
     rt.register(LinkSpecController::new(apply)).map_err(e)?;
@@ -505,8 +507,9 @@ impl Controller for ConfigController {
     }
     fn outputs(&self) -> Vec<Output> {
         vec![
-            Output::exclusive(NETWORK_CONFIG_NS, ADDRESS_SPEC),
-            Output::exclusive(NETWORK_CONFIG_NS, ROUTE_SPEC),
+            // Shared with the operators (DHCP), each owning its own specs.
+            Output::shared(NETWORK_CONFIG_NS, ADDRESS_SPEC),
+            Output::shared(NETWORK_CONFIG_NS, ROUTE_SPEC),
             Output::exclusive(NETWORK_CONFIG_NS, LINK_SPEC),
         ]
     }
