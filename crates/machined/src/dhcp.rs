@@ -57,13 +57,12 @@ fn request_message(xid: u32, mac: &[u8], kind: MessageType) -> Message {
     // Replies come by broadcast: the link has no address yet.
     m.set_flags(Flags::default().set_broadcast());
     m.opts_mut().insert(DhcpOption::MessageType(kind));
-    m.opts_mut()
-        .insert(DhcpOption::ParameterRequestList(vec![
-            OptionCode::SubnetMask,
-            OptionCode::Router,
-            OptionCode::DomainNameServer,
-            OptionCode::AddressLeaseTime,
-        ]));
+    m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
+        OptionCode::SubnetMask,
+        OptionCode::Router,
+        OptionCode::DomainNameServer,
+        OptionCode::AddressLeaseTime,
+    ]));
     m
 }
 
@@ -107,7 +106,12 @@ fn prefix_of(mask: Ipv4Addr) -> u8 {
 pub async fn acquire(link: &str, mac: &[u8]) -> Result<Lease, String> {
     let sock = client_socket(link).map_err(|e| format!("{link}: {e}"))?;
     let xid: u32 = rand::random();
-    let offer = exchange(&sock, &request_message(xid, mac, MessageType::Discover), MessageType::Offer).await?;
+    let offer = exchange(
+        &sock,
+        &request_message(xid, mac, MessageType::Discover),
+        MessageType::Offer,
+    )
+    .await?;
     let server = match offer.opts().get(OptionCode::ServerIdentifier) {
         Some(DhcpOption::ServerIdentifier(s)) => *s,
         _ => return Err("the offer names no server".into()),
@@ -189,7 +193,11 @@ impl Controller for OperatorController {
             .unwrap_or_default()
             .iter()
             .filter(|i| i.get("dhcp").and_then(|v| v.as_bool()) == Some(true))
-            .filter_map(|i| i.get("interface").and_then(|v| v.as_str()).map(String::from))
+            .filter_map(|i| {
+                i.get("interface")
+                    .and_then(|v| v.as_str())
+                    .map(String::from)
+            })
             .collect();
         self.leases.retain(|l, _| links.contains(l));
         let mut next = Duration::from_secs(3600);

@@ -234,9 +234,10 @@ impl TestCluster {
             }
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&self.name)).collect();
         assert!(
-            !mounts.contains(&self.name),
-            "a mount of {} is left behind",
+            left.is_empty(),
+            "mounts of {} are left behind: {left:?}",
             self.name
         );
         assert!(
@@ -576,4 +577,149 @@ fn snapshot_recovers_onto_a_fresh_cluster() {
     assert_eq!(b.get("/keep/one"), "1");
     assert_eq!(b.get("/keep/two"), "2");
     b.destroy_and_check();
+}
+
+/// A DHCP server (Debian's dnsmasq) in a namespace of the test's own, wired to a node's
+/// namespace as its `eth1`; removed with the namespace and the process on drop.
+struct DhcpServer {
+    netns: String,
+    child: std::process::Child,
+}
+
+impl DhcpServer {
+    fn start(c: &TestCluster, node_netns: &str) -> DhcpServer {
+        let netns = format!("{}-dhcp", c.name);
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &netns]);
+        ip(&[
+            "-n", &netns, "link", "add", "vd", "type", "veth", "peer", "name", "eth1", "netns",
+            node_netns,
+        ]);
+        ip(&["-n", &netns, "addr", "add", "10.77.0.1/24", "dev", "vd"]);
+        ip(&["-n", &netns, "link", "set", "vd", "up"]);
+        // dnsmasq itself is the child (so that killing it ends it), entering the namespace
+        // between fork and exec.
+        let ns = std::fs::File::open(Path::new("/run/netns").join(&netns)).unwrap();
+        let mut cmd = Command::new("dnsmasq");
+        // SAFETY: setns only, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
+            .args(["--no-daemon", "--port=0", "--interface=vd"])
+            .args([
+                "--bind-interfaces",
+                "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
+            ])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                c.dir.join("leases").display()
+            ))
+            .arg("--dhcp-option=3,10.77.0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        DhcpServer { netns, child }
+    }
+}
+
+impl Drop for DhcpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let out = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip netns del: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn dhcp_on_a_second_interface_comes_and_goes_without_a_reboot() {
+    if !can_run() || !Path::new("/usr/sbin/dnsmasq").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "dnsmasq is missing"
+        );
+        return;
+    }
+    let c = TestCluster::new("h");
+    c.ok(&[
+        "cluster",
+        "create",
+        "--controlplanes",
+        "1",
+        "--workers",
+        "0",
+        "--wait-timeout",
+        "2m",
+    ]);
+    let node_netns = format!("{}-controlplane-1", c.name);
+    let dhcp = DhcpServer::start(&c, &node_netns);
+    let eth1 = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-n", &node_netns, "-4", "addr", "show", "eth1"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .to_string()
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let on = "machine:\n  network:\n    interfaces:\n      - interface: eth1\n        dhcp: true\n";
+    let out = c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", on]);
+    assert!(out.contains("without a reboot") || out.is_empty(), "{out}");
+    wait_for("a lease on eth1", &|| eth1().contains("inet 10.77.0."));
+    let specs = c.ok(&[
+        "get",
+        "addressspecs",
+        "--namespace",
+        "network-config",
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        specs.contains("id: dhcp4/eth1/10.77.0.") && specs.contains("layer: operator"),
+        "{specs}"
+    );
+    wait_for("the lease in the address status", &|| {
+        c.ok(&["get", "addresses"]).contains("eth1/10.77.0.")
+    });
+    let routes = c.ok(&["get", "routes"]);
+    assert!(
+        routes.contains("10.77.0.1") && routes.contains("1024"),
+        "{routes}"
+    );
+    let off =
+        "machine:\n  network:\n    interfaces:\n      - interface: eth1\n        $patch: delete\n";
+    c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", off]);
+    wait_for("the lease gone from eth1", &|| {
+        !eth1().contains("inet 10.77.0.")
+    });
+    drop(dhcp);
+    c.destroy_and_check();
 }
