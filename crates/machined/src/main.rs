@@ -13,6 +13,7 @@ mod reaper;
 mod secrets;
 mod services;
 mod trustd;
+mod vip;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

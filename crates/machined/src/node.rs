@@ -67,7 +67,7 @@ pub struct Node {
     /// Set by a reset: the next boot forgets the config it was given.
     pub forget: std::sync::atomic::AtomicBool,
     /// etcd, on a control plane in container mode.
-    pub etcd: std::sync::OnceLock<std::sync::Arc<crate::etcd::Etcd>>,
+    pub etcd: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::etcd::Etcd>>>,
     /// The registered controllers' declarations (for `inspect dependencies`).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
@@ -189,6 +189,10 @@ impl Node {
         })
         .map_err(|e| e.to_string())?;
         crate::network::register(&mut rt, crate::container::rooted())?;
+        let etcd: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::etcd::Etcd>>> =
+            Default::default();
+        rt.register(crate::vip::VipController::new(etcd.clone()))
+            .map_err(|e| e.to_string())?;
         rt.register(crate::kernel::KernelParamController::new(
             crate::container::rooted(),
         ))
@@ -205,7 +209,7 @@ impl Node {
             handover: Default::default(),
             ephemeral: Default::default(),
             forget: Default::default(),
-            etcd: Default::default(),
+            etcd,
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })

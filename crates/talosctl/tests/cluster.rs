@@ -723,3 +723,64 @@ fn dhcp_on_a_second_interface_comes_and_goes_without_a_reboot() {
     drop(dhcp);
     c.destroy_and_check();
 }
+
+#[test]
+fn the_shared_ip_moves_to_another_control_plane_when_its_holder_dies() {
+    if !can_run() {
+        return;
+    }
+    let c = TestCluster::new("v");
+    let vip =
+        r#"{"machine":{"network":{"interfaces":[{"interface":"eth0","vip":{"ip":"10.5.0.50"}}]}}}"#;
+    c.ok(&[
+        "cluster",
+        "create",
+        "--controlplanes",
+        "3",
+        "--workers",
+        "0",
+        "--wait-timeout",
+        "3m",
+        "--config-patch-control-plane",
+        vip,
+    ]);
+    let holders = || -> Vec<usize> {
+        (1..=3)
+            .filter(|i| {
+                let ns = format!("{}-controlplane-{i}", c.name);
+                let out = Command::new("ip")
+                    .args(["-n", &ns, "-4", "addr", "show", "eth0"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("10.5.0.50/32")
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        let h = holders();
+        if h.len() == 1 {
+            break h[0];
+        }
+        assert!(h.len() <= 1, "several holders: {h:?}");
+        assert!(Instant::now() < deadline, "nobody holds the shared IP");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.kill(&format!("controlplane-{holder}"));
+    let killed = Instant::now();
+    let next = loop {
+        let h: Vec<usize> = holders().into_iter().filter(|i| *i != holder).collect();
+        if let [one] = h.as_slice() {
+            break *one;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "no failover: {h:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    eprintln!("shared IP moved from controlplane-{holder} to controlplane-{next} in {took:?}");
+    assert!(took < Duration::from_secs(5), "failover took {took:?}");
+    c.destroy_and_check();
+}
