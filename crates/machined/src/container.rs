@@ -162,6 +162,16 @@ fn make_root(dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(at(STATE_DIR)).map_err(|e| err(STATE_DIR, e))?;
     std::fs::create_dir_all(at("/system/secrets")).map_err(|e| err("/system/secrets", e))?;
+    // The node's resolver and hosts files, written by its network controllers.
+    std::fs::create_dir_all(at("/system/etc")).map_err(|e| err("/system/etc", e))?;
+    for f in ["resolv.conf", "hosts"] {
+        let own = at(&format!("/system/etc/{f}"));
+        std::fs::write(&own, "").map_err(|e| err(f, e))?;
+        let target = at(&format!("/etc/{f}"));
+        if target.is_file() {
+            mnt(Some(&own), &target, None, MsFlags::MS_BIND)?;
+        }
+    }
     mnt(
         Some(&dir.join("state")),
         &at(STATE_DIR),

@@ -31,6 +31,15 @@ pub const ADDRESS_SPEC: &str = "AddressSpecs.net.talos.dev";
 pub const NODE_ADDRESS: &str = "NodeAddresses.net.talos.dev";
 pub const ROUTE_SPEC: &str = "RouteSpecs.net.talos.dev";
 pub const LINK_SPEC: &str = "LinkSpecs.net.talos.dev";
+pub const RESOLVER_SPEC: &str = "ResolverSpecs.net.talos.dev";
+pub const RESOLVER_STATUS: &str = "ResolverStatuses.net.talos.dev";
+pub const TIME_SERVER_SPEC: &str = "TimeServerSpecs.net.talos.dev";
+pub const TIME_SERVER_STATUS: &str = "TimeServerStatuses.net.talos.dev";
+pub const NETWORK_STATUS: &str = "NetworkStatuses.net.talos.dev";
+
+/// Where the node's resolver and hosts files live (bound over /etc in container mode).
+pub const RESOLV_CONF: &str = "/system/etc/resolv.conf";
+pub const HOSTS: &str = "/system/etc/hosts";
 
 /// The network controllers; `apply`: whether specs go to the kernel (a node in its own network
 /// namespace).
@@ -53,6 +62,17 @@ pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> 
         LINK_SPEC,
     ))
     .map_err(e)?;
+    rt.register(MergeController::<ResolverSpecSpec>::new(
+        "network.ResolverMergeController",
+        RESOLVER_SPEC,
+    ))
+    .map_err(e)?;
+    rt.register(MergeController::<TimeServerSpecSpec>::new(
+        "network.TimeServerMergeController",
+        TIME_SERVER_SPEC,
+    ))
+    .map_err(e)?;
+    rt.register(EtcFilesController { apply }).map_err(e)?;
     rt.register(crate::dhcp::OperatorController::new(apply))
         .map_err(e)?;
     rt.register(AddressSpecController::new(apply)).map_err(e)?;
@@ -149,6 +169,47 @@ pub struct LinkSpecSpec {
     /// 0 keeps the link's MTU.
     pub mtu: u32,
     pub layer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolverSpecSpec {
+    pub dns_servers: Vec<String>,
+    pub search_domains: Vec<String>,
+    pub layer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeServerSpecSpec {
+    pub time_servers: Vec<String>,
+    #[serde(rename = "useNTS")]
+    pub use_nts: bool,
+    pub layer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolverStatusSpec {
+    pub dns_servers: Vec<String>,
+    pub search_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeServerStatusSpec {
+    pub time_servers: Vec<String>,
+    #[serde(rename = "useNTS")]
+    pub use_nts: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatusSpec {
+    pub address_ready: bool,
+    pub connectivity_ready: bool,
+    pub hostname_ready: bool,
+    pub etc_files_ready: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -511,19 +572,65 @@ impl Controller for ConfigController {
             Output::shared(NETWORK_CONFIG_NS, ADDRESS_SPEC),
             Output::shared(NETWORK_CONFIG_NS, ROUTE_SPEC),
             Output::exclusive(NETWORK_CONFIG_NS, LINK_SPEC),
+            Output::exclusive(NETWORK_CONFIG_NS, RESOLVER_SPEC),
+            Output::exclusive(NETWORK_CONFIG_NS, TIME_SERVER_SPEC),
         ]
     }
     fn cleanup_untouched(&self) -> bool {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        let cfg = machine_config(ctx)?;
+        let strings = |ptr: &str| -> Vec<String> {
+            cfg.as_ref()
+                .and_then(|c| c.pointer(ptr))
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let mut resolvers = vec![ResolverSpecSpec {
+            dns_servers: vec!["8.8.8.8".into(), "1.1.1.1".into()],
+            search_domains: Vec::new(),
+            layer: "default".into(),
+        }];
+        let configured = strings("/machine/network/nameservers");
+        if !configured.is_empty() {
+            resolvers.push(ResolverSpecSpec {
+                dns_servers: configured,
+                search_domains: strings("/machine/network/searchDomains"),
+                layer: "configuration".into(),
+            });
+        }
+        let mut time_servers = vec![TimeServerSpecSpec {
+            time_servers: vec!["pool.ntp.org".into()],
+            use_nts: false,
+            layer: "default".into(),
+        }];
+        let configured = strings("/machine/time/servers");
+        if !configured.is_empty() {
+            time_servers.push(TimeServerSpecSpec {
+                time_servers: configured,
+                use_nts: false,
+                layer: "configuration".into(),
+            });
+        }
+        for spec in resolvers {
+            let id = format!("{}/{}", spec.layer, spec.merged_id());
+            ctx.modify(NETWORK_CONFIG_NS, RESOLVER_SPEC, &id, |_| spec)?;
+        }
+        for spec in time_servers {
+            let id = format!("{}/{}", spec.layer, spec.merged_id());
+            ctx.modify(NETWORK_CONFIG_NS, TIME_SERVER_SPEC, &id, |_| spec)?;
+        }
         let mut addresses = vec![
             address_spec("127.0.0.1/8", "lo", "default"),
             address_spec("::1/128", "lo", "default"),
         ];
         let mut routes = Vec::new();
         let mut links = Vec::new();
-        if let Some(cfg) = machine_config(ctx)? {
+        if let Some(cfg) = cfg {
             for iface in cfg
                 .pointer("/machine/network/interfaces")
                 .and_then(|v| v.as_array())
@@ -599,6 +706,24 @@ impl Layered for RouteSpecSpec {
             "{}/{}/{}/{}",
             self.family, self.gateway, self.destination, self.priority
         )
+    }
+}
+
+impl Layered for ResolverSpecSpec {
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+    fn merged_id(&self) -> String {
+        "resolvers".into()
+    }
+}
+
+impl Layered for TimeServerSpecSpec {
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+    fn merged_id(&self) -> String {
+        "timeservers".into()
     }
 }
 
@@ -1015,6 +1140,121 @@ impl Controller for LinkSpecController {
         if missing {
             ctx.requeue_after(Duration::from_secs(5));
         }
+        Ok(())
+    }
+}
+
+/// The merged resolvers and time servers as statuses, the node's `/etc/resolv.conf` and
+/// `/etc/hosts` (written under /system, where a container-mode node has them bound over /etc),
+/// and the overall NetworkStatus.
+pub struct EtcFilesController {
+    apply: bool,
+}
+
+/// Write in place: the file is a bind-mount target, which a rename would leave behind.
+fn write_in_place(path: &str, text: &str) -> std::io::Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|cur| cur == text) {
+        return Ok(());
+    }
+    std::fs::write(path, text)
+}
+
+#[async_trait::async_trait]
+impl Controller for EtcFilesController {
+    fn name(&self) -> &str {
+        "network.EtcFileController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![
+            Input::weak(NETWORK_NS, RESOLVER_SPEC),
+            Input::weak(NETWORK_NS, TIME_SERVER_SPEC),
+            Input::weak(NETWORK_NS, crate::node::HOSTNAME_STATUS),
+            Input::weak(NETWORK_NS, NODE_ADDRESS),
+            Input::weak(NETWORK_NS, ROUTE_STATUS),
+        ]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![
+            Output::exclusive(NETWORK_NS, RESOLVER_STATUS),
+            Output::exclusive(NETWORK_NS, TIME_SERVER_STATUS),
+            Output::exclusive(NETWORK_NS, NETWORK_STATUS),
+        ]
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        use resources::Pointer;
+        let resolver = ctx
+            .get(&Pointer::new(NETWORK_NS, RESOLVER_SPEC, "resolvers"))?
+            .and_then(|r| r.spec::<ResolverSpecSpec>().cloned());
+        let time = ctx
+            .get(&Pointer::new(NETWORK_NS, TIME_SERVER_SPEC, "timeservers"))?
+            .and_then(|r| r.spec::<TimeServerSpecSpec>().cloned());
+        let hostname = ctx
+            .get(&Pointer::new(
+                NETWORK_NS,
+                crate::node::HOSTNAME_STATUS,
+                "hostname",
+            ))?
+            .and_then(|r| r.spec::<crate::node::HostnameSpec>().cloned());
+        let addresses = ctx
+            .get(&Pointer::new(NETWORK_NS, NODE_ADDRESS, "current"))?
+            .and_then(|r| r.spec::<NodeAddressSpec>().map(|a| a.addresses.clone()))
+            .unwrap_or_default();
+        let default_route = ctx
+            .list(NETWORK_NS, ROUTE_STATUS, &LabelQuery::all())?
+            .iter()
+            .filter_map(|r| r.spec::<RouteStatusSpec>())
+            .any(|r| r.dst.is_empty() && !r.gateway.is_empty());
+        let mut etc_ready = false;
+        if let (Some(r), Some(h)) = (&resolver, &hostname) {
+            let status = ResolverStatusSpec {
+                dns_servers: r.dns_servers.clone(),
+                search_domains: r.search_domains.clone(),
+            };
+            ctx.modify(NETWORK_NS, RESOLVER_STATUS, "resolvers", |_| status)?;
+            let mut resolv: String = r
+                .dns_servers
+                .iter()
+                .map(|s| format!("nameserver {s}\n"))
+                .collect();
+            if !r.search_domains.is_empty() {
+                resolv.push_str(&format!("search {}\n", r.search_domains.join(" ")));
+            }
+            let fqdn = if h.domainname.is_empty() {
+                h.hostname.clone()
+            } else {
+                format!("{}.{}", h.hostname, h.domainname)
+            };
+            let mut hosts =
+                String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
+            if let Some(ip) = addresses.first().and_then(|a| a.split('/').next()) {
+                hosts.push_str(&format!("{ip} {fqdn} {}\n", h.hostname));
+            }
+            etc_ready = if self.apply {
+                let written = std::fs::create_dir_all("/system/etc")
+                    .and_then(|_| write_in_place(RESOLV_CONF, &resolv))
+                    .and_then(|_| write_in_place(HOSTS, &hosts));
+                if let Err(e) = &written {
+                    tracing::warn!(error = %e, "cannot write the node's /etc files");
+                }
+                written.is_ok()
+            } else {
+                true
+            };
+        }
+        if let Some(t) = time {
+            let status = TimeServerStatusSpec {
+                time_servers: t.time_servers,
+                use_nts: t.use_nts,
+            };
+            ctx.modify(NETWORK_NS, TIME_SERVER_STATUS, "timeservers", |_| status)?;
+        }
+        let status = NetworkStatusSpec {
+            address_ready: !addresses.is_empty(),
+            connectivity_ready: default_route,
+            hostname_ready: hostname.is_some(),
+            etc_files_ready: etc_ready,
+        };
+        ctx.modify(NETWORK_NS, NETWORK_STATUS, "status", |_| status)?;
         Ok(())
     }
 }

@@ -136,6 +136,33 @@ impl Node {
             .column("Metric", "{.priority}"),
             Definition::new(crate::network::ADDRESS_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::ROUTE_SPEC, NETWORK_NS, &[]),
+            Definition::new(crate::network::RESOLVER_SPEC, NETWORK_NS, &[])
+                .column("Layer", "{.layer}")
+                .column("Resolvers", "{.dnsServers}")
+                .column("Search Domains", "{.searchDomains}"),
+            Definition::new(crate::network::RESOLVER_STATUS, NETWORK_NS, &["resolvers"])
+                .column("Resolvers", "{.dnsServers}")
+                .column("Search Domains", "{.searchDomains}"),
+            Definition::new(crate::network::TIME_SERVER_SPEC, NETWORK_NS, &[])
+                .column("Layer", "{.layer}")
+                .column("Timeservers", "{.timeServers}")
+                .column("UseNTS", "{.useNTS}"),
+            Definition::new(
+                crate::network::TIME_SERVER_STATUS,
+                NETWORK_NS,
+                &["timeserver", "timeservers"],
+            )
+            .column("Timeservers", "{.timeServers}")
+            .column("UseNTS", "{.useNTS}"),
+            Definition::new(
+                crate::network::NETWORK_STATUS,
+                NETWORK_NS,
+                &["netstatus", "netstatuses"],
+            )
+            .column("Address", "{.addressReady}")
+            .column("Connectivity", "{.connectivityReady}")
+            .column("Hostname", "{.hostnameReady}")
+            .column("Etc", "{.etcFilesReady}"),
             Definition::new(crate::network::LINK_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::NODE_ADDRESS, NETWORK_NS, &[])
                 .column("Addresses", "{.addresses}")

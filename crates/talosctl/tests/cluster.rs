@@ -274,7 +274,7 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         return;
     }
     let c = TestCluster::new("a");
-    let patch = r#"{"machine":{"sysctls":{"net.ipv4.ip_forward":"1","kernel.panic":"17"},
+    let patch = r#"{"machine":{"sysctls":{"net.ipv4.ip_forward":"1","kernel.panic":"17"},"network":{"nameservers":["9.9.9.9"]},
         "files":[{"path":"/var/etc/hello.conf","op":"create","permissions":420,"content":"hello\n"}]}}"#;
     let shown = c.ok(&[
         "cluster",
@@ -396,6 +396,31 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         routes.contains("10.5.0.1") && routes.contains("10.5.0.0/24"),
         "{routes}"
     );
+    // Resolvers from the config, the node's own /etc files, and the overall network status.
+    let resolvers = c.ok(&["get", "resolvers", "-o", "yaml"]);
+    assert!(
+        resolvers.contains("9.9.9.9") && !resolvers.contains("8.8.8.8"),
+        "{resolvers}"
+    );
+    assert_eq!(c.ok(&["read", "/etc/resolv.conf"]), "nameserver 9.9.9.9\n");
+    let hosts = c.ok(&["read", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&format!("10.5.0.2 {0}-controlplane-1", c.name)),
+        "{hosts}"
+    );
+    assert!(c.ok(&["get", "timeservers"]).contains("pool.ntp.org"));
+    let netstatus = c.ok(&["get", "netstatus", "-o", "json"]);
+    for field in [
+        "addressReady",
+        "connectivityReady",
+        "hostnameReady",
+        "etcFilesReady",
+    ] {
+        assert!(
+            netstatus.contains(&format!("\"{field}\": true")),
+            "{netstatus}"
+        );
+    }
     let node_address = c.ok(&["get", "nodeaddresses", "current", "-o", "json"]);
     assert!(node_address.contains("10.5.0.2/24"), "{node_address}");
     let specs = c.ok(&["get", "addressspecs", "--namespace", "network-config"]);
