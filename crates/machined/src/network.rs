@@ -164,11 +164,22 @@ pub struct RouteSpecSpec {
 #[serde(rename_all = "camelCase")]
 pub struct LinkSpecSpec {
     pub name: String,
+    /// Made by Talos (a VLAN) rather than found in the machine.
     pub logical: bool,
     pub up: bool,
     /// 0 keeps the link's MTU.
     pub mtu: u32,
+    /// `vlan` for a logical VLAN link; empty for a physical one.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent_name: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vlan_id: u16,
     pub layer: String,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -647,12 +658,24 @@ impl Controller for ConfigController {
                         .cloned()
                         .unwrap_or_default()
                 };
-                for a in list("addresses").iter().filter_map(|v| v.as_str()) {
-                    addresses.push(address_spec(a, link, "configuration"));
-                }
-                for r in list("routes") {
-                    routes.push(route_spec(&r, link, "configuration"));
-                }
+                let mtu = |v: &serde_json::Value| {
+                    v.get("mtu").and_then(|m| m.as_u64()).unwrap_or(0) as u32
+                };
+                let mut configure = |dev: &serde_json::Value, name: &str| {
+                    let items = |k: &str| {
+                        dev.get(k)
+                            .and_then(|v| v.as_array())
+                            .cloned()
+                            .unwrap_or_default()
+                    };
+                    for a in items("addresses").iter().filter_map(|v| v.as_str()) {
+                        addresses.push(address_spec(a, name, "configuration"));
+                    }
+                    for r in items("routes") {
+                        routes.push(route_spec(&r, name, "configuration"));
+                    }
+                };
+                configure(iface, link);
                 links.push(LinkSpecSpec {
                     name: link.into(),
                     logical: false,
@@ -660,9 +683,29 @@ impl Controller for ConfigController {
                         .get("ignore")
                         .and_then(|v| v.as_bool())
                         .unwrap_or(false),
-                    mtu: iface.get("mtu").and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+                    mtu: mtu(iface),
+                    kind: String::new(),
+                    parent_name: String::new(),
+                    vlan_id: 0,
                     layer: "configuration".into(),
                 });
+                for vlan in list("vlans") {
+                    let Some(id) = vlan.get("vlanId").and_then(|v| v.as_u64()) else {
+                        continue;
+                    };
+                    let name = format!("{link}.{id}");
+                    configure(&vlan, &name);
+                    links.push(LinkSpecSpec {
+                        name,
+                        logical: true,
+                        up: true,
+                        mtu: mtu(&vlan),
+                        kind: "vlan".into(),
+                        parent_name: link.into(),
+                        vlan_id: id as u16,
+                        layer: "configuration".into(),
+                    });
+                }
             }
         }
         for spec in addresses.into_iter().flatten() {
@@ -843,7 +886,11 @@ impl Controller for AddressSpecController {
         "network.AddressSpecController"
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::weak(NETWORK_NS, ADDRESS_SPEC)]
+        // Links that appear (a VLAN made a moment ago) let waiting specs apply.
+        vec![
+            Input::weak(NETWORK_NS, ADDRESS_SPEC),
+            Input::weak(NETWORK_NS, LINK_STATUS),
+        ]
     }
     fn outputs(&self) -> Vec<Output> {
         Vec::new()
@@ -976,7 +1023,10 @@ impl Controller for RouteSpecController {
         "network.RouteSpecController"
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::weak(NETWORK_NS, ROUTE_SPEC)]
+        vec![
+            Input::weak(NETWORK_NS, ROUTE_SPEC),
+            Input::weak(NETWORK_NS, LINK_STATUS),
+        ]
     }
     fn outputs(&self) -> Vec<Output> {
         Vec::new()
@@ -1046,6 +1096,8 @@ pub struct LinkSpecController {
     apply: bool,
     /// MTUs links had before this controller changed them.
     original_mtu: BTreeMap<String, u32>,
+    /// Logical links this controller made.
+    created: BTreeSet<String>,
     conn: Option<rtnetlink::Handle>,
 }
 
@@ -1054,6 +1106,7 @@ impl LinkSpecController {
         LinkSpecController {
             apply,
             original_mtu: BTreeMap::new(),
+            created: BTreeSet::new(),
             conn: None,
         }
     }
@@ -1094,6 +1147,49 @@ impl Controller for LinkSpecController {
             .filter_map(|r| r.spec::<LinkSpecSpec>().cloned())
             .collect();
         let mut missing = false;
+        for spec in wanted.iter().filter(|s| s.logical && s.kind == "vlan") {
+            if link_state(&h, &spec.name).await?.is_some() {
+                continue;
+            }
+            let Some((parent, _)) = link_state(&h, &spec.parent_name).await? else {
+                tracing::warn!(
+                    link = spec.name,
+                    parent = spec.parent_name,
+                    "VLAN parent not found"
+                );
+                missing = true;
+                continue;
+            };
+            let made = h
+                .link()
+                .add(rtnetlink::LinkVlan::new(&spec.name, parent, spec.vlan_id).build())
+                .execute()
+                .await;
+            match made {
+                Ok(()) => {
+                    tracing::info!(link = spec.name, "VLAN link created");
+                    self.created.insert(spec.name.clone());
+                }
+                // A kernel without 802.1Q support, say: the other links still get configured.
+                Err(e) => {
+                    tracing::warn!(link = spec.name, error = %e, "cannot create the VLAN link");
+                    missing = true;
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .created
+            .iter()
+            .filter(|n| !wanted.iter().any(|s| s.name == **n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some((index, _)) = link_state(&h, &name).await? {
+                h.link().del(index).execute().await?;
+                tracing::info!(link = name, "VLAN link removed");
+            }
+            self.created.remove(&name);
+        }
         for spec in &wanted {
             let Some((index, status)) = link_state(&h, &spec.name).await? else {
                 tracing::warn!(link = spec.name, "configured link not found");

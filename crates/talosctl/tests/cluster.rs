@@ -426,7 +426,7 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     let specs = c.ok(&["get", "addressspecs", "--namespace", "network-config"]);
     assert!(specs.contains("default/lo/127.0.0.1/8"), "{specs}");
     // A configured address is applied without a reboot, and removed with its config.
-    let add = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        mtu: 1400\n        addresses: [10.5.0.200/24]\n        routes:\n          - network: 192.168.77.0/24\n            gateway: 10.5.0.1\n            metric: 100\n";
+    let add = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        mtu: 1400\n        addresses: [10.5.0.200/24]\n        routes:\n          - network: 192.168.77.0/24\n            gateway: 10.5.0.1\n            metric: 100\n        vlans:\n          - vlanId: 100\n            addresses: [192.168.100.2/24]\n";
     let del =
         "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        $patch: delete\n";
     let ip_out = |args: &[&str]| {
@@ -446,6 +446,16 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     };
     c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", add]);
     wait_for("the address, route and MTU in the kernel", &in_kernel);
+    // The VLAN becomes a logical link spec (the kernel here may lack 802.1Q support).
+    let vlan = c.ok(&["get", "linkspecs", "eth0.100", "-o", "yaml"]);
+    for want in [
+        "logical: true",
+        "kind: vlan",
+        "parentName: eth0",
+        "vlanId: 100",
+    ] {
+        assert!(vlan.contains(want), "{vlan}");
+    }
     wait_for("the route status", &|| {
         ids("routes").contains("inet4/10.5.0.1/192.168.77.0/24/100")
     });
