@@ -14,7 +14,7 @@ use crate::network::{
     AddressSpecSpec, Layered, RouteSpecSpec, ADDRESS_SPEC, LINK_STATUS, NETWORK_CONFIG_NS,
     ROUTE_SPEC,
 };
-use crate::node::{machine_config, CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID, NETWORK_NS};
+use crate::node::NETWORK_NS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
@@ -170,7 +170,7 @@ impl Controller for OperatorController {
     }
     fn inputs(&self) -> Vec<Input> {
         vec![
-            Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID),
+            Input::weak(NETWORK_NS, crate::network::OPERATOR_SPEC),
             Input::weak(NETWORK_NS, LINK_STATUS),
         ]
     }
@@ -187,17 +187,9 @@ impl Controller for OperatorController {
         if !self.apply {
             return Ok(());
         }
-        let links: Vec<String> = machine_config(ctx)?
-            .and_then(|c| c.pointer("/machine/network/interfaces").cloned())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter(|i| i.get("dhcp").and_then(|v| v.as_bool()) == Some(true))
-            .filter_map(|i| {
-                i.get("interface")
-                    .and_then(|v| v.as_str())
-                    .map(String::from)
-            })
+        let links: Vec<String> = crate::network::operators(ctx, "dhcp4")?
+            .into_iter()
+            .map(|o| o.link_name)
             .collect();
         self.leases.retain(|l, _| links.contains(l));
         let mut next = Duration::from_secs(3600);

@@ -36,6 +36,7 @@ pub const RESOLVER_STATUS: &str = "ResolverStatuses.net.talos.dev";
 pub const TIME_SERVER_SPEC: &str = "TimeServerSpecs.net.talos.dev";
 pub const TIME_SERVER_STATUS: &str = "TimeServerStatuses.net.talos.dev";
 pub const NETWORK_STATUS: &str = "NetworkStatuses.net.talos.dev";
+pub const OPERATOR_SPEC: &str = "OperatorSpecs.net.talos.dev";
 
 /// Where the node's resolver and hosts files live (bound over /etc in container mode).
 pub const RESOLV_CONF: &str = "/system/etc/resolv.conf";
@@ -70,6 +71,11 @@ pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> 
     rt.register(MergeController::<TimeServerSpecSpec>::new(
         "network.TimeServerMergeController",
         TIME_SERVER_SPEC,
+    ))
+    .map_err(e)?;
+    rt.register(MergeController::<OperatorSpecSpec>::new(
+        "network.OperatorMergeController",
+        OPERATOR_SPEC,
     ))
     .map_err(e)?;
     rt.register(EtcFilesController { apply }).map_err(e)?;
@@ -180,6 +186,40 @@ pub struct LinkSpecSpec {
 
 fn is_zero(v: &u16) -> bool {
     *v == 0
+}
+
+/// An operator to run on a link: `dhcp4`, or `vip` (the shared IP of control planes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorSpecSpec {
+    pub operator: String,
+    pub link_name: String,
+    pub require_up: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vip: String,
+    pub layer: String,
+}
+
+impl Layered for OperatorSpecSpec {
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+    fn merged_id(&self) -> String {
+        format!("{}/{}", self.operator, self.link_name)
+    }
+}
+
+/// The merged operator specs of one kind.
+pub fn operators(
+    ctx: &ReconcileContext,
+    operator: &str,
+) -> Result<Vec<OperatorSpecSpec>, ControllerError> {
+    Ok(ctx
+        .list(NETWORK_NS, OPERATOR_SPEC, &LabelQuery::all())?
+        .iter()
+        .filter_map(|r| r.spec::<OperatorSpecSpec>().cloned())
+        .filter(|o| o.operator == operator)
+        .collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -585,6 +625,7 @@ impl Controller for ConfigController {
             Output::exclusive(NETWORK_CONFIG_NS, LINK_SPEC),
             Output::exclusive(NETWORK_CONFIG_NS, RESOLVER_SPEC),
             Output::exclusive(NETWORK_CONFIG_NS, TIME_SERVER_SPEC),
+            Output::exclusive(NETWORK_CONFIG_NS, OPERATOR_SPEC),
         ]
     }
     fn cleanup_untouched(&self) -> bool {
@@ -641,6 +682,7 @@ impl Controller for ConfigController {
         ];
         let mut routes = Vec::new();
         let mut links = Vec::new();
+        let mut operators = Vec::new();
         if let Some(cfg) = cfg {
             for iface in cfg
                 .pointer("/machine/network/interfaces")
@@ -689,6 +731,19 @@ impl Controller for ConfigController {
                     vlan_id: 0,
                     layer: "configuration".into(),
                 });
+                let operator = |operator: &str, vip: &str| OperatorSpecSpec {
+                    operator: operator.into(),
+                    link_name: link.into(),
+                    require_up: true,
+                    vip: vip.into(),
+                    layer: "configuration".into(),
+                };
+                if iface.get("dhcp").and_then(|v| v.as_bool()) == Some(true) {
+                    operators.push(operator("dhcp4", ""));
+                }
+                if let Some(ip) = iface.pointer("/vip/ip").and_then(|v| v.as_str()) {
+                    operators.push(operator("vip", ip));
+                }
                 for vlan in list("vlans") {
                     let Some(id) = vlan.get("vlanId").and_then(|v| v.as_u64()) else {
                         continue;
@@ -719,6 +774,10 @@ impl Controller for ConfigController {
         for spec in links {
             let id = format!("{}/{}", spec.layer, spec.merged_id());
             ctx.modify(NETWORK_CONFIG_NS, LINK_SPEC, &id, |_| spec)?;
+        }
+        for spec in operators {
+            let id = format!("{}/{}", spec.layer, spec.merged_id());
+            ctx.modify(NETWORK_CONFIG_NS, OPERATOR_SPEC, &id, |_| spec)?;
         }
         Ok(())
     }

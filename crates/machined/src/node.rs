@@ -136,6 +136,7 @@ impl Node {
             .column("Metric", "{.priority}"),
             Definition::new(crate::network::ADDRESS_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::ROUTE_SPEC, NETWORK_NS, &[]),
+            Definition::new(crate::network::OPERATOR_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::RESOLVER_SPEC, NETWORK_NS, &[])
                 .column("Layer", "{.layer}")
                 .column("Resolvers", "{.dnsServers}")

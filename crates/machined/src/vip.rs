@@ -14,7 +14,7 @@ use crate::etcd::Etcd;
 use crate::network::{
     AddressSpecSpec, LinkStatusSpec, ADDRESS_SPEC, LINK_STATUS, NETWORK_CONFIG_NS,
 };
-use crate::node::{machine_config, CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID, NETWORK_NS};
+use crate::node::NETWORK_NS;
 
 /// Seconds a holder's lease lives without keep-alives: the bound on failover, with an etcd
 /// election when the holder also led etcd.
@@ -170,17 +170,6 @@ impl VipController {
     }
 }
 
-/// The VIP the config asks for, and its link.
-fn wanted(cfg: &machinery::Config) -> Option<(Ipv4Addr, String)> {
-    cfg.pointer("/machine/network/interfaces")?
-        .as_array()?
-        .iter()
-        .find_map(|i| {
-            let ip = i.pointer("/vip/ip")?.as_str()?.parse().ok()?;
-            Some((ip, i.get("interface")?.as_str()?.to_string()))
-        })
-}
-
 #[async_trait::async_trait]
 impl Controller for VipController {
     fn name(&self) -> &str {
@@ -188,7 +177,7 @@ impl Controller for VipController {
     }
     fn inputs(&self) -> Vec<Input> {
         vec![
-            Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID),
+            Input::weak(NETWORK_NS, crate::network::OPERATOR_SPEC),
             Input::weak(NETWORK_NS, LINK_STATUS),
             Input::weak(NETWORK_NS, crate::node::HOSTNAME_STATUS),
         ]
@@ -200,7 +189,9 @@ impl Controller for VipController {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let want = machine_config(ctx)?.and_then(|c| wanted(&c));
+        let want = crate::network::operators(ctx, "vip")?
+            .into_iter()
+            .find_map(|o| Some((o.vip.parse::<Ipv4Addr>().ok()?, o.link_name)));
         let (Some((ip, link)), Some(e)) = (want, self.etcd.get().cloned()) else {
             self.release().await;
             return Ok(());
