@@ -45,39 +45,23 @@ pub const HOSTS: &str = "/system/etc/hosts";
 /// The network controllers; `apply`: whether specs go to the kernel (a node in its own network
 /// namespace).
 pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> {
+    fn merge<S: Layered>(
+        rt: &mut resources::Runtime,
+        name: &'static str,
+        ty: &'static str,
+    ) -> Result<(), resources::RuntimeError> {
+        rt.register(MergeController::<S>::new(name, ty))
+    }
     let e = |e: resources::RuntimeError| e.to_string();
     rt.register(StatusController::default()).map_err(e)?;
     rt.register(ConfigController).map_err(e)?;
-    rt.register(MergeController::<AddressSpecSpec>::new(
-        "network.AddressMergeController",
-        ADDRESS_SPEC,
-    ))
-    .map_err(e)?;
-    rt.register(MergeController::<RouteSpecSpec>::new(
-        "network.RouteMergeController",
-        ROUTE_SPEC,
-    ))
-    .map_err(e)?;
-    rt.register(MergeController::<LinkSpecSpec>::new(
-        "network.LinkMergeController",
-        LINK_SPEC,
-    ))
-    .map_err(e)?;
-    rt.register(MergeController::<ResolverSpecSpec>::new(
-        "network.ResolverMergeController",
-        RESOLVER_SPEC,
-    ))
-    .map_err(e)?;
-    rt.register(MergeController::<TimeServerSpecSpec>::new(
-        "network.TimeServerMergeController",
-        TIME_SERVER_SPEC,
-    ))
-    .map_err(e)?;
-    rt.register(MergeController::<OperatorSpecSpec>::new(
-        "network.OperatorMergeController",
-        OPERATOR_SPEC,
-    ))
-    .map_err(e)?;
+    merge::<AddressSpecSpec>(rt, "network.AddressMergeController", ADDRESS_SPEC).map_err(e)?;
+    merge::<RouteSpecSpec>(rt, "network.RouteMergeController", ROUTE_SPEC).map_err(e)?;
+    merge::<LinkSpecSpec>(rt, "network.LinkMergeController", LINK_SPEC).map_err(e)?;
+    merge::<ResolverSpecSpec>(rt, "network.ResolverMergeController", RESOLVER_SPEC).map_err(e)?;
+    merge::<TimeServerSpecSpec>(rt, "network.TimeServerMergeController", TIME_SERVER_SPEC)
+        .map_err(e)?;
+    merge::<OperatorSpecSpec>(rt, "network.OperatorMergeController", OPERATOR_SPEC).map_err(e)?;
     rt.register(EtcFilesController { apply }).map_err(e)?;
     rt.register(crate::dhcp::OperatorController::new(apply))
         .map_err(e)?;
