@@ -192,11 +192,15 @@ impl Controller for VipController {
         let want = crate::network::operators(ctx, "vip")?
             .into_iter()
             .find_map(|o| Some((o.vip.parse::<Ipv4Addr>().ok()?, o.link_name)));
-        let (Some((ip, link)), Some(e)) = (want, self.etcd.get().cloned()) else {
+        let Some((ip, link)) = want else {
             self.release().await;
             return Ok(());
         };
+        // Every round, also while etcd is still being set up at boot.
         ctx.requeue_after(ROUND);
+        let Some(e) = self.etcd.get().cloned() else {
+            return Ok(());
+        };
         if self.hostname.is_none() {
             self.hostname = ctx
                 .get(&Pointer::new(
