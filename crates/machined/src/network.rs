@@ -37,6 +37,7 @@ pub const TIME_SERVER_SPEC: &str = "TimeServerSpecs.net.talos.dev";
 pub const TIME_SERVER_STATUS: &str = "TimeServerStatuses.net.talos.dev";
 pub const NETWORK_STATUS: &str = "NetworkStatuses.net.talos.dev";
 pub const OPERATOR_SPEC: &str = "OperatorSpecs.net.talos.dev";
+pub const HOSTNAME_SPEC: &str = "HostnameSpecs.net.talos.dev";
 
 /// Where the node's resolver and hosts files live (bound over /etc in container mode).
 pub const RESOLV_CONF: &str = "/system/etc/resolv.conf";
@@ -62,6 +63,7 @@ pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> 
     merge::<TimeServerSpecSpec>(rt, "network.TimeServerMergeController", TIME_SERVER_SPEC)
         .map_err(e)?;
     merge::<OperatorSpecSpec>(rt, "network.OperatorMergeController", OPERATOR_SPEC).map_err(e)?;
+    merge::<HostnameSpecSpec>(rt, "network.HostnameMergeController", HOSTNAME_SPEC).map_err(e)?;
     rt.register(EtcFilesController { apply }).map_err(e)?;
     rt.register(crate::dhcp::OperatorController::new(apply))
         .map_err(e)?;
@@ -170,6 +172,23 @@ pub struct LinkSpecSpec {
 
 fn is_zero(v: &u16) -> bool {
     *v == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostnameSpecSpec {
+    pub hostname: String,
+    pub domainname: String,
+    pub layer: String,
+}
+
+impl Layered for HostnameSpecSpec {
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+    fn merged_id(&self) -> String {
+        "hostname".into()
+    }
 }
 
 /// An operator to run on a link: `dhcp4`, or `vip` (the shared IP of control planes).
@@ -610,6 +629,7 @@ impl Controller for ConfigController {
             Output::exclusive(NETWORK_CONFIG_NS, RESOLVER_SPEC),
             Output::exclusive(NETWORK_CONFIG_NS, TIME_SERVER_SPEC),
             Output::exclusive(NETWORK_CONFIG_NS, OPERATOR_SPEC),
+            Output::exclusive(NETWORK_CONFIG_NS, HOSTNAME_SPEC),
         ]
     }
     fn cleanup_untouched(&self) -> bool {
@@ -626,6 +646,22 @@ impl Controller for ConfigController {
                 .filter_map(|v| v.as_str().map(String::from))
                 .collect()
         };
+        if let Some(c) = &cfg {
+            let hostname = |full: String, layer: &str| {
+                let (host, domain) = full.split_once('.').unwrap_or((&full, ""));
+                HostnameSpecSpec {
+                    hostname: host.into(),
+                    domainname: domain.into(),
+                    layer: layer.into(),
+                }
+            };
+            let mut specs = vec![hostname(crate::node::stable_hostname(c), "default")];
+            specs.extend(crate::node::configured_hostname(c).map(|h| hostname(h, "configuration")));
+            for spec in specs {
+                let id = format!("{}/{}", spec.layer, spec.merged_id());
+                ctx.modify(NETWORK_CONFIG_NS, HOSTNAME_SPEC, &id, |_| spec)?;
+            }
+        }
         let mut resolvers = vec![ResolverSpecSpec {
             dns_servers: vec!["8.8.8.8".into(), "1.1.1.1".into()],
             search_domains: Vec::new(),

@@ -136,6 +136,7 @@ impl Node {
             .column("Metric", "{.priority}"),
             Definition::new(crate::network::ADDRESS_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::ROUTE_SPEC, NETWORK_NS, &[]),
+            Definition::new(crate::network::HOSTNAME_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::OPERATOR_SPEC, NETWORK_NS, &[]),
             Definition::new(crate::network::RESOLVER_SPEC, NETWORK_NS, &[])
                 .column("Layer", "{.layer}")
@@ -361,18 +362,20 @@ impl Controller for MachineTypeController {
 struct HostnameController;
 
 /// The hostname a config asks for, or a stable one derived from the cluster and machine token.
-fn hostname_of(cfg: &Config) -> String {
-    let explicit = cfg
-        .pointer("/machine/network/hostname")
+/// The hostname the config sets, if any.
+pub fn configured_hostname(cfg: &Config) -> Option<String> {
+    cfg.pointer("/machine/network/hostname")
         .or_else(|| {
             cfg.kind("HostnameConfig")
                 .find_map(|d| d.value.get("hostname"))
         })
         .and_then(|v| v.as_str())
-        .filter(|h| !h.is_empty());
-    if let Some(h) = explicit {
-        return h.to_string();
-    }
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+}
+
+/// A stable hostname derived from the machine token (the default layer).
+pub fn stable_hostname(cfg: &Config) -> String {
     let seed = cfg
         .pointer("/machine/token")
         .and_then(|v| v.as_str())
@@ -390,19 +393,24 @@ impl Controller for HostnameController {
         "network.HostnameController"
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID)]
+        vec![Input::weak(NETWORK_NS, crate::network::HOSTNAME_SPEC).id("hostname")]
     }
     fn outputs(&self) -> Vec<Output> {
         vec![Output::exclusive(NETWORK_NS, HOSTNAME_STATUS)]
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        if let Some(cfg) = machine_config(ctx)? {
-            let full = hostname_of(&cfg);
-            let (host, domain) = full.split_once('.').unwrap_or((&full, ""));
-            crate::container::set_hostname(host);
+        let merged = ctx
+            .get(&Pointer::new(
+                NETWORK_NS,
+                crate::network::HOSTNAME_SPEC,
+                "hostname",
+            ))?
+            .and_then(|r| r.spec::<crate::network::HostnameSpecSpec>().cloned());
+        if let Some(h) = merged {
+            crate::container::set_hostname(&h.hostname);
             let spec = HostnameSpec {
-                hostname: host.into(),
-                domainname: domain.into(),
+                hostname: h.hostname,
+                domainname: h.domainname,
             };
             ctx.modify(NETWORK_NS, HOSTNAME_STATUS, "hostname", |_| spec)?;
         }

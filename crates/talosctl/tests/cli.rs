@@ -640,11 +640,18 @@ fn get_resources_from_a_node() {
     };
     let text = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
     // Aliases, display types and full type names resolve alike.
+    // "hs" is both HostnameSpec and HostnameStatus: ambiguous, as upstream says.
+    let hs = get("talosconfig", &["hs"]);
+    assert!(
+        String::from_utf8_lossy(&hs.stderr).contains("resource type \"hs\" is ambiguous"),
+        "{}",
+        String::from_utf8_lossy(&hs.stderr)
+    );
     for name in [
         "hostname",
         "HostnameStatus",
         "hostnamestatuses.net.talos.dev",
-        "hs",
+        "hostnamestatus",
     ] {
         let out = get("talosconfig", &[name]);
         assert!(

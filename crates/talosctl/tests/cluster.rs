@@ -414,6 +414,13 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         "{hosts}"
     );
     assert!(c.ok(&["get", "timeservers"]).contains("pool.ntp.org"));
+    let hostnames = c.ok(&["get", "hostnamespecs", "--namespace", "network-config"]);
+    assert!(
+        hostnames.contains("default/hostname") && hostnames.contains("configuration/hostname"),
+        "{hostnames}"
+    );
+    let merged = c.ok(&["get", "hostnamespecs", "hostname", "-o", "yaml"]);
+    assert!(merged.contains("layer: configuration"), "{merged}");
     let netstatus = c.ok(&["get", "netstatus", "-o", "json"]);
     for field in [
         "addressReady",
