@@ -212,15 +212,26 @@ impl Layered for OperatorSpecSpec {
     }
 }
 
+/// The specs of one type in a namespace.
+fn specs<S: Clone + Send + Sync + std::fmt::Debug + 'static>(
+    ctx: &ReconcileContext,
+    ns: &str,
+    ty: &str,
+) -> Result<Vec<S>, ControllerError> {
+    Ok(ctx
+        .list(ns, ty, &LabelQuery::all())?
+        .iter()
+        .filter_map(|r| r.spec::<S>().cloned())
+        .collect())
+}
+
 /// The merged operator specs of one kind.
 pub fn operators(
     ctx: &ReconcileContext,
     operator: &str,
 ) -> Result<Vec<OperatorSpecSpec>, ControllerError> {
-    Ok(ctx
-        .list(NETWORK_NS, OPERATOR_SPEC, &LabelQuery::all())?
-        .iter()
-        .filter_map(|r| r.spec::<OperatorSpecSpec>().cloned())
+    Ok(specs::<OperatorSpecSpec>(ctx, NETWORK_NS, OPERATOR_SPEC)?
+        .into_iter()
         .filter(|o| o.operator == operator)
         .collect())
 }
@@ -979,11 +990,7 @@ impl Controller for AddressSpecController {
             return Ok(());
         }
         let h = &handle(&mut self.conn)?.clone();
-        let wanted: Vec<AddressSpecSpec> = ctx
-            .list(NETWORK_NS, ADDRESS_SPEC, &LabelQuery::all())?
-            .iter()
-            .filter_map(|r| r.spec::<AddressSpecSpec>().cloned())
-            .collect();
+        let wanted: Vec<AddressSpecSpec> = specs(ctx, NETWORK_NS, ADDRESS_SPEC)?;
         let mut problems = Vec::new();
         for spec in &wanted {
             let Some(index) = link_index(h, &spec.link_name).await? else {
@@ -1115,11 +1122,7 @@ impl Controller for RouteSpecController {
             return Ok(());
         }
         let h = handle(&mut self.conn)?.clone();
-        let wanted: Vec<RouteSpecSpec> = ctx
-            .list(NETWORK_NS, ROUTE_SPEC, &LabelQuery::all())?
-            .iter()
-            .filter_map(|r| r.spec::<RouteSpecSpec>().cloned())
-            .collect();
+        let wanted: Vec<RouteSpecSpec> = specs(ctx, NETWORK_NS, ROUTE_SPEC)?;
         let present = kernel_routes(&h).await?;
         let mut missing_links = Vec::new();
         for spec in &wanted {
@@ -1220,11 +1223,7 @@ impl Controller for LinkSpecController {
             return Ok(());
         }
         let h = handle(&mut self.conn)?.clone();
-        let wanted: Vec<LinkSpecSpec> = ctx
-            .list(NETWORK_NS, LINK_SPEC, &LabelQuery::all())?
-            .iter()
-            .filter_map(|r| r.spec::<LinkSpecSpec>().cloned())
-            .collect();
+        let wanted: Vec<LinkSpecSpec> = specs(ctx, NETWORK_NS, LINK_SPEC)?;
         let mut missing = false;
         for spec in wanted.iter().filter(|s| s.logical && s.kind == "vlan") {
             if link_state(&h, &spec.name).await?.is_some() {
