@@ -25,6 +25,18 @@ pub const STATE_DIR: &str = "/system/state";
 pub const LOG_DIR: &str = "/var/log";
 pub const EPHEMERAL_DIR: &str = "/var";
 
+/// Where a container-mode node finds this binary.
+const SELF_EXE: &str = "/system/bin/machined";
+
+/// This binary, as this node sees it.
+pub fn self_exe() -> std::io::Result<PathBuf> {
+    if rooted() {
+        Ok(PathBuf::from(SELF_EXE))
+    } else {
+        std::env::current_exe()
+    }
+}
+
 /// Whether this process is the node's PID 1 with its root in place already.
 pub fn rooted() -> bool {
     std::env::var_os(ROOTED).is_some()
@@ -162,6 +174,12 @@ fn make_root(dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(at(STATE_DIR)).map_err(|e| err(STATE_DIR, e))?;
     std::fs::create_dir_all(at("/system/secrets")).map_err(|e| err("/system/secrets", e))?;
+    // This binary, wherever it lives on the host (even under /tmp, which the node hides): its
+    // services and its reboots run it from here.
+    let exe = std::env::current_exe().map_err(|e| err("own path", e))?;
+    std::fs::create_dir_all(at("/system/bin")).map_err(|e| err("/system/bin", e))?;
+    std::fs::write(at(SELF_EXE), "").map_err(|e| err(SELF_EXE, e))?;
+    mnt(Some(&exe), &at(SELF_EXE), None, MsFlags::MS_BIND)?;
     // The node's resolver and hosts files, written by its network controllers.
     std::fs::create_dir_all(at("/system/etc")).map_err(|e| err("/system/etc", e))?;
     for f in ["resolv.conf", "hosts"] {

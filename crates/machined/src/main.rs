@@ -206,7 +206,7 @@ fn role_service(
     }
     Ok(services::ServiceSpec {
         id: role.into(),
-        program: std::env::current_exe().map_err(|e| e.to_string())?,
+        program: container::self_exe().map_err(|e| e.to_string())?,
         args: role_args,
         depends_on: Vec::new(),
         health: None,
@@ -485,7 +485,7 @@ async fn run(args: Args) -> Result<Exit, String> {
 /// STATE.
 fn reboot(handover: Option<String>) -> ExitCode {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().expect("own path");
+    let exe = container::self_exe().expect("own path");
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut cmd = std::process::Command::new(&exe);
     if let Some(cfg) = handover {
