@@ -173,10 +173,7 @@ impl Etcd {
                     .ok()
                     .and_then(|c| crate::secrets::renew_at(&c).ok())
                     .unwrap_or(0);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let now = crate::secrets::now();
                 if now < due {
                     tokio::time::sleep(Duration::from_secs(due - now)).await;
                     continue;

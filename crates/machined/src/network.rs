@@ -437,6 +437,30 @@ fn route_status(m: &RouteMessage, links: &BTreeMap<u32, String>) -> (String, Rou
     (id, spec)
 }
 
+/// Every route of both families, all tables.
+async fn dump_routes(h: &rtnetlink::Handle) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+    let mut out = Vec::new();
+    for msg in [
+        rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ] {
+        let routes: Vec<RouteMessage> = h.route().get(msg).execute().try_collect().await?;
+        out.extend(routes);
+    }
+    Ok(out)
+}
+
+/// Link names by index.
+async fn link_names(h: &rtnetlink::Handle) -> Result<BTreeMap<u32, String>, rtnetlink::Error> {
+    let mut names = BTreeMap::new();
+    let mut links = h.link().get().execute();
+    while let Some(m) = links.try_next().await? {
+        let (name, spec) = link_status(&m);
+        names.insert(spec.index, name);
+    }
+    Ok(names)
+}
+
 async fn read_kernel(h: &rtnetlink::Handle) -> Result<Kernel, rtnetlink::Error> {
     let mut k = Kernel::default();
     let mut names = BTreeMap::new();
@@ -452,21 +476,9 @@ async fn read_kernel(h: &rtnetlink::Handle) -> Result<Kernel, rtnetlink::Error> 
             k.addresses.insert(id, spec);
         }
     }
-    for family in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
-        let msg = match family {
-            rtnetlink::IpVersion::V4 => {
-                rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
-            }
-            rtnetlink::IpVersion::V6 => {
-                rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
-            }
-        };
-        let mut routes = h.route().get(msg).execute();
-        while let Some(m) = routes.try_next().await? {
-            // The local table is the kernel's own bookkeeping.
-            if m.header.table == 255 {
-                continue;
-            }
+    for m in dump_routes(h).await? {
+        // The local table is the kernel's own bookkeeping.
+        if m.header.table != 255 {
             let (id, spec) = route_status(&m, &names);
             k.routes.insert(id, spec);
         }
@@ -941,16 +953,6 @@ impl AddressSpecController {
     }
 }
 
-async fn link_index(h: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
-    let mut links = h.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(l) => Ok(l.map(|l| l.header.index)),
-        // No such device.
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 async fn kernel_addresses(
     h: &rtnetlink::Handle,
     index: u32,
@@ -993,7 +995,7 @@ impl Controller for AddressSpecController {
         let wanted: Vec<AddressSpecSpec> = specs(ctx, NETWORK_NS, ADDRESS_SPEC)?;
         let mut problems = Vec::new();
         for spec in &wanted {
-            let Some(index) = link_index(h, &spec.link_name).await? else {
+            let Some(index) = link_state(h, &spec.link_name).await?.map(|(i, _)| i) else {
                 problems.push(format!(
                     "{}: link {} not found",
                     spec.address, spec.link_name
@@ -1028,7 +1030,7 @@ impl Controller for AddressSpecController {
             .cloned()
             .collect();
         for (link, address) in gone {
-            if let Some(index) = link_index(h, &link).await? {
+            if let Some(index) = link_state(h, &link).await?.map(|(i, _)| i) {
                 for m in kernel_addresses(h, index).await? {
                     if message_cidr(&m).as_deref() == Some(address.as_str()) {
                         h.address().del(m).execute().await?;
@@ -1061,28 +1063,13 @@ fn handle(slot: &mut Option<rtnetlink::Handle>) -> std::io::Result<&rtnetlink::H
 async fn kernel_routes(
     h: &rtnetlink::Handle,
 ) -> Result<Vec<(String, RouteMessage)>, ControllerError> {
-    let mut names = BTreeMap::new();
-    let mut links = h.link().get().execute();
-    while let Some(m) = links.try_next().await? {
-        let (name, spec) = link_status(&m);
-        names.insert(spec.index, name);
-    }
-    let mut out = Vec::new();
-    for v6 in [false, true] {
-        let msg = if v6 {
-            rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
-        } else {
-            rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
-        };
-        let mut routes = h.route().get(msg).execute();
-        while let Some(m) = routes.try_next().await? {
-            if m.header.table == 254 {
-                let (id, _) = route_status(&m, &names);
-                out.push((id, m));
-            }
-        }
-    }
-    Ok(out)
+    let names = link_names(h).await?;
+    Ok(dump_routes(h)
+        .await?
+        .into_iter()
+        .filter(|m| m.header.table == 254)
+        .map(|m| (route_status(&m, &names).0, m))
+        .collect())
 }
 
 /// Puts merged route specs into the kernel's main table; removes the ones it added whose specs
@@ -1130,7 +1117,7 @@ impl Controller for RouteSpecController {
             if present.iter().any(|(p, _)| *p == id) {
                 continue;
             }
-            let Some(index) = link_index(&h, &spec.out_link_name).await? else {
+            let Some(index) = link_state(&h, &spec.out_link_name).await?.map(|(i, _)| i) else {
                 missing_links.push(format!("{id}: link {} not found", spec.out_link_name));
                 continue;
             };

@@ -39,11 +39,16 @@ pub struct ApiCertsSpec {
 impl ApiCertsSpec {
     /// When to issue a new one: after two thirds of the validity.
     pub fn renew_at(&self) -> u64 {
-        self.not_before + (self.not_after.saturating_sub(self.not_before)) * 2 / 3
+        two_thirds(self.not_before, self.not_after)
     }
 }
 
-fn now() -> u64 {
+fn two_thirds(from: u64, to: u64) -> u64 {
+    from + to.saturating_sub(from) * 2 / 3
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -65,7 +70,7 @@ fn validity(crt_pem: &str) -> Result<(u64, u64), String> {
 /// When a certificate should be renewed: two thirds into its validity.
 pub fn renew_at(crt_pem: &str) -> Result<u64, String> {
     let (from, to) = validity(crt_pem)?;
-    Ok(from + to.saturating_sub(from) * 2 / 3)
+    Ok(two_thirds(from, to))
 }
 
 pub struct ApiCertController {

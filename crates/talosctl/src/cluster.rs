@@ -476,9 +476,7 @@ fn merge_talosconfig(dest: &Path, new: &ClientConfig) -> Result<()> {
 }
 
 async fn wait_api(info: &crate::health::ClusterInfo, node: &str, deadline: Instant) -> Result<()> {
-    let t = crate::client::dial(&info.context, vec![node.into()], info.through.clone())?
-        .pop()
-        .expect("one target");
+    let t = info.target(node).map_err(Error::msg)?;
     loop {
         let attempt = tokio::time::timeout(
             Duration::from_secs(2),
@@ -501,9 +499,7 @@ async fn wait_api(info: &crate::health::ClusterInfo, node: &str, deadline: Insta
 }
 
 async fn bootstrap(info: &crate::health::ClusterInfo, node: &str, deadline: Instant) -> Result<()> {
-    let t = crate::client::dial(&info.context, vec![node.into()], info.through.clone())?
-        .pop()
-        .expect("one target");
+    let t = info.target(node).map_err(Error::msg)?;
     loop {
         let r = crate::client::machine(&t)
             .bootstrap(api::machine::BootstrapRequest::default())
@@ -601,13 +597,7 @@ fn scale(name: &str, root: &Path, a: ScaleArgs) -> Result<()> {
             if kind == NodeType::Controlplane {
                 let i = info(&cluster)?;
                 crate::block_on(async {
-                    let t = crate::client::dial(
-                        &i.context,
-                        vec![node.ip.to_string()],
-                        i.through.clone(),
-                    )?
-                    .pop()
-                    .expect("one target");
+                    let t = i.target(&node.ip.to_string()).map_err(Error::msg)?;
                     crate::client::machine(&t)
                         .etcd_leave_cluster(api::machine::EtcdLeaveClusterRequest {})
                         .await
@@ -666,9 +656,7 @@ async fn remove_dead_member(info: &crate::health::ClusterInfo, hostname: &str) -
     let Some(first) = info.control_planes.first() else {
         return Ok(());
     };
-    let t = crate::client::dial(&info.context, vec![first.clone()], info.through.clone())?
-        .pop()
-        .expect("one target");
+    let t = info.target(first).map_err(Error::msg)?;
     let list = crate::client::machine(&t)
         .etcd_member_list(api::machine::EtcdMemberListRequest { query_local: false })
         .await

@@ -53,7 +53,8 @@ pub struct ClusterInfo {
 }
 
 impl ClusterInfo {
-    fn target(&self, node: &str) -> std::result::Result<Target, String> {
+    /// A channel to `node` through the endpoint.
+    pub fn target(&self, node: &str) -> std::result::Result<Target, String> {
         client::dial(&self.context, vec![node.to_string()], self.through.clone())
             .map_err(|e| e.to_string())?
             .pop()

@@ -39,6 +39,21 @@ pub fn allowed(method: &str, roles: &[String]) -> bool {
     roles.iter().any(|r| rule.contains(&r.as_str()))
 }
 
+/// May `roles` call `method`? In maintenance mode only the maintenance methods are served.
+fn check(method: &str, roles: &[String], maintenance: bool) -> Result<(), tonic::Status> {
+    if maintenance {
+        if !MAINTENANCE_METHODS.contains(&method) {
+            return Err(tonic::Status::permission_denied(
+                "not available in maintenance mode",
+            ));
+        }
+    } else if !allowed(method, roles) {
+        tracing::info!(%method, ?roles, "denied");
+        return Err(tonic::Status::permission_denied("not authorized"));
+    }
+    Ok(())
+}
+
 /// Roles another apid passed along in `talos-role`.
 fn passed_roles(headers: &http::HeaderMap) -> Vec<String> {
     headers
@@ -125,17 +140,8 @@ where
         } else {
             peer
         };
-        let method = req.uri().path().to_string();
-        if self.maintenance {
-            if !MAINTENANCE_METHODS.contains(&method.as_str()) {
-                let denied = tonic::Status::permission_denied("not available in maintenance mode")
-                    .into_http();
-                return Box::pin(async move { Ok(denied) });
-            }
-        } else if !allowed(&method, &roles) {
-            tracing::info!(%method, ?roles, "denied");
-            let denied = tonic::Status::permission_denied("not authorized").into_http();
-            return Box::pin(async move { Ok(denied) });
+        if let Err(denied) = check(req.uri().path(), &roles, self.maintenance) {
+            return Box::pin(async move { Ok(denied.into_http()) });
         }
         let targets = proxy::targets(req.headers());
         if let Some(p) = self.proxy.clone() {
@@ -256,15 +262,8 @@ where
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let roles = passed_roles(req.headers());
-        let method = req.uri().path().to_string();
-        let ok = if self.maintenance {
-            MAINTENANCE_METHODS.contains(&method.as_str())
-        } else {
-            allowed(&method, &roles)
-        };
-        if !ok {
-            let denied = tonic::Status::permission_denied("not authorized").into_http();
-            return Box::pin(async move { Ok(denied) });
+        if let Err(denied) = check(req.uri().path(), &roles, self.maintenance) {
+            return Box::pin(async move { Ok(denied.into_http()) });
         }
         req.extensions_mut().insert(Roles(roles));
         let clone = self.inner.clone();
