@@ -7,6 +7,7 @@
 //! shim) enters the network namespace, unshares the rest and forks: the child is PID 1 of the
 //! node; the shim stays in the host's PID namespace, forwards SIGTERM/SIGINT to it and exits
 //! with its status. Killing the shim kills the node (PID 1 has a parent-death signal).
+//! `DIR/cmdline`, when present, is the node's kernel command line (bound over `/proc/cmdline`).
 
 use std::path::{Path, PathBuf};
 
@@ -203,6 +204,11 @@ fn make_root(dir: &Path) -> Result<(), String> {
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
     )?;
+    // The node's own kernel command line, as the provisioner wrote it (`ip=`, ...).
+    let cmdline = dir.join("cmdline");
+    if cmdline.is_file() {
+        mnt(Some(&cmdline), &at("/proc/cmdline"), None, MsFlags::MS_BIND)?;
+    }
     // The mountpoints are made: the root itself turns read-only too.
     mnt(
         None,

@@ -7,6 +7,7 @@ mod dhcp;
 mod etcd;
 mod events;
 mod kernel;
+mod netconfig;
 mod network;
 mod node;
 mod reaper;

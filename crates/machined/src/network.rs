@@ -21,7 +21,7 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage}
 use rtnetlink::packet_route::AddressFamily;
 use serde::{Deserialize, Serialize};
 
-use crate::node::{machine_config, CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID, NETWORK_NS};
+use crate::node::NETWORK_NS;
 
 pub const NETWORK_CONFIG_NS: &str = "network-config";
 pub const LINK_STATUS: &str = "LinkStatuses.net.talos.dev";
@@ -55,7 +55,10 @@ pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> 
     }
     let e = |e: resources::RuntimeError| e.to_string();
     rt.register(StatusController::default()).map_err(e)?;
-    rt.register(ConfigController).map_err(e)?;
+    rt.register(crate::netconfig::ConfigController {
+        cmdline: crate::netconfig::Cmdline::read(),
+    })
+    .map_err(e)?;
     merge::<AddressSpecSpec>(rt, "network.AddressMergeController", ADDRESS_SPEC).map_err(e)?;
     merge::<RouteSpecSpec>(rt, "network.RouteMergeController", ROUTE_SPEC).map_err(e)?;
     merge::<LinkSpecSpec>(rt, "network.LinkMergeController", LINK_SPEC).map_err(e)?;
@@ -94,6 +97,8 @@ pub struct LinkStatusSpec {
     pub operational_state: String,
     pub link_state: bool,
     pub flags: String,
+    /// The bridge or bond this link is a port of (0: none).
+    pub master_index: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -167,7 +172,27 @@ pub struct LinkSpecSpec {
     pub parent_name: String,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub vlan_id: u16,
+    /// A port of this bond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond_slave: Option<SlaveSpec>,
+    /// A port of this bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_slave: Option<SlaveSpec>,
+    /// For a bond: its mode (`balance-rr`, `active-backup`, `802.3ad`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bond_mode: String,
+    /// For a bridge: whether it runs the spanning tree protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stp: Option<bool>,
     pub layer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaveSpec {
+    pub master_name: String,
+    #[serde(default)]
+    pub slave_index: u32,
 }
 
 fn is_zero(v: &u16) -> bool {
@@ -330,11 +355,13 @@ fn link_status(m: &LinkMessage) -> (String, LinkStatusSpec) {
         operational_state: String::new(),
         link_state: m.header.flags.contains(LinkFlags::Up),
         flags: format!("{:?}", m.header.flags),
+        master_index: 0,
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => name = n.clone(),
             LinkAttribute::Mtu(v) => spec.mtu = *v,
+            LinkAttribute::Controller(i) => spec.master_index = *i,
             LinkAttribute::Address(mac) => {
                 spec.hardware_addr = mac
                     .iter()
@@ -591,246 +618,15 @@ impl Controller for StatusController {
     }
 }
 
-/// Specs from the defaults (loopback addresses) and the machine config (`machine.network`
-/// interfaces: addresses, routes, MTU), in `network-config`.
-pub struct ConfigController;
-
-fn address_spec(address: &str, link: &str, layer: &str) -> Option<AddressSpecSpec> {
-    let (ip, prefix) = address.split_once('/')?;
-    let ip: IpAddr = ip.parse().ok()?;
-    prefix.parse::<u8>().ok()?;
-    Some(AddressSpecSpec {
-        address: format!("{ip}/{prefix}"),
-        link_name: link.into(),
-        family: if ip.is_ipv4() { "inet4" } else { "inet6" }.into(),
-        scope: if ip.is_loopback() { "host" } else { "global" }.into(),
-        flags: "permanent".into(),
-        announce_with_arp: false,
-        layer: layer.into(),
-    })
-}
-
-fn route_spec(r: &serde_json::Value, link: &str, layer: &str) -> Option<RouteSpecSpec> {
-    let network = r
-        .get("network")
-        .and_then(|v| v.as_str())
-        .unwrap_or("0.0.0.0/0");
-    let gateway = r.get("gateway").and_then(|v| v.as_str()).unwrap_or("");
-    let (ip, prefix) = network.split_once('/')?;
-    let ip: IpAddr = ip.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok()?;
-    Some(RouteSpecSpec {
-        family: if ip.is_ipv4() { "inet4" } else { "inet6" }.into(),
-        destination: if prefix == 0 {
-            String::new()
-        } else {
-            format!("{ip}/{prefix}")
-        },
-        gateway: gateway.into(),
-        out_link_name: link.into(),
-        table: "main".into(),
-        priority: r.get("metric").and_then(|v| v.as_u64()).unwrap_or(1024) as u32,
-        protocol: "static".into(),
-        layer: layer.into(),
-    })
-}
-
-#[async_trait::async_trait]
-impl Controller for ConfigController {
-    fn name(&self) -> &str {
-        "network.ConfigController"
-    }
-    fn inputs(&self) -> Vec<Input> {
-        vec![Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID)]
-    }
-    fn outputs(&self) -> Vec<Output> {
-        vec![
-            // Shared with the operators (DHCP), each owning its own specs.
-            Output::shared(NETWORK_CONFIG_NS, ADDRESS_SPEC),
-            Output::shared(NETWORK_CONFIG_NS, ROUTE_SPEC),
-            Output::exclusive(NETWORK_CONFIG_NS, LINK_SPEC),
-            Output::exclusive(NETWORK_CONFIG_NS, RESOLVER_SPEC),
-            Output::exclusive(NETWORK_CONFIG_NS, TIME_SERVER_SPEC),
-            Output::exclusive(NETWORK_CONFIG_NS, OPERATOR_SPEC),
-            Output::exclusive(NETWORK_CONFIG_NS, HOSTNAME_SPEC),
-        ]
-    }
-    fn cleanup_untouched(&self) -> bool {
-        true
-    }
-    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let cfg = machine_config(ctx)?;
-        let strings = |ptr: &str| -> Vec<String> {
-            cfg.as_ref()
-                .and_then(|c| c.pointer(ptr))
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        };
-        if let Some(c) = &cfg {
-            let hostname = |full: String, layer: &str| {
-                let (host, domain) = full.split_once('.').unwrap_or((&full, ""));
-                HostnameSpecSpec {
-                    hostname: host.into(),
-                    domainname: domain.into(),
-                    layer: layer.into(),
-                }
-            };
-            let mut specs = vec![hostname(crate::node::stable_hostname(c), "default")];
-            specs.extend(crate::node::configured_hostname(c).map(|h| hostname(h, "configuration")));
-            for spec in specs {
-                let id = format!("{}/{}", spec.layer, spec.merged_id());
-                ctx.modify(NETWORK_CONFIG_NS, HOSTNAME_SPEC, &id, |_| spec)?;
-            }
-        }
-        let mut resolvers = vec![ResolverSpecSpec {
-            dns_servers: vec!["8.8.8.8".into(), "1.1.1.1".into()],
-            search_domains: Vec::new(),
-            layer: "default".into(),
-        }];
-        let configured = strings("/machine/network/nameservers");
-        if !configured.is_empty() {
-            resolvers.push(ResolverSpecSpec {
-                dns_servers: configured,
-                search_domains: strings("/machine/network/searchDomains"),
-                layer: "configuration".into(),
-            });
-        }
-        let mut time_servers = vec![TimeServerSpecSpec {
-            time_servers: vec!["pool.ntp.org".into()],
-            use_nts: false,
-            layer: "default".into(),
-        }];
-        let configured = strings("/machine/time/servers");
-        if !configured.is_empty() {
-            time_servers.push(TimeServerSpecSpec {
-                time_servers: configured,
-                use_nts: false,
-                layer: "configuration".into(),
-            });
-        }
-        for spec in resolvers {
-            let id = format!("{}/{}", spec.layer, spec.merged_id());
-            ctx.modify(NETWORK_CONFIG_NS, RESOLVER_SPEC, &id, |_| spec)?;
-        }
-        for spec in time_servers {
-            let id = format!("{}/{}", spec.layer, spec.merged_id());
-            ctx.modify(NETWORK_CONFIG_NS, TIME_SERVER_SPEC, &id, |_| spec)?;
-        }
-        let mut addresses = vec![
-            address_spec("127.0.0.1/8", "lo", "default"),
-            address_spec("::1/128", "lo", "default"),
-        ];
-        let mut routes = Vec::new();
-        let mut links = Vec::new();
-        let mut operators = Vec::new();
-        if let Some(cfg) = cfg {
-            for iface in cfg
-                .pointer("/machine/network/interfaces")
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                let Some(link) = iface.get("interface").and_then(|v| v.as_str()) else {
-                    continue;
-                };
-                let list = |k: &str| {
-                    iface
-                        .get(k)
-                        .and_then(|v| v.as_array())
-                        .cloned()
-                        .unwrap_or_default()
-                };
-                let mtu = |v: &serde_json::Value| {
-                    v.get("mtu").and_then(|m| m.as_u64()).unwrap_or(0) as u32
-                };
-                let mut configure = |dev: &serde_json::Value, name: &str| {
-                    let items = |k: &str| {
-                        dev.get(k)
-                            .and_then(|v| v.as_array())
-                            .cloned()
-                            .unwrap_or_default()
-                    };
-                    for a in items("addresses").iter().filter_map(|v| v.as_str()) {
-                        addresses.push(address_spec(a, name, "configuration"));
-                    }
-                    for r in items("routes") {
-                        routes.push(route_spec(&r, name, "configuration"));
-                    }
-                };
-                configure(iface, link);
-                links.push(LinkSpecSpec {
-                    name: link.into(),
-                    logical: false,
-                    up: !iface
-                        .get("ignore")
-                        .and_then(|v| v.as_bool())
-                        .unwrap_or(false),
-                    mtu: mtu(iface),
-                    kind: String::new(),
-                    parent_name: String::new(),
-                    vlan_id: 0,
-                    layer: "configuration".into(),
-                });
-                let operator = |operator: &str, vip: &str| OperatorSpecSpec {
-                    operator: operator.into(),
-                    link_name: link.into(),
-                    require_up: true,
-                    vip: vip.into(),
-                    layer: "configuration".into(),
-                };
-                if iface.get("dhcp").and_then(|v| v.as_bool()) == Some(true) {
-                    operators.push(operator("dhcp4", ""));
-                }
-                if let Some(ip) = iface.pointer("/vip/ip").and_then(|v| v.as_str()) {
-                    operators.push(operator("vip", ip));
-                }
-                for vlan in list("vlans") {
-                    let Some(id) = vlan.get("vlanId").and_then(|v| v.as_u64()) else {
-                        continue;
-                    };
-                    let name = format!("{link}.{id}");
-                    configure(&vlan, &name);
-                    links.push(LinkSpecSpec {
-                        name,
-                        logical: true,
-                        up: true,
-                        mtu: mtu(&vlan),
-                        kind: "vlan".into(),
-                        parent_name: link.into(),
-                        vlan_id: id as u16,
-                        layer: "configuration".into(),
-                    });
-                }
-            }
-        }
-        for spec in addresses.into_iter().flatten() {
-            let id = format!("{}/{}", spec.layer, spec.merged_id());
-            ctx.modify(NETWORK_CONFIG_NS, ADDRESS_SPEC, &id, |_| spec)?;
-        }
-        for spec in routes.into_iter().flatten() {
-            let id = format!("{}/{}", spec.layer, spec.merged_id());
-            ctx.modify(NETWORK_CONFIG_NS, ROUTE_SPEC, &id, |_| spec)?;
-        }
-        for spec in links {
-            let id = format!("{}/{}", spec.layer, spec.merged_id());
-            ctx.modify(NETWORK_CONFIG_NS, LINK_SPEC, &id, |_| spec)?;
-        }
-        for spec in operators {
-            let id = format!("{}/{}", spec.layer, spec.merged_id());
-            ctx.modify(NETWORK_CONFIG_NS, OPERATOR_SPEC, &id, |_| spec)?;
-        }
-        Ok(())
-    }
-}
-
 /// A spec from a configuration layer.
 pub trait Layered: Clone + PartialEq + Serialize + std::fmt::Debug + Send + Sync + 'static {
     fn layer(&self) -> &str;
     /// Its ID once merged into `network` (the same thing from different layers shares it).
     fn merged_id(&self) -> String;
+    /// Take in a spec of a higher layer with the same merged ID (by default it replaces this).
+    fn merge(&mut self, higher: &Self) {
+        *self = higher.clone();
+    }
 }
 
 impl Layered for AddressSpecSpec {
@@ -879,6 +675,36 @@ impl Layered for LinkSpecSpec {
     fn merged_id(&self) -> String {
         self.name.clone()
     }
+    /// Field by field: what the higher layer sets wins, the rest stays.
+    fn merge(&mut self, higher: &Self) {
+        self.logical |= higher.logical;
+        self.up = higher.up;
+        if higher.mtu != 0 {
+            self.mtu = higher.mtu;
+        }
+        for (mine, theirs) in [
+            (&mut self.kind, &higher.kind),
+            (&mut self.parent_name, &higher.parent_name),
+            (&mut self.bond_mode, &higher.bond_mode),
+        ] {
+            if !theirs.is_empty() {
+                mine.clone_from(theirs);
+            }
+        }
+        if higher.vlan_id != 0 {
+            self.vlan_id = higher.vlan_id;
+        }
+        if higher.bond_slave.is_some() {
+            self.bond_slave.clone_from(&higher.bond_slave);
+        }
+        if higher.bridge_slave.is_some() {
+            self.bridge_slave.clone_from(&higher.bridge_slave);
+        }
+        if higher.stp.is_some() {
+            self.stp = higher.stp;
+        }
+        self.layer.clone_from(&higher.layer);
+    }
 }
 
 /// Merges a spec type from `network-config` into `network`: the highest layer wins.
@@ -918,13 +744,18 @@ impl<S: Layered> Controller for MergeController<S> {
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
         let mut merged: BTreeMap<String, S> = BTreeMap::new();
+        let mut specs = Vec::new();
         for r in ctx.list(NETWORK_CONFIG_NS, self.ty, &LabelQuery::all())? {
             let Some(spec) = r.spec::<S>() else { continue };
-            let id = spec.merged_id();
-            match merged.get(&id) {
-                Some(cur) if layer_rank(cur.layer()) >= layer_rank(spec.layer()) => {}
-                _ => {
-                    merged.insert(id, spec.clone());
+            specs.push(spec.clone());
+        }
+        // Lowest layer first, each higher one merged over it.
+        specs.sort_by_key(|s| layer_rank(s.layer()));
+        for spec in specs {
+            match merged.entry(spec.merged_id()) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&spec),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(spec);
                 }
             }
         }
@@ -1167,6 +998,8 @@ pub struct LinkSpecController {
     original_mtu: BTreeMap<String, u32>,
     /// Logical links this controller made.
     created: BTreeSet<String>,
+    /// Links this controller made ports of a bridge or bond.
+    ports: BTreeSet<String>,
     conn: Option<rtnetlink::Handle>,
 }
 
@@ -1176,9 +1009,24 @@ impl LinkSpecController {
             apply,
             original_mtu: BTreeMap::new(),
             created: BTreeSet::new(),
+            ports: BTreeSet::new(),
             conn: None,
         }
     }
+}
+
+fn bond_mode(mode: &str) -> Option<rtnetlink::packet_route::link::BondMode> {
+    use rtnetlink::packet_route::link::BondMode;
+    Some(match mode {
+        "" | "balance-rr" => BondMode::BalanceRr,
+        "active-backup" => BondMode::ActiveBackup,
+        "balance-xor" => BondMode::BalanceXor,
+        "broadcast" => BondMode::Broadcast,
+        "802.3ad" => BondMode::Ieee8023Ad,
+        "balance-tlb" => BondMode::BalanceTlb,
+        "balance-alb" => BondMode::BalanceAlb,
+        _ => return None,
+    })
 }
 
 async fn link_state(
@@ -1212,32 +1060,59 @@ impl Controller for LinkSpecController {
         let h = handle(&mut self.conn)?.clone();
         let wanted: Vec<LinkSpecSpec> = specs(ctx, NETWORK_NS, LINK_SPEC)?;
         let mut missing = false;
-        for spec in wanted.iter().filter(|s| s.logical && s.kind == "vlan") {
+        for spec in wanted.iter().filter(|s| s.logical) {
             if link_state(&h, &spec.name).await?.is_some() {
                 continue;
             }
-            let Some((parent, _)) = link_state(&h, &spec.parent_name).await? else {
-                tracing::warn!(
-                    link = spec.name,
-                    parent = spec.parent_name,
-                    "VLAN parent not found"
-                );
-                missing = true;
-                continue;
+            let message = match spec.kind.as_str() {
+                "vlan" => {
+                    let Some((parent, _)) = link_state(&h, &spec.parent_name).await? else {
+                        tracing::warn!(
+                            link = spec.name,
+                            parent = spec.parent_name,
+                            "VLAN parent not found"
+                        );
+                        missing = true;
+                        continue;
+                    };
+                    rtnetlink::LinkVlan::new(&spec.name, parent, spec.vlan_id).build()
+                }
+                "bridge" => {
+                    use rtnetlink::packet_route::link::BridgeStpState;
+                    let stp = if spec.stp == Some(true) {
+                        BridgeStpState::KernelStp
+                    } else {
+                        BridgeStpState::Disabled
+                    };
+                    rtnetlink::LinkBridge::new(&spec.name)
+                        .stp_state(stp)
+                        .build()
+                }
+                "bond" => {
+                    let Some(mode) = bond_mode(&spec.bond_mode) else {
+                        tracing::warn!(
+                            link = spec.name,
+                            mode = spec.bond_mode,
+                            "unknown bond mode"
+                        );
+                        continue;
+                    };
+                    rtnetlink::LinkBond::new(&spec.name).mode(mode).build()
+                }
+                "dummy" => rtnetlink::LinkDummy::new(&spec.name).build(),
+                kind => {
+                    tracing::warn!(link = spec.name, kind, "links of this kind are not made");
+                    continue;
+                }
             };
-            let made = h
-                .link()
-                .add(rtnetlink::LinkVlan::new(&spec.name, parent, spec.vlan_id).build())
-                .execute()
-                .await;
-            match made {
+            match h.link().add(message).execute().await {
                 Ok(()) => {
-                    tracing::info!(link = spec.name, "VLAN link created");
+                    tracing::info!(link = spec.name, kind = spec.kind, "logical link created");
                     self.created.insert(spec.name.clone());
                 }
-                // A kernel without 802.1Q support, say: the other links still get configured.
+                // A kernel without 802.1Q or bonding, say: the other links still get configured.
                 Err(e) => {
-                    tracing::warn!(link = spec.name, error = %e, "cannot create the VLAN link");
+                    tracing::warn!(link = spec.name, kind = spec.kind, error = %e, "cannot create the link");
                     missing = true;
                 }
             }
@@ -1251,7 +1126,7 @@ impl Controller for LinkSpecController {
         for name in gone {
             if let Some((index, _)) = link_state(&h, &name).await? {
                 h.link().del(index).execute().await?;
-                tracing::info!(link = name, "VLAN link removed");
+                tracing::info!(link = name, "logical link removed");
             }
             self.created.remove(&name);
         }
@@ -1261,6 +1136,27 @@ impl Controller for LinkSpecController {
                 missing = true;
                 continue;
             };
+            let master = spec.bond_slave.as_ref().or(spec.bridge_slave.as_ref());
+            if let Some(m) = master {
+                match link_state(&h, &m.master_name).await? {
+                    Some((mi, _)) if mi == status.master_index => {}
+                    Some((mi, _)) => {
+                        // A bond takes only ports that are down.
+                        let mut b = rtnetlink::LinkUnspec::new_with_index(index).controller(mi);
+                        if spec.bond_slave.is_some() {
+                            h.link()
+                                .set(rtnetlink::LinkUnspec::new_with_index(index).down().build())
+                                .execute()
+                                .await?;
+                            b = b.up();
+                        }
+                        h.link().set(b.build()).execute().await?;
+                        self.ports.insert(spec.name.clone());
+                        tracing::info!(link = spec.name, master = m.master_name, "link joined");
+                    }
+                    None => missing = true,
+                }
+            }
             let mut b = rtnetlink::LinkUnspec::new_with_index(index);
             let mut change = false;
             if spec.mtu != 0 && spec.mtu != status.mtu {
@@ -1278,6 +1174,32 @@ impl Controller for LinkSpecController {
                 h.link().set(b.build()).execute().await?;
                 tracing::info!(link = spec.name, mtu = spec.mtu, "link configured");
             }
+        }
+        let released: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|n| {
+                !wanted
+                    .iter()
+                    .any(|s| s.name == **n && (s.bond_slave.is_some() || s.bridge_slave.is_some()))
+            })
+            .cloned()
+            .collect();
+        for name in released {
+            if let Some((index, status)) = link_state(&h, &name).await? {
+                if status.master_index != 0 {
+                    h.link()
+                        .set(
+                            rtnetlink::LinkUnspec::new_with_index(index)
+                                .nocontroller()
+                                .build(),
+                        )
+                        .execute()
+                        .await?;
+                    tracing::info!(link = name, "link released from its master");
+                }
+            }
+            self.ports.remove(&name);
         }
         let restore: Vec<(String, u32)> = self
             .original_mtu

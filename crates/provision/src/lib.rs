@@ -40,6 +40,8 @@ pub struct Request {
     /// The host loopback port the first control plane's API is published on; 0 picks 50000
     /// when free, any free port otherwise.
     pub api_port: u16,
+    /// More kernel arguments for every node, after the `ip=` the provisioner gives each.
+    pub extra_boot_kernel_args: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +96,8 @@ pub struct Cluster {
     pub api_endpoint: String,
     pub nodes: Vec<Node>,
     pub dir: PathBuf,
+    #[serde(default)]
+    pub extra_boot_kernel_args: String,
 }
 
 pub const BRIDGE: &str = "talosbr0";
@@ -199,6 +203,7 @@ pub fn create_network(req: &Request) -> Result<Cluster> {
         mtu: req.mtu,
         netns: req.name.clone(),
         api_endpoint: format!("127.0.0.1:{port}"),
+        extra_boot_kernel_args: req.extra_boot_kernel_args.clone(),
         nodes: Vec::new(),
         dir,
     };
@@ -264,17 +269,28 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
     std::fs::create_dir_all(&node.dir).map_err(|e| format!("{}: {e}", node.dir.display()))?;
     if !net::netns_exists(&node.netns) {
         net::add_netns(&node.netns)?;
-        net::link_node(
-            &cluster.netns,
-            BRIDGE,
-            &node.veth,
-            &node.netns,
-            node.ip,
-            cluster.cidr.prefix,
-            cluster.gateway,
-            cluster.mtu,
-        )?;
+        net::link_node(&cluster.netns, BRIDGE, &node.veth, &node.netns, cluster.mtu)?;
     }
+    // The node's kernel command line: its address, gateway, hostname and link, as a machine
+    // booted with `ip=` has them.
+    let mask = Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - cluster.cidr.prefix as u32)
+            .unwrap_or(0),
+    );
+    let mut cmdline = format!(
+        "talos.platform=container ip={}::{}:{mask}:{}:eth0:off",
+        node.ip, cluster.gateway, node.name
+    );
+    if !cluster.extra_boot_kernel_args.is_empty() {
+        cmdline = format!("{cmdline} {}", cluster.extra_boot_kernel_args);
+    }
+    machinery::fsutil::write_atomic(
+        &node.dir.join("cmdline"),
+        format!("{cmdline}\n").as_bytes(),
+        0o644,
+    )
+    .map_err(|e| format!("{}/cmdline: {e}", node.dir.display()))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -115,17 +115,13 @@ pub fn bridge(netns: &str, name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) 
     ip(&["-n", netns, "link", "set", name, "up"])
 }
 
-/// A node's link: `eth0` in its namespace with its address and default route, the other end
-/// on the bridge.
-#[allow(clippy::too_many_arguments)]
+/// A node's link: `eth0` in its namespace (the node configures it from its kernel command
+/// line), the other end on the bridge.
 pub fn link_node(
     cluster_ns: &str,
     bridge: &str,
     veth: &str,
     node_ns: &str,
-    addr: Ipv4Addr,
-    prefix: u8,
-    gateway: Ipv4Addr,
     mtu: u32,
 ) -> Result<()> {
     let mtu = mtu.to_string();
@@ -135,25 +131,6 @@ pub fn link_node(
     ])?;
     ip(&[
         "-n", cluster_ns, "link", "set", veth, "master", bridge, "up",
-    ])?;
-    ip(&[
-        "-n",
-        node_ns,
-        "addr",
-        "add",
-        &format!("{addr}/{prefix}"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", node_ns, "link", "set", "eth0", "up"])?;
-    ip(&[
-        "-n",
-        node_ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &gateway.to_string(),
     ])
 }
 

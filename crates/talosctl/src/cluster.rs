@@ -64,6 +64,10 @@ pub struct CreateArgs {
     /// MTU of the cluster network.
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
+    /// More kernel arguments for every node (after the `ip=` each node gets), e.g.
+    /// `talos.network.interface.ignore=eth1`.
+    #[arg(long, default_value = "")]
+    extra_boot_kernel_args: String,
     /// CPUs per control plane (a cgroup CPU limit).
     #[arg(long, visible_alias = "cpus-controlplanes", default_value = "2.0")]
     cpus: String,
@@ -357,6 +361,7 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
         memory_workers: parse_size(&a.memory_workers)?,
         machined: machined_path(),
         api_port: a.api_port,
+        extra_boot_kernel_args: a.extra_boot_kernel_args.clone(),
     };
     p.done();
 

@@ -437,6 +437,27 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert!(node_address.contains("10.5.0.2/24"), "{node_address}");
     let specs = c.ok(&["get", "addressspecs", "--namespace", "network-config"]);
     assert!(specs.contains("default/lo/127.0.0.1/8"), "{specs}");
+    // eth0 comes from the node's kernel command line (`ip=` written by the provisioner), so
+    // the default DHCP is off.
+    assert!(specs.contains("cmdline/eth0/10.5.0.2/24"), "{specs}");
+    let merged = c.ok(&["get", "addressspecs", "eth0/10.5.0.2/24", "-o", "yaml"]);
+    assert!(merged.contains("layer: cmdline"), "{merged}");
+    let routes = c.ok(&["get", "routespecs", "--namespace", "network-config"]);
+    assert!(routes.contains("cmdline/inet4/10.5.0.1//1024"), "{routes}");
+    assert!(!c.ok(&["get", "operatorspecs"]).contains("dhcp4"));
+    // A route to a link the node does not have is refused, naming it; nothing changes.
+    let unknown = c.fails(&[
+        "patch",
+        "machineconfig",
+        "--mode",
+        "no-reboot",
+        "-p",
+        "machine:\n  network:\n    interfaces:\n      - interface: eth7\n        routes:\n          - network: 10.9.0.0/16\n            gateway: 10.5.0.1\n",
+    ]);
+    assert!(
+        unknown.contains("machine.network.interfaces[0].routes[0]: route to unknown link \"eth7\""),
+        "{unknown}"
+    );
     // A configured address is applied without a reboot, and removed with its config.
     let add = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        mtu: 1400\n        addresses: [10.5.0.200/24]\n        routes:\n          - network: 192.168.77.0/24\n            gateway: 10.5.0.1\n            metric: 100\n        vlans:\n          - vlanId: 100\n            addresses: [192.168.100.2/24]\n";
     let del =

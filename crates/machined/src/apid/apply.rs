@@ -174,6 +174,24 @@ impl Applier {
             .iter()
             .map(ToString::to_string)
             .collect();
+        let links: std::collections::BTreeSet<String> = self
+            .node
+            .state
+            .list(
+                crate::node::NETWORK_NS,
+                crate::network::LINK_STATUS,
+                &resources::LabelQuery::all(),
+            )
+            .iter()
+            .map(|r| r.metadata.id.clone())
+            .collect();
+        let unknown = crate::netconfig::unknown_route_links(&new, &links);
+        if !unknown.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "the machine config is invalid:\n{}",
+                unknown.join("\n")
+            )));
+        }
         if self.maintenance {
             return self.leave_maintenance(&new, r.dry_run, warnings);
         }
