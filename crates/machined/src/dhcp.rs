@@ -187,10 +187,8 @@ impl Controller for OperatorController {
         if !self.apply {
             return Ok(());
         }
-        let links: Vec<String> = crate::network::operators(ctx, "dhcp4")?
-            .into_iter()
-            .map(|o| o.link_name)
-            .collect();
+        let ops = crate::network::operators(ctx, "dhcp4")?;
+        let links: Vec<String> = ops.iter().map(|o| o.link_name.clone()).collect();
         self.leases.retain(|l, _| links.contains(l));
         let mut next = Duration::from_secs(3600);
         for link in &links {
@@ -244,7 +242,11 @@ impl Controller for OperatorController {
                         gateway: router.to_string(),
                         out_link_name: link.clone(),
                         table: "main".into(),
-                        priority: 1024,
+                        priority: ops
+                            .iter()
+                            .find(|o| &o.link_name == link)
+                            .and_then(|o| o.dhcp4.as_ref())
+                            .map_or(1024, |d| d.route_metric),
                         protocol: "dhcp".into(),
                         layer: "operator".into(),
                     };

@@ -384,25 +384,41 @@ async fn run(args: Args) -> Result<Exit, String> {
         && container::rooted()
         && matches!(config.machine_type(), "controlplane" | "init")
     {
-        // etcd needs the node's own network: it runs in container mode only.
-        let ip = interface_ips()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| "127.0.0.1".parse().expect("ip"));
+        // etcd needs the node's own network (it runs in container mode only): it starts once
+        // the network controllers have given the node an address.
         let ephemeral = args
             .ephemeral_dir
             .clone()
             .unwrap_or_else(|| container::EPHEMERAL_DIR.into());
-        let e = Arc::new(etcd::Etcd::new(
-            &config,
-            &hostname,
-            ip,
-            &ephemeral,
-            std::path::Path::new("/system/secrets/etcd"),
-        )?);
-        node.services.start_service(e.service());
-        e.renew_certificates();
-        let _ = node.etcd.set(e);
+        let (node, config, hostname) = (node.clone(), config.clone(), hostname.clone());
+        tokio::spawn(async move {
+            let mut waited = 0u32;
+            let ip = loop {
+                if let Some(ip) = interface_ips().into_iter().next() {
+                    break ip;
+                }
+                waited += 1;
+                if waited % 200 == 0 {
+                    tracing::info!("etcd is waiting for the node's address");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            match etcd::Etcd::new(
+                &config,
+                &hostname,
+                ip,
+                &ephemeral,
+                std::path::Path::new("/system/secrets/etcd"),
+            ) {
+                Ok(e) => {
+                    let e = Arc::new(e);
+                    node.services.start_service(e.service());
+                    e.renew_certificates();
+                    let _ = node.etcd.set(e);
+                }
+                Err(e) => tracing::error!(error = %e, "etcd cannot start"),
+            }
+        });
     }
     // machined binds the API's addresses (a reboot keeps them) and hands them to apid.
     let listener = tokio::net::TcpListener::bind(args.listen)

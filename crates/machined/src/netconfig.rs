@@ -288,8 +288,17 @@ impl Specs {
             link_name: link.into(),
             require_up: true,
             vip: vip.into(),
+            dhcp4: None,
             layer: layer.into(),
         });
+    }
+
+    /// DHCPv4 on `link`, its routes with `metric` (1024 when unset).
+    fn dhcp(&mut self, link: &str, metric: Option<i64>, layer: &str) {
+        self.operator("dhcp4", link, "", layer);
+        let route_metric = metric.filter(|m| *m > 0).unwrap_or(1024) as u32;
+        self.operators.last_mut().expect("pushed").dhcp4 =
+            Some(crate::network::Dhcp4Options { route_metric });
     }
 
     /// Addresses, routes, MTU and state of a link of the configuration layer.
@@ -404,7 +413,7 @@ fn cmdline(specs: &mut Specs, c: &Cmdline, links: &BTreeMap<String, LinkStatusSp
                         specs.route(None, Some(&gw.to_string()), &dev, None, L);
                     }
                     if p.dhcp {
-                        specs.operator("dhcp4", &dev, "", L);
+                        specs.dhcp(&dev, None, L);
                     }
                 }
                 if !p.dns.is_empty() {
@@ -555,7 +564,8 @@ fn configuration(
                 &v1_routes(dev.routes.clone()),
             );
             if dev.dhcp == Some(true) {
-                specs.operator("dhcp4", &name, "", L);
+                let metric = dev.dhcp_options.as_ref().and_then(|o| o.route_metric);
+                specs.dhcp(&name, metric, L);
             }
             if let Some(ip) = dev.vip.as_ref().and_then(|v| v.ip.as_deref()) {
                 specs.operator("vip", &name, ip, L);
@@ -575,7 +585,8 @@ fn configuration(
                     &v1_routes(vlan.routes.clone()),
                 );
                 if vlan.dhcp == Some(true) {
-                    specs.operator("dhcp4", &vname, "", L);
+                    let metric = vlan.dhcp_options.as_ref().and_then(|o| o.route_metric);
+                    specs.dhcp(&vname, metric, L);
                 }
                 if let Some(ip) = vlan.vip.as_ref().and_then(|v| v.ip.as_deref()) {
                     specs.operator("vip", &vname, ip, L);
@@ -657,7 +668,7 @@ fn configuration(
     for d in docs::<t::NetworkDHCPv4ConfigV1Alpha1>(cfg, "DHCPv4Config") {
         let name = d.name.unwrap_or_default();
         specs.link(link_spec(&name, L));
-        specs.operator("dhcp4", &name, "", L);
+        specs.dhcp(&name, d.route_metric, L);
     }
     for d in docs::<t::NetworkLayer2VIPConfigV1Alpha1>(cfg, "Layer2VIPConfig") {
         let (ip, link) = (d.name.unwrap_or_default(), d.link.unwrap_or_default());
@@ -715,7 +726,7 @@ fn defaults(
             .collect();
         for nic in nics {
             specs.link(link_spec(&nic, L));
-            specs.operator("dhcp4", &nic, "", L);
+            specs.dhcp(&nic, None, L);
         }
     }
 }

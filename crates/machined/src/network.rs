@@ -225,7 +225,16 @@ pub struct OperatorSpecSpec {
     pub require_up: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp4: Option<Dhcp4Options>,
     pub layer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dhcp4Options {
+    /// The metric of the routes the lease brings.
+    pub route_metric: u32,
 }
 
 impl Layered for OperatorSpecSpec {
@@ -530,7 +539,11 @@ fn connect() -> std::io::Result<(rtnetlink::Handle, Events)> {
         RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
     };
     use rtnetlink::sys::AsyncSocket;
-    let (mut conn, handle, events) = rtnetlink::new_connection()?;
+    // Requests go over a socket of their own: a notification caused by another socket's
+    // request carries that request's sequence number, which this one could mistake for a reply.
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(conn);
+    let (mut conn, _, events) = rtnetlink::new_connection()?;
     let groups = RTMGRP_LINK
         | RTMGRP_IPV4_IFADDR
         | RTMGRP_IPV4_ROUTE
@@ -610,9 +623,9 @@ impl Controller for StatusController {
             };
             ctx.modify(NETWORK_NS, NODE_ADDRESS, id, |_| spec)?;
         }
-        // Wait for the kernel to say something changed; look again within a second anyway
+        // Wait for the kernel to say something changed; look again within 5 s anyway
         // (netlink notifications can be lost when the socket's buffer overflows).
-        let _ = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
         ctx.requeue_after(Duration::ZERO);
         Ok(())
     }

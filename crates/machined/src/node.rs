@@ -214,7 +214,6 @@ impl Node {
             .map_err(|e| e.to_string())?;
         rt.register(crate::secrets::ApiCertController {
             ttl: std::time::Duration::from_secs(24 * 3600),
-            addresses: crate::interface_ips,
         })
         .map_err(|e| e.to_string())?;
         crate::network::register(&mut rt, crate::container::rooted())?;

@@ -76,16 +76,20 @@ pub fn renew_at(crt_pem: &str) -> Result<u64, String> {
 pub struct ApiCertController {
     /// Validity of locally issued certificates (trustd decides for the ones it signs).
     pub ttl: Duration,
-    /// The node's addresses (interface addresses, re-read on each reconcile).
-    pub addresses: fn() -> Vec<IpAddr>,
 }
 
 impl ApiCertController {
-    fn sans(&self, cfg: &Config, hostname: &str) -> (Vec<String>, Vec<IpAddr>) {
+    /// Names and addresses: the node's every address so far (accumulative, so that a shared IP
+    /// coming and going does not re-issue it each time).
+    fn sans(cfg: &Config, hostname: &str, addresses: &[String]) -> (Vec<String>, Vec<IpAddr>) {
         let mut dns = vec!["localhost".to_string(), hostname.to_string()];
         let mut ips: Vec<IpAddr> =
             vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
-        ips.extend((self.addresses)());
+        ips.extend(
+            addresses
+                .iter()
+                .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok()),
+        );
         for san in cfg
             .pointer("/machine/certSANs")
             .and_then(|v| v.as_array())
@@ -115,6 +119,7 @@ impl Controller for ApiCertController {
         vec![
             Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID),
             Input::weak(NETWORK_NS, HOSTNAME_STATUS),
+            Input::weak(NETWORK_NS, crate::network::NODE_ADDRESS).id("accumulative"),
         ]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -132,7 +137,18 @@ impl Controller for ApiCertController {
         else {
             return Ok(());
         };
-        let (dns, ips) = self.sans(&cfg, &hostname);
+        let addresses = ctx
+            .get(&Pointer::new(
+                NETWORK_NS,
+                crate::network::NODE_ADDRESS,
+                "accumulative",
+            ))?
+            .and_then(|r| {
+                r.spec::<crate::network::NodeAddressSpec>()
+                    .map(|a| a.addresses.clone())
+            })
+            .unwrap_or_default();
+        let (dns, ips) = Self::sans(&cfg, &hostname, &addresses);
         let sans: Vec<String> = dns
             .iter()
             .cloned()
@@ -204,9 +220,19 @@ mod tests {
             ))
             .unwrap();
         let mut rt = Runtime::new(state.clone());
+        state
+            .create(Resource::new(
+                NETWORK_NS,
+                crate::network::NODE_ADDRESS,
+                "accumulative",
+                crate::network::NodeAddressSpec {
+                    addresses: vec!["10.5.0.2/24".into()],
+                    sort_algorithm: "v1".into(),
+                },
+            ))
+            .unwrap();
         rt.register(ApiCertController {
             ttl: Duration::from_secs(3),
-            addresses: || vec!["10.5.0.2".parse().unwrap()],
         })
         .unwrap();
         let _h = rt.start();

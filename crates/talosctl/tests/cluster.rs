@@ -702,7 +702,7 @@ impl Drop for DhcpServer {
 }
 
 #[test]
-fn dhcp_on_a_second_interface_comes_and_goes_without_a_reboot() {
+fn a_vip_dhcp_and_a_bridge_come_and_go_without_a_reboot_and_a_vanished_link_is_survived() {
     if !can_run() || !Path::new("/usr/sbin/dnsmasq").exists() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -731,10 +731,19 @@ fn dhcp_on_a_second_interface_comes_and_goes_without_a_reboot() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let on = "machine:\n  network:\n    interfaces:\n      - interface: eth1\n        dhcp: true\n";
+    let ip_show = |args: &[&str]| {
+        let mut all = vec!["-n", node_netns.as_str()];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&Command::new("ip").args(&all).output().unwrap().stdout).to_string()
+    };
+    // One patch: a shared IP on eth0 and DHCP on a second link; applied without a reboot.
+    let on = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        vip:\n          ip: 10.5.0.50\n      - interface: eth1\n        dhcp: true\n        dhcpOptions:\n          routeMetric: 512\n";
     let out = c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", on]);
     assert!(out.contains("without a reboot") || out.is_empty(), "{out}");
     wait_for("a lease on eth1", &|| eth1().contains("inet 10.77.0."));
+    wait_for("the shared IP on eth0", &|| {
+        ip_show(&["addr", "show", "eth0"]).contains("10.5.0.50/32")
+    });
     let specs = c.ok(&[
         "get",
         "addressspecs",
@@ -748,6 +757,7 @@ fn dhcp_on_a_second_interface_comes_and_goes_without_a_reboot() {
         ops.contains("id: dhcp4/eth1") && ops.contains("operator: dhcp4"),
         "{ops}"
     );
+    assert!(ops.contains("id: vip/eth0"), "{ops}");
     assert!(
         specs.contains("id: dhcp4/eth1/10.77.0.") && specs.contains("layer: operator"),
         "{specs}"
@@ -756,17 +766,61 @@ fn dhcp_on_a_second_interface_comes_and_goes_without_a_reboot() {
         c.ok(&["get", "addresses"]).contains("eth1/10.77.0.")
     });
     let routes = c.ok(&["get", "routes"]);
-    assert!(
-        routes.contains("10.77.0.1") && routes.contains("1024"),
-        "{routes}"
-    );
-    let off =
-        "machine:\n  network:\n    interfaces:\n      - interface: eth1\n        $patch: delete\n";
+    assert!(routes.contains("inet4/10.77.0.1//512"), "{routes}");
+    let off = "machine:\n  network:\n    interfaces:\n      - interface: eth0\n        $patch: delete\n      - interface: eth1\n        $patch: delete\n";
     c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", off]);
     wait_for("the lease gone from eth1", &|| {
         !eth1().contains("inet 10.77.0.")
     });
+    wait_for("the shared IP gone from eth0", &|| {
+        !ip_show(&["addr", "show", "eth0"]).contains("10.5.0.50")
+    });
+
+    // A bridge from a network document, with eth1 as its port and an address of its own;
+    // removing the document removes the bridge and frees the port.
+    let bridge = "apiVersion: v1alpha1\nkind: BridgeConfig\nname: br0\nlinks: [eth1]\nstp:\n  enabled: true\naddresses:\n  - address: 10.88.0.2/24\n";
+    c.ok(&[
+        "patch",
+        "machineconfig",
+        "--mode",
+        "no-reboot",
+        "-p",
+        bridge,
+    ]);
+    wait_for("br0 with eth1 as its port", &|| {
+        ip_show(&["link", "show", "eth1"]).contains("master br0")
+            && ip_show(&["addr", "show", "br0"]).contains("10.88.0.2/24")
+    });
+    let spec = c.ok(&["get", "linkspecs", "eth1", "-o", "yaml"]);
+    assert!(spec.contains("masterName: br0"), "{spec}");
+    let status = c.ok(&["get", "links", "eth1", "-o", "json"]);
+    assert!(!status.contains("\"masterIndex\": 0"), "{status}");
+    let unbridge = "apiVersion: v1alpha1\nkind: BridgeConfig\nname: br0\n$patch: delete\n";
+    c.ok(&[
+        "patch",
+        "machineconfig",
+        "--mode",
+        "no-reboot",
+        "-p",
+        unbridge,
+    ]);
+    wait_for("br0 gone and eth1 free", &|| {
+        !ip_show(&["link"]).contains("br0")
+            && !ip_show(&["link", "show", "eth1"]).contains("master")
+    });
+
+    // A configured link that vanishes from the kernel: gone from the status, the node runs on.
+    let mtu = "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth1\nmtu: 1400\n";
+    c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", mtu]);
+    wait_for("eth1 with MTU 1400", &|| {
+        ip_show(&["link", "show", "eth1"]).contains("mtu 1400")
+    });
     drop(dhcp);
+    wait_for("eth1 gone from the link status", &|| {
+        !c.ok(&["get", "links"]).contains("eth1")
+    });
+    assert!(c.ok(&["get", "linkspecs"]).contains("eth1"));
+    c.healthy("30s");
     c.destroy_and_check();
 }
 
