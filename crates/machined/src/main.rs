@@ -398,7 +398,7 @@ async fn run(args: Args) -> Result<Exit, String> {
                     break ip;
                 }
                 waited += 1;
-                if waited % 200 == 0 {
+                if waited.is_multiple_of(200) {
                     tracing::info!("etcd is waiting for the node's address");
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
