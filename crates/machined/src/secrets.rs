@@ -161,7 +161,12 @@ impl Controller for ApiCertController {
             ctx.requeue_after(Duration::from_secs(cur.renew_at() - now()));
             return Ok(());
         }
-        let issued = if machinery::secrets::machine_ca(&cfg).is_ok() {
+        let local = machinery::secrets::machine_ca(&cfg).is_ok();
+        if !local && addresses.is_empty() {
+            // trustd is reached over the node's network: wait for its address.
+            return Ok(());
+        }
+        let issued = if local {
             crate::apid::issue_local(&cfg, &hostname, &dns, &ips, self.ttl)?
         } else {
             crate::apid::issue_via_trustd(&cfg, &hostname, &dns, &ips).await?

@@ -592,7 +592,9 @@ async fn run_controller(
             None => delay = min,
             Some(e) => {
                 tracing::error!(controller = %name, error = %e, retry_in = ?delay, "controller failed");
-                tokio::time::sleep(delay).await;
+                // Retried after the delay, or sooner when an input changes (what failed may be
+                // what was missing).
+                let _ = tokio::time::timeout(delay, dirty.notified()).await;
                 delay = (delay * 2).min(max);
                 dirty.notify_one();
             }
