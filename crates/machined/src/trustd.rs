@@ -3,7 +3,7 @@
 use api::security::security_service_server::{SecurityService, SecurityServiceServer};
 use api::security::{CertificateRequest, CertificateResponse};
 use machinery::pki::{self, CertAndKey};
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 struct Trustd {
@@ -36,6 +36,23 @@ impl SecurityService for Trustd {
     }
 }
 
+fn certificate(
+    cfg: &machinery::Config,
+    bound: std::net::IpAddr,
+    ips: &[std::net::IpAddr],
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, String> {
+    let mut all = vec![bound, "127.0.0.1".parse().expect("ip")];
+    all.extend_from_slice(ips);
+    let cert = crate::apid::issue_local(
+        cfg,
+        "trustd",
+        &["localhost".to_string(), "trustd".to_string()],
+        &all,
+        pki::CLIENT_VALIDITY,
+    )?;
+    crate::apid::gateway::certified(&cert)
+}
+
 /// Serve trustd until `shutdown`: TLS with a server certificate from the machine CA, callers
 /// authenticated by the machine token.
 pub async fn serve(
@@ -49,23 +66,44 @@ pub async fn serve(
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string();
-    let mut ips = vec![listener.local_addr().map_err(|e| e.to_string())?.ip()];
-    ips.extend(crate::interface_ips());
-    ips.extend(["127.0.0.1".parse::<std::net::IpAddr>().expect("ip")]);
-    let cert = crate::apid::issue_local(
-        cfg,
-        "trustd",
-        &["localhost".to_string(), "trustd".to_string()],
-        &ips,
-        pki::CLIENT_VALIDITY,
-    )?;
-    let incoming = crate::apid::incoming(listener);
+    // Its certificate names the node's addresses: issued once the node has one, and again
+    // whenever they change.
+    let bound = listener.local_addr().map_err(|e| e.to_string())?.ip();
+    let ips = || {
+        let mut ips = crate::interface_ips();
+        ips.sort();
+        ips
+    };
+    let mut have = ips();
+    while have.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        have = ips();
+    }
+    let resolver = std::sync::Arc::new(crate::apid::gateway::Reloadable(std::sync::RwLock::new(
+        certificate(cfg, bound, &have)?,
+    )));
+    let config = crate::apid::gateway::server_config(resolver.clone(), None)?;
+    let cfg_owned = cfg.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = ips();
+            if now != have {
+                match certificate(&cfg_owned, bound, &now) {
+                    Ok(k) => {
+                        *resolver.0.write().expect("certificate") = k;
+                        have = now;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot re-issue trustd's certificate"),
+                }
+            }
+        }
+    });
+    let incoming = crate::apid::gateway::tls_incoming(
+        vec![listener],
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    );
     Server::builder()
-        .tls_config(
-            ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(cert.crt, cert.key)),
-        )
-        .map_err(|e| e.to_string())?
         .add_service(SecurityServiceServer::new(Trustd { ca, token }))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

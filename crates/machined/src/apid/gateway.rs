@@ -99,7 +99,7 @@ pub enum CertSource {
 
 /// The current certificate, swapped in place when machined renews it.
 #[derive(Debug)]
-struct Reloadable(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+pub struct Reloadable(pub std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
 
 impl rustls::server::ResolvesServerCert for Reloadable {
     fn resolve(
@@ -123,7 +123,7 @@ fn certs(pem_text: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static
         .collect()
 }
 
-fn certified(cert: &super::ServerCert) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+pub fn certified(cert: &super::ServerCert) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
     let key = pem::parse(&cert.key).map_err(|e| e.to_string())?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into_contents().into());
     let signing = provider()
@@ -137,7 +137,7 @@ fn certified(cert: &super::ServerCert) -> Result<Arc<rustls::sign::CertifiedKey>
 }
 
 /// TLS 1.3 only; client certificates from `client_ca` required when given.
-fn server_config(
+pub fn server_config(
     resolver: Arc<Reloadable>,
     client_ca: Option<&str>,
 ) -> Result<rustls::ServerConfig, String> {
@@ -207,7 +207,7 @@ async fn fetch(channel: &Channel) -> Result<super::ServerCert, String> {
 }
 
 /// Completed TLS handshakes on every listener.
-fn tls_incoming(
+pub fn tls_incoming(
     listeners: Vec<tokio::net::TcpListener>,
     acceptor: tokio_rustls::TlsAcceptor,
 ) -> impl futures::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>

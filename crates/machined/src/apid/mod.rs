@@ -709,13 +709,3 @@ pub async fn serve_local(
         .await
         .map_err(|e| e.to_string())
 }
-
-/// Accepted connections of a listener, as tonic takes them.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |l| async move {
-        let conn = l.accept().await.map(|(s, _)| s);
-        Some((conn, l))
-    })
-}
