@@ -84,7 +84,7 @@ impl Cipher {
     }
 
     pub fn open_endpoint(&self, data: &[u8]) -> Option<Endpoint> {
-        if data.is_empty() || data.len() % 16 != 0 {
+        if data.is_empty() || !data.len().is_multiple_of(16) {
             return None;
         }
         let mut buf = data.to_vec();
