@@ -11,24 +11,13 @@ struct Args {
     /// Address to serve gRPC on.
     #[arg(long, default_value = "0.0.0.0:3000")]
     addr: SocketAddr,
-    /// How often expired affiliates are collected (e.g. 1m, 5s, 500ms).
+    /// How often expired affiliates are collected (a Go duration: 1m, 5s, 500ms).
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     gc_interval: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("{s:?}: a duration needs a unit (ms, s, m, h)"))?;
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    })
+    machinery::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[tokio::main]

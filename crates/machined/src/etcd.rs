@@ -37,6 +37,8 @@ pub struct Etcd {
     tls: TlsOptions,
     /// Where an existing cluster may be found (other control planes' client URLs).
     candidates: Vec<String>,
+    /// Where the cluster's members are (discovery): their control planes are candidates too.
+    members: Option<resources::State>,
     /// `--key=value` arguments from `cluster.etcd.extraArgs`.
     extra_args: Vec<(String, String)>,
     bootstrap: Mutex<Option<BootstrapRequest>>,
@@ -155,6 +157,7 @@ impl Etcd {
             recover_file: ephemeral.join("etcd-recover.snapshot"),
             tls,
             candidates,
+            members: None,
             extra_args,
             bootstrap: Mutex::new(None),
             joined: Default::default(),
@@ -336,14 +339,50 @@ impl Etcd {
         }
     }
 
+    /// Control planes to join through: the config's endpoint, then the control planes among
+    /// the cluster's members.
+    fn candidates(&self) -> Vec<String> {
+        let mut out = self.candidates.clone();
+        let Some(state) = &self.members else {
+            return out;
+        };
+        let members = state.list(
+            crate::discovery::CLUSTER_NS,
+            crate::discovery::MEMBER,
+            &resources::LabelQuery::all(),
+        );
+        for m in members
+            .iter()
+            .filter_map(|r| r.spec::<crate::discovery::MemberSpec>())
+        {
+            if m.machine_type == "worker" || !m.reachable {
+                continue;
+            }
+            for a in m.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                let url = format!("https://{}:2379", bracket(a));
+                if a != self.ip && !out.contains(&url) {
+                    out.push(url);
+                }
+            }
+        }
+        out
+    }
+
+    /// Members of the cluster's discovery are candidates to join through.
+    pub fn with_members(mut self, state: resources::State) -> Etcd {
+        self.members = Some(state);
+        self
+    }
+
     /// Join an existing cluster through one of the candidates: as a learner, promoted once
     /// it has caught up.
     async fn join(self: &Arc<Self>) -> Result<Vec<String>, String> {
-        if self.candidates.is_empty() {
+        let candidates = self.candidates();
+        if candidates.is_empty() {
             return Err("no other control plane is known".into());
         }
         let mut last = String::new();
-        for cand in &self.candidates {
+        for cand in &candidates {
             let mut c = match self
                 .connect(std::slice::from_ref(cand), Duration::from_secs(2))
                 .await
@@ -479,7 +518,7 @@ impl Etcd {
         {
             return Err(exists());
         }
-        for cand in &self.candidates {
+        for cand in &self.candidates() {
             if let Ok(mut c) = self
                 .connect(std::slice::from_ref(cand), Duration::from_secs(2))
                 .await

@@ -4,6 +4,7 @@
 mod apid;
 mod container;
 mod dhcp;
+mod discovery;
 mod etcd;
 mod events;
 mod kernel;
@@ -411,7 +412,7 @@ async fn run(args: Args) -> Result<Exit, String> {
                 std::path::Path::new("/system/secrets/etcd"),
             ) {
                 Ok(e) => {
-                    let e = Arc::new(e);
+                    let e = Arc::new(e.with_members(node.state.clone()));
                     node.services.start_service(e.service());
                     e.renew_certificates();
                     let _ = node.etcd.set(e);
@@ -479,6 +480,10 @@ async fn run(args: Args) -> Result<Exit, String> {
     };
     let services = node.services.clone();
     apid::serve_local(node.clone(), unix, maintenance, shutdown).await?;
+    // A node that stops for good (not a reboot) leaves the cluster's discovery at once.
+    if matches!(*exit.lock().expect("exit"), Exit::Shutdown) {
+        node.discovery.leave().await;
+    }
     drop(listener);
     if args.state_dir.is_none() && !container::rooted() {
         let _ = std::fs::remove_dir_all(&dir);

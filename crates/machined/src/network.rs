@@ -588,10 +588,17 @@ impl Controller for StatusController {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        if self.conn.is_none() {
+        let first = self.conn.is_none();
+        if first {
             self.conn = Some(connect()?);
         }
         let (handle, events) = self.conn.as_mut().expect("connected");
+        // Wait for the kernel to say something changed; look again within 5 s anyway
+        // (netlink notifications can be lost when the socket's buffer overflows). What this
+        // round does not write is removed right after it.
+        if !first {
+            let _ = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+        }
         // Changes that arrive while reading are caught by the next round.
         while events.try_recv().is_ok() {}
         let k = read_kernel(handle).await?;
@@ -623,9 +630,6 @@ impl Controller for StatusController {
             };
             ctx.modify(NETWORK_NS, NODE_ADDRESS, id, |_| spec)?;
         }
-        // Wait for the kernel to say something changed; look again within 5 s anyway
-        // (netlink notifications can be lost when the socket's buffer overflows).
-        let _ = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
         ctx.requeue_after(Duration::ZERO);
         Ok(())
     }

@@ -66,6 +66,8 @@ pub struct Node {
     pub ephemeral: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Set by a reset: the next boot forgets the config it was given.
     pub forget: std::sync::atomic::AtomicBool,
+    /// The cluster discovery client.
+    pub discovery: crate::discovery::Handle,
     /// etcd, on a control plane in container mode.
     pub etcd: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::etcd::Etcd>>>,
     /// The registered controllers' declarations (for `inspect dependencies`).
@@ -93,6 +95,10 @@ impl Node {
                 crate::secrets::SECRETS_NS,
                 "Resources with secret material.",
             ),
+            (
+                crate::discovery::CLUSTER_NS,
+                "Cluster membership resources.",
+            ),
         ] {
             registry
                 .register_namespace(ns, desc)
@@ -107,6 +113,29 @@ impl Node {
                 &[],
             )
             .sensitive(),
+            Definition::new(
+                crate::discovery::IDENTITY,
+                crate::discovery::CLUSTER_NS,
+                &["identity"],
+            )
+            .column("ID", "{.nodeId}"),
+            Definition::new(
+                crate::discovery::AFFILIATE,
+                crate::discovery::CLUSTER_NS,
+                &["affiliate"],
+            )
+            .column("Hostname", "{.hostname}")
+            .column("Machine Type", "{.machineType}")
+            .column("Addresses", "{.addresses}"),
+            Definition::new(
+                crate::discovery::MEMBER,
+                crate::discovery::CLUSTER_NS,
+                &["member"],
+            )
+            .column("Hostname", "{.hostname}")
+            .column("Machine Type", "{.machineType}")
+            .column("OS", "{.operatingSystem}")
+            .column("Addresses", "{.addresses}"),
             Definition::new(HOSTNAME_STATUS, NETWORK_NS, &["hostname"])
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
@@ -203,6 +232,16 @@ impl Node {
         );
         mc.metadata.owner = "machined".into();
         state.create(mc).map_err(|e| e.to_string())?;
+        let mut identity = Resource::new(
+            crate::discovery::CLUSTER_NS,
+            crate::discovery::IDENTITY,
+            "local",
+            crate::discovery::IdentitySpec {
+                node_id: crate::discovery::node_id(state_file.as_ref().and_then(|f| f.parent())),
+            },
+        );
+        identity.metadata.owner = "machined".into();
+        state.create(identity).map_err(|e| e.to_string())?;
 
         let rt_state = state.clone();
         let events = crate::events::Events::default();
@@ -225,7 +264,18 @@ impl Node {
             crate::container::rooted(),
         ))
         .map_err(|e| e.to_string())?;
+        let discovery = crate::discovery::Handle::default();
+        rt.register(crate::discovery::ConfigController {
+            handle: discovery.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        rt.register(crate::discovery::MemberController {
+            handle: discovery.clone(),
+            waiting: false,
+        })
+        .map_err(|e| e.to_string())?;
         Ok(Node {
+            discovery,
             state,
             registry,
             state_file,

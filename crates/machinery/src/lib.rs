@@ -8,6 +8,7 @@ pub mod clientconfig;
 pub mod config;
 pub mod configdiff;
 pub mod docs;
+pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod generate;

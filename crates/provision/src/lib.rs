@@ -98,6 +98,12 @@ pub struct Cluster {
     pub dir: PathBuf,
     #[serde(default)]
     pub extra_boot_kernel_args: String,
+    /// The discovery service the provisioner runs for the cluster (0: none).
+    #[serde(default)]
+    pub discovery_pid: u32,
+    /// Where the nodes reach the cluster's discovery service.
+    #[serde(default)]
+    pub discovery_endpoint: String,
 }
 
 pub const BRIDGE: &str = "talosbr0";
@@ -204,6 +210,8 @@ pub fn create_network(req: &Request) -> Result<Cluster> {
         netns: req.name.clone(),
         api_endpoint: format!("127.0.0.1:{port}"),
         extra_boot_kernel_args: req.extra_boot_kernel_args.clone(),
+        discovery_pid: 0,
+        discovery_endpoint: String::new(),
         nodes: Vec::new(),
         dir,
     };
@@ -383,6 +391,70 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
     cluster.save()
 }
 
+/// The port of a cluster's discovery service, on the gateway address.
+pub const DISCOVERY_PORT: u16 = 3000;
+
+/// Start the cluster's discovery service (`binary`) in the cluster's namespace, on the gateway
+/// address, collecting expired affiliates every `gc_interval`.
+pub fn start_discovery(cluster: &mut Cluster, binary: &Path, gc_interval: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let addr = format!("{}:{DISCOVERY_PORT}", cluster.gateway);
+    let ns = std::fs::File::open(Path::new("/run/netns").join(&cluster.netns))
+        .map_err(|e| format!("network namespace {}: {e}", cluster.netns))?;
+    let log = std::fs::File::create(cluster.dir.join("discovery.log"))
+        .map_err(|e| format!("discovery.log: {e}"))?;
+    let mut cmd = std::process::Command::new(binary);
+    cmd.args(["--addr", &addr, "--gc-interval", gc_interval])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    // SAFETY: setsid and setns only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("start the discovery service {}: {e}", binary.display()))?;
+    cluster.discovery_pid = child.id();
+    cluster.discovery_endpoint = format!("http://{addr}");
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    cluster.save()
+}
+
+/// Whether `pid` still runs in the cluster's network namespace (pids get reused).
+fn in_cluster_netns(pid: u32, cluster: &Cluster) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    pid != 0
+        && ns(format!("/proc/{pid}/ns/net").into())
+            .is_some_and(|a| Some(a) == ns(Path::new("/run/netns").join(&cluster.netns)))
+}
+
+fn stop_discovery(cluster: &mut Cluster) {
+    use nix::sys::signal::{kill, Signal};
+    let pid = cluster.discovery_pid;
+    if !in_cluster_netns(pid, cluster) {
+        return;
+    }
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while in_cluster_netns(pid, cluster) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if in_cluster_netns(pid, cluster) {
+        let _ = kill(p, Signal::SIGKILL);
+    }
+    cluster.discovery_pid = 0;
+}
+
 /// Whether `pid` is still the shim of the node in `dir` (pids get reused).
 pub fn is_node_process(pid: u32, dir: &Path) -> bool {
     if pid == 0 {
@@ -521,6 +593,7 @@ pub fn destroy(state_root: &Path, name: &str, grace: Duration) -> Result<bool> {
             problems.push(e);
         }
     }
+    stop_discovery(&mut cluster);
     if net::netns_exists(&cluster.netns) {
         if let Err(e) = net::del_netns(&cluster.netns) {
             problems.push(e);

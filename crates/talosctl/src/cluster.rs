@@ -64,6 +64,10 @@ pub struct CreateArgs {
     /// MTU of the cluster network.
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
+    /// A discovery service for the nodes to use instead of the one started for the cluster
+    /// (e.g. https://discovery.talos.dev/).
+    #[arg(long)]
+    discovery_endpoint: Option<String>,
     /// More kernel arguments for every node (after the `ip=` each node gets), e.g.
     /// `talos.network.interface.ignore=eth1`.
     #[arg(long, default_value = "")]
@@ -150,14 +154,19 @@ pub fn default_state_root() -> PathBuf {
 }
 
 fn machined_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("TALOS_MACHINED") {
+    sibling("machined", "TALOS_MACHINED")
+}
+
+/// A program of this project: named by `env`, else next to talosctl, else on the PATH.
+fn sibling(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
     std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("machined")))
+        .and_then(|e| e.parent().map(|d| d.join(name)))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| "machined".into())
+        .unwrap_or_else(|| name.into())
 }
 
 /// Sizes like `2.0GiB`, `512MB`, or a bare number of MiB.
@@ -337,8 +346,21 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     opts.registry_mirrors = crate::gen::parse_mirrors(&a.registry_mirror)?;
     let common = load_patches(&a.config_patch)?;
     let secrets = SecretsBundle::generate()?;
+    // The nodes meet at the cluster's own discovery service (on the gateway) unless told
+    // otherwise; the user's patches come after, so they may change it (a TTL, say).
+    let gateway = cidr.hosts().next().expect("checked size");
+    let discovery_endpoint = a
+        .discovery_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("http://{gateway}:{}", provision::DISCOVERY_PORT));
     let render = |ty: MachineType, extra: &[String]| -> Result<Config> {
         let cfg = generate(&secrets, &opts, ty)?;
+        let discovery = if cfg.kind("DiscoveryServiceConfig").next().is_some() {
+            format!("apiVersion: v1alpha1\nkind: DiscoveryServiceConfig\nname: default\nendpoint: {discovery_endpoint}\n")
+        } else {
+            format!("cluster:\n  discovery:\n    enabled: true\n    registries:\n      service:\n        endpoint: {discovery_endpoint}\n")
+        };
+        let cfg = apply(cfg, &[Patch::parse(&discovery)?])?;
         apply(apply(cfg, &common)?, &load_patches(extra)?)
     };
     let templates = Templates {
@@ -369,6 +391,18 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     let mut cluster = provision::create_network(&req).map_err(Error::msg)?;
     p.done();
     let made = (|| -> Result<ClientConfig> {
+        if a.discovery_endpoint.is_none() {
+            let p = Phase::start(format!(
+                "starting the discovery service on {discovery_endpoint}"
+            ));
+            provision::start_discovery(
+                &mut cluster,
+                &sibling("discovery-service", "TALOS_DISCOVERY"),
+                "5s",
+            )
+            .map_err(Error::msg)?;
+            p.done();
+        }
         let dir = cluster.dir.clone();
         let write = |file: &str, text: &str| {
             machinery::fsutil::write_atomic(&dir.join(file), text.as_bytes(), 0o600)

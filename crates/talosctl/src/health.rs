@@ -93,9 +93,62 @@ pub async fn run(a: HealthArgs) -> Result<()> {
     check(&info, Instant::now() + timeout).await
 }
 
-/// Nodes when none are given: a local cluster of the context's name knows them all; otherwise
-/// the etcd members seen through the endpoint are the control planes (workers unknown).
+/// The cluster's members as a node sees them (cluster discovery): (machine type, address).
+pub async fn members(t: &client::Target) -> Result<Vec<(String, String)>> {
+    let mut stream = client::state(t)
+        .list(api::cosi::ListRequest {
+            namespace: "cluster".into(),
+            r#type: "Members.cluster.talos.dev".into(),
+            options: None,
+        })
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(item) = stream
+        .message()
+        .await
+        .map_err(|s| client::call_error(&t.node, s))?
+    {
+        let Some(spec) = item.resource.and_then(|r| r.spec) else {
+            continue;
+        };
+        let v = machinery::yaml::parse_stream(&spec.yaml_spec)
+            .ok()
+            .and_then(|d| d.into_iter().next())
+            .map(|d| d.value)
+            .unwrap_or_default();
+        if let (Some(ty), Some(addr)) = (v["machineType"].as_str(), v["addresses"][0].as_str()) {
+            out.push((ty.to_string(), addr.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// Nodes when none are given: the cluster's members (discovery) as the endpoint's node sees
+/// them; else a local cluster of the context's name; else the etcd members seen through the
+/// endpoint are the control planes (workers unknown).
 async fn discover(info: &mut ClusterInfo, context: &str) -> Result<()> {
+    if let Some(through) = info.through.clone() {
+        let t = client::dial(&info.context, vec![through], None)?
+            .pop()
+            .expect("one target");
+        let found = tokio::time::timeout(Duration::from_secs(5), members(&t)).await;
+        if let Ok(Ok(found)) = found.map_err(|_| ()) {
+            if found.iter().any(|(ty, _)| ty != "worker") {
+                for (ty, addr) in found {
+                    match ty.as_str() {
+                        "worker" => info.workers.push(addr),
+                        _ => info.control_planes.push(addr),
+                    }
+                }
+                let ip = |a: &String| a.parse::<std::net::IpAddr>().ok();
+                info.control_planes.sort_by_key(ip);
+                info.workers.sort_by_key(ip);
+                return Ok(());
+            }
+        }
+    }
     if let Ok(cluster) = provision::Cluster::load(&crate::cluster::default_state_root(), context) {
         info.control_planes = cluster.controlplanes().map(|n| n.ip.to_string()).collect();
         info.workers = cluster.workers().map(|n| n.ip.to_string()).collect();

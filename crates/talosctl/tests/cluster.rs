@@ -548,8 +548,19 @@ fn three_control_planes_keep_quorum_scale_and_recover() {
         return;
     }
     let c = TestCluster::new("b");
-    c.create("3", "2", &[]);
+    c.create("3", "3", &[]);
     c.put("/test/before", "1");
+
+    // A worker removed by `cluster scale` leaves the cluster's discovery as it goes.
+    let listed = |host: &str| c.ok(&["get", "members"]).contains(host);
+    let worker3 = format!("{}-worker-3", c.name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !listed(&worker3) {
+        assert!(Instant::now() < deadline, "worker-3 never became a member");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ok(&["cluster", "scale", "--workers", "2"]);
+    assert!(!listed(&worker3), "{}", c.ok(&["get", "members"]));
 
     // One control plane dies: health says so at once; etcd keeps its quorum.
     c.kill("controlplane-3");
@@ -889,5 +900,93 @@ fn the_shared_ip_moves_to_another_control_plane_when_its_holder_dies() {
         "shared IP moved from controlplane-{holder} to controlplane-{next} in {:?}",
         killed.elapsed()
     );
+    c.destroy_and_check();
+}
+
+#[test]
+fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
+    if !can_run() {
+        return;
+    }
+    let c = TestCluster::new("m");
+    let ttl = "apiVersion: v1alpha1\nkind: DiscoveryServiceConfig\nname: default\nttl: 40s\n";
+    c.create("3", "2", &["--config-patch", ttl]);
+    let members = |ip: &str| -> String {
+        let out = c.talosctl(&["get", "members", "-n", ip, "-o", "yaml"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait = |what: &str, limit: Duration, f: &dyn Fn() -> bool| -> Duration {
+        let started = Instant::now();
+        while !f() {
+            assert!(started.elapsed() < limit, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    };
+    let ips = ["10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.5", "10.5.0.6"];
+    for ip in ips {
+        wait("five members", Duration::from_secs(20), &|| {
+            members(ip).matches("nodeId: ").count() == 5
+        });
+    }
+    let list = members("10.5.0.4");
+    for want in [
+        "machineType: controlplane",
+        "machineType: worker",
+        "operatingSystem: Talos (v",
+        "- 10.5.0.6",
+        "reachable: true",
+    ] {
+        assert!(list.contains(want), "{list}");
+    }
+    assert!(c.ok(&["get", "identities"]).contains("local"));
+    assert_eq!(c.ok(&["get", "affiliates"]).lines().count(), 6);
+
+    // A reset worker leaves at once: no node lists it any more.
+    let worker2 = format!("hostname: {}-worker-2", c.name);
+    let started = Instant::now();
+    let gone = std::thread::scope(|scope| {
+        let reset = scope.spawn(|| c.ok(&["reset", "-n", "10.5.0.6", "--reboot"]));
+        for ip in &ips[..4] {
+            wait("the reset worker gone", Duration::from_secs(5), &|| {
+                !members(ip).contains(&worker2)
+            });
+        }
+        let gone = started.elapsed();
+        reset.join().unwrap();
+        gone
+    });
+    assert!(gone < Duration::from_secs(2), "reset to gone: {gone:?}");
+    eprintln!("reset to gone from every node: {gone:?}");
+
+    // A worker that dies without a word: unreachable within 30 s, gone after its TTL (40 s).
+    let worker1 = format!("hostname: {}-worker-1", c.name);
+    c.kill("worker-1");
+    let unreachable = wait(
+        "the dead worker unreachable",
+        Duration::from_secs(30),
+        &|| {
+            let m = members("10.5.0.2");
+            m.split("---")
+                .any(|doc| doc.contains(&worker1) && doc.contains("reachable: false"))
+        },
+    );
+    eprintln!("death to unreachable: {unreachable:?}");
+    let expired = wait("the dead worker gone", Duration::from_secs(60), &|| {
+        !members("10.5.0.3").contains(&worker1)
+    });
+    eprintln!("then gone after {expired:?}");
+    // Health finds the nodes through the members: the vanished ones are not among them.
+    let started = Instant::now();
+    let health = c.talosctl(&["health", "--wait-timeout", "1m"]);
+    let err = String::from_utf8_lossy(&health.stderr);
+    assert!(health.status.success(), "{err}");
+    assert!(
+        err.contains("discovered nodes: [\"10.5.0.2\" \"10.5.0.3\" \"10.5.0.4\"]"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let show = c.ok(&["cluster", "show"]);
+    assert!(show.contains("worker-1"), "{show}");
     c.destroy_and_check();
 }

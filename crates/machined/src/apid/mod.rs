@@ -490,6 +490,8 @@ impl MachineService for Machine {
                 })?;
             }
         }
+        // Other nodes stop listing this one at once.
+        self.node.discovery.leave().await;
         self.node.services.shutdown().await;
         let wiped = self.node.wipe(&labels).map_err(Status::internal)?;
         tracing::info!(?wiped, graceful = r.graceful, "reset");
