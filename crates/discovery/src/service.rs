@@ -8,8 +8,8 @@
 //! - Garbage collection drops what expired, and clusters with nothing left.
 //! - Limits: IDs of 1 to 256 bytes, data up to 2 KiB, endpoints up to 32 bytes and 64 per
 //!   affiliate, 1024 affiliates per cluster, a TTL up to 30 minutes, and per client address a
-//!   token bucket (15 requests/s, bursts of 60); a request that would wait past its deadline
-//!   (1 s when it has none) is refused with `RESOURCE_EXHAUSTED`.
+//!   token bucket (15 requests/s, bursts of 60); a request that would wait past four fifths of
+//!   its deadline (1 s when it has none) is refused with `RESOURCE_EXHAUSTED`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -210,7 +210,9 @@ impl Service {
             b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * l.rate).min(l.burst);
             b.at = now;
             let wait = Duration::from_secs_f64(((1.0 - b.tokens) / l.rate).max(0.0));
-            if wait > deadline(req).unwrap_or(Duration::from_secs(1)) {
+            // A fifth of the deadline is left for the call itself.
+            let limit = deadline(req).unwrap_or(Duration::from_secs(1));
+            if wait > limit - limit / 5 {
                 return Err(Status::resource_exhausted(format!(
                     "rate limit exceeded for {ip}: {} requests/s, bursts of {}",
                     l.rate, l.burst
