@@ -262,6 +262,10 @@ fn v1alpha1(c: &mut Checker, v: &Value, mode: Mode, has_installer_doc: bool) {
     }
     files(c, v);
     network(c, v);
+    if let Some(e) = str_at(v, "/cluster/discovery/registries/service/ttl").and_then(discovery_ttl)
+    {
+        c.error("cluster.discovery.registries.service.ttl", e);
+    }
     encryption(c, v);
     for (i, d) in items(v, "/machine/logging/destinations").iter().enumerate() {
         let path = format!("machine.logging.destinations[{i}]");
@@ -504,12 +508,33 @@ fn encryption(c: &mut Checker, v: &Value) {
     }
 }
 
+/// What is wrong with a discovery TTL, if anything: a Go duration up to the service's 30m.
+fn discovery_ttl(ttl: &str) -> Option<String> {
+    match crate::duration::parse(ttl) {
+        Err(e) => Some(e.to_string()),
+        Ok(d) if d.is_zero() || d > std::time::Duration::from_secs(30 * 60) => Some(format!(
+            "a discovery TTL from 1s to 30m is required, not \"{ttl}\""
+        )),
+        Ok(_) => None,
+    }
+}
+
 fn multidoc(c: &mut Checker, kind: &str, v: &Value) {
     match kind {
         "KubeClusterConfig" => {
             if let Some(ep) = str_at(v, "/endpoint") {
                 if let Err(e) = check_url(ep, &["https"]) {
                     c.error("endpoint", format!("invalid control plane endpoint: {e}"));
+                }
+            }
+        }
+        "DiscoveryServiceConfig" => {
+            if let Some(e) = str_at(v, "/ttl").and_then(discovery_ttl) {
+                c.error("ttl", e);
+            }
+            if let Some(ep) = str_at(v, "/endpoint") {
+                if let Err(e) = check_url(ep, &["https", "http"]) {
+                    c.error("endpoint", format!("invalid discovery endpoint: {e}"));
                 }
             }
         }
@@ -552,6 +577,22 @@ mod tests {
             .into_result(false)
             .unwrap_err();
         assert_eq!(err.problems.len(), 5);
+    }
+
+    #[test]
+    fn discovery_ttls_are_checked() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    token: t\n    ca:\n        crt: x\ncluster:\n    controlPlane:\n        endpoint: https://10.5.0.2:6443\n    discovery:\n        enabled: true\n        registries:\n            service:\n                ttl: 2h\n---\napiVersion: v1alpha1\nkind: DiscoveryServiceConfig\nname: default\nendpoint: ftp://x\nttl: soon\n";
+        let cfg = Config::parse(src).unwrap();
+        let err = validate(&cfg, Mode::Container)
+            .into_result(false)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("cluster.discovery.registries.service.ttl: a discovery TTL from 1s to 30m is required, not \"2h\""),
+            "{text}"
+        );
+        assert!(text.contains("ttl: invalid duration \"soon\""), "{text}");
+        assert!(text.contains("invalid discovery endpoint"), "{text}");
     }
 
     #[test]
