@@ -1251,6 +1251,34 @@ pub struct EtcFilesController {
     apply: bool,
 }
 
+/// Extra `/etc/hosts` lines of a config: `machine.network.extraHostEntries` and the
+/// StaticHostConfig documents.
+fn extra_hosts(cfg: Option<&machinery::Config>) -> Vec<(String, Vec<String>)> {
+    let Some(cfg) = cfg else { return Vec::new() };
+    let names = |v: Option<&serde_json::Value>| -> Vec<String> {
+        v.and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect()
+    };
+    let mut out: Vec<(String, Vec<String>)> = cfg
+        .pointer("/machine/network/extraHostEntries")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e.get("ip")?.as_str()?.to_string(), names(e.get("aliases")))))
+        .collect();
+    out.extend(cfg.kind("StaticHostConfig").filter_map(|d| {
+        Some((
+            d.value.get("name")?.as_str()?.to_string(),
+            names(d.value.get("hostnames")),
+        ))
+    }));
+    out.retain(|(_, n)| !n.is_empty());
+    out
+}
+
 /// Write in place: the file is a bind-mount target, which a rename would leave behind.
 fn write_in_place(path: &str, text: &str) -> std::io::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|cur| cur == text) {
@@ -1271,6 +1299,8 @@ impl Controller for EtcFilesController {
             Input::weak(NETWORK_NS, crate::node::HOSTNAME_STATUS),
             Input::weak(NETWORK_NS, NODE_ADDRESS),
             Input::weak(NETWORK_NS, ROUTE_STATUS),
+            Input::weak(crate::node::CONFIG_NS, crate::node::MACHINE_CONFIG)
+                .id(crate::node::MACHINE_CONFIG_ID),
         ]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -1328,6 +1358,9 @@ impl Controller for EtcFilesController {
                 String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
             if let Some(ip) = addresses.first().and_then(|a| a.split('/').next()) {
                 hosts.push_str(&format!("{ip} {fqdn} {}\n", h.hostname));
+            }
+            for (ip, names) in extra_hosts(crate::node::machine_config(ctx)?.as_ref()) {
+                hosts.push_str(&format!("{ip} {}\n", names.join(" ")));
             }
             etc_ready = if self.apply {
                 let written = std::fs::create_dir_all("/system/etc")

@@ -15,6 +15,15 @@ pub const MACHINE_CONFIG: &str = "MachineConfigs.config.talos.dev";
 pub const MACHINE_TYPE: &str = "MachineTypes.config.talos.dev";
 pub const HOSTNAME_STATUS: &str = "HostnameStatuses.net.talos.dev";
 pub const VERSION: &str = "Versions.runtime.talos.dev";
+pub const K8S_NS: &str = "k8s";
+pub const NODENAME: &str = "Nodenames.kubernetes.talos.dev";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodenameSpec {
+    pub nodename: String,
+    pub skip_node_registration: bool,
+}
 pub const TIME_STATUS: &str = "TimeStatuses.v1alpha1.talos.dev";
 pub const MACHINE_CONFIG_ID: &str = "v1alpha1";
 
@@ -99,6 +108,7 @@ impl Node {
                 crate::discovery::CLUSTER_NS,
                 "Cluster membership resources.",
             ),
+            (K8S_NS, "Kubernetes all around resources."),
         ] {
             registry
                 .register_namespace(ns, desc)
@@ -136,6 +146,7 @@ impl Node {
             .column("Machine Type", "{.machineType}")
             .column("OS", "{.operatingSystem}")
             .column("Addresses", "{.addresses}"),
+            Definition::new(NODENAME, K8S_NS, &["nodename"]).column("Nodename", "{.nodename}"),
             Definition::new(HOSTNAME_STATUS, NETWORK_NS, &["hostname"])
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
@@ -442,10 +453,16 @@ impl Controller for HostnameController {
         "network.HostnameController"
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::weak(NETWORK_NS, crate::network::HOSTNAME_SPEC).id("hostname")]
+        vec![
+            Input::weak(NETWORK_NS, crate::network::HOSTNAME_SPEC).id("hostname"),
+            Input::weak(CONFIG_NS, MACHINE_CONFIG).id(MACHINE_CONFIG_ID),
+        ]
     }
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::exclusive(NETWORK_NS, HOSTNAME_STATUS)]
+        vec![
+            Output::exclusive(NETWORK_NS, HOSTNAME_STATUS),
+            Output::exclusive(K8S_NS, NODENAME),
+        ]
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
         let merged = ctx
@@ -457,6 +474,20 @@ impl Controller for HostnameController {
             .and_then(|r| r.spec::<crate::network::HostnameSpecSpec>().cloned());
         if let Some(h) = merged {
             crate::container::set_hostname(&h.hostname);
+            // The node's name in Kubernetes: its hostname, or its FQDN when asked for.
+            let fqdn = machine_config(ctx)?
+                .and_then(|c| c.pointer("/machine/kubelet/registerWithFQDN")?.as_bool())
+                == Some(true);
+            let nodename = NodenameSpec {
+                nodename: if fqdn && !h.domainname.is_empty() {
+                    format!("{}.{}", h.hostname, h.domainname)
+                } else {
+                    h.hostname.clone()
+                }
+                .to_lowercase(),
+                skip_node_registration: false,
+            };
+            ctx.modify(K8S_NS, NODENAME, "nodename", |_| nodename)?;
             let spec = HostnameSpec {
                 hostname: h.hostname,
                 domainname: h.domainname,

@@ -290,7 +290,7 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         return;
     }
     let c = TestCluster::new("a");
-    let patch = r#"{"machine":{"sysctls":{"net.ipv4.ip_forward":"1","kernel.panic":"17"},"network":{"nameservers":["9.9.9.9"]},
+    let patch = r#"{"machine":{"sysctls":{"net.ipv4.ip_forward":"1","kernel.panic":"17"},"network":{"nameservers":["9.9.9.9"],"extraHostEntries":[{"ip":"10.9.9.9","aliases":["registry.local","mirror.local"]}]},
         "files":[{"path":"/var/etc/hello.conf","op":"create","permissions":420,"content":"hello\n"}]}}"#;
     let shown = c.create("1", "1", &["--config-patch", patch]);
     assert!(
@@ -410,8 +410,14 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert_eq!(c.ok(&["read", "/etc/resolv.conf"]), "nameserver 9.9.9.9\n");
     let hosts = c.ok(&["read", "/etc/hosts"]);
     assert!(
-        hosts.contains(&format!("10.5.0.2 {0}-controlplane-1", c.name)),
+        hosts.contains(&format!("10.5.0.2 {0}-controlplane-1", c.name))
+            && hosts.contains("10.9.9.9 registry.local mirror.local"),
         "{hosts}"
+    );
+    let nodename = c.ok(&["get", "nodename"]);
+    assert!(
+        nodename.contains(&format!("{}-controlplane-1", c.name)),
+        "{nodename}"
     );
     assert!(c.ok(&["get", "timeservers"]).contains("pool.ntp.org"));
     let hostnames = c.ok(&["get", "hostnamespecs", "--namespace", "network-config"]);
