@@ -595,76 +595,49 @@ fn configuration(
         }
     }
 
-    // The network documents.
-    for d in docs::<t::NetworkLinkConfigV1Alpha1>(cfg, "LinkConfig") {
-        let name = d.name.unwrap_or_default();
-        let mut spec = link_spec(&name, L);
-        spec.up = d.up.unwrap_or(true);
-        spec.mtu = mtu(d.mtu);
-        specs.common(
-            spec,
-            d.addresses.as_deref().unwrap_or(&[]),
-            d.routes.as_deref().unwrap_or(&[]),
-        );
+    // The network documents: the fields links share, then each kind's own.
+    macro_rules! link_docs {
+        ($ty:ty, $kind:literal, |$d:ident, $spec:ident| $extra:block) => {
+            for $d in docs::<$ty>(cfg, $kind) {
+                let mut $spec = link_spec($d.name.as_deref().unwrap_or_default(), L);
+                $spec.up = $d.up.unwrap_or(true);
+                $spec.mtu = mtu($d.mtu);
+                $extra
+                specs.common(
+                    $spec,
+                    $d.addresses.as_deref().unwrap_or(&[]),
+                    $d.routes.as_deref().unwrap_or(&[]),
+                );
+            }
+        };
     }
-    for d in docs::<t::NetworkVLANConfigV1Alpha1>(cfg, "VLANConfig") {
-        let name = d.name.unwrap_or_default();
-        let mut spec = link_spec(&name, L);
+    link_docs!(t::NetworkLinkConfigV1Alpha1, "LinkConfig", |d, spec| {});
+    link_docs!(t::NetworkVLANConfigV1Alpha1, "VLANConfig", |d, spec| {
         spec.logical = true;
         spec.kind = "vlan".into();
-        spec.parent_name = d.parent.unwrap_or_default();
+        spec.parent_name = d.parent.clone().unwrap_or_default();
         spec.vlan_id = d.vlan_id.unwrap_or(0) as u16;
-        spec.up = d.up.unwrap_or(true);
-        spec.mtu = mtu(d.mtu);
-        specs.common(
-            spec,
-            d.addresses.as_deref().unwrap_or(&[]),
-            d.routes.as_deref().unwrap_or(&[]),
-        );
-    }
-    for d in docs::<t::NetworkBridgeConfigV1Alpha1>(cfg, "BridgeConfig") {
-        let name = d.name.unwrap_or_default();
-        let mut spec = link_spec(&name, L);
+    });
+    link_docs!(t::NetworkBridgeConfigV1Alpha1, "BridgeConfig", |d, spec| {
         spec.logical = true;
         spec.kind = "bridge".into();
-        spec.stp = d.stp.and_then(|s| s.enabled);
-        spec.up = d.up.unwrap_or(true);
-        spec.mtu = mtu(d.mtu);
-        specs.ports(&name, d.links.as_deref().unwrap_or(&[]), false);
-        specs.common(
-            spec,
-            d.addresses.as_deref().unwrap_or(&[]),
-            d.routes.as_deref().unwrap_or(&[]),
-        );
-    }
-    for d in docs::<t::NetworkBondConfigV1Alpha1>(cfg, "BondConfig") {
-        let name = d.name.unwrap_or_default();
-        let mut spec = link_spec(&name, L);
+        spec.stp = d.stp.as_ref().and_then(|s| s.enabled);
+        specs.ports(&spec.name, d.links.as_deref().unwrap_or(&[]), false);
+    });
+    link_docs!(t::NetworkBondConfigV1Alpha1, "BondConfig", |d, spec| {
         spec.logical = true;
         spec.kind = "bond".into();
-        spec.bond_mode = d.bond_mode.unwrap_or_default();
-        spec.up = d.up.unwrap_or(true);
-        spec.mtu = mtu(d.mtu);
-        specs.ports(&name, d.links.as_deref().unwrap_or(&[]), true);
-        specs.common(
-            spec,
-            d.addresses.as_deref().unwrap_or(&[]),
-            d.routes.as_deref().unwrap_or(&[]),
-        );
-    }
-    for d in docs::<t::NetworkDummyLinkConfigV1Alpha1>(cfg, "DummyLinkConfig") {
-        let name = d.name.unwrap_or_default();
-        let mut spec = link_spec(&name, L);
-        spec.logical = true;
-        spec.kind = "dummy".into();
-        spec.up = d.up.unwrap_or(true);
-        spec.mtu = mtu(d.mtu);
-        specs.common(
-            spec,
-            d.addresses.as_deref().unwrap_or(&[]),
-            d.routes.as_deref().unwrap_or(&[]),
-        );
-    }
+        spec.bond_mode = d.bond_mode.clone().unwrap_or_default();
+        specs.ports(&spec.name, d.links.as_deref().unwrap_or(&[]), true);
+    });
+    link_docs!(
+        t::NetworkDummyLinkConfigV1Alpha1,
+        "DummyLinkConfig",
+        |d, spec| {
+            spec.logical = true;
+            spec.kind = "dummy".into();
+        }
+    );
     for d in docs::<t::NetworkDHCPv4ConfigV1Alpha1>(cfg, "DHCPv4Config") {
         let name = d.name.unwrap_or_default();
         specs.link(link_spec(&name, L));
