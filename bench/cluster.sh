@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup
-cargo build --release -q -p machined -p talosctl
+cargo build --release -q -p machined -p talosctl -p discovery
 bin=$PWD/target/release
 dir=$(mktemp -d "${TMPDIR:-/tmp}/talos-bench-cluster.XXXXXX")
 name="bench$$"

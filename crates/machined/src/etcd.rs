@@ -383,8 +383,9 @@ impl Etcd {
         }
         let mut last = String::new();
         for cand in &candidates {
+            // Short: a cluster busy promoting another member is simply asked again.
             let mut c = match self
-                .connect(std::slice::from_ref(cand), Duration::from_secs(2))
+                .connect(std::slice::from_ref(cand), Duration::from_secs(1))
                 .await
             {
                 Ok(c) => c,

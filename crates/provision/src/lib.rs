@@ -418,7 +418,12 @@ pub fn start_discovery(cluster: &mut Cluster, binary: &Path, gc_interval: &str) 
     }
     let child = cmd
         .spawn()
-        .map_err(|e| format!("start the discovery service {}: {e}", binary.display()))?;
+        .map_err(|e| {
+            format!(
+                "start the discovery service {}: {e} (build it with `cargo build -p discovery`, or give --discovery-endpoint)",
+                binary.display()
+            )
+        })?;
     cluster.discovery_pid = child.id();
     cluster.discovery_endpoint = format!("http://{addr}");
     std::thread::spawn(move || {
