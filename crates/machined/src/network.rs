@@ -1017,6 +1017,8 @@ pub struct LinkSpecController {
     created: BTreeSet<String>,
     /// Links this controller made ports of a bridge or bond.
     ports: BTreeSet<String>,
+    /// Links this controller set down.
+    downed: BTreeSet<String>,
     conn: Option<rtnetlink::Handle>,
 }
 
@@ -1027,6 +1029,7 @@ impl LinkSpecController {
             original_mtu: BTreeMap::new(),
             created: BTreeSet::new(),
             ports: BTreeSet::new(),
+            downed: BTreeSet::new(),
             conn: None,
         }
     }
@@ -1183,13 +1186,21 @@ impl Controller for LinkSpecController {
                 b = b.mtu(spec.mtu);
                 change = true;
             }
-            if spec.up && !status.link_state {
-                b = b.up();
+            if spec.up != status.link_state {
+                b = if spec.up { b.up() } else { b.down() };
+                if !spec.up {
+                    self.downed.insert(spec.name.clone());
+                }
                 change = true;
             }
             if change {
                 h.link().set(b.build()).execute().await?;
-                tracing::info!(link = spec.name, mtu = spec.mtu, "link configured");
+                tracing::info!(
+                    link = spec.name,
+                    mtu = spec.mtu,
+                    up = spec.up,
+                    "link configured"
+                );
             }
         }
         let released: Vec<String> = self
@@ -1217,6 +1228,22 @@ impl Controller for LinkSpecController {
                 }
             }
             self.ports.remove(&name);
+        }
+        // Links set down by a spec that is gone come back up.
+        let raise: Vec<String> = self
+            .downed
+            .iter()
+            .filter(|n| !wanted.iter().any(|s| s.name == **n && !s.up))
+            .cloned()
+            .collect();
+        for name in raise {
+            if let Some((index, _)) = link_state(&h, &name).await? {
+                h.link()
+                    .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
+                    .execute()
+                    .await?;
+            }
+            self.downed.remove(&name);
         }
         let restore: Vec<(String, u32)> = self
             .original_mtu

@@ -834,10 +834,16 @@ fn a_vip_dhcp_and_a_bridge_come_and_go_without_a_reboot_and_a_vanished_link_is_s
     });
 
     // A configured link that vanishes from the kernel: gone from the status, the node runs on.
-    let mtu = "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth1\nmtu: 1400\n";
+    let down = "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth1\nup: false\n";
+    c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", down]);
+    wait_for("eth1 down", &|| {
+        !ip_show(&["link", "show", "eth1"]).contains(",UP")
+    });
+    let mtu = "apiVersion: v1alpha1\nkind: LinkConfig\nname: eth1\nup: true\nmtu: 1400\n";
     c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", mtu]);
-    wait_for("eth1 with MTU 1400", &|| {
-        ip_show(&["link", "show", "eth1"]).contains("mtu 1400")
+    wait_for("eth1 up with MTU 1400", &|| {
+        let l = ip_show(&["link", "show", "eth1"]);
+        l.contains("mtu 1400") && l.contains(",UP")
     });
     drop(dhcp);
     wait_for("eth1 gone from the link status", &|| {
