@@ -8,6 +8,7 @@ mod discovery;
 mod etcd;
 mod events;
 mod kernel;
+mod logship;
 mod netconfig;
 mod network;
 mod node;
@@ -542,14 +543,20 @@ fn reboot(handover: Option<String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("machined=info,resources=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        // To stderr, and to the log destinations of the config (as service "machined").
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("machined=info,resources=warn")
+                }),
+            )
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(logship::Layer)
+            .init();
+    }
     let mut args = Args::parse();
     if let Some(dir) = args.container.clone() {
         if let Err(e) = container::enter(&dir, args.netns.as_deref()) {

@@ -147,6 +147,15 @@ impl Node {
             .column("OS", "{.operatingSystem}")
             .column("Addresses", "{.addresses}"),
             Definition::new(NODENAME, K8S_NS, &["nodename"]).column("Nodename", "{.nodename}"),
+            Definition::new(
+                crate::logship::LOG_DESTINATION_STATUS,
+                RUNTIME_NS,
+                &["logdestination", "logdestinations"],
+            )
+            .column("Connected", "{.connected}")
+            .column("Queued", "{.queued}")
+            .column("Sent", "{.sent}")
+            .column("Dropped", "{.dropped}"),
             Definition::new(HOSTNAME_STATUS, NETWORK_NS, &["hostname"])
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
@@ -275,6 +284,8 @@ impl Node {
             crate::container::rooted(),
         ))
         .map_err(|e| e.to_string())?;
+        rt.register(crate::logship::LogShippingController)
+            .map_err(|e| e.to_string())?;
         let discovery = crate::discovery::Handle::default();
         rt.register(crate::discovery::ConfigController {
             handle: discovery.clone(),

@@ -482,6 +482,7 @@ impl Supervisor {
                     e.logs.extend(chunk.iter());
                     let excess = e.logs.len().saturating_sub(LOG_BYTES_KEPT);
                     e.logs.drain(..excess);
+                    crate::logship::shipper().output(&id, &chunk);
                     let _ = e.follow.send(chunk);
                 }
             }

@@ -1009,3 +1009,97 @@ fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
     assert!(show.contains("worker-1"), "{show}");
     c.destroy_and_check();
 }
+
+/// Runs `f` on a thread of its own inside the network namespace `netns`.
+fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = std::fs::File::open(Path::new("/run/netns").join(netns)).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+#[test]
+fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
+    if !can_run() {
+        return;
+    }
+    let c = TestCluster::new("l");
+    c.create("1", "0", &[]);
+    // Receivers on the cluster's gateway, where the node can reach them.
+    let port = 40_000 + (std::process::id() % 10_000) as u16;
+    let tcp = in_netns(&c.name, move || {
+        std::net::TcpListener::bind(("10.5.0.1", port)).unwrap()
+    })
+    .join()
+    .unwrap();
+    let udp = in_netns(&c.name, move || {
+        std::net::UdpSocket::bind(("10.5.0.1", port)).unwrap()
+    })
+    .join()
+    .unwrap();
+    let patch = format!(
+        "machine:\n  logging:\n    destinations:\n      - endpoint: tcp://10.5.0.1:{port}/\n        format: json_lines\n        extraTags:\n          cluster: {0}\n      - endpoint: udp://10.5.0.1:{port}/\n        format: json_lines\n",
+        c.name
+    );
+    c.ok(&[
+        "patch",
+        "machineconfig",
+        "--mode",
+        "no-reboot",
+        "-p",
+        &patch,
+    ]);
+    c.ok(&["service", "trustd", "restart"]);
+    let check = |line: &str| {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for k in ["msg", "talos-level", "talos-service", "talos-time"] {
+            assert!(v[k].is_string(), "{k} missing in {line}");
+        }
+        v
+    };
+    tcp.set_nonblocking(false).unwrap();
+    let (conn, _) = tcp.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(conn);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let first = check(&line);
+    assert_eq!(first["cluster"], c.name.as_str());
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 65536];
+    let n = udp.recv(&mut buf).unwrap();
+    check(std::str::from_utf8(&buf[..n]).unwrap().trim_end());
+
+    // The receiver goes away for 30 s while the node logs: the node runs on, the queue holds
+    // what it can, and delivery resumes when the receiver is back.
+    drop(reader);
+    drop(tcp);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        c.ok(&["service", "trustd", "restart"]);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let status = c.ok(&["get", "logdestinations", "-o", "yaml"]);
+    assert!(status.contains("connected: false"), "{status}");
+    assert!(c.ok(&["version"]).contains("Tag:"));
+    let tcp = in_netns(&c.name, move || {
+        std::net::TcpListener::bind(("10.5.0.1", port)).unwrap()
+    })
+    .join()
+    .unwrap();
+    let (conn, _) = tcp.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(conn);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    check(&line);
+    let status = c.ok(&["get", "logdestinations", "-o", "yaml"]);
+    assert!(status.contains("dropped: "), "{status}");
+    c.destroy_and_check();
+}
