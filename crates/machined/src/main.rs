@@ -44,9 +44,15 @@ struct Args {
     /// PID 1, nowhere otherwise (they are still kept in memory).
     #[arg(long)]
     log_dir: Option<PathBuf>,
-    /// Which part of the node this process is: machined, or apid or trustd (run by machined).
-    #[arg(long, default_value = "machined", value_parser = ["machined", "apid", "trustd"])]
+    /// Which part of the node this process is: machined, or apid or trustd (run by machined);
+    /// `logship-bench` measures log shipping (bench/logship.sh).
+    #[arg(long, default_value = "machined", value_parser = ["machined", "apid", "trustd", "logship-bench"])]
     role: String,
+    /// logship-bench: where to ship, and how many records.
+    #[arg(long, hide = true)]
+    bench_endpoint: Option<String>,
+    #[arg(long, hide = true, default_value_t = 100_000)]
+    bench_records: u64,
     /// The EPHEMERAL directory (node data such as etcd's); wiped by a reset.
     #[arg(long)]
     ephemeral_dir: Option<PathBuf>,
@@ -344,6 +350,12 @@ async fn run(args: Args) -> Result<Exit, String> {
     match args.role.as_str() {
         "trustd" => return run_trustd(args).await,
         "apid" => return run_apid(args).await,
+        "logship-bench" => {
+            let endpoint = args.bench_endpoint.ok_or("--bench-endpoint is required")?;
+            let took = logship::bench(&endpoint, args.bench_records).await?;
+            println!("{}", took.as_millis());
+            return Ok(Exit::Shutdown);
+        }
         _ => {}
     }
     reaper::start();
