@@ -11,8 +11,7 @@ use dhcproto::v4::{
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
 use crate::network::{
-    AddressSpecSpec, Layered, RouteSpecSpec, ADDRESS_SPEC, LINK_STATUS, NETWORK_CONFIG_NS,
-    ROUTE_SPEC,
+    Layered, RouteSpecSpec, ADDRESS_SPEC, LINK_STATUS, NETWORK_CONFIG_NS, ROUTE_SPEC,
 };
 use crate::node::NETWORK_NS;
 
@@ -224,15 +223,12 @@ impl Controller for OperatorController {
             }
             if let Some((lease, at)) = self.leases.get(link) {
                 next = next.min((lease.duration / 2).saturating_sub(at.elapsed()));
-                let address = AddressSpecSpec {
-                    address: format!("{}/{}", lease.address, lease.prefix),
-                    link_name: link.clone(),
-                    family: "inet4".into(),
-                    scope: "global".into(),
-                    flags: "permanent".into(),
-                    announce_with_arp: false,
-                    layer: "operator".into(),
-                };
+                let address = crate::netconfig::address_spec(
+                    &format!("{}/{}", lease.address, lease.prefix),
+                    link,
+                    "operator",
+                )
+                .expect("an address");
                 let id = format!("dhcp4/{link}/{}", address.address);
                 ctx.modify(NETWORK_CONFIG_NS, ADDRESS_SPEC, &id, |_| address)?;
                 if let Some(router) = lease.router {

@@ -248,13 +248,9 @@ impl Controller for VipController {
             return Ok(());
         }
         let spec = AddressSpecSpec {
-            address: format!("{ip}/32"),
-            link_name: link.clone(),
-            family: "inet4".into(),
-            scope: "global".into(),
-            flags: "permanent".into(),
             announce_with_arp: true,
-            layer: "operator".into(),
+            ..crate::netconfig::address_spec(&format!("{ip}/32"), &link, "operator")
+                .expect("an address")
         };
         ctx.modify(
             NETWORK_CONFIG_NS,
