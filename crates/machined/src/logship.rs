@@ -62,10 +62,90 @@ pub fn shipper() -> &'static Shipper {
     GLOBAL.get_or_init(Shipper::default)
 }
 
+static KERNEL: std::sync::OnceLock<Shipper> = std::sync::OnceLock::new();
+
+/// The kernel log's shipper (its destinations: KmsgLogConfig, `talos.logging.kernel=`); the
+/// first call starts reading `/dev/kmsg`.
+fn kernel_shipper() -> &'static Shipper {
+    KERNEL.get_or_init(|| {
+        let s = Shipper::default();
+        let reader = s.clone();
+        std::thread::spawn(move || read_kmsg(&reader));
+        s
+    })
+}
+
+const FACILITIES: [&str; 24] = [
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "", "", "", "", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+const PRIORITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// A `/dev/kmsg` record (`prio,seq,usec,flags;message`) as the fields shipped for it;
+/// `boot`: when the kernel started (to turn its clock into wall time).
+pub fn kmsg_fields(
+    record: &str,
+    boot: std::time::SystemTime,
+) -> Option<Vec<(&'static str, serde_json::Value)>> {
+    let (meta, rest) = record.split_once(';')?;
+    let mut meta = meta.split(',');
+    let prio: usize = meta.next()?.parse().ok()?;
+    let seq: u64 = meta.next()?.parse().ok()?;
+    let usec: u64 = meta.next()?.parse().ok()?;
+    let msg = rest.lines().next().unwrap_or_default();
+    let priority = PRIORITIES[prio & 7];
+    Some(vec![
+        ("clock", rfc3339(boot + Duration::from_micros(usec)).into()),
+        (
+            "facility",
+            FACILITIES.get(prio >> 3).copied().unwrap_or("").into(),
+        ),
+        ("msg", msg.into()),
+        ("priority", priority.into()),
+        ("seq", seq.into()),
+        ("talos-level", priority.into()),
+        ("talos-time", now_rfc3339().into()),
+    ])
+}
+
+fn read_kmsg(shipper: &Shipper) {
+    use std::io::Read;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let boot = std::time::SystemTime::now() - Duration::from_secs_f64(uptime);
+    let mut f = match std::fs::File::open("/dev/kmsg") {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the kernel log: none shipped");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                if let Some(fields) = kmsg_fields(&String::from_utf8_lossy(&buf[..n]), boot) {
+                    shipper.fields(&fields);
+                }
+            }
+            // EPIPE: records overwritten before they were read; go on with the next.
+            Err(e) if e.raw_os_error() == Some(32) => continue,
+            _ => return,
+        }
+    }
+}
+
 fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -90,21 +170,22 @@ fn now_rfc3339() -> String {
 impl Shipper {
     /// One log record of `service`.
     pub fn record(&self, service: &str, level: &str, msg: &str) {
+        self.fields(&[
+            ("msg", msg.into()),
+            ("talos-level", level.into()),
+            ("talos-service", service.into()),
+            ("talos-time", now_rfc3339().into()),
+        ]);
+    }
+
+    /// One record of these fields, then each destination's extra tags.
+    pub fn fields(&self, fields: &[(&str, serde_json::Value)]) {
         let mut inner = self.inner.lock().expect("shipper");
         if inner.destinations.is_empty() {
             return;
         }
-        // The fields every destination gets, then each one's extra tags.
-        let mut base = Vec::with_capacity(msg.len() + 112);
-        for (i, (k, v)) in [
-            ("msg", msg),
-            ("talos-level", level),
-            ("talos-service", service),
-            ("talos-time", &now_rfc3339()),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        let mut base = Vec::with_capacity(160);
+        for (i, (k, v)) in fields.iter().enumerate() {
             base.push(if i == 0 { b'{' } else { b',' });
             let _ = serde_json::to_writer(&mut base, k);
             base.push(b':');
@@ -350,8 +431,11 @@ pub async fn bench(endpoint: &str, records: u64) -> Result<Duration, String> {
     Ok(started.elapsed())
 }
 
-/// Keeps the shipper's destinations in step with the config and publishes their counters.
-pub struct LogShippingController;
+/// Keeps the shippers' destinations in step with the config (and the kernel command line's
+/// `talos.logging.kernel=`) and publishes their counters.
+pub struct LogShippingController {
+    pub cmdline_kernel: Vec<String>,
+}
 
 #[async_trait::async_trait]
 impl Controller for LogShippingController {
@@ -368,30 +452,54 @@ impl Controller for LogShippingController {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let wanted: Vec<(String, serde_json::Map<String, serde_json::Value>)> =
-            machine_config(ctx)?
-                .and_then(|c| c.pointer("/machine/logging/destinations").cloned())
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter(|d| {
-                    d.get("format")
-                        .and_then(|f| f.as_str())
-                        .unwrap_or("json_lines")
-                        == "json_lines"
-                })
-                .filter_map(|d| {
-                    let endpoint = d.get("endpoint")?.as_str()?.to_string();
-                    let extra = d
-                        .get("extraTags")
-                        .and_then(|t| t.as_object().cloned())
-                        .unwrap_or_default();
-                    Some((endpoint, extra))
-                })
-                .collect();
-        let busy = !wanted.is_empty();
+        let cfg = machine_config(ctx)?;
+        let wanted: Vec<(String, serde_json::Map<String, serde_json::Value>)> = cfg
+            .as_ref()
+            .and_then(|c| c.pointer("/machine/logging/destinations").cloned())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| {
+                d.get("format")
+                    .and_then(|f| f.as_str())
+                    .unwrap_or("json_lines")
+                    == "json_lines"
+            })
+            .filter_map(|d| {
+                let endpoint = d.get("endpoint")?.as_str()?.to_string();
+                let extra = d
+                    .get("extraTags")
+                    .and_then(|t| t.as_object().cloned())
+                    .unwrap_or_default();
+                Some((endpoint, extra))
+            })
+            .collect();
+        let mut kernel: Vec<String> = cfg
+            .as_ref()
+            .map(|c| {
+                c.kind("KmsgLogConfig")
+                    .filter_map(|d| d.value.get("url")?.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        kernel.extend(self.cmdline_kernel.iter().cloned());
+        kernel.sort();
+        kernel.dedup();
+        let busy = !wanted.is_empty() || !kernel.is_empty();
         shipper().configure(wanted);
-        for s in shipper().statuses() {
+        if !kernel.is_empty() || KERNEL.get().is_some() {
+            kernel_shipper().configure(
+                kernel
+                    .into_iter()
+                    .map(|u| (u, Default::default()))
+                    .collect(),
+            );
+        }
+        let statuses = shipper()
+            .statuses()
+            .into_iter()
+            .chain(KERNEL.get().map(Shipper::statuses).unwrap_or_default());
+        for s in statuses {
             let id = s.endpoint.clone();
             ctx.modify(RUNTIME_NS, LOG_DESTINATION_STATUS, &id, |_| s)?;
         }
@@ -432,6 +540,24 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Layer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_records() {
+        let boot = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let f = kmsg_fields(
+            "30,1234,5000000,-;eth0: link becomes ready\n SUBSYSTEM=net\n",
+            boot,
+        )
+        .unwrap();
+        let get = |k: &str| f.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+        assert_eq!(get("facility"), "daemon");
+        assert_eq!(get("priority"), "info");
+        assert_eq!(get("talos-level"), "info");
+        assert_eq!(get("seq"), 1234);
+        assert_eq!(get("msg"), "eth0: link becomes ready");
+        assert_eq!(get("clock"), "2023-11-14T22:13:25.000000000Z");
+        assert!(kmsg_fields("garbage", boot).is_none());
+    }
 
     #[test]
     fn times_are_rfc3339_with_nanoseconds() {

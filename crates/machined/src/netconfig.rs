@@ -37,6 +37,8 @@ pub struct Cmdline {
     pub hostname: Option<String>,
     /// `talos.network.interface.ignore=` (may repeat).
     pub ignore: Vec<String>,
+    /// `talos.logging.kernel=`: where the kernel log is shipped (may repeat).
+    pub logging_kernel: Vec<String>,
 }
 
 impl Cmdline {
@@ -47,6 +49,7 @@ impl Cmdline {
                 Some(("ip", v)) => c.ip = Some(v.into()),
                 Some(("talos.hostname", v)) => c.hostname = Some(v.into()),
                 Some(("talos.network.interface.ignore", v)) => c.ignore.push(v.into()),
+                Some(("talos.logging.kernel", v)) => c.logging_kernel.push(v.into()),
                 _ => {}
             }
         }

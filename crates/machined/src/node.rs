@@ -284,8 +284,10 @@ impl Node {
             crate::container::rooted(),
         ))
         .map_err(|e| e.to_string())?;
-        rt.register(crate::logship::LogShippingController)
-            .map_err(|e| e.to_string())?;
+        rt.register(crate::logship::LogShippingController {
+            cmdline_kernel: crate::netconfig::Cmdline::read().logging_kernel,
+        })
+        .map_err(|e| e.to_string())?;
         let discovery = crate::discovery::Handle::default();
         rt.register(crate::discovery::ConfigController {
             handle: discovery.clone(),

@@ -1028,9 +1028,20 @@ fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
         return;
     }
     let c = TestCluster::new("l");
-    c.create("1", "0", &[]);
-    // Receivers on the cluster's gateway, where the node can reach them.
+    // Receivers on the cluster's gateway, where the node can reach them; the kernel log goes
+    // to the one the kernel command line names.
     let port = 40_000 + (std::process::id() % 10_000) as u16;
+    let kernel_arg = format!("talos.logging.kernel=tcp://10.5.0.1:{}/", port + 1);
+    c.create("1", "0", &["--extra-boot-kernel-args", &kernel_arg]);
+    let kernel = in_netns(&c.name, move || {
+        let l = std::net::TcpListener::bind(("10.5.0.1", port + 1)).unwrap();
+        let (conn, _) = l.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(conn), &mut line).unwrap();
+        line
+    });
     let tcp = in_netns(&c.name, move || {
         std::net::TcpListener::bind(("10.5.0.1", port)).unwrap()
     })
@@ -1101,5 +1112,17 @@ fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
     check(&line);
     let status = c.ok(&["get", "logdestinations", "-o", "yaml"]);
     assert!(status.contains("dropped: "), "{status}");
+    let record: serde_json::Value = serde_json::from_str(&kernel.join().unwrap()).unwrap();
+    for k in [
+        "clock",
+        "facility",
+        "msg",
+        "priority",
+        "seq",
+        "talos-level",
+        "talos-time",
+    ] {
+        assert!(!record[k].is_null(), "{k} missing in {record}");
+    }
     c.destroy_and_check();
 }
