@@ -4,6 +4,7 @@ mod apply;
 mod client;
 mod cluster;
 mod config_cmd;
+mod dashboard;
 mod etcd;
 mod events;
 mod gen;
@@ -91,6 +92,8 @@ enum Command {
     Reset(system::ResetArgs),
     /// Resource use of the nodes' system services.
     Stats(system::StatsArgs),
+    /// A terminal UI per node: summary, network, logs.
+    Dashboard(dashboard::DashboardArgs),
     /// Bootstrap the etcd cluster on one control plane node.
     Bootstrap(etcd::BootstrapArgs),
     /// Manage the etcd cluster.
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
         Command::Shutdown(a) => block_on(system::shutdown(a)),
         Command::Reset(a) => block_on(system::reset(a)),
         Command::Stats(a) => block_on(system::stats(a)),
+        Command::Dashboard(a) => dashboard::dashboard(a),
         Command::Bootstrap(a) => block_on(etcd::bootstrap(a)),
         Command::Etcd(a) => block_on(etcd::run(a)),
         Command::Health(a) => block_on(health::run(a)),

@@ -552,6 +552,65 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
 
     let status = c.ok(&["etcd", "status"]);
     assert!(status.contains("10.5.0.2"), "{status}");
+
+    // The dashboard, driven in tmux: the first node's summary, then the other node's.
+    let session = format!("dash-{}", c.name);
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cmd = format!(
+        "TALOSCONFIG={} {} dashboard -n 10.5.0.2,10.5.0.3 -d 1s",
+        c.dir.join("talosconfig").display(),
+        env!("CARGO_BIN_EXE_talosctl")
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "140",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-t", &session]);
+    let wait_screen = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = screen();
+            if s.contains(want) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dashboard never showed {want:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let first = wait_screen(&format!("Host: {}-controlplane-1", c.name));
+    for want in [
+        "Type: controlplane",
+        "etcd: Running",
+        "trustd Running",
+        "eth0: 10.5.0.2/24",
+    ] {
+        assert!(first.contains(want), "{first}");
+    }
+    tmux(&["send-keys", "-t", &session, "Right"]);
+    let second = wait_screen(&format!("Host: {}-worker-1", c.name));
+    assert!(
+        second.contains("[2/2]") && second.contains("Type: worker"),
+        "{second}"
+    );
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tmux(&["list-sessions"]).contains(&session) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&["kill-session", "-t", &session]);
     c.destroy_and_check();
 }
 
