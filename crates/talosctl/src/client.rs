@@ -269,19 +269,47 @@ pub fn per_node(errors: Vec<String>) -> Result<()> {
 }
 
 /// Copy a stream of `common.Data` to stdout as it comes (each chunk after `prefix`).
+/// A node's data stream on stdout, every line prefixed with `prefix` (a line split across
+/// messages is put back together first).
 pub async fn print_data(
     t: &Target,
     mut stream: tonic::Streaming<api::common::Data>,
     prefix: &str,
 ) -> Result<()> {
     use std::io::Write;
-    let mut out = std::io::stdout();
-    while let Some(d) = stream.message().await.map_err(|s| call_error(&t.node, s))? {
+    let mut pending: Vec<u8> = Vec::new();
+    let write = |line: &[u8]| {
+        let mut out = std::io::stdout().lock();
         out.write_all(prefix.as_bytes()).ok();
-        out.write_all(&d.bytes).ok();
+        out.write_all(line).ok();
+        out.write_all(b"\n").ok();
         out.flush().ok();
+    };
+    while let Some(d) = stream.message().await.map_err(|s| call_error(&t.node, s))? {
+        pending.extend_from_slice(&d.bytes);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            write(&line[..line.len() - 1]);
+        }
+    }
+    if !pending.is_empty() {
+        write(&pending);
     }
     Ok(())
+}
+
+/// Runs `f` for every target at once (following streams side by side); the errors, by node.
+pub async fn each<F, Fut>(targets: &[Target], f: F) -> Result<()>
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let errors: Vec<String> = futures::future::join_all(targets.iter().cloned().map(f))
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    per_node(errors)
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub struct LogsArgs {
     /// Lines from the end (-1: all).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     tail: i32,
+    /// A container's logs (in the k8s namespace) instead of a system service's.
+    #[arg(short, long)]
+    kubernetes: bool,
 }
 
 fn ago(ts: Option<&prost_types::Timestamp>) -> String {
@@ -190,17 +193,26 @@ pub async fn service(a: ServiceArgs) -> Result<()> {
 
 pub async fn logs(a: LogsArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
-    let stream = client::machine(t)
-        .logs(LogsRequest {
-            namespace: "system".into(),
-            id: a.id.clone(),
-            driver: 0,
-            follow: a.follow,
-            tail_lines: a.tail,
-        })
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-        .into_inner();
-    client::print_data(t, stream, "").await
+    if a.kubernetes {
+        return Err(Error::msg(format!(
+            "no container \"{}\": the nodes run no containers yet (logs -k shows a container's logs)",
+            a.id
+        )));
+    }
+    let a = &a;
+    client::each(&targets, |t| async move {
+        let stream = client::machine(&t)
+            .logs(LogsRequest {
+                namespace: "system".into(),
+                id: a.id.clone(),
+                driver: 0,
+                follow: a.follow,
+                tail_lines: a.tail,
+            })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?
+            .into_inner();
+        client::print_data(&t, stream, &format!("{}: ", t.node)).await
+    })
+    .await
 }

@@ -354,16 +354,19 @@ pub struct DmesgArgs {
 
 pub async fn dmesg(a: DmesgArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let t = targets.first().ok_or_else(|| Error::msg("no node"))?;
-    let stream = client::machine(t)
-        .dmesg(api::machine::DmesgRequest {
-            follow: a.follow,
-            tail: a.tail,
-        })
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-        .into_inner();
-    client::print_data(t, stream, &format!("{}: ", t.node)).await
+    let a = &a;
+    client::each(&targets, |t| async move {
+        let stream = client::machine(&t)
+            .dmesg(api::machine::DmesgRequest {
+                follow: a.follow,
+                tail: a.tail,
+            })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?
+            .into_inner();
+        client::print_data(&t, stream, &format!("{}: ", t.node)).await
+    })
+    .await
 }
 
 #[derive(Args)]

@@ -1074,8 +1074,21 @@ fn services_and_logs() {
         "{status}"
     );
     assert!(status.contains("]: Started task trustd (PID "), "{status}");
+    // Every line with its node, as upstream prints it.
     let logs = stdout(&run(&["logs", "trustd"]));
-    assert!(logs.starts_with("trustd listening on 127.0.0.1:"), "{logs}");
+    assert!(
+        logs.starts_with(&format!("{ep}: trustd listening on 127.0.0.1:")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines().all(|l| l.starts_with(&format!("{ep}: "))),
+        "{logs}"
+    );
+    let k = run(&["logs", "-k", "kube-apiserver"]);
+    assert!(
+        String::from_utf8_lossy(&k.stderr).contains("run no containers"),
+        "{k:?}"
+    );
     assert!(std::fs::read_to_string(d.path("log/trustd.log"))
         .unwrap()
         .starts_with("trustd listening"));
