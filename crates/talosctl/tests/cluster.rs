@@ -559,9 +559,22 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         let out = Command::new("tmux").args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // With a read-only client: os:reader is enough.
+    let reader = c.dir.join("reader-talosconfig");
+    let secrets = c.dir.join("state").join(&c.name).join("secrets.yaml");
+    c.ok(&[
+        "config",
+        "new",
+        reader.to_str().unwrap(),
+        "--roles",
+        "os:reader",
+        "--with-secrets",
+        secrets.to_str().unwrap(),
+    ]);
+    let endpoint = c.record()["api_endpoint"].as_str().unwrap().to_string();
     let cmd = format!(
-        "TALOSCONFIG={} {} dashboard -n 10.5.0.2,10.5.0.3 -d 1s",
-        c.dir.join("talosconfig").display(),
+        "TALOSCONFIG={} {} dashboard -e {endpoint} -n 10.5.0.2,10.5.0.3 -d 1s",
+        reader.display(),
         env!("CARGO_BIN_EXE_talosctl")
     );
     tmux(&[
