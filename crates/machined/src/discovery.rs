@@ -397,14 +397,8 @@ impl Controller for ConfigController {
             .and_then(|r| r.spec::<IdentitySpec>().map(|i| i.node_id.clone()));
         let hostname = spec(HOSTNAME_STATUS, NETWORK_NS, "hostname")?
             .and_then(|r| r.spec::<HostnameSpec>().map(|h| h.hostname.clone()));
-        let addresses: Vec<Vec<u8>> = spec(crate::network::NODE_ADDRESS, NETWORK_NS, "current")?
-            .and_then(|r| {
-                r.spec::<crate::network::NodeAddressSpec>()
-                    .map(|a| a.addresses.clone())
-            })
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
+        let addresses: Vec<Vec<u8>> = crate::network::node_ips(ctx, "current")?
+            .into_iter()
             .map(|ip| match ip {
                 IpAddr::V4(v4) => v4.octets().to_vec(),
                 IpAddr::V6(v6) => v6.octets().to_vec(),

@@ -18,13 +18,13 @@ use std::net::IpAddr;
 
 use machinery::config::types as t;
 use machinery::config::Config;
-use resources::{Controller, ControllerError, Input, Output, Pointer, ReconcileContext};
+use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
 use crate::network::{
-    AddressSpecSpec, HostnameSpecSpec, Layered, LinkSpecSpec, LinkStatusSpec, NodeAddressSpec,
-    OperatorSpecSpec, ResolverSpecSpec, RouteSpecSpec, SlaveSpec, TimeServerSpecSpec, ADDRESS_SPEC,
-    HOSTNAME_SPEC, LINK_SPEC, LINK_STATUS, NETWORK_CONFIG_NS, NODE_ADDRESS, OPERATOR_SPEC,
-    RESOLVER_SPEC, ROUTE_SPEC, TIME_SERVER_SPEC,
+    AddressSpecSpec, HostnameSpecSpec, Layered, LinkSpecSpec, LinkStatusSpec, OperatorSpecSpec,
+    ResolverSpecSpec, RouteSpecSpec, SlaveSpec, TimeServerSpecSpec, ADDRESS_SPEC, HOSTNAME_SPEC,
+    LINK_SPEC, LINK_STATUS, NETWORK_CONFIG_NS, NODE_ADDRESS, OPERATOR_SPEC, RESOLVER_SPEC,
+    ROUTE_SPEC, TIME_SERVER_SPEC,
 };
 use crate::node::{machine_config, CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID, NETWORK_NS};
 
@@ -829,12 +829,7 @@ impl Controller for ConfigController {
             .iter()
             .filter_map(|r| Some((r.metadata.id.clone(), r.spec::<LinkStatusSpec>()?.clone())))
             .collect();
-        let node_address = ctx
-            .get(&Pointer::new(NETWORK_NS, NODE_ADDRESS, "default"))?
-            .and_then(|r| {
-                r.spec::<NodeAddressSpec>()
-                    .and_then(|a| a.addresses.first()?.split('/').next()?.parse().ok())
-            });
+        let node_address = crate::network::node_ips(ctx, "default")?.first().copied();
         let specs = gather(cfg.as_ref(), &self.cmdline, &links, node_address);
         for w in &specs.warnings {
             tracing::warn!("{w}");

@@ -259,6 +259,18 @@ fn specs<S: Clone + Send + Sync + std::fmt::Debug + 'static>(
         .collect())
 }
 
+/// The IPs (prefixes dropped) of one of the node's NodeAddresses: `default`, `current` or
+/// `accumulative`.
+pub fn node_ips(ctx: &ReconcileContext, id: &str) -> Result<Vec<IpAddr>, ControllerError> {
+    Ok(ctx
+        .get(&resources::Pointer::new(NETWORK_NS, NODE_ADDRESS, id))?
+        .and_then(|r| r.spec::<NodeAddressSpec>().map(|a| a.addresses.clone()))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .collect())
+}
+
 /// The merged operator specs of one kind.
 pub fn operators(
     ctx: &ReconcileContext,
@@ -1352,10 +1364,7 @@ impl Controller for EtcFilesController {
                 "hostname",
             ))?
             .and_then(|r| r.spec::<crate::node::HostnameSpec>().cloned());
-        let addresses = ctx
-            .get(&Pointer::new(NETWORK_NS, NODE_ADDRESS, "current"))?
-            .and_then(|r| r.spec::<NodeAddressSpec>().map(|a| a.addresses.clone()))
-            .unwrap_or_default();
+        let addresses = node_ips(ctx, "current")?;
         let default_route = ctx
             .list(NETWORK_NS, ROUTE_STATUS, &LabelQuery::all())?
             .iter()
@@ -1383,7 +1392,7 @@ impl Controller for EtcFilesController {
             };
             let mut hosts =
                 String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
-            if let Some(ip) = addresses.first().and_then(|a| a.split('/').next()) {
+            if let Some(ip) = addresses.first() {
                 hosts.push_str(&format!("{ip} {fqdn} {}\n", h.hostname));
             }
             for (ip, names) in extra_hosts(crate::node::machine_config(ctx)?.as_ref()) {

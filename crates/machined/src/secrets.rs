@@ -81,15 +81,11 @@ pub struct ApiCertController {
 impl ApiCertController {
     /// Names and addresses: the node's every address so far (accumulative, so that a shared IP
     /// coming and going does not re-issue it each time).
-    fn sans(cfg: &Config, hostname: &str, addresses: &[String]) -> (Vec<String>, Vec<IpAddr>) {
+    fn sans(cfg: &Config, hostname: &str, addresses: &[IpAddr]) -> (Vec<String>, Vec<IpAddr>) {
         let mut dns = vec!["localhost".to_string(), hostname.to_string()];
         let mut ips: Vec<IpAddr> =
             vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
-        ips.extend(
-            addresses
-                .iter()
-                .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok()),
-        );
+        ips.extend_from_slice(addresses);
         for san in cfg
             .pointer("/machine/certSANs")
             .and_then(|v| v.as_array())
@@ -137,17 +133,7 @@ impl Controller for ApiCertController {
         else {
             return Ok(());
         };
-        let addresses = ctx
-            .get(&Pointer::new(
-                NETWORK_NS,
-                crate::network::NODE_ADDRESS,
-                "accumulative",
-            ))?
-            .and_then(|r| {
-                r.spec::<crate::network::NodeAddressSpec>()
-                    .map(|a| a.addresses.clone())
-            })
-            .unwrap_or_default();
+        let addresses = crate::network::node_ips(ctx, "accumulative")?;
         let (dns, ips) = Self::sans(&cfg, &hostname, &addresses);
         let sans: Vec<String> = dns
             .iter()
