@@ -304,6 +304,23 @@ impl Specs {
             Some(crate::network::Dhcp4Options { route_metric });
     }
 
+    /// DHCP and the shared IP of a v1alpha1 interface or VLAN.
+    fn v1_operators(
+        &mut self,
+        link: &str,
+        dhcp: Option<bool>,
+        options: Option<&t::DHCPOptions>,
+        vip: Option<&t::VIP>,
+    ) {
+        const L: &str = "configuration";
+        if dhcp == Some(true) {
+            self.dhcp(link, options.and_then(|o| o.route_metric), L);
+        }
+        if let Some(ip) = vip.and_then(|v| v.ip.as_deref()) {
+            self.operator("vip", link, ip, L);
+        }
+    }
+
     /// Addresses, routes, MTU and state of a link of the configuration layer.
     fn common(
         &mut self,
@@ -566,13 +583,7 @@ fn configuration(
                 &v1_addresses(dev.addresses.clone()),
                 &v1_routes(dev.routes.clone()),
             );
-            if dev.dhcp == Some(true) {
-                let metric = dev.dhcp_options.as_ref().and_then(|o| o.route_metric);
-                specs.dhcp(&name, metric, L);
-            }
-            if let Some(ip) = dev.vip.as_ref().and_then(|v| v.ip.as_deref()) {
-                specs.operator("vip", &name, ip, L);
-            }
+            specs.v1_operators(&name, dev.dhcp, dev.dhcp_options.as_ref(), dev.vip.as_ref());
             for vlan in dev.vlans.iter().flatten() {
                 let Some(id) = vlan.vlan_id else { continue };
                 let vname = format!("{name}.{id}");
@@ -587,13 +598,12 @@ fn configuration(
                     &v1_addresses(vlan.addresses.clone()),
                     &v1_routes(vlan.routes.clone()),
                 );
-                if vlan.dhcp == Some(true) {
-                    let metric = vlan.dhcp_options.as_ref().and_then(|o| o.route_metric);
-                    specs.dhcp(&vname, metric, L);
-                }
-                if let Some(ip) = vlan.vip.as_ref().and_then(|v| v.ip.as_deref()) {
-                    specs.operator("vip", &vname, ip, L);
-                }
+                specs.v1_operators(
+                    &vname,
+                    vlan.dhcp,
+                    vlan.dhcp_options.as_ref(),
+                    vlan.vip.as_ref(),
+                );
             }
         }
     }
