@@ -43,14 +43,6 @@ struct Snapshot {
     error: Option<String>,
 }
 
-fn yaml_field(spec: &str, key: &str) -> String {
-    machinery::yaml::parse_stream(spec)
-        .ok()
-        .and_then(|d| d.into_iter().next())
-        .and_then(|d| d.value.get(key).and_then(|v| v.as_str()).map(String::from))
-        .unwrap_or_default()
-}
-
 async fn fetch(t: &Target, log_service: &str) -> Snapshot {
     let mut s = Snapshot::default();
     let mut m = client::machine(t);
@@ -153,9 +145,10 @@ async fn fetch(t: &Target, log_service: &str) -> Snapshot {
             .into_inner();
         while let Some(item) = list.next().await {
             if let Some(spec) = item.map_err(err)?.resource.and_then(|r| r.spec) {
+                let v = crate::get::yaml_value(&spec.yaml_spec);
                 let (link, addr) = (
-                    yaml_field(&spec.yaml_spec, "linkName"),
-                    yaml_field(&spec.yaml_spec, "address"),
+                    v["linkName"].as_str().unwrap_or_default(),
+                    v["address"].as_str().unwrap_or_default(),
                 );
                 if link != "lo" {
                     s.addresses.push(format!("{link}: {addr}"));

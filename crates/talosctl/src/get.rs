@@ -38,7 +38,8 @@ struct Def {
     columns: Vec<(String, String)>,
 }
 
-fn yaml_value(text: &str) -> Value {
+/// The first document of a resource's YAML spec, as a value (null when there is none).
+pub fn yaml_value(text: &str) -> Value {
     machinery::yaml::parse_stream(text)
         .ok()
         .and_then(|d| d.into_iter().next())

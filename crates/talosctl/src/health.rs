@@ -113,11 +113,7 @@ pub async fn members(t: &client::Target) -> Result<Vec<(String, String)>> {
         let Some(spec) = item.resource.and_then(|r| r.spec) else {
             continue;
         };
-        let v = machinery::yaml::parse_stream(&spec.yaml_spec)
-            .ok()
-            .and_then(|d| d.into_iter().next())
-            .map(|d| d.value)
-            .unwrap_or_default();
+        let v = crate::get::yaml_value(&spec.yaml_spec);
         if let (Some(ty), Some(addr)) = (v["machineType"].as_str(), v["addresses"][0].as_str()) {
             out.push((ty.to_string(), addr.to_string()));
         }
