@@ -28,7 +28,7 @@ use crate::network::{
 };
 use crate::node::{machine_config, CONFIG_NS, MACHINE_CONFIG, MACHINE_CONFIG_ID, NETWORK_NS};
 
-/// The network settings of the kernel command line.
+/// What machined takes from the kernel command line (network settings, kernel log shipping).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Cmdline {
     /// The value of `ip=`.

@@ -44,8 +44,12 @@ pub const RESOLV_CONF: &str = "/system/etc/resolv.conf";
 pub const HOSTS: &str = "/system/etc/hosts";
 
 /// The network controllers; `apply`: whether specs go to the kernel (a node in its own network
-/// namespace).
-pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> {
+/// namespace); `cmdline`: the kernel command line, read once at start.
+pub fn register(
+    rt: &mut resources::Runtime,
+    apply: bool,
+    cmdline: crate::netconfig::Cmdline,
+) -> Result<(), String> {
     fn merge<S: Layered>(
         rt: &mut resources::Runtime,
         name: &'static str,
@@ -55,10 +59,8 @@ pub fn register(rt: &mut resources::Runtime, apply: bool) -> Result<(), String> 
     }
     let e = |e: resources::RuntimeError| e.to_string();
     rt.register(StatusController::default()).map_err(e)?;
-    rt.register(crate::netconfig::ConfigController {
-        cmdline: crate::netconfig::Cmdline::read(),
-    })
-    .map_err(e)?;
+    rt.register(crate::netconfig::ConfigController { cmdline })
+        .map_err(e)?;
     merge::<AddressSpecSpec>(rt, "network.AddressMergeController", ADDRESS_SPEC).map_err(e)?;
     merge::<RouteSpecSpec>(rt, "network.RouteMergeController", ROUTE_SPEC).map_err(e)?;
     merge::<LinkSpecSpec>(rt, "network.LinkMergeController", LINK_SPEC).map_err(e)?;

@@ -275,7 +275,9 @@ impl Node {
             ttl: std::time::Duration::from_secs(24 * 3600),
         })
         .map_err(|e| e.to_string())?;
-        crate::network::register(&mut rt, crate::container::rooted())?;
+        let cmdline = crate::netconfig::Cmdline::read();
+        let logging_kernel = cmdline.logging_kernel.clone();
+        crate::network::register(&mut rt, crate::container::rooted(), cmdline)?;
         let etcd: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::etcd::Etcd>>> =
             Default::default();
         rt.register(crate::vip::VipController::new(etcd.clone()))
@@ -285,7 +287,7 @@ impl Node {
         ))
         .map_err(|e| e.to_string())?;
         rt.register(crate::logship::LogShippingController {
-            cmdline_kernel: crate::netconfig::Cmdline::read().logging_kernel,
+            cmdline_kernel: logging_kernel,
         })
         .map_err(|e| e.to_string())?;
         let discovery = crate::discovery::Handle::default();
