@@ -272,6 +272,16 @@ impl Drop for TestCluster {
     }
 }
 
+/// Polls `done` every 50 ms until it holds, failing the test after `limit`; how long it took.
+fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
 fn can_run() -> bool {
     let ok = std::fs::metadata("/run").is_ok_and(|_| unsafe { nix::libc::geteuid() } == 0)
         && Path::new("/usr/bin/etcd").exists()
@@ -382,11 +392,7 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         }
     }
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(what, Duration::from_secs(10), f);
     };
     assert_eq!(ids("addresses"), kernel_addrs);
     let kernel_links: std::collections::BTreeSet<String> = kernel("link")
@@ -543,11 +549,9 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     };
     let before = apid_pid(&c).expect("apid runs on the worker");
     c.ok(&["reboot", "-n", "10.5.0.3"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while apid_pid(&c).is_none_or(|p| p == before) {
-        assert!(Instant::now() < deadline, "the worker did not reboot");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the worker to reboot", Duration::from_secs(30), || {
+        apid_pid(&c).is_some_and(|p| p != before)
+    });
     c.healthy("1m");
 
     let status = c.ok(&["etcd", "status"]);
@@ -639,11 +643,11 @@ fn three_control_planes_keep_quorum_scale_and_recover() {
     // A worker removed by `cluster scale` leaves the cluster's discovery as it goes.
     let listed = |host: &str| c.ok(&["get", "members"]).contains(host);
     let worker3 = format!("{}-worker-3", c.name);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !listed(&worker3) {
-        assert!(Instant::now() < deadline, "worker-3 never became a member");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "worker-3 to become a member",
+        Duration::from_secs(20),
+        || listed(&worker3),
+    );
     c.ok(&["cluster", "scale", "--workers", "2"]);
     assert!(!listed(&worker3), "{}", c.ok(&["get", "members"]));
 
@@ -821,11 +825,7 @@ fn a_vip_dhcp_and_a_bridge_come_and_go_without_a_reboot_and_a_vanished_link_is_s
         .to_string()
     };
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(what, Duration::from_secs(15), f);
     };
     let ip_show = |args: &[&str]| {
         let mut all = vec!["-n", node_netns.as_str()];
@@ -1006,17 +1006,9 @@ fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
         let out = c.talosctl(&["get", "members", "-n", ip, "-o", "yaml"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let wait = |what: &str, limit: Duration, f: &dyn Fn() -> bool| -> Duration {
-        let started = Instant::now();
-        while !f() {
-            assert!(started.elapsed() < limit, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        started.elapsed()
-    };
     let ips = ["10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.5", "10.5.0.6"];
     for ip in ips {
-        wait("five members", Duration::from_secs(20), &|| {
+        wait_until("five members", Duration::from_secs(20), || {
             members(ip).matches("nodeId: ").count() == 5
         });
     }
@@ -1039,7 +1031,7 @@ fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
     let gone = std::thread::scope(|scope| {
         let reset = scope.spawn(|| c.ok(&["reset", "-n", "10.5.0.6", "--reboot"]));
         for ip in &ips[..4] {
-            wait("the reset worker gone", Duration::from_secs(5), &|| {
+            wait_until("the reset worker gone", Duration::from_secs(5), || {
                 !members(ip).contains(&worker2)
             });
         }
@@ -1053,17 +1045,17 @@ fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
     // A worker that dies without a word: unreachable within 30 s, gone after its TTL (40 s).
     let worker1 = format!("hostname: {}-worker-1", c.name);
     c.kill("worker-1");
-    let unreachable = wait(
+    let unreachable = wait_until(
         "the dead worker unreachable",
         Duration::from_secs(30),
-        &|| {
+        || {
             let m = members("10.5.0.2");
             m.split("---")
                 .any(|doc| doc.contains(&worker1) && doc.contains("reachable: false"))
         },
     );
     eprintln!("death to unreachable: {unreachable:?}");
-    let expired = wait("the dead worker gone", Duration::from_secs(60), &|| {
+    let expired = wait_until("the dead worker gone", Duration::from_secs(60), || {
         !members("10.5.0.3").contains(&worker1)
     });
     eprintln!("then gone after {expired:?}");
