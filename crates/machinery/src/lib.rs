@@ -7,6 +7,7 @@
 pub mod clientconfig;
 pub mod config;
 pub mod configdiff;
+pub mod cri;
 pub mod docs;
 pub mod duration;
 pub mod error;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use crate::config::{Config, DocId};
+use crate::cri;
 use crate::error::{Error, Problem, Result};
 
 /// Where the node runs; some rules depend on it (an install disk is needed on metal only).
@@ -298,20 +299,104 @@ fn v1alpha1(c: &mut Checker, v: &Value, mode: Mode, has_installer_doc: bool) {
             }
         }
     }
+    registries(c, v);
+}
+
+/// `machine.registries`: mirror names and endpoint URLs, credentials and TLS material.
+fn registries(c: &mut Checker, v: &Value) {
     if let Some(mirrors) = v
         .pointer("/machine/registries/mirrors")
         .and_then(Value::as_object)
     {
         for (host, m) in mirrors {
+            let path = format!("machine.registries.mirrors.{host}");
+            if let Err(e) = cri::check_registry_name(host, true) {
+                c.error(&path, e);
+            }
             for (i, ep) in items(m, "/endpoints").iter().enumerate() {
                 if let Err(e) = check_url(ep.as_str().unwrap_or(""), &["https", "http"]) {
-                    c.error(
-                        &format!("machine.registries.mirrors.{host}.endpoints[{i}]"),
-                        e,
-                    );
+                    c.error(&format!("{path}.endpoints[{i}]"), e);
                 }
             }
         }
+    }
+    let Some(configs) = v
+        .pointer("/machine/registries/config")
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    for (host, rc) in configs {
+        let path = format!("machine.registries.config.{host}");
+        if let Err(e) = cri::check_registry_name(host, false) {
+            c.error(&path, e);
+        }
+        registry_auth(
+            c,
+            rc.get("auth").unwrap_or(&Value::Null),
+            &format!("{path}.auth."),
+        );
+        let pem = |b64: &str| cri::decode_pem(b64);
+        if let Some(ca) = str_at(rc, "/tls/ca") {
+            if let Err(e) = pem(ca).and_then(|p| cri::check_certificates(&p)) {
+                c.error(&format!("{path}.tls.ca"), format!("invalid CA: {e}"));
+            }
+        }
+        let crt = str_at(rc, "/tls/clientIdentity/crt");
+        let key = str_at(rc, "/tls/clientIdentity/key");
+        client_identity(
+            c,
+            crt.map(pem),
+            key.map(pem),
+            &format!("{path}.tls.clientIdentity."),
+            ("crt", "key"),
+        );
+    }
+}
+
+fn registry_auth(c: &mut Checker, a: &Value, prefix: &str) {
+    if let Some(auth) = str_at(a, "/auth") {
+        if let Err(e) = cri::check_auth(auth) {
+            c.error(&format!("{prefix}auth"), e);
+        }
+    }
+    if str_at(a, "/password").is_some() && str_at(a, "/username").is_none() {
+        c.error(&format!("{prefix}username"), "a password needs a username");
+    }
+}
+
+/// A client certificate and key come together and parse.
+fn client_identity(
+    c: &mut Checker,
+    crt: Option<std::result::Result<String, String>>,
+    key: Option<std::result::Result<String, String>>,
+    prefix: &str,
+    (crt_name, key_name): (&str, &str),
+) {
+    match (crt, key) {
+        (None, None) => {}
+        (Some(crt), Some(key)) => {
+            if let Err(e) = crt.and_then(|p| cri::check_certificates(&p)) {
+                c.error(
+                    &format!("{prefix}{crt_name}"),
+                    format!("invalid client certificate: {e}"),
+                );
+            }
+            if let Err(e) = key.and_then(|p| cri::check_key(&p)) {
+                c.error(
+                    &format!("{prefix}{key_name}"),
+                    format!("invalid client key: {e}"),
+                );
+            }
+        }
+        (Some(_), None) => c.error(
+            &format!("{prefix}{key_name}"),
+            "a client certificate needs its key",
+        ),
+        (None, Some(_)) => c.error(
+            &format!("{prefix}{crt_name}"),
+            "a client key needs its certificate",
+        ),
     }
 }
 
@@ -538,6 +623,53 @@ fn multidoc(c: &mut Checker, kind: &str, v: &Value) {
                 }
             }
         }
+        "RegistryMirrorConfig" => {
+            if let Err(e) = cri::check_registry_name(str_at(v, "/name").unwrap_or(""), true) {
+                c.error("name", e);
+            }
+            let endpoints = items(v, "/endpoints");
+            if endpoints.is_empty() {
+                c.error("endpoints", "at least one mirror endpoint is required");
+            }
+            for (i, ep) in endpoints.iter().enumerate() {
+                if let Err(e) = check_url(str_at(ep, "/url").unwrap_or(""), &["https", "http"]) {
+                    c.error(&format!("endpoints[{i}].url"), e);
+                }
+            }
+        }
+        "RegistryAuthConfig" => {
+            if let Err(e) = cri::check_registry_name(str_at(v, "/name").unwrap_or(""), false) {
+                c.error("name", e);
+            }
+            registry_auth(c, v, "");
+        }
+        "RegistryTLSConfig" => {
+            if let Err(e) = cri::check_registry_name(str_at(v, "/name").unwrap_or(""), false) {
+                c.error("name", e);
+            }
+            if let Some(ca) = str_at(v, "/ca") {
+                if let Err(e) = cri::check_certificates(ca) {
+                    c.error("ca", format!("invalid CA: {e}"));
+                }
+            }
+            let pem = |p: Option<&str>| p.map(|p| Ok(p.to_string()));
+            client_identity(
+                c,
+                pem(str_at(v, "/clientIdentity/cert")),
+                pem(str_at(v, "/clientIdentity/key")),
+                "clientIdentity.",
+                ("cert", "key"),
+            );
+        }
+        "CRICustomizationConfig" => {
+            let name = str_at(v, "/name").unwrap_or("");
+            if let Err(e) = cri::merge_parts(&[(
+                name.to_string(),
+                str_at(v, "/content").unwrap_or("").to_string(),
+            )]) {
+                c.error("content", format!("invalid TOML: {e}"));
+            }
+        }
         "KubeNetworkConfig" => {
             for key in ["podSubnets", "serviceSubnets"] {
                 for (i, s) in items(v, &format!("/{key}")).iter().enumerate() {
@@ -554,6 +686,30 @@ fn multidoc(c: &mut Checker, kind: &str, v: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_configs_are_checked() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    token: t\n    ca:\n        crt: x\n    registries:\n        mirrors:\n            http://docker.io:\n                endpoints: [ftp://m]\n        config:\n            m.local:\n                auth:\n                    password: p\n                    auth: '!!'\n                tls:\n                    ca: bm90IGEgY2VydA==\n                    clientIdentity:\n                        crt: bm90IGEgY2VydA==\n---\napiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: ghcr.io\nendpoints:\n    - url: mirror.local\n---\napiVersion: v1alpha1\nkind: RegistryTLSConfig\nname: \"*\"\nca: nope\n---\napiVersion: v1alpha1\nkind: CRICustomizationConfig\nname: bad\ncontent: \"[x\"\n";
+        let cfg = Config::parse(src).unwrap();
+        let err = validate(&cfg, Mode::Container)
+            .into_result(false)
+            .unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "machine.registries.mirrors.http://docker.io: \"http://docker.io\" must be a host (and port), not a URL or path",
+            "machine.registries.mirrors.http://docker.io.endpoints[0]: \"ftp://m\" has scheme ftp, expected https or http",
+            "machine.registries.config.m.local.auth.auth: auth must be base64 of username:password",
+            "machine.registries.config.m.local.auth.username: a password needs a username",
+            "machine.registries.config.m.local.tls.ca: invalid CA: no PEM certificate found",
+            "machine.registries.config.m.local.tls.clientIdentity.key: a client certificate needs its key",
+            "endpoints[0].url: \"mirror.local\" is not a URL",
+            "name: \"*\" names every registry and is only allowed for mirrors",
+            "ca: invalid CA: ",
+            "content: invalid TOML: bad: ",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn reports_every_problem_with_position() {
