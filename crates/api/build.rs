@@ -3,6 +3,7 @@
 fn main() {
     let files = [
         "machine/machine.proto",
+        "machine/image.proto",
         "cosi/state.proto",
         "inspect/inspect.proto",
         "security/security.proto",

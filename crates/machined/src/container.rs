@@ -1,7 +1,8 @@
 //! Container mode: the node is machined as PID 1 of fresh mount, PID and UTS namespaces, inside
-//! a network namespace the provisioner prepared. The host root is seen read-only; `/run`,
-//! `/system` and `/tmp` are the node's own tmpfs; `/var` and `/system/state` are the node's
-//! directories on the host, so they survive a reboot of the node.
+//! a network namespace the provisioner prepared. The host root is seen read-only (`/etc` with a
+//! writable layer of the node's own); `/run`, `/system` and `/tmp` are the node's own tmpfs;
+//! `/var` and `/system/state` are the node's directories on the host, so they survive a reboot
+//! of the node.
 //!
 //! `machined --container DIR --netns NAME` is started by the provisioner. That process (the
 //! shim) enters the network namespace, unshares the rest and forks: the child is PID 1 of the
@@ -158,6 +159,15 @@ fn make_root(dir: &Path) -> Result<(), String> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
     )?;
     read_only_recursive(&at("/sys"))?;
+    // Container runtimes on the node make cgroups for what they run.
+    if Path::new("/sys/fs/cgroup").is_dir() {
+        mnt(
+            Some(Path::new("/sys/fs/cgroup")),
+            &at("/sys/fs/cgroup"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+        )?;
+    }
     // Devices stay usable.
     mnt(
         Some(Path::new("/dev")),
@@ -173,6 +183,25 @@ fn make_root(dir: &Path) -> Result<(), String> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         )?;
     }
+    // /etc is the host's, read-only, under a writable layer of the node's own (the CRI
+    // configuration lives in /etc/cri).
+    let layer = at("/system/overlays/etc");
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(layer.join(d)).map_err(|e| err("/system/overlays/etc", e))?;
+    }
+    let opts = format!(
+        "lowerdir=/etc,upperdir={},workdir={}",
+        layer.join("upper").display(),
+        layer.join("work").display()
+    );
+    mount(
+        Some("overlay"),
+        &at("/etc"),
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| err("mount the /etc overlay", e))?;
     std::fs::create_dir_all(at(STATE_DIR)).map_err(|e| err(STATE_DIR, e))?;
     std::fs::create_dir_all(at("/system/secrets")).map_err(|e| err("/system/secrets", e))?;
     // This binary, wherever it lives on the host (even under /tmp, which the node hides): its

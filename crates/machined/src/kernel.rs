@@ -112,7 +112,11 @@ impl Controller for KernelParamController {
     }
 }
 
-/// Write `machine.files` (at boot). Files go only under /var, the node's writable storage.
+/// The one file outside /var that `machine.files` may write: merged into the CRI configuration.
+const CRI_CUSTOMIZATION: &str = "/etc/cri/conf.d/20-customization.part";
+
+/// Write `machine.files` (at boot). Files go only under /var, the node's writable storage, and
+/// to [`CRI_CUSTOMIZATION`].
 /// `create` writes a file that does not exist yet, `overwrite` replaces one, `append` adds
 /// to one. Returns what could not be done.
 pub fn write_files(cfg: &Config) -> Vec<String> {
@@ -132,8 +136,9 @@ pub fn write_files(cfg: &Config) -> Vec<String> {
             .map(|m| m as u32)
             .unwrap_or(0o644);
         let p = Path::new(path);
-        let result = if !p.is_absolute() || !p.starts_with("/var/") || path.contains("/../") {
-            Err("the path must be absolute and under /var".to_string())
+        let allowed = p.starts_with("/var/") || path == CRI_CUSTOMIZATION;
+        let result = if !p.is_absolute() || !allowed || path.contains("/../") {
+            Err(format!("the path must be absolute and under /var (or be {CRI_CUSTOMIZATION})"))
         } else {
             write_file(p, op, content.as_bytes(), mode)
         };

@@ -3,6 +3,7 @@
 
 mod apid;
 mod container;
+mod cri;
 mod dhcp;
 mod discovery;
 mod etcd;
@@ -380,6 +381,12 @@ async fn run(args: Args) -> Result<Exit, String> {
     }
     let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
     *node.ephemeral.lock().expect("ephemeral") = args.ephemeral_dir.clone();
+    if !maintenance && container::rooted() {
+        match cri::services() {
+            Ok(specs) => specs.into_iter().for_each(|s| node.services.start_service(s)),
+            Err(e) => log(&format!("machined: containerd cannot start: {e}")),
+        }
+    }
     if !maintenance && matches!(config.machine_type(), "controlplane" | "init") {
         node.services
             .start_service(trustd_service(&args, state_file.as_ref())?);

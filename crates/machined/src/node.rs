@@ -263,9 +263,16 @@ impl Node {
         identity.metadata.owner = "machined".into();
         state.create(identity).map_err(|e| e.to_string())?;
 
-        let rt_state = state.clone();
         let events = crate::events::Events::default();
+        let services =
+            crate::services::Supervisor::new(state.clone(), log_dir).with_events(events.clone());
         let mut rt = Runtime::new(state.clone());
+        if crate::container::rooted() {
+            rt.register(crate::cri::CriConfigController {
+                services: services.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        }
         rt.register(MachineTypeController)
             .map_err(|e| e.to_string())?;
         rt.register(HostnameController).map_err(|e| e.to_string())?;
@@ -307,8 +314,7 @@ impl Node {
             state_file,
             reboot: Default::default(),
             shutdown: Default::default(),
-            services: crate::services::Supervisor::new(rt_state, log_dir)
-                .with_events(events.clone()),
+            services,
             events,
             handover: Default::default(),
             ephemeral: Default::default(),

@@ -244,6 +244,15 @@ pub fn machine(t: &Target) -> MachineServiceClient<Routed> {
     MachineServiceClient::with_interceptor(t.channel.clone(), t.route())
 }
 
+pub fn images(
+    t: &Target,
+) -> api::machine::image_service_client::ImageServiceClient<Routed> {
+    api::machine::image_service_client::ImageServiceClient::with_interceptor(
+        t.channel.clone(),
+        t.route(),
+    )
+}
+
 /// A failed call, worded like talosctl: the node and the gRPC message.
 pub fn call_error(node: &str, status: tonic::Status) -> Error {
     let what = match status.code() {

@@ -4,6 +4,7 @@ mod apply;
 mod client;
 mod cluster;
 mod config_cmd;
+mod containers;
 mod dashboard;
 mod etcd;
 mod events;
@@ -90,8 +91,14 @@ enum Command {
     Shutdown(system::NodeArgs),
     /// Wipe nodes (STATE, EPHEMERAL) and stop them, or reboot them into maintenance mode.
     Reset(system::ResetArgs),
-    /// Resource use of the nodes' system services.
+    /// Resource use of the nodes' system services (or, with -k, of Kubernetes' containers).
     Stats(system::StatsArgs),
+    /// List the nodes' containers.
+    #[command(visible_alias = "c")]
+    Containers(containers::ContainersArgs),
+    /// Images on the nodes: list, pull, remove.
+    #[command(visible_alias = "images")]
+    Image(containers::ImageArgs),
     /// A terminal UI per node: summary, network, logs.
     Dashboard(dashboard::DashboardArgs),
     /// Bootstrap the etcd cluster on one control plane node.
@@ -140,6 +147,8 @@ fn main() -> ExitCode {
         Command::Shutdown(a) => block_on(system::shutdown(a)),
         Command::Reset(a) => block_on(system::reset(a)),
         Command::Stats(a) => block_on(system::stats(a)),
+        Command::Containers(a) => block_on(containers::containers(a)),
+        Command::Image(a) => block_on(containers::image(a)),
         Command::Dashboard(a) => dashboard::dashboard(a),
         Command::Bootstrap(a) => block_on(etcd::bootstrap(a)),
         Command::Etcd(a) => block_on(etcd::run(a)),

@@ -193,19 +193,18 @@ pub async fn service(a: ServiceArgs) -> Result<()> {
 
 pub async fn logs(a: LogsArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    if a.kubernetes {
-        return Err(Error::msg(format!(
-            "no container \"{}\": the nodes run no containers yet (logs -k shows a container's logs)",
-            a.id
-        )));
-    }
+    let (namespace, driver) = if a.kubernetes {
+        ("k8s.io", api::common::ContainerDriver::Cri)
+    } else {
+        ("system", api::common::ContainerDriver::Containerd)
+    };
     let a = &a;
     client::each(&targets, |t| async move {
         let stream = client::machine(&t)
             .logs(LogsRequest {
-                namespace: "system".into(),
+                namespace: namespace.into(),
                 id: a.id.clone(),
-                driver: 0,
+                driver: driver as i32,
                 follow: a.follow,
                 tail_lines: a.tail,
             })

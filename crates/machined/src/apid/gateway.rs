@@ -26,6 +26,11 @@ impl Name for MachineName {
     const NAME: &'static str = "machine.MachineService";
 }
 #[derive(Clone)]
+pub struct ImageName;
+impl Name for ImageName {
+    const NAME: &'static str = "machine.ImageService";
+}
+#[derive(Clone)]
 pub struct InspectName;
 impl Name for InspectName {
     const NAME: &'static str = "inspect.InspectService";
@@ -297,6 +302,10 @@ pub async fn serve(
             proxy: proxy.map(Arc::new),
         })
         .add_service(Forward::<MachineName> {
+            channel: forward(()),
+            _name: PhantomData,
+        })
+        .add_service(Forward::<ImageName> {
             channel: forward(()),
             _name: PhantomData,
         })

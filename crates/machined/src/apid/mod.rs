@@ -4,6 +4,7 @@
 mod apply;
 mod auth;
 mod etcd;
+mod images;
 pub mod gateway;
 mod inspect;
 mod proxy;
@@ -285,6 +286,10 @@ impl MachineService for Machine {
         req: Request<api::machine::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
+        if r.namespace == crate::cri::CRI_NS || r.driver == api::common::ContainerDriver::Cri as i32 {
+            let path = crate::cri::log_path(&r.id).await?;
+            return Ok(Response::new(services::container_logs(path, r.tail_lines, r.follow)));
+        }
         let stream = services::logs(&self.node.services, &r.id, r.tail_lines, r.follow)?;
         Ok(Response::new(stream))
     }
@@ -542,10 +547,46 @@ impl MachineService for Machine {
         } else {
             r.namespace
         };
+        if namespace == crate::cri::CRI_NS {
+            return Ok(Response::new(api::machine::StatsResponse {
+                messages: vec![api::machine::Stats {
+                    metadata: None,
+                    stats: crate::cri::cri_stats().await?,
+                }],
+            }));
+        }
         Ok(Response::new(system::stats(
             &self.node.services,
             &namespace,
         )))
+    }
+
+    async fn containers(
+        &self,
+        req: Request<api::machine::ContainersRequest>,
+    ) -> Result<Response<api::machine::ContainersResponse>, Status> {
+        let r = req.into_inner();
+        let containers = if r.namespace == crate::cri::CRI_NS {
+            crate::cri::cri_containers().await?
+        } else if r.namespace.is_empty() || r.namespace == crate::cri::SYSTEM_NS {
+            let mut all = system::service_containers(&self.node.services);
+            // Without containerd (maintenance, or not running yet) the services are all there is.
+            if let Ok(more) = crate::cri::system_containers().await {
+                all.extend(more);
+            }
+            all
+        } else {
+            return Err(Status::invalid_argument(format!(
+                "unknown containerd namespace \"{}\": expected system or k8s.io",
+                r.namespace
+            )));
+        };
+        Ok(Response::new(api::machine::ContainersResponse {
+            messages: vec![api::machine::Container {
+                metadata: None,
+                containers,
+            }],
+        }))
     }
 
     async fn bootstrap(
@@ -699,6 +740,9 @@ pub async fn serve_local(
             node: node.clone(),
             applier: apply::Applier::new(node.clone(), maintenance),
         }))
+        .add_service(
+            api::machine::image_service_server::ImageServiceServer::new(images::Images),
+        )
         .add_service(
             api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {
                 node: node.clone(),

@@ -101,3 +101,63 @@ where
     tokio::spawn(f(tx));
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
+
+/// A CRI container's log file: the messages of its last `tail` lines (all when negative),
+/// then, when following, what is appended (the file is polled; a rotated file is reopened).
+pub fn container_logs(path: std::path::PathBuf, tail: i32, follow: bool) -> DataStream {
+    Box::pin(async_stream(move |tx| async move {
+        let messages = |text: &str| -> Vec<u8> {
+            text.lines()
+                .flat_map(|l| [crate::cri::cri_log_message(l).as_bytes(), b"\n"])
+                .flatten()
+                .copied()
+                .collect()
+        };
+        let text = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(Status::not_found(format!("{}: {e}", path.display()))))
+                    .await;
+                return;
+            }
+        };
+        let mut read = text.len() as u64;
+        // Only whole lines are sent; a partial last line waits for its end.
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let whole = String::from_utf8_lossy(&text[..complete]);
+        let lines: Vec<&str> = whole.lines().collect();
+        let from = usize::try_from(tail).map_or(0, |t| lines.len().saturating_sub(t));
+        let first = messages(&lines[from..].join("\n"));
+        if !first.is_empty() && tx.send(data(first)).await.is_err() {
+            return;
+        }
+        if !follow {
+            return;
+        }
+        read -= (text.len() - complete) as u64;
+        let mut pending = Vec::new();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
+            if (bytes.len() as u64) < read {
+                read = 0; // rotated
+            }
+            pending.extend_from_slice(&bytes[read as usize..]);
+            read = bytes.len() as u64;
+            let Some(end) = pending.iter().rposition(|b| *b == b'\n') else {
+                continue;
+            };
+            let chunk: Vec<u8> = pending.drain(..=end).collect();
+            if tx
+                .send(data(messages(&String::from_utf8_lossy(&chunk))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }))
+}

@@ -480,6 +480,24 @@ pub fn cpu_info() -> Result<api::machine::CpuInfoResponse, Status> {
     })
 }
 
+/// The node's own services as the system namespace's containers (they run as processes).
+pub fn service_containers(services: &crate::services::Supervisor) -> Vec<api::machine::ContainerInfo> {
+    services
+        .list()
+        .into_iter()
+        .map(|s| api::machine::ContainerInfo {
+            namespace: crate::cri::SYSTEM_NS.into(),
+            id: s.id.clone(),
+            internal_id: s.id.clone(),
+            image: String::new(),
+            pid: s.pid.unwrap_or(0),
+            status: if s.pid.is_some() { "RUNNING" } else { "STOPPED" }.into(),
+            name: s.id,
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Memory (resident bytes) and CPU time (nanoseconds) of a process, from /proc.
 fn process_usage(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -496,8 +514,7 @@ fn process_usage(pid: u32) -> Option<(u64, u64)> {
     Some((pages * page, ticks * 1_000_000_000 / hz))
 }
 
-/// Stats of the system services (namespace "system"); a node without Kubernetes has no
-/// containers in "k8s.io".
+/// Stats of the system services (namespace "system"; the CRI's are asked of the CRI).
 pub fn stats(
     services: &crate::services::Supervisor,
     namespace: &str,

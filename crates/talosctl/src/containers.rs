@@ -1,0 +1,208 @@
+//! `talosctl image list|pull|remove` and `talosctl containers`.
+
+use api::common::{ContainerDriver, ContainerdInstance, ContainerdNamespace};
+use clap::{Args, Subcommand};
+use machinery::Result;
+
+use crate::client;
+use crate::config_cmd::ConnArgs;
+use crate::system::{table_of, Rows};
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Containerd namespace: cri (Kubernetes') or system (Talos's own).
+    #[arg(long, global = true, default_value = "cri", value_parser = ["cri", "system"])]
+    namespace: String,
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// List the images of a namespace.
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Pull an image through the node's registry configuration (mirrors, credentials, TLS).
+    Pull {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// The image reference.
+        image: String,
+    },
+    /// Remove an image.
+    #[command(visible_alias = "rm")]
+    Remove {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// The image reference.
+        image: String,
+    },
+}
+
+fn instance(namespace: &str) -> Option<ContainerdInstance> {
+    let (driver, ns) = if namespace == "system" {
+        (ContainerDriver::Containerd, ContainerdNamespace::NsSystem)
+    } else {
+        (ContainerDriver::Cri, ContainerdNamespace::NsCri)
+    };
+    Some(ContainerdInstance {
+        driver: driver as i32,
+        namespace: ns as i32,
+    })
+}
+
+fn megabytes(bytes: i64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+pub async fn image(a: ImageArgs) -> Result<()> {
+    let containerd = instance(&a.namespace);
+    match a.command {
+        ImageCommand::List { conn } => {
+            let targets = client::connect(&conn).await?;
+            let header = ["NODE", "IMAGE", "DIGEST", "SIZE", "CREATED"].map(String::from);
+            table_of(&targets, header.to_vec(), |t| async move {
+                let mut s = client::images(&t)
+                    .list(api::machine::ImageServiceListRequest { containerd })
+                    .await
+                    .map_err(|s| client::call_error(&t.node, s))?
+                    .into_inner();
+                let mut rows = Rows::new();
+                while let Some(i) = s.message().await.map_err(|s| client::call_error(&t.node, s))? {
+                    let created = i
+                        .created_at
+                        .and_then(|c| time::OffsetDateTime::from_unix_timestamp(c.seconds).ok())
+                        .and_then(|c| c.format(&time::format_description::well_known::Rfc3339).ok())
+                        .unwrap_or_default();
+                    rows.push(vec![t.node.clone(), i.name, i.digest, megabytes(i.size), created]);
+                }
+                Ok(rows)
+            })
+            .await
+        }
+        ImageCommand::Pull { conn, image } => {
+            let targets = client::connect(&conn).await?;
+            let image = &image;
+            client::each(&targets, |t| async move {
+                pull(&t, containerd, image)
+                    .await
+                    .map_err(|s| client::call_error(&t.node, s))
+            })
+            .await
+        }
+        ImageCommand::Remove { conn, image } => {
+            let targets = client::connect(&conn).await?;
+            let image = &image;
+            client::each(&targets, |t| async move {
+                client::images(&t)
+                    .remove(api::machine::ImageServiceRemoveRequest {
+                        containerd,
+                        image_ref: image.clone(),
+                    })
+                    .await
+                    .map_err(|s| client::call_error(&t.node, s))?;
+                Ok(())
+            })
+            .await
+        }
+    }
+}
+
+/// Pull on one node: each layer's progress on stderr as it changes, the image's name at the end.
+async fn pull(
+    t: &client::Target,
+    containerd: Option<ContainerdInstance>,
+    image: &str,
+) -> std::result::Result<(), tonic::Status> {
+    use api::machine::image_service_pull_layer_progress::Status as Layer;
+    use api::machine::image_service_pull_response::Response as R;
+    let mut s = client::images(t)
+        .pull(api::machine::ImageServicePullRequest {
+            containerd,
+            image_ref: image.to_string(),
+        })
+        .await?
+        .into_inner();
+    while let Some(m) = s.message().await? {
+        match m.response {
+            Some(R::PullProgress(p)) => {
+                let pr = p.progress.unwrap_or_default();
+                let what = match Layer::try_from(pr.status) {
+                    Ok(Layer::Downloading) => "downloading",
+                    Ok(Layer::DownloadComplete) => "downloaded",
+                    Ok(Layer::Extracting) => "extracting",
+                    Ok(Layer::ExtractComplete) => "extracted",
+                    Ok(Layer::AlreadyExists) => "already exists",
+                    Err(_) => "?",
+                };
+                eprintln!(
+                    "{}: {} {what} {} / {}",
+                    t.node,
+                    p.layer_id,
+                    megabytes(pr.offset),
+                    megabytes(pr.total)
+                );
+            }
+            Some(R::Name(name)) => println!("{}: pulled {name}", t.node),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ContainersArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Kubernetes' containers (the CRI, namespace k8s.io) instead of the system's.
+    #[arg(short, long)]
+    kubernetes: bool,
+    /// Ask the CRI rather than containerd.
+    #[arg(long = "use-cri")]
+    use_cri: bool,
+}
+
+pub async fn containers(a: ContainersArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let (namespace, driver) = if a.kubernetes {
+        ("k8s.io", ContainerDriver::Cri)
+    } else if a.use_cri {
+        ("system", ContainerDriver::Cri)
+    } else {
+        ("system", ContainerDriver::Containerd)
+    };
+    let header = ["NODE", "NAMESPACE", "ID", "IMAGE", "PID", "STATUS"].map(String::from);
+    table_of(&targets, header.to_vec(), |t| async move {
+        let resp = client::machine(&t)
+            .containers(api::machine::ContainersRequest {
+                namespace: namespace.into(),
+                driver: driver as i32,
+            })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        let mut rows = Rows::new();
+        for m in resp.into_inner().messages {
+            for c in m.containers {
+                // A pod's containers are shown under it.
+                let id = if !c.pod_id.is_empty() && c.id != c.pod_id {
+                    format!("└─ {}", c.id)
+                } else {
+                    c.id
+                };
+                rows.push(vec![
+                    t.node.clone(),
+                    c.namespace,
+                    id,
+                    c.image,
+                    c.pid.to_string(),
+                    c.status,
+                ]);
+            }
+        }
+        Ok(rows)
+    })
+    .await
+}
