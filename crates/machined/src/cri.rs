@@ -78,7 +78,10 @@ pub fn write_cri_config(cfg: &Config) -> Result<bool, String> {
     let _ = std::fs::remove_dir_all(&old);
 
     write(&format!("{CONF_D}/00-base.part"), &conf::base_part())?;
-    write(&format!("{CONF_D}/01-registries.part"), &registries.auth_part())?;
+    write(
+        &format!("{CONF_D}/01-registries.part"),
+        &registries.auth_part(),
+    )?;
     let mut parts = conf::customization_parts(cfg);
     for e in std::fs::read_dir(CONF_D)
         .map_err(|e| format!("{CONF_D}: {e}"))?
@@ -188,7 +191,11 @@ impl Controller for CriConfigController {
         let Some(cfg) = machine_config(ctx)? else {
             return Ok(());
         };
-        let running = self.services.list().iter().any(|s| s.id == "cri" && s.pid.is_some());
+        let running = self
+            .services
+            .list()
+            .iter()
+            .any(|s| s.id == "cri" && s.pid.is_some());
         if write_cri_config(&cfg)? && running {
             tracing::info!("the CRI configuration changed: restarting cri");
             self.services
@@ -201,16 +208,30 @@ impl Controller for CriConfigController {
 
 // ---- clients ----
 
+/// A channel to a containerd, waiting a little for one that is (re)starting.
 async fn channel(socket: &str) -> Result<Channel, Status> {
-    containerd_client::connect(socket)
-        .await
-        .map_err(|e| Status::unavailable(format!("containerd at {socket} is not answering: {e}")))
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match containerd_client::connect(socket).await {
+            Ok(ch) => return Ok(ch),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(Status::unavailable(format!(
+                    "containerd at {socket} is not answering: {e}"
+                )))
+            }
+        }
+    }
 }
 
 fn in_ns<T>(msg: T, ns: &str) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("containerd-namespace", ns.parse().expect("namespace header"));
+    r.metadata_mut().insert(
+        "containerd-namespace",
+        ns.parse().expect("namespace header"),
+    );
     r
 }
 
@@ -256,14 +277,10 @@ pub fn normalize(reference: &str) -> String {
     }
 }
 
-pub type ListStream = futures::stream::BoxStream<
-    'static,
-    Result<api::machine::ImageServiceListResponse, Status>,
->;
-pub type PullStream = futures::stream::BoxStream<
-    'static,
-    Result<api::machine::ImageServicePullResponse, Status>,
->;
+pub type ListStream =
+    futures::stream::BoxStream<'static, Result<api::machine::ImageServiceListResponse, Status>>;
+pub type PullStream =
+    futures::stream::BoxStream<'static, Result<api::machine::ImageServicePullResponse, Status>>;
 
 /// The images of a namespace with their full size (manifest, config and layers).
 pub async fn list_images(socket: &str, ns: &str) -> Result<ListStream, Status> {
@@ -338,7 +355,11 @@ async fn image_size(
             .flatten()
             .filter_map(|l| l["size"].as_i64())
             .sum();
-        return Ok(desc.1 + v.pointer("/config/size").and_then(|s| s.as_i64()).unwrap_or(0) + layers);
+        return Ok(desc.1
+            + v.pointer("/config/size")
+                .and_then(|s| s.as_i64())
+                .unwrap_or(0)
+            + layers);
     }
     Ok(desc.1)
 }
@@ -409,7 +430,7 @@ pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream,
                 .into_inner()
                 .statuses
                 .into_iter()
-                .filter(|s| s.r#ref.contains(&format!("layer-sha256")))
+                .filter(|s| s.r#ref.contains("layer-sha256"))
                 .map(|s| (layer_id(&s.r#ref), (s.offset, s.total)))
                 .collect();
             for (id, at) in &now {
@@ -419,7 +440,9 @@ pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream,
             }
             for (id, at) in &seen {
                 if !now.contains_key(id) {
-                    let _ = tx.send(progress(id, Layer::DownloadComplete, (at.1, at.1))).await;
+                    let _ = tx
+                        .send(progress(id, Layer::DownloadComplete, (at.1, at.1)))
+                        .await;
                 }
             }
             seen = now;
@@ -427,7 +450,9 @@ pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream,
         let last = match result {
             Ok(_) => {
                 for (id, at) in &seen {
-                    let _ = tx.send(progress(id, Layer::DownloadComplete, (at.1, at.1))).await;
+                    let _ = tx
+                        .send(progress(id, Layer::DownloadComplete, (at.1, at.1)))
+                        .await;
                 }
                 Ok(api::machine::ImageServicePullResponse {
                     response: Some(R::Name(name)),
@@ -490,7 +515,9 @@ fn pod_id(p: &cri::PodSandbox) -> String {
         .unwrap_or_else(|| p.id.clone())
 }
 
-async fn runtime(socket: &str) -> Result<cri::runtime_service_client::RuntimeServiceClient<Channel>, Status> {
+async fn runtime(
+    socket: &str,
+) -> Result<cri::runtime_service_client::RuntimeServiceClient<Channel>, Status> {
     Ok(cri::runtime_service_client::RuntimeServiceClient::new(
         channel(socket).await?,
     ))
@@ -523,7 +550,11 @@ pub async fn cri_containers() -> Result<Vec<api::machine::ContainerInfo>, Status
             namespace: CRI_NS.into(),
             id: pod_id(p),
             internal_id: p.id.clone(),
-            uid: p.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
+            uid: p
+                .metadata
+                .as_ref()
+                .map(|m| m.uid.clone())
+                .unwrap_or_default(),
             image: String::new(),
             pid: verbose_pid(&info),
             status: cri::PodSandboxState::try_from(p.state)
@@ -537,7 +568,10 @@ pub async fn cri_containers() -> Result<Vec<api::machine::ContainerInfo>, Status
             out.push(container_info(&mut rt, Some(p), c).await);
         }
     }
-    for c in containers.iter().filter(|c| !pods.iter().any(|p| p.id == c.pod_sandbox_id)) {
+    for c in containers
+        .iter()
+        .filter(|c| !pods.iter().any(|p| p.id == c.pod_sandbox_id))
+    {
         out.push(container_info(&mut rt, None, c).await);
     }
     Ok(out)
@@ -555,7 +589,11 @@ async fn container_info(
     pod: Option<&cri::PodSandbox>,
     c: &cri::Container,
 ) -> api::machine::ContainerInfo {
-    let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let name = c
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     let info = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: c.id.clone(),
@@ -569,7 +607,11 @@ async fn container_info(
         id: display_id(pod, &name, &c.id),
         internal_id: c.id.clone(),
         uid: String::new(),
-        image: c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+        image: c
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default(),
         pid: verbose_pid(&info),
         status: cri::ContainerState::try_from(c.state)
             .map(|s| s.as_str_name().to_string())
@@ -584,12 +626,20 @@ async fn container_info(
 pub async fn system_containers() -> Result<Vec<api::machine::ContainerInfo>, Status> {
     let ch = channel(SYSTEM_SOCKET).await?;
     let containers = ctrd::containers_client::ContainersClient::new(ch.clone())
-        .list(in_ns(ctrd::ListContainersRequest { filters: vec![] }, SYSTEM_NS))
+        .list(in_ns(
+            ctrd::ListContainersRequest { filters: vec![] },
+            SYSTEM_NS,
+        ))
         .await?
         .into_inner()
         .containers;
     let tasks = ctrd::tasks_client::TasksClient::new(ch)
-        .list(in_ns(ctrd::ListTasksRequest { filter: String::new() }, SYSTEM_NS))
+        .list(in_ns(
+            ctrd::ListTasksRequest {
+                filter: String::new(),
+            },
+            SYSTEM_NS,
+        ))
         .await?
         .into_inner()
         .tasks;
@@ -702,7 +752,9 @@ pub async fn log_path(id: &str) -> Result<PathBuf, Status> {
         .status
         .unwrap_or_default();
     if status.log_path.is_empty() {
-        return Err(Status::not_found(format!("container \"{id}\" keeps no log")));
+        return Err(Status::not_found(format!(
+            "container \"{id}\" keeps no log"
+        )));
     }
     Ok(PathBuf::from(status.log_path))
 }
@@ -726,7 +778,10 @@ mod tests {
         assert_eq!(normalize("user/app:1"), "docker.io/user/app:1");
         assert_eq!(normalize("10.5.0.1:5000/x"), "10.5.0.1:5000/x:latest");
         assert_eq!(normalize("reg.example/a/b:2"), "reg.example/a/b:2");
-        assert_eq!(normalize("reg.example/a@sha256:ab"), "reg.example/a@sha256:ab");
+        assert_eq!(
+            normalize("reg.example/a@sha256:ab"),
+            "reg.example/a@sha256:ab"
+        );
     }
 
     #[test]

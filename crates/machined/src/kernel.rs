@@ -138,7 +138,9 @@ pub fn write_files(cfg: &Config) -> Vec<String> {
         let p = Path::new(path);
         let allowed = p.starts_with("/var/") || path == CRI_CUSTOMIZATION;
         let result = if !p.is_absolute() || !allowed || path.contains("/../") {
-            Err(format!("the path must be absolute and under /var (or be {CRI_CUSTOMIZATION})"))
+            Err(format!(
+                "the path must be absolute and under /var (or be {CRI_CUSTOMIZATION})"
+            ))
         } else {
             write_file(p, op, content.as_bytes(), mode)
         };

@@ -383,7 +383,9 @@ async fn run(args: Args) -> Result<Exit, String> {
     *node.ephemeral.lock().expect("ephemeral") = args.ephemeral_dir.clone();
     if !maintenance && container::rooted() {
         match cri::services() {
-            Ok(specs) => specs.into_iter().for_each(|s| node.services.start_service(s)),
+            Ok(specs) => specs
+                .into_iter()
+                .for_each(|s| node.services.start_service(s)),
             Err(e) => log(&format!("machined: containerd cannot start: {e}")),
         }
     }

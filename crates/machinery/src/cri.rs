@@ -2,7 +2,9 @@
 //! say, and the containerd configuration that follows from them.
 //!
 //! Mirrors become containerd `hosts.toml` files (one folder per registry, `_default` for `*`),
-//! tried in order and then the registry itself unless `skipFallback`; credentials go into the CRI
+//! tried in order and then the registry itself unless `skipFallback` (containerd 1.6 falls back
+//! to the registry whatever the file says: there, `skipFallback` only leaves out the explicit
+//! entry); credentials go into the CRI
 //! plugin's `registry.configs` keyed by the endpoint host, TLS settings beside each endpoint. The
 //! CRI configuration is made of parts (`*.part`, merged in name order, later tables winning),
 //! so that `/etc/cri/conf.d/20-customization.part` and CRICustomizationConfig documents change
@@ -275,8 +277,8 @@ impl Registries {
             };
             let mut files: Vec<(String, String)> = Vec::new();
             let mut toml = String::new();
-            let mut host_entry = |url: &str, override_path: bool, root: bool| -> String {
-                let mut t = String::new();
+            let mut host_entry = |url: &str, override_path: bool| -> String {
+                let mut t = String::from("capabilities = [\"pull\", \"resolve\"]\n");
                 if override_path {
                     t.push_str("override_path = true\n");
                 }
@@ -305,38 +307,32 @@ impl Registries {
                         files.push((fk, key.clone()));
                     }
                 }
-                if !root {
-                    t.insert_str(0, "capabilities = [\"pull\", \"resolve\"]\n");
-                }
                 t
             };
             let mirror = self.mirrors.get(name).cloned().unwrap_or_default();
             let mut endpoints = mirror.endpoints.clone();
-            // Without fallback the last mirror takes the registry's own place.
-            let server = if mirror.skip_fallback {
-                endpoints.pop()
-            } else if name == "*" {
-                None
-            } else {
-                Some(Endpoint {
-                    url: format!(
-                        "https://{}",
-                        if name == "docker.io" {
-                            "registry-1.docker.io"
-                        } else {
-                            name
-                        }
-                    ),
-                    override_path: false,
-                })
-            };
-            if let Some(sv) = &server {
-                toml.push_str(&format!("server = {}\n", quote(&sv.url)));
-                toml.push_str(&host_entry(&sv.url, sv.override_path, true));
+            // The registry itself comes last unless `skipFallback`: as `server`, and as an
+            // explicit entry when it has TLS settings (containerd 1.6 reads only `host` entries).
+            if !mirror.skip_fallback && name != "*" {
+                let upstream = if name == "docker.io" {
+                    "registry-1.docker.io"
+                } else {
+                    name
+                };
+                toml.push_str(&format!(
+                    "server = {}\n",
+                    quote(&format!("https://{upstream}"))
+                ));
+                if self.hosts.get(name).is_some_and(|c| c.tls.is_some()) {
+                    endpoints.push(Endpoint {
+                        url: format!("https://{upstream}"),
+                        override_path: false,
+                    });
+                }
             }
             for e in &endpoints {
                 toml.push_str(&format!("\n[host.{}]\n", quote(&e.url)));
-                for line in host_entry(&e.url, e.override_path, false).lines() {
+                for line in host_entry(&e.url, e.override_path).lines() {
                     toml.push_str(&format!("  {line}\n"));
                 }
             }
@@ -392,6 +388,9 @@ pub fn base_part() -> String {
   sandbox_image = "{DEFAULT_SANDBOX_IMAGE}"
   enable_unprivileged_ports = true
   enable_unprivileged_icmp = true
+  # No container gets a lower OOM score than the CRI itself (a node in a container cannot lower
+  # scores at all).
+  restrict_oom_score_adj = true
 
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{HOSTS_DIR}"
@@ -466,10 +465,10 @@ mod tests {
             files["_default/hosts.toml"],
             "\n[host.\"http://all.local\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
         );
-        // No fallback: the last mirror is the server.
+        // No fallback: only the mirrors.
         assert_eq!(
             files["ghcr.io/hosts.toml"],
-            "server = \"http://last.local/v2/ghcr\"\noverride_path = true\n\n[host.\"http://first.local:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            "\n[host.\"http://first.local:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n[host.\"http://last.local/v2/ghcr\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
         );
         let auth = r.auth_part();
         assert!(auth.contains("registry.configs.\"10.5.0.1:5000\".auth]\n  username = \"u\"\n  password = \"p\"\n"), "{auth}");
@@ -493,7 +492,7 @@ mod tests {
         let files: BTreeMap<_, _> = r.hosts_files().into_iter().collect();
         assert_eq!(
             files["secure.local:5443/hosts.toml"],
-            format!("server = \"https://secure.local:5443\"\nskip_verify = true\nca = \"{HOSTS_DIR}/secure.local:5443/secure.local_5443-ca.crt\"\nclient = [[\"{HOSTS_DIR}/secure.local:5443/secure.local_5443-client.crt\", \"{HOSTS_DIR}/secure.local:5443/secure.local_5443-client.key\"]]\n")
+            format!("server = \"https://secure.local:5443\"\n\n[host.\"https://secure.local:5443\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n  ca = \"{HOSTS_DIR}/secure.local:5443/secure.local_5443-ca.crt\"\n  client = [[\"{HOSTS_DIR}/secure.local:5443/secure.local_5443-client.crt\", \"{HOSTS_DIR}/secure.local:5443/secure.local_5443-client.key\"]]\n")
         );
         assert_eq!(files["secure.local:5443/secure.local_5443-ca.crt"], ca);
         check_certificates(&ca).unwrap();

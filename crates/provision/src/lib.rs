@@ -489,9 +489,19 @@ pub fn restart_node(
         .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
     stop_process(node.pid, &node.dir, Duration::ZERO);
     for cg in &node.cgroups {
-        let _ = std::fs::remove_dir(cg);
+        let _ = remove_cgroup(cg);
     }
     start_node(cluster, name, config, machined)
+}
+
+/// Remove a cgroup and the ones its container runtimes made below it, deepest first.
+fn remove_cgroup(cg: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(cg)?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&e.path())?;
+        }
+    }
+    std::fs::remove_dir(cg)
 }
 
 /// Stop a node and remove everything it had: process (SIGTERM, SIGKILL after `grace`),
@@ -518,7 +528,7 @@ pub fn remove_node(cluster: &mut Cluster, name: &str, grace: Duration) -> Result
     for cg in &node.cgroups {
         // The node's last processes may still be leaving it.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while cg.exists() && std::fs::remove_dir(cg).is_err() {
+        while cg.exists() && remove_cgroup(cg).is_err() {
             if std::time::Instant::now() > deadline {
                 problems.push(format!("cgroup {} is still in use", cg.display()));
                 break;

@@ -244,9 +244,7 @@ pub fn machine(t: &Target) -> MachineServiceClient<Routed> {
     MachineServiceClient::with_interceptor(t.channel.clone(), t.route())
 }
 
-pub fn images(
-    t: &Target,
-) -> api::machine::image_service_client::ImageServiceClient<Routed> {
+pub fn images(t: &Target) -> api::machine::image_service_client::ImageServiceClient<Routed> {
     api::machine::image_service_client::ImageServiceClient::with_interceptor(
         t.channel.clone(),
         t.route(),

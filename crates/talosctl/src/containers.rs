@@ -71,13 +71,26 @@ pub async fn image(a: ImageArgs) -> Result<()> {
                     .map_err(|s| client::call_error(&t.node, s))?
                     .into_inner();
                 let mut rows = Rows::new();
-                while let Some(i) = s.message().await.map_err(|s| client::call_error(&t.node, s))? {
+                while let Some(i) = s
+                    .message()
+                    .await
+                    .map_err(|s| client::call_error(&t.node, s))?
+                {
                     let created = i
                         .created_at
                         .and_then(|c| time::OffsetDateTime::from_unix_timestamp(c.seconds).ok())
-                        .and_then(|c| c.format(&time::format_description::well_known::Rfc3339).ok())
+                        .and_then(|c| {
+                            c.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
                         .unwrap_or_default();
-                    rows.push(vec![t.node.clone(), i.name, i.digest, megabytes(i.size), created]);
+                    rows.push(vec![
+                        t.node.clone(),
+                        i.name,
+                        i.digest,
+                        megabytes(i.size),
+                        created,
+                    ]);
                 }
                 Ok(rows)
             })

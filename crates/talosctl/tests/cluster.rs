@@ -1190,3 +1190,389 @@ fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
     }
     c.destroy_and_check();
 }
+
+/// A Debian `docker-registry` in the cluster's network namespace, on the gateway; its log is
+/// kept to see what the node asked for. Stopped by pid when dropped.
+struct Registry {
+    child: std::process::Child,
+    log: PathBuf,
+    url: String,
+}
+
+impl Registry {
+    fn start(c: &TestCluster, port: u16, htpasswd: Option<&str>) -> Registry {
+        let dir = c.dir.join(format!("registry-{port}"));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 10.5.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        if let Some(line) = htpasswd {
+            std::fs::write(dir.join("htpasswd"), line).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        let log = dir.join("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &c.name, "docker-registry", "serve"])
+            .arg(dir.join("config.yml"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://10.5.0.1:{port}");
+        wait_until("the registry", Duration::from_secs(20), || {
+            in_netns(&c.name, move || {
+                std::net::TcpStream::connect(("10.5.0.1", port)).is_ok()
+            })
+            .join()
+            .unwrap()
+        });
+        Registry { child, log, url }
+    }
+
+    /// What the registry logged (requests and errors).
+    fn log(&self) -> String {
+        let mut all = std::fs::read_to_string(&self.log).unwrap_or_default();
+        all.push_str(
+            &std::fs::read_to_string(self.log.with_file_name("stderr")).unwrap_or_default(),
+        );
+        all
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OCI image made here: one layer holding Debian's static busybox, which prints a line and
+/// sleeps. (blobs by digest, manifest.)
+fn test_image() -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let sha = |b: &[u8]| {
+        let d = ring::digest::digest(&ring::digest::SHA256, b);
+        format!(
+            "sha256:{}",
+            d.as_ref()
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+        )
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    tar.append_data(&mut dir, "bin/", std::io::empty()).unwrap();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o755);
+    file.set_size(busybox.len() as u64);
+    tar.append_data(&mut file, "bin/busybox", busybox.as_slice())
+        .unwrap();
+    for applet in ["sh", "sleep", "echo"] {
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        tar.append_link(&mut link, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    let layer = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh", "-c", "echo hello from the test image; exec sleep 3600"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(&gz), "size": gz.len()}],
+    }))
+    .unwrap();
+    (vec![(sha(&config), config), (sha(&gz), gz)], manifest)
+}
+
+/// Push an image with the registry API (from inside the cluster's namespace).
+fn push(c: &TestCluster, base: &str, repo: &str, auth: Option<&str>) {
+    let (blobs, manifest) = test_image();
+    let (base, repo, auth) = (base.to_string(), repo.to_string(), auth.map(String::from));
+    in_netns(&c.name, move || {
+        let with_auth = |r: ureq::Request| match &auth {
+            Some(a) => r.set("Authorization", &format!("Basic {a}")),
+            None => r,
+        };
+        for (digest, data) in &blobs {
+            let started = with_auth(ureq::post(&format!("{base}/v2/{repo}/blobs/uploads/")))
+                .call()
+                .unwrap();
+            let loc = started.header("Location").unwrap().to_string();
+            let loc = if loc.starts_with('/') {
+                format!("{base}{loc}")
+            } else {
+                loc
+            };
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            with_auth(ureq::put(&format!("{loc}{sep}digest={digest}")))
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(data)
+                .unwrap();
+        }
+        with_auth(ureq::put(&format!("{base}/v2/{repo}/manifests/1")))
+            .set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .send_bytes(&manifest)
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn images_come_through_mirrors_with_credentials_and_a_cri_container_runs() {
+    if !can_run()
+        || !Path::new("/usr/bin/docker-registry").exists()
+        || !Path::new("/usr/bin/containerd").exists()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs docker-registry and containerd"
+        );
+        return;
+    }
+    let c = TestCluster::new("r");
+    // The pause image comes from a made-up registry too: the CRI customization part says so.
+    let customization = "machine:\n  files:\n    - path: /etc/cri/conf.d/20-customization.part\n      op: create\n      content: |\n        [plugins.\"io.containerd.grpc.v1.cri\"]\n          sandbox_image = \"registry.example.test/app:1\"\n";
+    // The first mirror is a closed port: pulls fall back to the second.
+    c.create(
+        "1",
+        "0",
+        &[
+            "--registry-mirror",
+            "registry.example.test=http://10.5.0.1:1,http://10.5.0.1:5000",
+            "--config-patch",
+            customization,
+        ],
+    );
+    let plain = Registry::start(&c, 5000, None);
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", "agent", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(htpasswd.status.success());
+    let private = Registry::start(&c, 5001, Some(&String::from_utf8_lossy(&htpasswd.stdout)));
+    push(&c, &plain.url, "app", None);
+    push(&c, &plain.url, "mirrored/app", None);
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "agent:s3cret");
+    push(&c, &private.url, "app", Some(&basic));
+
+    let cri = c.ok(&["read", "/etc/cri/conf.d/cri.toml"]);
+    assert!(
+        cri.contains("sandbox_image = \"registry.example.test/app:1\""),
+        "{cri}"
+    );
+    assert!(
+        cri.contains("config_path = \"/etc/cri/conf.d/hosts\""),
+        "{cri}"
+    );
+
+    // Through the mirrors, falling back past the dead one.
+    let out = c.talosctl(&["image", "pull", "registry.example.test/app:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pulled registry.example.test/app:1"));
+    assert!(
+        plain.log().contains("/v2/app/manifests/1"),
+        "{}",
+        plain.log()
+    );
+
+    // overridePath and credentials, as documents applied without a reboot.
+    let patch = format!(
+        "apiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: override.example.test\nendpoints:\n  - url: {0}/v2/mirrored\n    overridePath: true\nskipFallback: true\n---\napiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: private.example.test\nendpoints:\n  - url: {1}\nskipFallback: true\n---\napiVersion: v1alpha1\nkind: RegistryAuthConfig\nname: 10.5.0.1:5001\nusername: agent\npassword: s3cret\n",
+        plain.url, private.url
+    );
+    c.ok(&[
+        "patch",
+        "machineconfig",
+        "--mode",
+        "no-reboot",
+        "-p",
+        &patch,
+    ]);
+    c.ok(&["image", "pull", "override.example.test/app:1"]);
+    assert!(
+        plain.log().contains("/v2/mirrored/app/manifests/1"),
+        "{}",
+        plain.log()
+    );
+    c.ok(&["image", "pull", "private.example.test/app:1"]);
+    let images = c.ok(&["image", "list"]);
+    for name in [
+        "registry.example.test/app:1",
+        "override.example.test/app:1",
+        "private.example.test/app:1",
+    ] {
+        assert!(images.contains(name), "{images}");
+    }
+
+    // A wrong password: a clear error naming the registry.
+    let wrong = "apiVersion: v1alpha1\nkind: RegistryAuthConfig\nname: 10.5.0.1:5001\nusername: agent\npassword: wrong\n";
+    c.ok(&["patch", "machineconfig", "--mode", "no-reboot", "-p", wrong]);
+    c.ok(&["image", "remove", "private.example.test/app:1"]);
+    let err = c.fails(&["image", "pull", "private.example.test/app:1"]);
+    assert!(
+        err.contains("10.5.0.1:5001") && err.contains("401 Unauthorized"),
+        "{err}"
+    );
+
+    // Bad registry config is refused, naming the field; the node keeps its config.
+    let bad = "apiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: ghcr.io\nendpoints:\n  - url: mirror.local\n";
+    let err = c.fails(&["patch", "machineconfig", "--mode", "no-reboot", "-p", bad]);
+    assert!(
+        err.contains("endpoints[0].url") && err.contains("is not a URL"),
+        "{err}"
+    );
+
+    // A pod and its container through the CRI, as the kubelet would run them.
+    let pid = c.record()["nodes"][0]["pid"].as_u64().unwrap();
+    let node_pid = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let socket = format!(
+        "/proc/{}/root/run/containerd/containerd.sock",
+        node_pid.trim()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cgroup = format!(
+        "/talos-{}-{}/pods",
+        c.name,
+        c.record()["nodes"][0]["name"].as_str().unwrap()
+    );
+    let (pod, container) = rt.block_on(run_pod(&socket, &cgroup)).unwrap_or_else(|e| {
+        let log = c.ok(&["logs", "cri", "--tail", "30"]);
+        panic!("the pod did not start: {e}\n{log}")
+    });
+    let shown = c.ok(&["containers", "-k"]);
+    assert!(
+        shown.contains("default/echo") && shown.contains("SANDBOX_READY"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("└─ default/echo:echo:") && shown.contains("CONTAINER_RUNNING"),
+        "{shown}"
+    );
+    assert!(shown.contains("registry.example.test/app:1"), "{shown}");
+    wait_until("the container's output", Duration::from_secs(20), || {
+        String::from_utf8_lossy(&c.talosctl(&["logs", "-k", "default/echo:echo"]).stdout)
+            .contains("hello from the test image")
+    });
+    let stats = c.ok(&["stats", "-k"]);
+    assert!(stats.contains("default/echo:echo:"), "{stats}");
+    rt.block_on(async {
+        let mut client = k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+            containerd_client::connect(&socket).await.unwrap(),
+        );
+        client
+            .stop_container(k8s_cri::v1::StopContainerRequest {
+                container_id: container,
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        client
+            .stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap();
+        client
+            .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+            .unwrap();
+    });
+    drop(plain);
+    drop(private);
+    c.destroy_and_check();
+}
+
+/// A host-network pod with one container from the mirrored image; (pod id, container id).
+async fn run_pod(socket: &str, cgroup: &str) -> Result<(String, String), tonic::Status> {
+    use k8s_cri::v1::*;
+    let mut client = runtime_service_client::RuntimeServiceClient::new(
+        containerd_client::connect(socket).await.unwrap(),
+    );
+    let config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "echo".into(),
+            uid: "echo-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: "/var/log/pods/default_echo_echo-uid".into(),
+        linux: Some(LinuxPodSandboxConfig {
+            // Inside the node's own cgroup.
+            cgroup_parent: cgroup.into(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let container = client
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "echo".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: "registry.example.test/app:1".into(),
+                    ..Default::default()
+                }),
+                log_path: "echo/0.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    client
+        .start_container(StartContainerRequest {
+            container_id: container.clone(),
+        })
+        .await?;
+    Ok((pod, container))
+}

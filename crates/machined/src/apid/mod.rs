@@ -4,8 +4,8 @@
 mod apply;
 mod auth;
 mod etcd;
-mod images;
 pub mod gateway;
+mod images;
 mod inspect;
 mod proxy;
 mod roles_table;
@@ -286,9 +286,14 @@ impl MachineService for Machine {
         req: Request<api::machine::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
-        if r.namespace == crate::cri::CRI_NS || r.driver == api::common::ContainerDriver::Cri as i32 {
+        if r.namespace == crate::cri::CRI_NS || r.driver == api::common::ContainerDriver::Cri as i32
+        {
             let path = crate::cri::log_path(&r.id).await?;
-            return Ok(Response::new(services::container_logs(path, r.tail_lines, r.follow)));
+            return Ok(Response::new(services::container_logs(
+                path,
+                r.tail_lines,
+                r.follow,
+            )));
         }
         let stream = services::logs(&self.node.services, &r.id, r.tail_lines, r.follow)?;
         Ok(Response::new(stream))
@@ -740,9 +745,9 @@ pub async fn serve_local(
             node: node.clone(),
             applier: apply::Applier::new(node.clone(), maintenance),
         }))
-        .add_service(
-            api::machine::image_service_server::ImageServiceServer::new(images::Images),
-        )
+        .add_service(api::machine::image_service_server::ImageServiceServer::new(
+            images::Images,
+        ))
         .add_service(
             api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {
                 node: node.clone(),

@@ -481,7 +481,9 @@ pub fn cpu_info() -> Result<api::machine::CpuInfoResponse, Status> {
 }
 
 /// The node's own services as the system namespace's containers (they run as processes).
-pub fn service_containers(services: &crate::services::Supervisor) -> Vec<api::machine::ContainerInfo> {
+pub fn service_containers(
+    services: &crate::services::Supervisor,
+) -> Vec<api::machine::ContainerInfo> {
     services
         .list()
         .into_iter()
@@ -491,7 +493,12 @@ pub fn service_containers(services: &crate::services::Supervisor) -> Vec<api::ma
             internal_id: s.id.clone(),
             image: String::new(),
             pid: s.pid.unwrap_or(0),
-            status: if s.pid.is_some() { "RUNNING" } else { "STOPPED" }.into(),
+            status: if s.pid.is_some() {
+                "RUNNING"
+            } else {
+                "STOPPED"
+            }
+            .into(),
             name: s.id,
             ..Default::default()
         })
