@@ -208,8 +208,20 @@ impl Controller for CriConfigController {
 
 // ---- clients ----
 
-/// A channel to a containerd, waiting a little for one that is (re)starting.
+/// A channel to a containerd, waiting a little for one that is restarting.
 async fn channel(socket: &str) -> Result<Channel, Status> {
+    // A node that runs containerd has written its configuration (the socket itself is gone
+    // while containerd restarts).
+    let config = if socket == SYSTEM_SOCKET {
+        SYSTEM_CONFIG
+    } else {
+        CRI_CONFIG
+    };
+    if !Path::new(config).exists() {
+        return Err(Status::unavailable(format!(
+            "containerd is not running on this node (no {config})"
+        )));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match containerd_client::connect(socket).await {
@@ -523,9 +535,9 @@ async fn runtime(
     ))
 }
 
-/// Pod sandboxes and their containers, from the CRI.
-pub async fn cri_containers() -> Result<Vec<api::machine::ContainerInfo>, Status> {
-    let mut rt = runtime(CRI_SOCKET).await?;
+async fn pods_and_containers(
+    rt: &mut cri::runtime_service_client::RuntimeServiceClient<Channel>,
+) -> Result<(Vec<cri::PodSandbox>, Vec<cri::Container>), Status> {
     let pods = rt
         .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
         .await?
@@ -536,6 +548,13 @@ pub async fn cri_containers() -> Result<Vec<api::machine::ContainerInfo>, Status
         .await?
         .into_inner()
         .containers;
+    Ok((pods, containers))
+}
+
+/// Pod sandboxes and their containers, from the CRI.
+pub async fn cri_containers() -> Result<Vec<api::machine::ContainerInfo>, Status> {
+    let mut rt = runtime(CRI_SOCKET).await?;
+    let (pods, containers) = pods_and_containers(&mut rt).await?;
     let mut out = Vec::new();
     for p in &pods {
         let info = rt
@@ -670,21 +689,12 @@ pub async fn system_containers() -> Result<Vec<api::machine::ContainerInfo>, Sta
 /// CPU (nanoseconds) and memory (working set) of the CRI's containers.
 pub async fn cri_stats() -> Result<Vec<api::machine::Stat>, Status> {
     let mut rt = runtime(CRI_SOCKET).await?;
-    let pods = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await?
-        .into_inner()
-        .items;
+    let (pods, containers) = pods_and_containers(&mut rt).await?;
     let stats = rt
         .list_container_stats(cri::ListContainerStatsRequest { filter: None })
         .await?
         .into_inner()
         .stats;
-    let containers = rt
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await?
-        .into_inner()
-        .containers;
     Ok(stats
         .into_iter()
         .map(|s| {
@@ -718,16 +728,7 @@ pub async fn cri_stats() -> Result<Vec<api::machine::Stat>, Status> {
 /// (the latest such container), or (a prefix of) its container ID.
 pub async fn log_path(id: &str) -> Result<PathBuf, Status> {
     let mut rt = runtime(CRI_SOCKET).await?;
-    let pods = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await?
-        .into_inner()
-        .items;
-    let mut containers = rt
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await?
-        .into_inner()
-        .containers;
+    let (pods, mut containers) = pods_and_containers(&mut rt).await?;
     containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     let found = containers.iter().find(|c| {
         let pod = pods.iter().find(|p| p.id == c.pod_sandbox_id);

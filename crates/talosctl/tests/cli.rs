@@ -1086,7 +1086,7 @@ fn services_and_logs() {
     );
     let k = run(&["logs", "-k", "kube-apiserver"]);
     assert!(
-        String::from_utf8_lossy(&k.stderr).contains("run no containers"),
+        String::from_utf8_lossy(&k.stderr).contains("containerd is not running on this node"),
         "{k:?}"
     );
     assert!(std::fs::read_to_string(d.path("log/trustd.log"))
