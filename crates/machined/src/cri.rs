@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1 as ctrd;
+use containerd_client::with_namespace;
 use k8s_cri::v1 as cri;
 use machinery::cri::{self as conf, Registries};
 use machinery::Config;
@@ -238,15 +239,6 @@ async fn channel(socket: &str) -> Result<Channel, Status> {
     }
 }
 
-fn in_ns<T>(msg: T, ns: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert(
-        "containerd-namespace",
-        ns.parse().expect("namespace header"),
-    );
-    r
-}
-
 /// Which containerd and namespace an API request means: `system` (containerd) or `k8s.io`
 /// (the CRI's).
 pub fn instance(namespace: i32, driver: i32) -> (&'static str, &'static str) {
@@ -298,7 +290,10 @@ pub type PullStream =
 pub async fn list_images(socket: &str, ns: &str) -> Result<ListStream, Status> {
     let ch = channel(socket).await?;
     let images = ctrd::images_client::ImagesClient::new(ch.clone())
-        .list(in_ns(ctrd::ListImagesRequest { filters: vec![] }, ns))
+        .list(with_namespace!(
+            ctrd::ListImagesRequest { filters: vec![] },
+            ns
+        ))
         .await?
         .into_inner()
         .images;
@@ -320,13 +315,13 @@ pub async fn list_images(socket: &str, ns: &str) -> Result<ListStream, Status> {
 async fn read_blob(ch: &Channel, ns: &str, digest: &str) -> Result<Vec<u8>, Status> {
     use futures::StreamExt;
     let mut s = ctrd::content_client::ContentClient::new(ch.clone())
-        .read(in_ns(
+        .read(with_namespace!(
             ctrd::ReadContentRequest {
                 digest: digest.into(),
                 offset: 0,
                 size: 0,
             },
-            ns,
+            ns
         ))
         .await?
         .into_inner();
@@ -399,7 +394,6 @@ pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream,
     }
     let name = normalize(reference);
     let ch = channel(socket).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut images = cri::image_service_client::ImageServiceClient::new(ch.clone());
     let request = cri::PullImageRequest {
         image: Some(cri::ImageSpec {
@@ -409,7 +403,7 @@ pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream,
         auth: None,
         sandbox_config: None,
     };
-    tokio::spawn(async move {
+    let stream = crate::apid::async_stream(move |tx| async move {
         let started = Instant::now();
         let mut pulling = Box::pin(images.pull_image(request));
         let mut content = ctrd::content_client::ContentClient::new(ch);
@@ -433,7 +427,10 @@ pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             let Ok(statuses) = content
-                .list_statuses(in_ns(ctrd::ListStatusesRequest { filters: vec![] }, CRI_NS))
+                .list_statuses(with_namespace!(
+                    ctrd::ListStatusesRequest { filters: vec![] },
+                    CRI_NS
+                ))
                 .await
             else {
                 continue;
@@ -477,13 +474,7 @@ pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream,
         };
         let _ = tx.send(last).await;
     });
-    Ok(Box::pin(tokio_stream(rx)))
-}
-
-fn tokio_stream<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    Ok(Box::pin(stream))
 }
 
 /// `layer-sha256:abcd…` → `abcd…` shortened as docker does (12 characters).
@@ -496,13 +487,13 @@ pub async fn remove_image(socket: &str, ns: &str, reference: &str) -> Result<(),
     let name = normalize(reference);
     let ch = channel(socket).await?;
     ctrd::images_client::ImagesClient::new(ch)
-        .delete(in_ns(
+        .delete(with_namespace!(
             ctrd::DeleteImageRequest {
                 name: name.clone(),
                 sync: true,
                 target: None,
             },
-            ns,
+            ns
         ))
         .await
         .map_err(|s| Status::new(s.code(), format!("remove {name}: {}", s.message())))?;
@@ -645,19 +636,19 @@ async fn container_info(
 pub async fn system_containers() -> Result<Vec<api::machine::ContainerInfo>, Status> {
     let ch = channel(SYSTEM_SOCKET).await?;
     let containers = ctrd::containers_client::ContainersClient::new(ch.clone())
-        .list(in_ns(
+        .list(with_namespace!(
             ctrd::ListContainersRequest { filters: vec![] },
-            SYSTEM_NS,
+            SYSTEM_NS
         ))
         .await?
         .into_inner()
         .containers;
     let tasks = ctrd::tasks_client::TasksClient::new(ch)
-        .list(in_ns(
+        .list(with_namespace!(
             ctrd::ListTasksRequest {
                 filter: String::new(),
             },
-            SYSTEM_NS,
+            SYSTEM_NS
         ))
         .await?
         .into_inner()

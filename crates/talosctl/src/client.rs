@@ -240,6 +240,14 @@ pub fn connect_insecure(conn: &ConnArgs) -> Result<Vec<Target>> {
     Ok(out)
 }
 
+/// The node a reply came from: the hostname in its metadata (set when apid fanned the call
+/// out), else the node the call went to.
+pub fn node_of(md: Option<&api::common::Metadata>, t: &Target) -> String {
+    md.map(|m| m.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| t.node.clone())
+}
+
 pub fn machine(t: &Target) -> MachineServiceClient<Routed> {
     MachineServiceClient::with_interceptor(t.channel.clone(), t.route())
 }

@@ -7,6 +7,7 @@ use machinery::Result;
 use crate::client;
 use crate::config_cmd::ConnArgs;
 use crate::system::{table_of, Rows};
+use crate::util::{human, rfc3339};
 
 #[derive(Args)]
 pub struct ImageArgs {
@@ -54,8 +55,8 @@ fn instance(namespace: &str) -> Option<ContainerdInstance> {
     })
 }
 
-fn megabytes(bytes: i64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+fn size(bytes: i64) -> String {
+    human(bytes.max(0) as u64)
 }
 
 pub async fn image(a: ImageArgs) -> Result<()> {
@@ -76,19 +77,12 @@ pub async fn image(a: ImageArgs) -> Result<()> {
                     .await
                     .map_err(|s| client::call_error(&t.node, s))?
                 {
-                    let created = i
-                        .created_at
-                        .and_then(|c| time::OffsetDateTime::from_unix_timestamp(c.seconds).ok())
-                        .and_then(|c| {
-                            c.format(&time::format_description::well_known::Rfc3339)
-                                .ok()
-                        })
-                        .unwrap_or_default();
+                    let created = i.created_at.as_ref().map(rfc3339).unwrap_or_default();
                     rows.push(vec![
                         t.node.clone(),
                         i.name,
                         i.digest,
-                        megabytes(i.size),
+                        size(i.size),
                         created,
                     ]);
                 }
@@ -155,8 +149,8 @@ async fn pull(
                     "{}: {} {what} {} / {}",
                     t.node,
                     p.layer_id,
-                    megabytes(pr.offset),
-                    megabytes(pr.total)
+                    size(pr.offset),
+                    size(pr.total)
                 );
             }
             Some(R::Name(name)) => println!("{}: pulled {name}", t.node),
@@ -198,6 +192,7 @@ pub async fn containers(a: ContainersArgs) -> Result<()> {
             .map_err(|s| client::call_error(&t.node, s))?;
         let mut rows = Rows::new();
         for m in resp.into_inner().messages {
+            let node = client::node_of(m.metadata.as_ref(), &t);
             for c in m.containers {
                 // A pod's containers are shown under it.
                 let id = if !c.pod_id.is_empty() && c.id != c.pod_id {
@@ -206,7 +201,7 @@ pub async fn containers(a: ContainersArgs) -> Result<()> {
                     c.id
                 };
                 rows.push(vec![
-                    t.node.clone(),
+                    node.clone(),
                     c.namespace,
                     id,
                     c.image,

@@ -10,6 +10,7 @@ use machinery::{Error, Result};
 use crate::client::{self, call_error};
 use crate::config_cmd::ConnArgs;
 use crate::system::table_of;
+use crate::util::human;
 
 #[derive(Args)]
 pub struct BootstrapArgs {
@@ -117,27 +118,6 @@ pub async fn bootstrap(a: BootstrapArgs) -> Result<()> {
     Ok(())
 }
 
-fn node_of(md: Option<&api::common::Metadata>, t: &client::Target) -> String {
-    md.map(|m| m.hostname.clone())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| t.node.clone())
-}
-
-fn human(bytes: i64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 pub async fn run(a: EtcdArgs) -> Result<()> {
     match a.command {
         EtcdCommand::Members(n) => {
@@ -160,7 +140,7 @@ pub async fn run(a: EtcdArgs) -> Result<()> {
                         .map_err(|s| call_error(&t.node, s))?;
                     let mut rows = Vec::new();
                     for m in r.into_inner().messages {
-                        let node = node_of(m.metadata.as_ref(), &t);
+                        let node = client::node_of(m.metadata.as_ref(), &t);
                         for x in m.members {
                             rows.push(vec![
                                 node.clone(),
@@ -216,7 +196,7 @@ pub async fn run(a: EtcdArgs) -> Result<()> {
                             if !m.member.is_empty() {
                                 println!(
                                     "{}: leadership moved away from {}",
-                                    node_of(m.metadata.as_ref(), &t),
+                                    client::node_of(m.metadata.as_ref(), &t),
                                     m.member
                                 );
                             }
@@ -261,10 +241,10 @@ pub async fn run(a: EtcdArgs) -> Result<()> {
                                 0.0
                             };
                             vec![
-                                node_of(m.metadata.as_ref(), &t),
+                                client::node_of(m.metadata.as_ref(), &t),
                                 format!("{:016x}", st.member_id),
-                                human(st.db_size),
-                                format!("{} ({pct:.2}%)", human(st.db_size_in_use)),
+                                human(st.db_size.max(0) as u64),
+                                format!("{} ({pct:.2}%)", human(st.db_size_in_use.max(0) as u64)),
                                 format!("{:016x}", st.leader),
                                 st.raft_index.to_string(),
                                 st.raft_term.to_string(),
@@ -340,7 +320,7 @@ fn alarm_rows(
                 .map(|x| x.as_str_name().to_string())
                 .unwrap_or_else(|_| a.alarm.to_string());
             rows.push(vec![
-                node_of(md.as_ref(), t),
+                client::node_of(md.as_ref(), t),
                 format!("{:016x}", a.member_id),
                 name,
             ]);

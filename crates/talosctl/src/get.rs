@@ -151,16 +151,7 @@ pub fn jsonpath(spec: &Value, path: &str) -> String {
 fn metadata_value(r: &PbResource) -> Value {
     let m = r.metadata.clone().unwrap_or_default();
     let ts = |t: Option<prost_types::Timestamp>| {
-        t.map(|t| {
-            time::OffsetDateTime::from_unix_timestamp(t.seconds)
-                .ok()
-                .and_then(|d| {
-                    d.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default()
-        })
-        .unwrap_or_default()
+        t.as_ref().map(crate::util::rfc3339).unwrap_or_default()
     };
     let mut v = json!({
         "namespace": m.namespace,

@@ -6,6 +6,7 @@ use machinery::{Error, Result};
 
 use crate::client::{self, Target};
 use crate::config_cmd::{table, ConnArgs};
+use crate::util::human;
 
 #[derive(Args)]
 pub struct NodeArgs {
@@ -286,21 +287,6 @@ pub async fn shutdown(a: NodeArgs) -> Result<()> {
     .await
 }
 
-fn human(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
 pub async fn processes(a: NodeArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
     table_of(
@@ -551,11 +537,7 @@ pub async fn stats(a: StatsArgs) -> Result<()> {
             .map_err(|s| client::call_error(&t.node, s))?;
         let mut rows = Rows::new();
         for m in resp.into_inner().messages {
-            let node = m
-                .metadata
-                .map(|md| md.hostname)
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| t.node.clone());
+            let node = client::node_of(m.metadata.as_ref(), &t);
             for s in m.stats {
                 rows.push(vec![
                     node.clone(),

@@ -48,3 +48,30 @@ pub fn split_commas(values: &[String]) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// A size in decimal units: `512 B`, `1.2 MB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A timestamp as RFC 3339 (empty when it cannot be shown).
+pub fn rfc3339(t: &prost_types::Timestamp) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t.seconds)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

@@ -59,12 +59,7 @@ pub async fn run(a: VersionArgs) -> Result<()> {
         match client::machine(&t).version(()).await {
             Ok(resp) => {
                 for m in resp.into_inner().messages {
-                    let node = m
-                        .metadata
-                        .as_ref()
-                        .map(|md| md.hostname.clone())
-                        .filter(|h| !h.is_empty())
-                        .unwrap_or_else(|| t.node.clone());
+                    let node = client::node_of(m.metadata.as_ref(), &t);
                     let v = m.version.unwrap_or_default();
                     println!("\tNODE:        {node}");
                     if a.short {

@@ -10,6 +10,7 @@ mod inspect;
 mod proxy;
 mod roles_table;
 mod services;
+pub(crate) use services::async_stream;
 mod state;
 mod system;
 

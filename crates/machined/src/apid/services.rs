@@ -92,9 +92,10 @@ pub fn logs(sup: &Supervisor, id: &str, tail: i32, follow: bool) -> Result<DataS
 }
 
 /// A stream fed by a task through a small channel.
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Data, Status>> + Send
+pub fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T> + Send
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Data, Status>>) -> Fut,
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
