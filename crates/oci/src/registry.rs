@@ -195,6 +195,7 @@ impl Client {
                 Some(b) => req.send_bytes(b),
                 None => req.call(),
             }
+            .map_err(Box::new)
         };
         let known = self
             .authorizations
@@ -202,7 +203,8 @@ impl Client {
             .expect("authorizations")
             .get(&src.host)
             .cloned();
-        match attempt(known.as_deref()) {
+        let first = attempt(known.as_deref()).map_err(|e| *e);
+        match first {
             Err(ureq::Error::Status(401, r)) => {
                 let challenge = r.header("WWW-Authenticate").unwrap_or("").to_string();
                 let authorization = if challenge.to_ascii_lowercase().starts_with("bearer") {
@@ -212,7 +214,7 @@ impl Client {
                         format!("{}: 401 Unauthorized (no credentials configured)", src.host)
                     })?
                 };
-                let r = attempt(Some(&authorization)).map_err(|e| describe(&src.host, e))?;
+                let r = attempt(Some(&authorization)).map_err(|e| describe(&src.host, *e))?;
                 self.authorizations
                     .lock()
                     .expect("authorizations")
