@@ -460,7 +460,7 @@ mod tests {
             },
         ]);
         let image = Image::build(
-            &[l.clone()],
+            std::slice::from_ref(&l),
             RunConfig {
                 entrypoint: vec!["/bin/tool".into()],
                 ..Default::default()
