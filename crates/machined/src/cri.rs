@@ -144,6 +144,7 @@ pub fn services() -> Result<[ServiceSpec; 2], String> {
         health: Some(socket_probe(socket)),
         prepare: None,
         fds: Vec::new(),
+        launcher: None,
     };
     let mut cri = spec("cri", CRI_CONFIG, CRI_SOCKET);
     cri.prepare = Some(Arc::new(|note| {

@@ -227,6 +227,7 @@ impl Etcd {
                 Box::pin(async move { e.prepare(note).await })
             })),
             fds: Vec::new(),
+            launcher: None,
         }
     }
 

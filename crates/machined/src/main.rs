@@ -222,6 +222,7 @@ fn role_service(
         health: None,
         prepare: None,
         fds: Vec::new(),
+        launcher: None,
     })
 }
 

@@ -60,6 +60,19 @@ pub enum HealthCheck {
     Probe(Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>),
 }
 
+/// A started task: its pid, its output, how it ends and what to undo after.
+pub struct Task {
+    pub pid: u32,
+    pub outputs: Vec<Box<dyn AsyncRead + Unpin + Send>>,
+    pub exited: BoxFuture<std::process::ExitStatus>,
+    /// Runs once the task has ended.
+    pub cleanup: Option<BoxFuture<()>>,
+}
+
+/// Starts a service some other way than as a child process (a container): given the
+/// program and its arguments.
+pub type Launcher = Arc<dyn Fn(Vec<String>) -> BoxFuture<Result<Task, String>> + Send + Sync>;
+
 /// What to run.
 #[derive(Clone)]
 pub struct ServiceSpec {
@@ -71,6 +84,8 @@ pub struct ServiceSpec {
     pub prepare: Option<Prepare>,
     /// Descriptors the process inherits, as 3, 4, … in this order.
     pub fds: Vec<i32>,
+    /// How to start it, when not as a child process.
+    pub launcher: Option<Launcher>,
 }
 
 impl std::fmt::Debug for ServiceSpec {
@@ -343,39 +358,16 @@ impl Supervisor {
                     }
                 }
             }
-            let mut cmd = std::process::Command::new(&spec.program);
-            cmd.args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            // A service never outlives machined, however machined ends.
-            // SAFETY: prctl(2) only, between fork and exec.
-            let fds = spec.fds.clone();
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                        .map_err(std::io::Error::from)?;
-                    // Out of the way first (a source may be one of the targets), then in place.
-                    let mut high = Vec::with_capacity(fds.len());
-                    for fd in &fds {
-                        let h = nix::libc::fcntl(*fd, nix::libc::F_DUPFD, 100);
-                        if h < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        high.push(h);
-                    }
-                    for (i, h) in high.iter().enumerate() {
-                        if nix::libc::dup2(*h, 3 + i as i32) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        nix::libc::close(*h);
-                    }
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn();
-            let mut child = match child {
-                Ok(c) => c,
+            let launched = match &spec.launcher {
+                Some(launch) => {
+                    let mut argv = vec![spec.program.display().to_string()];
+                    argv.extend(args);
+                    launch(argv).await
+                }
+                None => spawn(&spec, &args),
+            };
+            let mut task = match launched {
+                Ok(t) => t,
                 Err(e) => {
                     self.event(&id, ServiceState::Failed, format!("Failed to start: {e}"));
                     tokio::time::sleep(delay).await;
@@ -383,23 +375,15 @@ impl Supervisor {
                     continue;
                 }
             };
-            let pid = child.id();
+            let pid = task.pid;
             if let Some(e) = self.entries.lock().expect("services").get_mut(&id) {
                 e.pid = Some(pid);
             }
-            let pumps = [
-                child
-                    .stdout
-                    .take()
-                    .and_then(|o| tokio::process::ChildStdout::from_std(o).ok())
-                    .map(|o| self.pump(&id, o)),
-                child
-                    .stderr
-                    .take()
-                    .and_then(|o| tokio::process::ChildStderr::from_std(o).ok())
-                    .map(|o| self.pump(&id, o)),
-            ];
-            let mut exited = Box::pin(crate::reaper::wait(pid));
+            let pumps: Vec<_> = std::mem::take(&mut task.outputs)
+                .into_iter()
+                .map(|o| self.pump(&id, o))
+                .collect();
+            let mut exited = task.exited;
             self.event(
                 &id,
                 ServiceState::Running,
@@ -419,16 +403,12 @@ impl Supervisor {
                     // Asked to stop (or restart).
                     self.event(&id, ServiceState::Stopping, "Stopping service");
                     terminate(pid, exited).await;
-                    for p in pumps.into_iter().flatten() {
-                        let _ = p.await;
-                    }
+                    drain(pumps, task.cleanup).await;
                     self.event(&id, ServiceState::Finished, "Service finished successfully");
                     delay = self.backoff.0;
                 }
                 Some(status) => {
-                    for p in pumps.into_iter().flatten() {
-                        let _ = p.await;
-                    }
+                    drain(pumps, task.cleanup).await;
                     let why = match status.code() {
                         Some(c) => format!("exited with code {c}"),
                         None => "was killed by a signal".into(),
@@ -656,7 +636,78 @@ fn depth(all: &HashMap<String, Entry>, id: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// SIGTERM, then SIGKILL after 10 s.
+/// Start a service as a child process: output piped, dying with machined, with the
+/// descriptors it inherits in place.
+fn spawn(spec: &ServiceSpec, args: &[String]) -> Result<Task, String> {
+    let mut cmd = std::process::Command::new(&spec.program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // A service never outlives machined, however machined ends.
+    // SAFETY: prctl(2), fcntl(2), dup2(2) and close(2) only, between fork and exec.
+    let fds = spec.fds.clone();
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            // Out of the way first (a source may be one of the targets), then in place.
+            let mut high = Vec::with_capacity(fds.len());
+            for fd in &fds {
+                let h = nix::libc::fcntl(*fd, nix::libc::F_DUPFD, 100);
+                if h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                high.push(h);
+            }
+            for (i, h) in high.iter().enumerate() {
+                if nix::libc::dup2(*h, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                nix::libc::close(*h);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let pid = child.id();
+    let mut outputs: Vec<Box<dyn AsyncRead + Unpin + Send>> = Vec::new();
+    if let Some(o) = child
+        .stdout
+        .take()
+        .and_then(|o| tokio::process::ChildStdout::from_std(o).ok())
+    {
+        outputs.push(Box::new(o));
+    }
+    if let Some(o) = child
+        .stderr
+        .take()
+        .and_then(|o| tokio::process::ChildStderr::from_std(o).ok())
+    {
+        outputs.push(Box::new(o));
+    }
+    Ok(Task {
+        pid,
+        outputs,
+        exited: Box::pin(crate::reaper::wait(pid)),
+        cleanup: None,
+    })
+}
+
+/// After a task ended: let its output come through (a descendant may hold it open: bounded),
+/// then undo what starting it made.
+async fn drain(pumps: Vec<tokio::task::JoinHandle<()>>, cleanup: Option<BoxFuture<()>>) {
+    for p in pumps {
+        let abort = p.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), p).await.is_err() {
+            abort.abort();
+        }
+    }
+    if let Some(c) = cleanup {
+        c.await;
+    }
+}
+
 /// SIGTERM, then SIGKILL after 10 s; returns once the process is reaped.
 async fn terminate(pid: u32, exited: impl std::future::Future<Output = std::process::ExitStatus>) {
     use nix::sys::signal::{kill, Signal};
@@ -685,6 +736,7 @@ mod tests {
             health: None,
             prepare: None,
             fds: Vec::new(),
+            launcher: None,
         }
     }
 
