@@ -211,7 +211,7 @@ impl Controller for CriConfigController {
 // ---- clients ----
 
 /// A channel to a containerd, waiting a little for one that is restarting.
-async fn channel(socket: &str) -> Result<Channel, Status> {
+pub(crate) async fn channel(socket: &str) -> Result<Channel, Status> {
     // A node that runs containerd has written its configuration (the socket itself is gone
     // while containerd restarts).
     let config = if socket == SYSTEM_SOCKET {
@@ -313,7 +313,7 @@ pub async fn list_images(socket: &str, ns: &str) -> Result<ListStream, Status> {
     Ok(Box::pin(futures::stream::iter(out)))
 }
 
-async fn read_blob(ch: &Channel, ns: &str, digest: &str) -> Result<Vec<u8>, Status> {
+pub(crate) async fn read_blob(ch: &Channel, ns: &str, digest: &str) -> Result<Vec<u8>, Status> {
     use futures::StreamExt;
     let mut s = ctrd::content_client::ContentClient::new(ch.clone())
         .read(with_namespace!(
@@ -382,14 +382,9 @@ fn arch() -> &'static str {
 
 /// Pull through the CRI (so the registry configuration applies exactly as it does for
 /// Kubernetes), reporting each layer's progress as containerd receives it.
-pub async fn pull(socket: &str, ns: &str, reference: &str) -> Result<PullStream, Status> {
+pub async fn pull(socket: &str, reference: &str) -> Result<PullStream, Status> {
     use api::machine::image_service_pull_layer_progress::Status as Layer;
     use api::machine::image_service_pull_response::Response as R;
-    if ns != CRI_NS {
-        return Err(Status::unimplemented(format!(
-            "images are pulled into the CRI namespace ({CRI_NS}); the {ns} namespace holds the images the node comes with"
-        )));
-    }
     if reference.trim().is_empty() {
         return Err(Status::invalid_argument("an image reference is required"));
     }

@@ -231,6 +231,23 @@ impl Etcd {
         }
     }
 
+    /// What etcd sees of the node when it runs as a container: its data and certificates, at
+    /// the same paths.
+    pub fn binds(&self) -> Vec<crate::ctrd::Bind> {
+        vec![
+            crate::ctrd::Bind {
+                source: self.data_dir.clone(),
+                destination: self.data_dir.clone(),
+                writable: true,
+            },
+            crate::ctrd::Bind {
+                source: self.secrets_dir.clone(),
+                destination: self.secrets_dir.clone(),
+                writable: false,
+            },
+        ]
+    }
+
     fn base_args(&self) -> Vec<String> {
         let s = |f: &str| self.secrets_dir.join(f).display().to_string();
         let mut listen_client = vec![self.client_url()];

@@ -4,6 +4,7 @@
 mod apid;
 mod container;
 mod cri;
+mod ctrd;
 mod dhcp;
 mod discovery;
 mod etcd;
@@ -436,7 +437,34 @@ async fn run(args: Args) -> Result<Exit, String> {
             ) {
                 Ok(e) => {
                     let e = Arc::new(e.with_members(node.state.clone()));
-                    node.services.start_service(e.service());
+                    let mut spec = e.service();
+                    // Like upstream, etcd runs from an image when the config names one.
+                    if let Some(image) = config
+                        .pointer("/cluster/etcd/image")
+                        .and_then(|v| v.as_str())
+                        .filter(|i| !i.is_empty())
+                    {
+                        spec.depends_on.push("containerd".into());
+                        let registries_of = node.clone();
+                        spec.launcher = Some(ctrd::launcher(
+                            ctrd::ContainerSpec {
+                                id: etcd::SERVICE.into(),
+                                image: image.into(),
+                                binds: e.binds(),
+                                capabilities: Vec::new(),
+                                pids_limit: 4096,
+                                cpu_shares: 2048,
+                                memory_limit: 0,
+                            },
+                            Arc::new(move || {
+                                registries_of
+                                    .active_config()
+                                    .and_then(|c| machinery::cri::Registries::from_config(&c))
+                                    .unwrap_or_default()
+                            }),
+                        ));
+                    }
+                    node.services.start_service(spec);
                     e.renew_certificates();
                     let _ = node.etcd.set(e);
                 }

@@ -699,7 +699,10 @@ fn spawn(spec: &ServiceSpec, args: &[String]) -> Result<Task, String> {
 async fn drain(pumps: Vec<tokio::task::JoinHandle<()>>, cleanup: Option<BoxFuture<()>>) {
     for p in pumps {
         let abort = p.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(1), p).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), p)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }

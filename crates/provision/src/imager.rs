@@ -118,8 +118,13 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert!(names.contains(&"usr/local/bin/etcd".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"usr/local/bin/etcd".to_string()),
+            "{names:?}"
+        );
         assert!(names.iter().any(|n| n.contains("libc.so")), "{names:?}");
-        assert!(!names.iter().any(|n| n.ends_with("/sh") || n.contains("busybox")));
+        assert!(!names
+            .iter()
+            .any(|n| n.ends_with("/sh") || n.contains("busybox")));
     }
 }

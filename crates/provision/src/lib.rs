@@ -489,8 +489,8 @@ pub fn restart_node(
         .cloned()
         .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
     stop_process(node.pid, &node.dir, Duration::ZERO);
-    for cg in &node.cgroups {
-        let _ = remove_cgroup(cg);
+    for cg in net::node_cgroups(&cluster.name, &node.name) {
+        let _ = remove_cgroup(&cg);
     }
     start_node(cluster, name, config, machined)
 }
@@ -526,7 +526,7 @@ pub fn remove_node(cluster: &mut Cluster, name: &str, grace: Duration) -> Result
         // Normally gone with the node's namespace; a half-made link may remain.
         let _ = net::del_link(&cluster.netns, &node.veth);
     }
-    for cg in &node.cgroups {
+    for cg in &net::node_cgroups(&cluster.name, &node.name) {
         // The node's last processes may still be leaving it.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while cg.exists() && remove_cgroup(cg).is_err() {

@@ -1,7 +1,7 @@
 //! Namespaces, links and addresses (through iproute2's `ip`), and cgroup limits.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
@@ -132,6 +132,24 @@ pub fn link_node(
     ip(&[
         "-n", cluster_ns, "link", "set", veth, "master", bridge, "up",
     ])
+}
+
+/// Every cgroup of a node: the ones made for its limits and those its container runtimes
+/// made under the same name in the other hierarchies (cgroup v1).
+pub fn node_cgroups(cluster: &str, node: &str) -> Vec<PathBuf> {
+    let name = format!("talos-{cluster}-{node}");
+    let root = Path::new("/sys/fs/cgroup");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(&name))
+        .filter(|p| p.is_dir())
+        .collect();
+    if root.join(&name).is_dir() {
+        out.push(root.join(&name));
+    }
+    out
 }
 
 /// Cgroups for a node's CPU and memory limits, where the host offers them (cgroup v2, or the

@@ -248,6 +248,19 @@ impl TestCluster {
                     "cgroup {cg} left behind"
                 );
             }
+            // Nor in the hierarchies its container runtimes used.
+            let name = format!(
+                "talos-{}-{}",
+                rec["name"].as_str().unwrap(),
+                n["name"].as_str().unwrap()
+            );
+            for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+                assert!(
+                    !h.path().join(&name).exists(),
+                    "cgroup {name} left in {:?}",
+                    h.path()
+                );
+            }
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&self.name)).collect();
@@ -1575,4 +1588,128 @@ async fn run_pod(socket: &str, cgroup: &str) -> Result<(String, String), tonic::
         })
         .await?;
     Ok((pod, container))
+}
+
+#[test]
+fn etcd_runs_as_a_container_from_the_image_the_imager_built() {
+    if !can_run()
+        || !Path::new("/usr/bin/docker-registry").exists()
+        || !Path::new("/usr/bin/containerd").exists()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs docker-registry and containerd"
+        );
+        return;
+    }
+    let c = TestCluster::new("i");
+    c.create(
+        "1",
+        "0",
+        &[
+            "--registry-mirror",
+            "registry.example.test=http://10.5.0.1:5000",
+        ],
+    );
+    c.put("/before", "1");
+    let registry = Registry::start(&c, 5000, None);
+
+    // The imager publishes Debian's etcd to the registry.
+    let imager = Path::new(env!("CARGO_BIN_EXE_talosctl")).with_file_name("imager");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &c.name])
+        .arg(&imager)
+        .args(["etcd", "--push", "10.5.0.1:5000/talos/etcd", "--plain-http"])
+        .output()
+        .unwrap();
+    let pushed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && pushed.contains("pushed 10.5.0.1:5000/talos/etcd:v3."),
+        "{pushed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = pushed
+        .split("etcd:")
+        .nth(1)
+        .and_then(|v| v.split('@').next())
+        .unwrap()
+        .to_string();
+    let image = format!("registry.example.test/talos/etcd:{version}");
+
+    // Naming the image in the config moves etcd into a container, keeping its data.
+    c.ok(&[
+        "patch",
+        "machineconfig",
+        "--mode",
+        "reboot",
+        "-p",
+        &format!("cluster:\n  etcd:\n    image: {image}\n"),
+    ]);
+    let started = std::time::Instant::now();
+    while !String::from_utf8_lossy(&c.talosctl(&["containers"]).stdout)
+        .lines()
+        .any(|l| l.contains(&image) && l.contains("RUNNING"))
+    {
+        if started.elapsed() > Duration::from_secs(90) {
+            let service = c.talosctl(&["service", "etcd"]);
+            let logs = c.talosctl(&["logs", "containerd", "--tail", "20"]);
+            panic!(
+                "etcd did not start in its container:\n{}{}\n{}",
+                String::from_utf8_lossy(&service.stdout),
+                String::from_utf8_lossy(&service.stderr),
+                String::from_utf8_lossy(&logs.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.healthy("1m");
+    assert!(
+        registry
+            .log()
+            .contains(&format!("/v2/talos/etcd/manifests/{version}")),
+        "{}",
+        registry.log()
+    );
+    assert_eq!(c.get("/before"), "1");
+    c.put("/after", "2");
+    let images = c.ok(&["image", "list", "--namespace", "system"]);
+    assert!(images.contains(&image), "{images}");
+    // Its output is the service's log, as for any service.
+    let logs = c.ok(&["logs", "etcd", "--tail", "50"]);
+    assert!(logs.contains("etcd"), "{logs}");
+
+    // The container's root is the image: etcd and its libraries, no shell.
+    let containers = c.ok(&["containers"]);
+    let pid = containers
+        .lines()
+        .find(|l| l.contains(&image))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.parse::<u32>().ok()))
+        .expect("etcd's pid");
+    let root = c.ok(&["list", &format!("/proc/{pid}/root/usr/local/bin")]);
+    assert!(root.contains("etcd"), "{root}");
+    let bin = c.talosctl(&["list", &format!("/proc/{pid}/root/bin")]);
+    assert!(!bin.status.success(), "the image has a /bin");
+
+    // Images for the system namespace come the same way, with progress.
+    push(&c, &registry.url, "app", None);
+    let pulled = c.ok(&[
+        "image",
+        "pull",
+        "--namespace",
+        "system",
+        "registry.example.test/app:1",
+    ]);
+    assert!(pulled.contains("registry.example.test/app:1"), "{pulled}");
+    let images = c.ok(&["image", "list", "--namespace", "system"]);
+    assert!(images.contains("registry.example.test/app:1"), "{images}");
+    let err = c.fails(&[
+        "image",
+        "pull",
+        "--namespace",
+        "system",
+        "registry.example.test/missing:1",
+    ]);
+    assert!(err.contains("10.5.0.1:5000: 404"), "{err}");
+    drop(registry);
+    c.destroy_and_check();
 }

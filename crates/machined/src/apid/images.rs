@@ -4,7 +4,9 @@ use tonic::{Request, Response, Status};
 
 use crate::cri;
 
-pub struct Images;
+pub struct Images {
+    pub node: std::sync::Arc<crate::node::Node>,
+}
 
 #[tonic::async_trait]
 impl api::machine::image_service_server::ImageService for Images {
@@ -28,7 +30,17 @@ impl api::machine::image_service_server::ImageService for Images {
         let r = req.into_inner();
         let c = r.containerd.unwrap_or_default();
         let (socket, ns) = cri::instance(c.namespace, c.driver);
-        Ok(Response::new(cri::pull(socket, ns, &r.image_ref).await?))
+        if ns == cri::SYSTEM_NS {
+            // The system namespace pulls with the node's own registry client.
+            let cfg = self.node.active_config().map_err(Status::unavailable)?;
+            let registries = machinery::cri::Registries::from_config(&cfg)
+                .map_err(Status::failed_precondition)?;
+            return Ok(Response::new(crate::ctrd::pull_stream(
+                registries,
+                r.image_ref,
+            )));
+        }
+        Ok(Response::new(cri::pull(socket, &r.image_ref).await?))
     }
 
     async fn remove(

@@ -577,8 +577,14 @@ impl MachineService for Machine {
         } else if r.namespace.is_empty() || r.namespace == crate::cri::SYSTEM_NS {
             let mut all = system::service_containers(&self.node.services);
             // Without containerd (maintenance, or not running yet) the services are all there is.
+            // A service run as a container is shown as the container (with its image).
             if let Ok(more) = crate::cri::system_containers().await {
-                all.extend(more);
+                for c in more {
+                    match all.iter_mut().find(|s| s.id == c.id) {
+                        Some(s) => *s = c,
+                        None => all.push(c),
+                    }
+                }
             }
             all
         } else {
@@ -747,7 +753,7 @@ pub async fn serve_local(
             applier: apply::Applier::new(node.clone(), maintenance),
         }))
         .add_service(api::machine::image_service_server::ImageServiceServer::new(
-            images::Images,
+            images::Images { node: node.clone() },
         ))
         .add_service(
             api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {

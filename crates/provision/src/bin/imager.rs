@@ -57,8 +57,8 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let reference = name(push.as_deref().unwrap_or("talos.local/etcd"))?;
             if let Some(path) = output {
-                let file = std::fs::File::create(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let file =
+                    std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                 image
                     .write_archive(&reference.to_string(), std::io::BufWriter::new(file))
                     .map_err(|e| format!("{}: {e}", path.display()))?;
