@@ -1052,7 +1052,8 @@ fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
         reset.join().unwrap();
         gone
     });
-    assert!(gone < Duration::from_secs(2), "reset to gone: {gone:?}");
+    // Gone at once, not after the TTL (40 s): the bound leaves room for a loaded machine.
+    assert!(gone < Duration::from_secs(15), "reset to gone: {gone:?}");
     eprintln!("reset to gone from every node: {gone:?}");
 
     // A worker that dies without a word: unreachable within 30 s, gone after its TTL (40 s).
