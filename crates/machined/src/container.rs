@@ -28,7 +28,7 @@ pub const LOG_DIR: &str = "/var/log";
 pub const EPHEMERAL_DIR: &str = "/var";
 
 /// Where a container-mode node finds this binary.
-const SELF_EXE: &str = "/system/bin/machined";
+pub const SELF_EXE: &str = "/system/bin/machined";
 
 /// This binary, as this node sees it.
 pub fn self_exe() -> std::io::Result<PathBuf> {
@@ -37,6 +37,11 @@ pub fn self_exe() -> std::io::Result<PathBuf> {
     } else {
         std::env::current_exe()
     }
+}
+
+/// Say that the node's root is in place (for this process and what it runs or re-executes).
+pub fn mark_rooted() {
+    std::env::set_var(ROOTED, "1");
 }
 
 /// Whether this process is the node's PID 1 with its root in place already.
@@ -69,7 +74,7 @@ pub fn enter(dir: &Path, netns: Option<&str>) -> Result<(), String> {
         ForkResult::Child => {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| err("pdeathsig", e))?;
             make_root(dir)?;
-            std::env::set_var(ROOTED, "1");
+            mark_rooted();
             Ok(())
         }
     }

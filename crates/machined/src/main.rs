@@ -11,6 +11,7 @@ mod etcd;
 mod events;
 mod kernel;
 mod logship;
+mod metal;
 mod netconfig;
 mod network;
 mod node;
@@ -607,11 +608,22 @@ fn main() -> ExitCode {
             .with(logship::Layer)
             .init();
     }
+    let metal = metal::is_init();
+    if metal {
+        if let Err(e) = metal::boot(container::SELF_EXE) {
+            metal::console(&format!("machined: {e}"));
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            metal::power_off();
+        }
+        container::mark_rooted();
+    }
     let mut args = Args::parse();
-    if let Some(dir) = args.container.clone() {
-        if let Err(e) = container::enter(&dir, args.netns.as_deref()) {
-            log(&format!("machined: {e}"));
-            return ExitCode::FAILURE;
+    if metal || args.container.is_some() {
+        if let Some(dir) = args.container.clone() {
+            if let Err(e) = container::enter(&dir, args.netns.as_deref()) {
+                log(&format!("machined: {e}"));
+                return ExitCode::FAILURE;
+            }
         }
         args.state_dir
             .get_or_insert_with(|| container::STATE_DIR.into());
@@ -627,7 +639,14 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = rt.block_on(run(args));
     drop(rt);
+    // The init of a machine never exits: it powers off.
+    let metal = metal::booted();
     match result {
+        Ok(Exit::Shutdown) if metal => metal::power_off(),
+        Err(e) if metal => {
+            metal::console(&format!("machined: {e}"));
+            metal::power_off()
+        }
         Ok(Exit::Shutdown) => ExitCode::SUCCESS,
         Ok(Exit::Reboot(handover)) => {
             log("machined: rebooting");

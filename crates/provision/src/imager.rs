@@ -95,6 +95,285 @@ pub fn etcd(binary: &Path) -> Result<(String, Image), String> {
     Ok((version, image))
 }
 
+
+/// A `newc` cpio archive, as the kernel unpacks an initramfs.
+#[derive(Default)]
+pub struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
+        self.ino += 1;
+        let name = name.trim_start_matches('/');
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ];
+        self.out.extend_from_slice(b"070701");
+        for f in fields {
+            self.out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while self.out.len() % 4 != 0 {
+            self.out.push(0);
+        }
+    }
+
+    pub fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, &[], (0, 0));
+    }
+
+    pub fn file(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.entry(name, 0o100000 | mode, data, (0, 0));
+    }
+
+    pub fn char_device(&mut self, name: &str, mode: u32, major: u32, minor: u32) {
+        self.entry(name, 0o020000 | mode, &[], (major, minor));
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[], (0, 0));
+        self.out
+    }
+
+}
+
+/// Modules with everything they depend on, dependencies first (paths as `modules.dep` names
+/// them, relative to the kernel's modules folder).
+pub fn modules_in_order(modules_dir: &Path, names: &[&str]) -> Result<Vec<String>, String> {
+    let dep_file = modules_dir.join("modules.dep");
+    let text = std::fs::read_to_string(&dep_file)
+        .map_err(|e| format!("{}: {e} (Debian: linux-image-amd64)", dep_file.display()))?;
+    let deps: std::collections::BTreeMap<String, Vec<String>> = text
+        .lines()
+        .filter_map(|l| {
+            let (m, d) = l.split_once(':')?;
+            Some((m.to_string(), d.split_whitespace().map(String::from).collect()))
+        })
+        .collect();
+    let norm = |s: &str| s.replace('-', "_");
+    let by_name: std::collections::BTreeMap<String, String> = deps
+        .keys()
+        .map(|p| {
+            let stem = Path::new(p)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = stem.split(".ko").next().unwrap_or_default().to_string();
+            (norm(&stem), p.clone())
+        })
+        .collect();
+    fn visit(
+        p: &str,
+        deps: &std::collections::BTreeMap<String, Vec<String>>,
+        out: &mut Vec<String>,
+    ) {
+        if out.iter().any(|o| o == p) {
+            return;
+        }
+        for d in deps.get(p).into_iter().flatten() {
+            visit(d, deps, out);
+        }
+        out.push(p.to_string());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let p = by_name
+            .get(&norm(n))
+            .ok_or_else(|| format!("no kernel module {n} in {}", modules_dir.display()))?;
+        visit(p, &deps, &mut out);
+    }
+    Ok(out)
+}
+
+/// Modules the initramfs loads to reach the root filesystem.
+pub const EARLY_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
+/// Modules the node loads from its root filesystem.
+pub const NODE_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "virtio_blk",
+    "virtio_console",
+    "e1000",
+    "bridge",
+    "veth",
+    "nf_tables",
+    "dm_crypt",
+    "wireguard",
+    "ext4",
+    "xfs",
+    "vfat",
+];
+/// The services' programs the root filesystem holds (with the libraries they load).
+pub const PROGRAMS: &[&str] = &[
+    "/usr/bin/etcd",
+    "/usr/bin/etcdctl",
+    "/usr/bin/containerd",
+    "/usr/bin/containerd-shim-runc-v2",
+    "/usr/sbin/runc",
+];
+
+/// What `imager boot` made.
+#[derive(Debug)]
+pub struct BootAssets {
+    pub kernel: std::path::PathBuf,
+    pub initramfs: std::path::PathBuf,
+    pub rootfs: std::path::PathBuf,
+    pub rootfs_digest: String,
+}
+
+/// The newest kernel whose modules are installed.
+pub fn installed_kernel() -> Result<String, String> {
+    let mut releases: Vec<String> = std::fs::read_dir("/lib/modules")
+        .map_err(|e| format!("/lib/modules: {e} (Debian: linux-image-amd64)"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|r| Path::new("/boot").join(format!("vmlinuz-{r}")).exists())
+        .collect();
+    releases.sort();
+    releases
+        .pop()
+        .ok_or_else(|| "no kernel in /boot (Debian: linux-image-amd64)".into())
+}
+
+fn copy_into(stage: &Path, host: &str, inside: &str) -> Result<(), String> {
+    let to = stage.join(inside.trim_start_matches('/'));
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    std::fs::copy(host, &to).map_err(|e| format!("{host}: {e}"))?;
+    Ok(())
+}
+
+/// Build the kernel and initramfs of a node: the initramfs holds machined as `/init`, the
+/// modules it needs to mount the root, and the read-only root filesystem (squashfs: the
+/// services' programs and their libraries, the node's kernel modules, nothing else) with its
+/// digest.
+pub fn boot_assets(machined: &Path, release: &str, out: &Path) -> Result<BootAssets, String> {
+    let modules_dir = Path::new("/lib/modules").join(release);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let stage = out.join("rootfs.stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    for d in [
+        "dev", "proc", "sys", "run", "system", "tmp", "var", "etc", "usr/bin", "usr/sbin",
+    ] {
+        std::fs::create_dir_all(stage.join(d)).map_err(|e| format!("{d}: {e}"))?;
+    }
+    std::fs::write(
+        stage.join("etc/os-release"),
+        format!(
+            "NAME=\"Talos\"\nID=talos\nVERSION_ID={v}\nPRETTY_NAME=\"Talos ({v})\"\n",
+            v = env!("CARGO_PKG_VERSION")
+        ),
+    )
+    .map_err(|e| format!("os-release: {e}"))?;
+    for program in PROGRAMS {
+        if !Path::new(program).exists() {
+            return Err(format!(
+                "{program} is missing (Debian: etcd-server, etcd-client, containerd, runc)"
+            ));
+        }
+        copy_into(&stage, program, program)?;
+        for lib in shared_libraries(Path::new(program))? {
+            copy_into(&stage, &lib, &lib)?;
+        }
+    }
+    let node_modules = modules_in_order(&modules_dir, NODE_MODULES)?;
+    for m in &node_modules {
+        let inside = format!("lib/modules/{release}/{m}");
+        copy_into(&stage, &modules_dir.join(m).display().to_string(), &inside)?;
+    }
+    std::fs::write(
+        stage.join(format!("lib/modules/{release}/modules.load")),
+        node_modules.join("\n") + "\n",
+    )
+    .map_err(|e| format!("modules.load: {e}"))?;
+    let rootfs = out.join("rootfs.sqsh");
+    let _ = std::fs::remove_file(&rootfs);
+    let made = Command::new("mksquashfs")
+        .arg(&stage)
+        .arg(&rootfs)
+        .args(["-comp", "zstd", "-noappend", "-all-root", "-quiet", "-no-progress"])
+        .output()
+        .map_err(|e| format!("mksquashfs: {e} (Debian: squashfs-tools)"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "mksquashfs: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&stage);
+    let squash = std::fs::read(&rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
+    let rootfs_digest = oci::sha256(&squash);
+
+    // The initramfs: a compressed archive of the small things, then the root filesystem
+    // uncompressed (it is compressed already); the kernel unpacks both.
+    let mut early = Cpio::default();
+    for d in ["dev", "proc", "sys", "newroot", "lib", "lib/modules"] {
+        early.dir(d);
+    }
+    early.char_device("dev/console", 0o600, 5, 1);
+    let init = std::fs::read(machined).map_err(|e| format!("{}: {e}", machined.display()))?;
+    early.file("init", 0o755, &init);
+    early.file("rootfs.sha256", 0o444, rootfs_digest.as_bytes());
+    let early_modules = modules_in_order(&modules_dir, EARLY_MODULES)?;
+    let mut dirs = std::collections::BTreeSet::new();
+    for m in &early_modules {
+        let mut p = Path::new(m).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_path_buf());
+            p = d.parent();
+        }
+    }
+    early.dir(&format!("lib/modules/{release}"));
+    for d in dirs {
+        early.dir(&format!("lib/modules/{release}/{}", d.display()));
+    }
+    for m in &early_modules {
+        let data = std::fs::read(modules_dir.join(m)).map_err(|e| format!("{m}: {e}"))?;
+        early.file(&format!("lib/modules/{release}/{m}"), 0o644, &data);
+    }
+    early.file("modules.load", 0o444, (early_modules.join("\n") + "\n").as_bytes());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &early.finish()).map_err(|e| e.to_string())?;
+    let mut initramfs = gz.finish().map_err(|e| e.to_string())?;
+    let mut root = Cpio::default();
+    root.file("rootfs.sqsh", 0o444, &squash);
+    initramfs.extend_from_slice(&root.finish());
+    let initramfs_path = out.join("initramfs.img");
+    std::fs::write(&initramfs_path, &initramfs)
+        .map_err(|e| format!("{}: {e}", initramfs_path.display()))?;
+    let kernel = out.join("vmlinuz");
+    std::fs::copy(format!("/boot/vmlinuz-{release}"), &kernel)
+        .map_err(|e| format!("/boot/vmlinuz-{release}: {e}"))?;
+    Ok(BootAssets {
+        kernel,
+        initramfs: initramfs_path,
+        rootfs,
+        rootfs_digest,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +405,33 @@ mod tests {
         assert!(!names
             .iter()
             .any(|n| n.ends_with("/sh") || n.contains("busybox")));
+    }
+
+    #[test]
+    fn modules_come_after_their_dependencies() {
+        let Ok(release) = installed_kernel() else {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "needs a kernel");
+            return;
+        };
+        let dir = Path::new("/lib/modules").join(release);
+        let order = modules_in_order(&dir, &["virtio_net", "dm-crypt"]).unwrap();
+        let at = |m: &str| order.iter().position(|p| p.ends_with(m)).unwrap();
+        assert!(at("/virtio.ko") < at("/virtio_net.ko"), "{order:?}");
+        assert!(at("/dm-mod.ko") < at("/dm-crypt.ko"), "{order:?}");
+        assert!(modules_in_order(&dir, &["no_such_module"]).is_err());
+    }
+
+    #[test]
+    fn cpio_entries_are_aligned_and_terminated() {
+        let mut c = Cpio::default();
+        c.dir("dev");
+        c.char_device("dev/console", 0o600, 5, 1);
+        c.file("init", 0o755, b"abc");
+        let out = c.finish();
+        assert_eq!(out.len() % 4, 0);
+        assert!(out.starts_with(b"070701"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("TRAILER!!!"));
+        assert!(text.contains("dev/console"));
     }
 }

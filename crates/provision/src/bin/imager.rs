@@ -33,10 +33,48 @@ enum Cmd {
         #[arg(long)]
         plain_http: bool,
     },
+    /// The kernel and the initramfs (machined as /init, the root filesystem inside).
+    Boot {
+        /// The static machined to boot (cargo build --profile image --target
+        /// x86_64-unknown-linux-musl -p machined).
+        #[arg(long)]
+        machined: PathBuf,
+        /// The kernel release (default: the newest in /boot with its modules).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Where the kernel, initramfs and root filesystem go.
+        #[arg(short, long, default_value = "_out")]
+        output: PathBuf,
+    },
+}
+
+fn size(p: &std::path::Path) -> String {
+    let b = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Cmd::Boot {
+            machined,
+            kernel,
+            output,
+        } => {
+            let release = match kernel {
+                Some(k) => k,
+                None => provision::imager::installed_kernel()?,
+            };
+            let a = provision::imager::boot_assets(&machined, &release, &output)?;
+            println!("kernel     {} ({})", a.kernel.display(), size(&a.kernel));
+            println!("initramfs  {} ({})", a.initramfs.display(), size(&a.initramfs));
+            println!(
+                "rootfs     {} ({}, {})",
+                a.rootfs.display(),
+                size(&a.rootfs),
+                a.rootfs_digest
+            );
+            Ok(())
+        }
         Cmd::Etcd {
             etcd,
             output,

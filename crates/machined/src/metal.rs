@@ -1,0 +1,287 @@
+//! Metal mode: machined is the kernel's init, `/init` of the initramfs the imager built. It
+//! mounts the kernel's filesystems, loads the modules it needs to reach the root filesystem,
+//! checks the root filesystem (`/rootfs.sqsh`) against the digest the image records
+//! (`/rootfs.sha256`) and refuses to boot when they differ, mounts it read-only through a loop
+//! device with tmpfs `/system`, `/run`, `/var`, `/tmp` and a writable layer over `/etc`, moves
+//! into it and loads the node's kernel modules in dependency order. From there on the node is
+//! the same as in container mode ([`crate::container::rooted`]).
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+
+const ROOTFS: &str = "/rootfs.sqsh";
+const ROOTFS_DIGEST: &str = "/rootfs.sha256";
+/// The modules the initramfs carries, in load order (paths relative to `/lib/modules/<kver>`).
+const EARLY_MODULES: &str = "/modules.load";
+/// In the root filesystem: the node's modules in load order.
+const NODE_MODULES: &str = "modules.load";
+
+/// Set in the environment once the machine's root is in place (kept across re-executions).
+const BOOTED: &str = "TALOS_METAL";
+
+/// Whether this node is a machine booted from the image (not a container-mode node).
+pub fn booted() -> bool {
+    std::env::var_os(BOOTED).is_some()
+}
+
+/// Whether this process is the init of a machine booted from the image.
+pub fn is_init() -> bool {
+    std::process::id() == 1 && Path::new(ROOTFS).exists() && !crate::container::rooted()
+}
+
+/// Print to the console (the kernel's, when nothing else is there).
+pub fn console(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("boot: {what}: {e}")
+}
+
+fn mnt(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(target).map_err(|e| err(target, e))?;
+    mount(src, target, fstype, flags, data).map_err(|e| err(&format!("mount {target}"), e))
+}
+
+/// The kernel's release (`uname -r`): where its modules are.
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Load the modules listed (one path per line, relative to the modules folder) in order; a
+/// module already loaded or built in is fine.
+pub fn load_modules(dir: &Path, list: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let text = std::fs::read_to_string(list).unwrap_or_default();
+    for rel in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = dir.join(rel);
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        // SAFETY: a valid descriptor and an empty, NUL-terminated parameter string.
+        let rc = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_finit_module,
+                f.as_raw_fd(),
+                c"".as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(nix::libc::EEXIST) {
+                problems.push(format!("{rel}: {e}"));
+            }
+        }
+    }
+    problems
+}
+
+/// `sha256:<hex>` of a file, read in large chunks.
+fn digest_of(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| err(path, e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| err(path, e))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    let hex: String = ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("sha256:{hex}"))
+}
+
+/// Attach a file read-only to a free loop device; returns the device's path.
+fn attach_loop(file: &str) -> Result<String, String> {
+    const LOOP_CTL_GET_FREE: u64 = 0x4C82;
+    const LOOP_SET_FD: u64 = 0x4C00;
+    let ctl = std::fs::File::open("/dev/loop-control").map_err(|e| err("/dev/loop-control", e))?;
+    // SAFETY: an ioctl without arguments on the loop control device.
+    let n = unsafe { nix::libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+    if n < 0 {
+        return Err(err("a free loop device", std::io::Error::last_os_error()));
+    }
+    let dev = format!("/dev/loop{n}");
+    let backing = std::fs::File::open(file).map_err(|e| err(file, e))?;
+    let lo = std::fs::File::open(&dev).map_err(|e| err(&dev, e))?;
+    // SAFETY: the loop device takes the backing descriptor (a read-only open: a read-only
+    // device).
+    let rc = unsafe { nix::libc::ioctl(lo.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
+    if rc < 0 {
+        return Err(err(&dev, std::io::Error::last_os_error()));
+    }
+    Ok(dev)
+}
+
+/// Power the machine off (after a refusal to boot, or a shutdown).
+pub fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// From the initramfs into the image's root. Returns once the node's root is in place.
+pub fn boot(self_exe: &str) -> Result<(), String> {
+    let none = MsFlags::empty();
+    let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(Some("proc"), "/proc", Some("proc"), quiet, None)?;
+    mnt(Some("sysfs"), "/sys", Some("sysfs"), quiet, None)?;
+    mnt(
+        Some("devtmpfs"),
+        "/dev",
+        Some("devtmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    let release = kernel_release();
+    let modules = Path::new("/lib/modules").join(&release);
+    for p in load_modules(&modules, Path::new(EARLY_MODULES)) {
+        console(&format!("boot: module {p}"));
+    }
+    // The root filesystem must be the one the image was made with.
+    let want = std::fs::read_to_string(ROOTFS_DIGEST)
+        .map_err(|e| err(ROOTFS_DIGEST, e))?
+        .trim()
+        .to_string();
+    let have = digest_of(ROOTFS)?;
+    if have != want {
+        return Err(format!(
+            "the root filesystem does not match the image: its digest is {have}, the image records {want}; refusing to boot"
+        ));
+    }
+    let dev = attach_loop(ROOTFS)?;
+    let root = "/newroot";
+    mnt(
+        Some(&dev),
+        root,
+        Some("squashfs"),
+        MsFlags::MS_RDONLY,
+        None,
+    )?;
+    let at = |p: &str| format!("{root}{p}");
+    for (t, opts) in [
+        ("/run", "mode=0755"),
+        ("/system", "mode=0755"),
+        ("/var", "mode=0755"),
+        ("/tmp", "mode=1777"),
+    ] {
+        mount(
+            Some("tmpfs"),
+            at(t).as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts),
+        )
+        .map_err(|e| err(&format!("mount {t}"), e))?;
+    }
+    // /etc is the image's, under a writable layer.
+    let layer = at("/system/overlays/etc");
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(format!("{layer}/{d}")).map_err(|e| err(&layer, e))?;
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={layer}/upper,workdir={layer}/work",
+        at("/etc")
+    );
+    mount(
+        Some("overlay"),
+        at("/etc").as_str(),
+        Some("overlay"),
+        none,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| err("mount the /etc overlay", e))?;
+    for d in ["/system/state", "/system/secrets", "/system/bin", "/system/etc"] {
+        std::fs::create_dir_all(at(d)).map_err(|e| err(d, e))?;
+    }
+    // This binary stays where services and reboots look for it.
+    std::fs::write(at(self_exe), "").map_err(|e| err(self_exe, e))?;
+    mount(
+        Some("/init"),
+        at(self_exe).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err(self_exe, e))?;
+    for f in ["resolv.conf", "hosts"] {
+        std::fs::write(at(&format!("/system/etc/{f}")), "").map_err(|e| err(f, e))?;
+        std::fs::write(at(&format!("/etc/{f}")), "").map_err(|e| err(f, e))?;
+        mount(
+            Some(at(&format!("/system/etc/{f}")).as_str()),
+            at(&format!("/etc/{f}")).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err(f, e))?;
+    }
+    for m in ["/dev", "/proc", "/sys"] {
+        mount(Some(m), at(m).as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(|e| err(&format!("move {m}"), e))?;
+    }
+    mnt(
+        Some("devpts"),
+        &at("/dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("gid=5,mode=620,ptmxmode=666"),
+    )?;
+    mnt(
+        Some("tmpfs"),
+        &at("/dev/shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None,
+    )?;
+    if Path::new(&at("/sys/fs/cgroup")).is_dir() {
+        let _ = mount(
+            Some("cgroup2"),
+            at("/sys/fs/cgroup").as_str(),
+            Some("cgroup2"),
+            quiet,
+            None::<&str>,
+        );
+    }
+    // Into the new root; the initramfs stays underneath (the loop device reads from it).
+    std::env::set_current_dir(root).map_err(|e| err("chdir", e))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| err("move the root", e))?;
+    nix::unistd::chroot(".").map_err(|e| err("chroot", e))?;
+    std::env::set_current_dir("/").map_err(|e| err("chdir /", e))?;
+    let modules = Path::new("/lib/modules").join(&release);
+    for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
+        console(&format!("boot: module {p}"));
+    }
+    std::env::set_var(BOOTED, "1");
+    std::env::set_var(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    Ok(())
+}
