@@ -608,8 +608,7 @@ fn main() -> ExitCode {
             .with(logship::Layer)
             .init();
     }
-    let metal = metal::is_init();
-    if metal {
+    if metal::is_init() {
         if let Err(e) = metal::boot(container::SELF_EXE) {
             metal::console(&format!("machined: {e}"));
             std::thread::sleep(std::time::Duration::from_secs(5));
@@ -618,7 +617,8 @@ fn main() -> ExitCode {
         container::mark_rooted();
     }
     let mut args = Args::parse();
-    if metal || args.container.is_some() {
+    // A machine booted from the image keeps its root in place across reboots (re-executions).
+    if metal::booted() || args.container.is_some() {
         if let Some(dir) = args.container.clone() {
             if let Err(e) = container::enter(&dir, args.netns.as_deref()) {
                 log(&format!("machined: {e}"));

@@ -75,12 +75,7 @@ pub fn load_modules(dir: &Path, list: &Path) -> Vec<String> {
         };
         // SAFETY: a valid descriptor and an empty, NUL-terminated parameter string.
         let rc = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_finit_module,
-                f.as_raw_fd(),
-                c"".as_ptr(),
-                0,
-            )
+            nix::libc::syscall(nix::libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), 0)
         };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
@@ -176,13 +171,7 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
     }
     let dev = attach_loop(ROOTFS)?;
     let root = "/newroot";
-    mnt(
-        Some(&dev),
-        root,
-        Some("squashfs"),
-        MsFlags::MS_RDONLY,
-        None,
-    )?;
+    mnt(Some(&dev), root, Some("squashfs"), MsFlags::MS_RDONLY, None)?;
     let at = |p: &str| format!("{root}{p}");
     for (t, opts) in [
         ("/run", "mode=0755"),
@@ -216,7 +205,12 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         Some(opts.as_str()),
     )
     .map_err(|e| err("mount the /etc overlay", e))?;
-    for d in ["/system/state", "/system/secrets", "/system/bin", "/system/etc"] {
+    for d in [
+        "/system/state",
+        "/system/secrets",
+        "/system/bin",
+        "/system/etc",
+    ] {
         std::fs::create_dir_all(at(d)).map_err(|e| err(d, e))?;
     }
     // This binary stays where services and reboots look for it.
@@ -242,8 +236,14 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         .map_err(|e| err(f, e))?;
     }
     for m in ["/dev", "/proc", "/sys"] {
-        mount(Some(m), at(m).as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .map_err(|e| err(&format!("move {m}"), e))?;
+        mount(
+            Some(m),
+            at(m).as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| err(&format!("move {m}"), e))?;
     }
     mnt(
         Some("devpts"),

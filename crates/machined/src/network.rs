@@ -871,10 +871,13 @@ impl Controller for AddressSpecController {
             if !present {
                 let (ip, prefix) = spec.address.split_once('/').expect("validated");
                 let ip: IpAddr = ip.parse()?;
-                h.address()
-                    .add(index, ip, prefix.parse()?)
-                    .execute()
-                    .await?;
+                let mut req = h.address().add(index, ip, prefix.parse()?);
+                // Loopback addresses are host-scoped, as the kernel makes them: a global one
+                // would be picked as the source of broadcasts on other links (DHCP).
+                if ip.is_loopback() {
+                    req.message_mut().header.scope = AddressScope::Host;
+                }
+                req.execute().await?;
                 tracing::info!(
                     address = spec.address,
                     link = spec.link_name,

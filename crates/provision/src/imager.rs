@@ -95,7 +95,6 @@ pub fn etcd(binary: &Path) -> Result<(String, Image), String> {
     Ok((version, image))
 }
 
-
 /// A `newc` cpio archive, as the kernel unpacks an initramfs.
 #[derive(Default)]
 pub struct Cpio {
@@ -155,7 +154,6 @@ impl Cpio {
         self.entry("TRAILER!!!", 0, &[], (0, 0));
         self.out
     }
-
 }
 
 /// Modules with everything they depend on, dependencies first (paths as `modules.dep` names
@@ -168,7 +166,10 @@ pub fn modules_in_order(modules_dir: &Path, names: &[&str]) -> Result<Vec<String
         .lines()
         .filter_map(|l| {
             let (m, d) = l.split_once(':')?;
-            Some((m.to_string(), d.split_whitespace().map(String::from).collect()))
+            Some((
+                m.to_string(),
+                d.split_whitespace().map(String::from).collect(),
+            ))
         })
         .collect();
     let norm = |s: &str| s.replace('-', "_");
@@ -210,6 +211,8 @@ pub fn modules_in_order(modules_dir: &Path, names: &[&str]) -> Result<Vec<String
 pub const EARLY_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
 /// Modules the node loads from its root filesystem.
 pub const NODE_MODULES: &[&str] = &[
+    // What libcrc32c asks the kernel for (a soft dependency: no modprobe to load it later).
+    "crc32c_generic",
     "virtio_pci",
     "virtio_net",
     "virtio_blk",
@@ -313,7 +316,14 @@ pub fn boot_assets(machined: &Path, release: &str, out: &Path) -> Result<BootAss
     let made = Command::new("mksquashfs")
         .arg(&stage)
         .arg(&rootfs)
-        .args(["-comp", "zstd", "-noappend", "-all-root", "-quiet", "-no-progress"])
+        .args([
+            "-comp",
+            "zstd",
+            "-noappend",
+            "-all-root",
+            "-quiet",
+            "-no-progress",
+        ])
         .output()
         .map_err(|e| format!("mksquashfs: {e} (Debian: squashfs-tools)"))?;
     if !made.status.success() {
@@ -353,10 +363,16 @@ pub fn boot_assets(machined: &Path, release: &str, out: &Path) -> Result<BootAss
         let data = std::fs::read(modules_dir.join(m)).map_err(|e| format!("{m}: {e}"))?;
         early.file(&format!("lib/modules/{release}/{m}"), 0o644, &data);
     }
-    early.file("modules.load", 0o444, (early_modules.join("\n") + "\n").as_bytes());
+    early.file(
+        "modules.load",
+        0o444,
+        (early_modules.join("\n") + "\n").as_bytes(),
+    );
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &early.finish()).map_err(|e| e.to_string())?;
     let mut initramfs = gz.finish().map_err(|e| e.to_string())?;
+    // The next archive starts on a 4-byte boundary (the kernel skips zeros between archives).
+    initramfs.resize(initramfs.len().div_ceil(4) * 4, 0);
     let mut root = Cpio::default();
     root.file("rootfs.sqsh", 0o444, &squash);
     initramfs.extend_from_slice(&root.finish());
@@ -410,7 +426,10 @@ mod tests {
     #[test]
     fn modules_come_after_their_dependencies() {
         let Ok(release) = installed_kernel() else {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "needs a kernel");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "needs a kernel"
+            );
             return;
         };
         let dir = Path::new("/lib/modules").join(release);

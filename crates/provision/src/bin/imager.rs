@@ -66,7 +66,11 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let a = provision::imager::boot_assets(&machined, &release, &output)?;
             println!("kernel     {} ({})", a.kernel.display(), size(&a.kernel));
-            println!("initramfs  {} ({})", a.initramfs.display(), size(&a.initramfs));
+            println!(
+                "initramfs  {} ({})",
+                a.initramfs.display(),
+                size(&a.initramfs)
+            );
             println!(
                 "rootfs     {} ({}, {})",
                 a.rootfs.display(),

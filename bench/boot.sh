@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Boot benchmark (issue #10): QEMU start to apid answering (maintenance mode) for the image the
+# imager builds, against the floor: the same kernel booting a trivial static init (Debian's
+# static busybox) that powers off at once. Both under TCG, same machine and command line.
+# Prints the image sizes too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --profile image --target x86_64-unknown-linux-musl -p machined
+cargo build -q -p provision --bin imager -p talosctl
+dir=$(mktemp -d "${TMPDIR:-/tmp}/talos-boot.XXXXXX")
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+target/debug/imager boot --machined target/x86_64-unknown-linux-musl/image/machined -o "$dir/img"
+mkdir -p "$dir/floor/bin"
+cp /bin/busybox "$dir/floor/bin/busybox"
+printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' >"$dir/floor/init"
+chmod +x "$dir/floor/init"
+(cd "$dir/floor" && find . | cpio -o -H newc --quiet | gzip -1 >"$dir/floor.img")
+vm() {
+	qemu-system-x86_64 -machine q35,accel=tcg -m 1024 -smp 2 -display none -monitor none \
+		-no-reboot -serial null -kernel "$dir/img/vmlinuz" "$@"
+}
+ms() { echo $(($(date +%s%N) / 1000000)); }
+runs=3
+floor=0
+node=0
+for _ in $(seq $runs); do
+	t0=$(ms)
+	vm -initrd "$dir/floor.img" -append "console=ttyS0 panic=-1"
+	floor=$((floor + $(ms) - t0))
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	t0=$(ms)
+	vm -initrd "$dir/img/initramfs.img" -append "console=ttyS0 talos.platform=metal panic=-1" \
+		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:50000" -device virtio-net-pci,netdev=n0 &
+	pid=$!
+	until target/debug/talosctl version --insecure -n "127.0.0.1:$port" -e "127.0.0.1:$port" >/dev/null 2>&1; do
+		sleep 0.1
+	done
+	node=$((node + $(ms) - t0))
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
+	pid=""
+done
+floor=$((floor / runs))
+node=$((node / runs))
+echo "floor (kernel + static init that powers off): ${floor} ms"
+echo "QEMU start to apid answering (maintenance):   ${node} ms"
+python3 -c "print(f'ratio: {$node/$floor:.2f}x (goal < 2x)')"
