@@ -639,8 +639,9 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = rt.block_on(run(args));
     drop(rt);
-    // The init of a machine never exits: it powers off.
-    let metal = metal::booted();
+    // The init of a machine never exits: it powers off (its services, which run this binary
+    // too, just exit).
+    let metal = metal::booted() && std::process::id() == 1;
     match result {
         Ok(Exit::Shutdown) if metal => metal::power_off(),
         Err(e) if metal => {

@@ -176,7 +176,7 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
             "config",
             "vm",
             "https://10.0.2.15:6443",
-            "--output-dir",
+            "--output",
             dir.to_str().unwrap(),
             "--additional-sans",
             "127.0.0.1",
