@@ -17,21 +17,19 @@ cp /bin/busybox "$dir/floor/bin/busybox"
 printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' >"$dir/floor/init"
 chmod +x "$dir/floor/init"
 (cd "$dir/floor" && find . | cpio -o -H newc --quiet | gzip -1 >"$dir/floor.img")
-vm() {
-	qemu-system-x86_64 -machine q35,accel=tcg -m 1024 -smp 2 -display none -monitor none \
-		-no-reboot -serial null -kernel "$dir/img/vmlinuz" "$@"
-}
+vm=(qemu-system-x86_64 -machine q35,accel=tcg -m 1024 -smp 2 -display none -monitor none
+	-no-reboot -serial null -kernel "$dir/img/vmlinuz")
 ms() { echo $(($(date +%s%N) / 1000000)); }
 runs=3
 floor=0
 node=0
 for _ in $(seq $runs); do
 	t0=$(ms)
-	vm -initrd "$dir/floor.img" -append "console=ttyS0 panic=-1"
+	"${vm[@]}" -initrd "$dir/floor.img" -append "console=ttyS0 panic=-1"
 	floor=$((floor + $(ms) - t0))
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 	t0=$(ms)
-	vm -initrd "$dir/img/initramfs.img" -append "console=ttyS0 talos.platform=metal panic=-1" \
+	"${vm[@]}" -initrd "$dir/img/initramfs.img" -append "console=ttyS0 talos.platform=metal panic=-1" \
 		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:50000" -device virtio-net-pci,netdev=n0 &
 	pid=$!
 	until target/debug/talosctl version --insecure -n "127.0.0.1:$port" -e "127.0.0.1:$port" >/dev/null 2>&1; do

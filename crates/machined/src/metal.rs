@@ -163,7 +163,12 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         .map_err(|e| err(ROOTFS_DIGEST, e))?
         .trim()
         .to_string();
+    let started = std::time::Instant::now();
     let have = digest_of(ROOTFS)?;
+    console(&format!(
+        "boot: root filesystem checked in {} ms",
+        started.elapsed().as_millis()
+    ));
     if have != want {
         return Err(format!(
             "the root filesystem does not match the image: its digest is {have}, the image records {want}; refusing to boot"
@@ -274,14 +279,17 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         .map_err(|e| err("move the root", e))?;
     nix::unistd::chroot(".").map_err(|e| err("chroot", e))?;
     std::env::set_current_dir("/").map_err(|e| err("chdir /", e))?;
-    let modules = Path::new("/lib/modules").join(&release);
-    for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
-        console(&format!("boot: module {p}"));
-    }
     std::env::set_var(BOOTED, "1");
     std::env::set_var(
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
+    // The node's modules load beside the boot (the network waits for its links anyway).
+    std::thread::spawn(move || {
+        let modules = Path::new("/lib/modules").join(&release);
+        for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
+            console(&format!("boot: module {p}"));
+        }
+    });
     Ok(())
 }
