@@ -1205,6 +1205,20 @@ fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
     c.destroy_and_check();
 }
 
+/// Whether cluster tests with a registry and containerd can run (CI must).
+fn can_run_containers() -> bool {
+    if !can_run() {
+        return false;
+    }
+    let ok =
+        Path::new("/usr/bin/docker-registry").exists() && Path::new("/usr/bin/containerd").exists();
+    assert!(
+        ok || std::env::var("CI").as_deref() != Ok("true"),
+        "needs docker-registry and containerd"
+    );
+    ok
+}
+
 /// A Debian `docker-registry` in the cluster's network namespace, on the gateway; its log is
 /// kept to see what the node asked for. Stopped by pid when dropped.
 struct Registry {
@@ -1355,14 +1369,7 @@ fn push(c: &TestCluster, base: &str, repo: &str, auth: Option<&str>) {
 
 #[test]
 fn images_come_through_mirrors_with_credentials_and_a_cri_container_runs() {
-    if !can_run()
-        || !Path::new("/usr/bin/docker-registry").exists()
-        || !Path::new("/usr/bin/containerd").exists()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs docker-registry and containerd"
-        );
+    if !can_run_containers() {
         return;
     }
     let c = TestCluster::new("r");
@@ -1593,14 +1600,7 @@ async fn run_pod(socket: &str, cgroup: &str) -> Result<(String, String), tonic::
 
 #[test]
 fn etcd_runs_as_a_container_from_the_image_the_imager_built() {
-    if !can_run()
-        || !Path::new("/usr/bin/docker-registry").exists()
-        || !Path::new("/usr/bin/containerd").exists()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs docker-registry and containerd"
-        );
+    if !can_run_containers() {
         return;
     }
     let c = TestCluster::new("i");
