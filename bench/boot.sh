@@ -18,7 +18,7 @@ printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' >"$dir/floor/init"
 chmod +x "$dir/floor/init"
 (cd "$dir/floor" && find . | cpio -o -H newc --quiet | gzip -1 >"$dir/floor.img")
 vm=(qemu-system-x86_64 -machine q35,accel=tcg -m 1024 -smp 2 -display none -monitor none
-	-no-reboot -serial null -kernel "$dir/img/vmlinuz")
+	-no-reboot -serial null -device virtio-rng-pci -kernel "$dir/img/vmlinuz")
 ms() { echo $(($(date +%s%N) / 1000000)); }
 runs=3
 floor=0
@@ -32,7 +32,9 @@ for _ in $(seq $runs); do
 	"${vm[@]}" -initrd "$dir/img/initramfs.img" -append "console=ttyS0 talos.platform=metal panic=-1" \
 		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:50000" -device virtio-net-pci,netdev=n0 &
 	pid=$!
-	until target/debug/talosctl version --insecure -n "127.0.0.1:$port" -e "127.0.0.1:$port" >/dev/null 2>&1; do
+	# Each try is bounded: one started before the guest's network is up would wait for its
+	# connection timeout.
+	until timeout 1 target/debug/talosctl version --insecure -n "127.0.0.1:$port" -e "127.0.0.1:$port" >/dev/null 2>&1; do
 		sleep 0.1
 	done
 	node=$((node + $(ms) - t0))

@@ -214,6 +214,8 @@ pub const NODE_MODULES: &[&str] = &[
     // What libcrc32c asks the kernel for (a soft dependency: no modprobe to load it later).
     "crc32c_generic",
     "virtio_pci",
+    // Entropy from the host: TLS keys are made at once, not after the kernel's pool fills.
+    "virtio_rng",
     "virtio_net",
     "virtio_blk",
     "virtio_console",

@@ -52,6 +52,7 @@ impl Vm {
         let child = Command::new("qemu-system-x86_64")
             .args(["-machine", "q35,accel=tcg", "-m", "1024", "-smp", "2"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .args(["-device", "virtio-rng-pci"])
             .arg("-kernel")
             .arg(dir.join("vmlinuz"))
             .arg("-initrd")
