@@ -169,6 +169,53 @@ fn log(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// `talos.config=URL`: a machine in maintenance mode fetches its config (retrying until the
+/// network and the server answer); a valid one is persisted and booted, an invalid one is
+/// reported on the console and the machine stays in maintenance mode (tried again in case the
+/// server's copy is fixed).
+async fn fetch_config(node: Arc<node::Node>, url: String) {
+    let mut last = String::new();
+    loop {
+        let u = url.clone();
+        let got = tokio::task::spawn_blocking(move || -> Result<String, String> {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(10))
+                .build();
+            agent
+                .get(&u)
+                .call()
+                .map_err(|e| format!("fetch {u}: {e}"))?
+                .into_string()
+                .map_err(|e| format!("fetch {u}: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let outcome = got.and_then(|text| {
+            let cfg = Config::parse(&text).map_err(|e| format!("the config from {url}: {e}"))?;
+            machinery::validate::validate(&cfg, machinery::validate::Mode::Metal)
+                .into_result(false)
+                .map_err(|e| format!("the config from {url} is invalid:\n{e}"))?;
+            Ok(cfg)
+        });
+        match outcome {
+            Ok(cfg) => match node.persist(&cfg) {
+                Ok(()) => {
+                    log(&format!("machined: booting the config from {url}"));
+                    node.reboot.notify_one();
+                    return;
+                }
+                Err(e) => log(&format!("machined: cannot keep the config from {url}: {e}")),
+            },
+            Err(e) if e != last => {
+                log(&format!("machined: {e}"));
+                last = e;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+}
+
 /// The address apid got (a reboot keeps it, even when the port was picked by the kernel).
 static BOUND: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
 
@@ -519,6 +566,11 @@ async fn run(args: Args) -> Result<Exit, String> {
     )));
     node.services.start_service(apid_spec);
 
+    if maintenance {
+        if let Some(url) = netconfig::Cmdline::read().config_url {
+            tokio::spawn(fetch_config(node.clone(), url));
+        }
+    }
     let reboot = node.reboot.clone();
     let stop = node.shutdown.clone();
     let exit = Arc::new(std::sync::Mutex::new(Exit::Shutdown));

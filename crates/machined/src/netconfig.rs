@@ -39,6 +39,8 @@ pub struct Cmdline {
     pub ignore: Vec<String>,
     /// `talos.logging.kernel=`: where the kernel log is shipped (may repeat).
     pub logging_kernel: Vec<String>,
+    /// `talos.config=`: where a machine without a config fetches one.
+    pub config_url: Option<String>,
 }
 
 impl Cmdline {
@@ -50,6 +52,7 @@ impl Cmdline {
                 Some(("talos.hostname", v)) => c.hostname = Some(v.into()),
                 Some(("talos.network.interface.ignore", v)) => c.ignore.push(v.into()),
                 Some(("talos.logging.kernel", v)) => c.logging_kernel.push(v.into()),
+                Some(("talos.config", v)) => c.config_url = Some(v.into()),
                 _ => {}
             }
         }

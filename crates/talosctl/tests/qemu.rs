@@ -1,6 +1,6 @@
 //! The bootable image under QEMU (software emulation): the imager builds the kernel and
-//! initramfs around a static machined; the machine boots into maintenance mode, takes a config
-//! with `apply-config --insecure`, and answers as a node: its modules, its read-only root
+//! initramfs around a static machined; the machine fetches its config from `talos.config=`
+//! (an invalid one keeps it in maintenance mode), boots it, and answers as a node: its modules, its read-only root
 //! without a shell, bootstrap and etcd from the root filesystem. A tampered root filesystem
 //! refuses to boot. The VM's only network is QEMU's user mode, its API forwarded to loopback.
 
@@ -42,7 +42,7 @@ struct Vm {
 }
 
 impl Vm {
-    fn boot(dir: &Path, initramfs: &Path) -> Vm {
+    fn boot(dir: &Path, initramfs: &Path, args: &str) -> Vm {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -57,7 +57,10 @@ impl Vm {
             .arg(dir.join("vmlinuz"))
             .arg("-initrd")
             .arg(initramfs)
-            .args(["-append", "console=ttyS0 talos.platform=metal panic=-1"])
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 talos.platform=metal panic=-1 {args}"
+            ))
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .args([
@@ -111,6 +114,29 @@ impl Drop for Vm {
     }
 }
 
+/// A one-file HTTP server on loopback (the guest reaches it as 10.0.2.2); what it serves can
+/// change. Stops with the test process.
+fn serve(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let text = body.lock().unwrap().clone();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    port
+}
+
 fn talosctl(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_talosctl"))
         .args(args)
@@ -154,22 +180,8 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
     );
     eprintln!("{report}");
 
-    // Maintenance mode first: no config yet.
-    let vm = Vm::boot(&dir, &dir.join("initramfs.img"));
-    let ep = vm.endpoint();
-    let up = vm.wait("apid in maintenance mode", Duration::from_secs(120), || {
-        talosctl(&dir, &["version", "--insecure", "-n", &ep, "-e", &ep])
-            .status
-            .success()
-    });
-    eprintln!("QEMU start to apid answering (maintenance): {up:?}");
-    assert!(
-        vm.console().contains("maintenance mode"),
-        "{}",
-        vm.console()
-    );
-
-    // A config makes it a control plane.
+    // The config comes from `talos.config=`: first an invalid one (the machine stays in
+    // maintenance mode and says why), then a valid one (it boots it).
     ok(
         &dir,
         &[
@@ -183,19 +195,33 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
             "127.0.0.1",
         ],
     );
-    ok(
+    let served = std::sync::Arc::new(std::sync::Mutex::new(
+        "version: v1alpha1\nmachine:\n  type: toaster\n".to_string(),
+    ));
+    let http = serve(served.clone());
+    let vm = Vm::boot(
         &dir,
-        &[
-            "apply-config",
-            "--insecure",
-            "-n",
-            &ep,
-            "-e",
-            &ep,
-            "--file",
-            dir.join("controlplane.yaml").to_str().unwrap(),
-        ],
+        &dir.join("initramfs.img"),
+        &format!("talos.config=http://10.0.2.2:{http}/controlplane.yaml"),
     );
+    let ep = vm.endpoint();
+    let up = vm.wait("apid in maintenance mode", Duration::from_secs(120), || {
+        talosctl(&dir, &["version", "--insecure", "-n", &ep, "-e", &ep])
+            .status
+            .success()
+    });
+    eprintln!("QEMU start to apid answering (maintenance): {up:?}");
+    vm.wait(
+        "the invalid config reported",
+        Duration::from_secs(60),
+        || vm.console().contains("is invalid"),
+    );
+    let console = vm.console();
+    assert!(
+        console.contains("maintenance mode") && console.contains("type"),
+        "{console}"
+    );
+    *served.lock().unwrap() = std::fs::read_to_string(dir.join("controlplane.yaml")).unwrap();
     let conn = ["-n", ep.as_str(), "-e", ep.as_str()];
     vm.wait("the configured node", Duration::from_secs(120), || {
         let mut args = vec!["version"];
@@ -247,7 +273,7 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
     image[at] ^= 0xff;
     let tampered = dir.join("tampered.img");
     std::fs::write(&tampered, &image).unwrap();
-    let mut bad = Vm::boot(&dir, &tampered);
+    let mut bad = Vm::boot(&dir, &tampered, "");
     let started = Instant::now();
     loop {
         if let Some(status) = bad.child.try_wait().unwrap() {
