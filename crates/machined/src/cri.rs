@@ -379,9 +379,28 @@ pub async fn pull(socket: &str, reference: &str) -> Result<PullStream, Status> {
         auth: None,
         sandbox_config: None,
     };
+    let socket = socket.to_string();
     let stream = crate::apid::async_stream(move |tx| async move {
         let started = Instant::now();
-        let mut pulling = Box::pin(images.pull_image(request));
+        let mut pulling = Box::pin(async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match images.pull_image(request.clone()).await {
+                    // The CRI restarts when its configuration changes: ask the new one.
+                    Err(s)
+                        if Instant::now() < deadline
+                            && (s.code() == tonic::Code::Unavailable
+                                || s.message().contains("transport error")) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if let Ok(ch) = channel(&socket).await {
+                            images = cri::image_service_client::ImageServiceClient::new(ch);
+                        }
+                    }
+                    r => break r,
+                }
+            }
+        });
         let mut content = ctrd::content_client::ContentClient::new(ch);
         let mut seen: HashMap<String, (i64, i64)> = HashMap::new();
         let progress = |layer: &str, status: Layer, (offset, total): (i64, i64)| {
