@@ -183,6 +183,10 @@ async fn the_service_sees_only_ciphertext_and_survives_bad_input() {
         .collect();
     for f in flood {
         if let Err(e) = f.await.unwrap() {
+            // Slowed past the caller's own deadline (a busy machine) is not a refusal.
+            if e.code() == tonic::Code::Cancelled && e.message().contains("Timeout expired") {
+                continue;
+            }
             assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
             assert!(
                 e.message().contains("rate limit exceeded for 127.0.0.1"),
