@@ -172,15 +172,21 @@ pub struct ContainersArgs {
     use_cri: bool,
 }
 
-pub async fn containers(a: ContainersArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
-    let (namespace, driver) = if a.kubernetes {
+/// Which containers `-k` and `--use-cri` mean: Kubernetes' (namespace k8s.io, through the
+/// CRI), else the system's (through containerd, or the CRI when asked).
+pub fn container_target(kubernetes: bool, use_cri: bool) -> (&'static str, ContainerDriver) {
+    if kubernetes {
         ("k8s.io", ContainerDriver::Cri)
-    } else if a.use_cri {
+    } else if use_cri {
         ("system", ContainerDriver::Cri)
     } else {
         ("system", ContainerDriver::Containerd)
-    };
+    }
+}
+
+pub async fn containers(a: ContainersArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let (namespace, driver) = container_target(a.kubernetes, a.use_cri);
     let header = ["NODE", "NAMESPACE", "ID", "IMAGE", "PID", "STATUS"].map(String::from);
     table_of(&targets, header.to_vec(), |t| async move {
         let resp = client::machine(&t)

@@ -193,11 +193,7 @@ pub async fn service(a: ServiceArgs) -> Result<()> {
 
 pub async fn logs(a: LogsArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let (namespace, driver) = if a.kubernetes {
-        ("k8s.io", api::common::ContainerDriver::Cri)
-    } else {
-        ("system", api::common::ContainerDriver::Containerd)
-    };
+    let (namespace, driver) = crate::containers::container_target(a.kubernetes, false);
     let a = &a;
     client::each(&targets, |t| async move {
         let stream = client::machine(&t)

@@ -518,12 +518,7 @@ pub struct StatsArgs {
 
 pub async fn stats(a: StatsArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    let namespace = if a.kubernetes { "k8s.io" } else { "system" };
-    let driver = if a.use_cri {
-        api::common::ContainerDriver::Cri
-    } else {
-        api::common::ContainerDriver::Containerd
-    };
+    let (namespace, driver) = crate::containers::container_target(a.kubernetes, a.use_cri);
     let header = ["NODE", "NAMESPACE", "ID", "MEMORY(MB)", "CPU"]
         .map(String::from)
         .to_vec();
