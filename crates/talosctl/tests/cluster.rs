@@ -1280,87 +1280,56 @@ impl Drop for Registry {
 }
 
 /// An OCI image made here: one layer holding Debian's static busybox, which prints a line and
-/// sleeps. (blobs by digest, manifest.)
-fn test_image() -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let sha = |b: &[u8]| {
-        let d = ring::digest::digest(&ring::digest::SHA256, b);
-        format!(
-            "sha256:{}",
-            d.as_ref()
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>()
-        )
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
-    dir.set_size(0);
-    tar.append_data(&mut dir, "bin/", std::io::empty()).unwrap();
-    let busybox = std::fs::read("/bin/busybox").unwrap();
-    let mut file = tar::Header::new_gnu();
-    file.set_mode(0o755);
-    file.set_size(busybox.len() as u64);
-    tar.append_data(&mut file, "bin/busybox", busybox.as_slice())
-        .unwrap();
+/// sleeps.
+fn test_image() -> oci::Image {
+    let mut entries = vec![
+        oci::Entry::Dir("bin".into()),
+        oci::Entry::File {
+            path: "bin/busybox".into(),
+            data: std::fs::read("/bin/busybox").unwrap(),
+            mode: 0o755,
+        },
+    ];
     for applet in ["sh", "sleep", "echo"] {
-        let mut link = tar::Header::new_gnu();
-        link.set_entry_type(tar::EntryType::Symlink);
-        link.set_size(0);
-        link.set_mode(0o777);
-        tar.append_link(&mut link, format!("bin/{applet}"), "busybox")
-            .unwrap();
+        entries.push(oci::Entry::Symlink {
+            path: format!("bin/{applet}"),
+            target: "busybox".into(),
+        });
     }
-    let layer = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &layer).unwrap();
-    let gz = gz.finish().unwrap();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh", "-c", "echo hello from the test image; exec sleep 3600"]},
-        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(&gz), "size": gz.len()}],
-    }))
-    .unwrap();
-    (vec![(sha(&config), config), (sha(&gz), gz)], manifest)
+    oci::Image::build(
+        &[oci::layer(&entries)],
+        oci::RunConfig {
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo hello from the test image; exec sleep 3600".into(),
+            ],
+            ..Default::default()
+        },
+    )
 }
 
-/// Push an image with the registry API (from inside the cluster's namespace).
-fn push(c: &TestCluster, base: &str, repo: &str, auth: Option<&str>) {
-    let (blobs, manifest) = test_image();
-    let (base, repo, auth) = (base.to_string(), repo.to_string(), auth.map(String::from));
+/// Push the test image as `<registry>/<repo>:1` over plain HTTP (from inside the cluster's
+/// namespace), with these credentials when given.
+fn push(c: &TestCluster, registry: &str, repo: &str, auth: Option<(&str, &str)>) {
+    let mut registries = machinery::cri::Registries::default();
+    if let Some((username, password)) = auth {
+        registries.hosts.insert(
+            registry.to_string(),
+            machinery::cri::HostConfig {
+                auth: Some(machinery::cri::Auth {
+                    username: username.into(),
+                    password: password.into(),
+                    ..Default::default()
+                }),
+                tls: None,
+            },
+        );
+    }
+    let reference = oci::Reference::parse(&format!("{registry}/{repo}:1")).unwrap();
     in_netns(&c.name, move || {
-        let with_auth = |r: ureq::Request| match &auth {
-            Some(a) => r.set("Authorization", &format!("Basic {a}")),
-            None => r,
-        };
-        for (digest, data) in &blobs {
-            let started = with_auth(ureq::post(&format!("{base}/v2/{repo}/blobs/uploads/")))
-                .call()
-                .unwrap();
-            let loc = started.header("Location").unwrap().to_string();
-            let loc = if loc.starts_with('/') {
-                format!("{base}{loc}")
-            } else {
-                loc
-            };
-            let sep = if loc.contains('?') { '&' } else { '?' };
-            with_auth(ureq::put(&format!("{loc}{sep}digest={digest}")))
-                .set("Content-Type", "application/octet-stream")
-                .send_bytes(data)
-                .unwrap();
-        }
-        with_auth(ureq::put(&format!("{base}/v2/{repo}/manifests/1")))
-            .set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-            .send_bytes(&manifest)
+        oci::registry::Client::new(registries)
+            .push(&reference, &test_image(), true)
             .unwrap();
     })
     .join()
@@ -1393,10 +1362,9 @@ fn images_come_through_mirrors_with_credentials_and_a_cri_container_runs() {
         .unwrap();
     assert!(htpasswd.status.success());
     let private = Registry::start(&c, 5001, Some(&String::from_utf8_lossy(&htpasswd.stdout)));
-    push(&c, &plain.url, "app", None);
-    push(&c, &plain.url, "mirrored/app", None);
-    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "agent:s3cret");
-    push(&c, &private.url, "app", Some(&basic));
+    push(&c, "10.5.0.1:5000", "app", None);
+    push(&c, "10.5.0.1:5000", "mirrored/app", None);
+    push(&c, "10.5.0.1:5001", "app", Some(("agent", "s3cret")));
 
     let cri = c.ok(&["read", "/etc/cri/conf.d/cri.toml"]);
     assert!(
@@ -1692,7 +1660,7 @@ fn etcd_runs_as_a_container_from_the_image_the_imager_built() {
     assert!(!bin.status.success(), "the image has a /bin");
 
     // Images for the system namespace come the same way, with progress.
-    push(&c, &registry.url, "app", None);
+    push(&c, "10.5.0.1:5000", "app", None);
     let pulled = c.ok(&[
         "image",
         "pull",
