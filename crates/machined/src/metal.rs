@@ -87,28 +87,6 @@ pub fn load_modules(dir: &Path, list: &Path) -> Vec<String> {
     problems
 }
 
-/// `sha256:<hex>` of a file, read in large chunks.
-fn digest_of(path: &str) -> Result<String, String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| err(path, e))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| err(path, e))?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    let hex: String = ctx
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!("sha256:{hex}"))
-}
-
 /// Attach a file read-only to a free loop device; returns the device's path.
 fn attach_loop(file: &str) -> Result<String, String> {
     const LOOP_CTL_GET_FREE: u64 = 0x4C82;
@@ -164,7 +142,9 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         .trim()
         .to_string();
     let started = std::time::Instant::now();
-    let have = digest_of(ROOTFS)?;
+    let have = std::fs::File::open(ROOTFS)
+        .and_then(oci::sha256_of)
+        .map_err(|e| err(ROOTFS, e))?;
     console(&format!(
         "boot: root filesystem checked in {} ms",
         started.elapsed().as_millis()

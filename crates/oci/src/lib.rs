@@ -20,15 +20,31 @@ pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// The annotation naming an image in an OCI layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// `sha256:<hex>` of these bytes.
-pub fn sha256(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
+fn digest_string(d: ring::digest::Digest) -> String {
     let mut s = String::with_capacity(71);
     s.push_str("sha256:");
     for b in d.as_ref() {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// `sha256:<hex>` of these bytes.
+pub fn sha256(data: &[u8]) -> String {
+    digest_string(ring::digest::digest(&ring::digest::SHA256, data))
+}
+
+/// `sha256:<hex>` of what a reader gives, read in large chunks.
+pub fn sha256_of(mut r: impl Read) -> std::io::Result<String> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(digest_string(ctx.finish()));
+        }
+        ctx.update(&buf[..n]);
+    }
 }
 
 /// A parsed image reference: `registry/repository[:tag][@digest]`, normalized the way Docker
@@ -440,6 +456,7 @@ mod tests {
     fn chain_ids_follow_the_spec() {
         let a = sha256(b"a");
         let b = sha256(b"b");
+        assert_eq!(sha256_of(&b"a"[..]).unwrap(), a);
         let ids = chain_ids(&[a.clone(), b.clone()]);
         assert_eq!(ids[0], a);
         assert_eq!(ids[1], sha256(format!("{a} {b}").as_bytes()));
