@@ -326,6 +326,57 @@ impl Client {
         )?;
         Ok(crate::sha256(&image.manifest))
     }
+
+    /// Copy files out of an image (`want`: path inside → where it goes), layer by layer with
+    /// each layer's digest checked; a later layer's copy wins. Errors name what is missing.
+    pub fn fetch_files(
+        &self,
+        r: &Reference,
+        want: &[(&str, &std::path::Path)],
+    ) -> Result<(), String> {
+        let found = self.resolve(r)?;
+        let mut got = vec![false; want.len()];
+        for d in &found.manifest.layers {
+            let mut data = Vec::new();
+            self.blob(&found.source, d)?
+                .take(4 << 30)
+                .read_to_end(&mut data)
+                .map_err(|e| format!("{r}: layer {}: {e}", d.digest))?;
+            if crate::sha256(&data) != d.digest {
+                return Err(format!("{r}: layer {} does not match its digest", d.digest));
+            }
+            let plain: Box<dyn Read> = if d.media_type.ends_with("gzip") {
+                Box::new(flate2::read::GzDecoder::new(data.as_slice()))
+            } else {
+                Box::new(data.as_slice())
+            };
+            let mut archive = tar::Archive::new(plain);
+            for entry in archive.entries().map_err(|e| format!("{r}: {e}"))? {
+                let mut entry = entry.map_err(|e| format!("{r}: {e}"))?;
+                let path = entry.path().map_err(|e| format!("{r}: {e}"))?;
+                let path = path.to_string_lossy().trim_start_matches("./").to_string();
+                if let Some(i) = want.iter().position(|(inside, _)| *inside == path) {
+                    let to = want[i].1;
+                    let mut out =
+                        std::fs::File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+                    std::io::copy(&mut entry, &mut out)
+                        .and_then(|_| out.sync_all())
+                        .map_err(|e| format!("{}: {e}", to.display()))?;
+                    got[i] = true;
+                }
+            }
+        }
+        let missing: Vec<&str> = want
+            .iter()
+            .zip(&got)
+            .filter(|(_, g)| !**g)
+            .map(|((p, _), _)| *p)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("{r} has no {}", missing.join(", ")));
+        }
+        Ok(())
+    }
 }
 
 /// Read a response body up to `limit` bytes.

@@ -95,6 +95,30 @@ pub fn etcd(binary: &Path) -> Result<(String, Image), String> {
     Ok((version, image))
 }
 
+/// The installer image: the kernel and initramfs a machine installs onto its disk (and, later,
+/// upgrades to).
+pub fn installer(kernel: &Path, initramfs: &Path) -> Result<Image, String> {
+    let files = [
+        (kernel, disk::INSTALLER_KERNEL),
+        (initramfs, disk::INSTALLER_INITRAMFS),
+    ]
+    .map(|(host, inside)| (host.display().to_string(), inside.to_string()));
+    let layer = files_layer(&files, &[])?;
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("org.opencontainers.image.title".into(), "installer".into());
+    labels.insert(
+        "org.opencontainers.image.version".into(),
+        env!("CARGO_PKG_VERSION").into(),
+    );
+    Ok(Image::build(
+        &[layer],
+        RunConfig {
+            labels,
+            ..Default::default()
+        },
+    ))
+}
+
 /// A `newc` cpio archive, as the kernel unpacks an initramfs.
 #[derive(Default)]
 pub struct Cpio {
@@ -207,8 +231,20 @@ pub fn modules_in_order(modules_dir: &Path, names: &[&str]) -> Result<Vec<String
     Ok(out)
 }
 
-/// Modules the initramfs loads to reach the root filesystem.
-pub const EARLY_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
+/// Modules the initramfs loads to reach the root filesystem and the system disk's STATE and
+/// EPHEMERAL (XFS on virtio, SATA or NVMe disks).
+pub const EARLY_MODULES: &[&str] = &[
+    "loop",
+    "squashfs",
+    "overlay",
+    "crc32c_generic",
+    "virtio_pci",
+    "virtio_blk",
+    "ahci",
+    "sd_mod",
+    "nvme",
+    "xfs",
+];
 /// Modules the node loads from its root filesystem.
 pub const NODE_MODULES: &[&str] = &[
     // What libcrc32c asks the kernel for (a soft dependency: no modprobe to load it later).
@@ -236,7 +272,14 @@ pub const PROGRAMS: &[&str] = &[
     "/usr/bin/containerd",
     "/usr/bin/containerd-shim-runc-v2",
     "/usr/sbin/runc",
+    // Installing to disk, and wiping its partitions.
+    "/usr/sbin/mkfs.xfs",
+    "/usr/sbin/mkfs.ext4",
+    "/usr/sbin/mkfs.vfat",
+    "/usr/bin/extlinux",
 ];
+/// Data files the root filesystem holds at the same paths.
+pub const DATA: &[&str] = &[disk::GPT_MBR];
 
 /// What `imager boot` made.
 #[derive(Debug)]
@@ -295,13 +338,16 @@ pub fn boot_assets(machined: &Path, release: &str, out: &Path) -> Result<BootAss
     for program in PROGRAMS {
         if !Path::new(program).exists() {
             return Err(format!(
-                "{program} is missing (Debian: etcd-server, etcd-client, containerd, runc)"
+                "{program} is missing (Debian: etcd-server, etcd-client, containerd, runc, xfsprogs, e2fsprogs, dosfstools, extlinux)"
             ));
         }
         copy_into(&stage, program, program)?;
         for lib in shared_libraries(Path::new(program))? {
             copy_into(&stage, &lib, &lib)?;
         }
+    }
+    for f in DATA {
+        copy_into(&stage, f, f).map_err(|e| format!("{e} (Debian: syslinux-common)"))?;
     }
     let node_modules = modules_in_order(&modules_dir, NODE_MODULES)?;
     for m in &node_modules {

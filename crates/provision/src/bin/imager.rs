@@ -2,7 +2,8 @@
 //!
 //! `imager etcd -o etcd.oci.tar` writes an OCI archive of Debian's etcd;
 //! `imager etcd --push REGISTRY/REPO:TAG` publishes it (`--plain-http` for a registry without
-//! TLS).
+//! TLS). `imager boot` makes the kernel and initramfs, `imager installer` the image machines
+//! install from, `imager disk` a disk image with Talos's partitions.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,7 +47,44 @@ enum Cmd {
         #[arg(short, long, default_value = "_out")]
         output: PathBuf,
     },
+    /// The installer image (the kernel and initramfs `imager boot` made), which
+    /// `machine.install.image` names.
+    Installer {
+        /// The folder `imager boot` wrote.
+        #[arg(long, default_value = "_out")]
+        from: PathBuf,
+        /// Write the image as an OCI archive here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Push the image to this reference (its tag defaults to the version).
+        #[arg(long)]
+        push: Option<String>,
+        /// Talk plain HTTP to the registry pushed to.
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// A raw disk image: Talos's partitions, the boot loader and boot slot A (needs root and
+    /// loop devices).
+    Disk {
+        /// The folder `imager boot` wrote.
+        #[arg(long, default_value = "_out")]
+        from: PathBuf,
+        /// The image file.
+        #[arg(short, long, default_value = "_out/disk.raw")]
+        output: PathBuf,
+        /// Its size in MiB (sparse).
+        #[arg(long, default_value_t = 2048)]
+        size: u64,
+        /// The kernel command line of the slot.
+        #[arg(long, default_value = DISK_CMDLINE)]
+        cmdline: String,
+        /// More kernel arguments, after the command line.
+        #[arg(long = "extra-kernel-arg")]
+        extra_kernel_args: Vec<String>,
+    },
 }
+
+const DISK_CMDLINE: &str = "console=tty0 console=ttyS0 talos.platform=metal";
 
 fn size(p: &std::path::Path) -> String {
     let b = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -85,34 +123,94 @@ fn run(cli: Cli) -> Result<(), String> {
             push,
             plain_http,
         } => {
-            if output.is_none() && push.is_none() {
-                return Err("say where the image goes: --output FILE and/or --push REF".into());
-            }
             let (version, image) = provision::imager::etcd(&etcd)?;
-            let name = |r: &str| -> Result<oci::Reference, String> {
-                let tagged = r.rsplit('/').next().is_some_and(|last| last.contains(':'));
-                let mut r = oci::Reference::parse(r)?;
-                if !tagged && r.digest.is_none() {
-                    r.tag = Some(format!("v{version}"));
-                }
-                Ok(r)
+            let to = Publish {
+                output,
+                push,
+                plain_http,
             };
-            let reference = name(push.as_deref().unwrap_or("talos.local/etcd"))?;
-            if let Some(path) = output {
-                let file =
-                    std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                image
-                    .write_archive(&reference.to_string(), std::io::BufWriter::new(file))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                println!("wrote {} ({reference})", path.display());
-            }
-            if push.is_some() {
-                let client = oci::registry::Client::new(Default::default());
-                let digest = client.push(&reference, &image, plain_http)?;
-                println!("pushed {reference}@{digest}");
-            }
+            to.publish(&image, "talos.local/etcd", &format!("v{version}"))
+        }
+        Cmd::Installer {
+            from,
+            output,
+            push,
+            plain_http,
+        } => {
+            let image =
+                provision::imager::installer(&from.join("vmlinuz"), &from.join("initramfs.img"))?;
+            let to = Publish {
+                output,
+                push,
+                plain_http,
+            };
+            to.publish(
+                &image,
+                "talos.local/installer",
+                &format!("v{}", env!("CARGO_PKG_VERSION")),
+            )
+        }
+        Cmd::Disk {
+            from,
+            output,
+            size,
+            cmdline,
+            extra_kernel_args,
+        } => {
+            let cmdline = std::iter::once(cmdline)
+                .chain(extra_kernel_args)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let (kernel, initramfs) = (from.join("vmlinuz"), from.join("initramfs.img"));
+            disk::image(
+                &output,
+                size,
+                &disk::Boot {
+                    kernel: &kernel,
+                    initramfs: &initramfs,
+                    cmdline: &cmdline,
+                },
+            )?;
+            println!("disk       {} ({size} MiB, sparse)", output.display());
             Ok(())
         }
+    }
+}
+
+/// Where an image goes: an OCI archive, a registry, or both.
+struct Publish {
+    output: Option<PathBuf>,
+    push: Option<String>,
+    plain_http: bool,
+}
+
+impl Publish {
+    /// Write and/or push `image`, named `push` (tagged `tag` unless it has a tag) or
+    /// `default:tag`.
+    fn publish(&self, image: &oci::Image, default: &str, tag: &str) -> Result<(), String> {
+        if self.output.is_none() && self.push.is_none() {
+            return Err("say where the image goes: --output FILE and/or --push REF".into());
+        }
+        let r = self.push.as_deref().unwrap_or(default);
+        let tagged = r.rsplit('/').next().is_some_and(|last| last.contains(':'));
+        let mut reference = oci::Reference::parse(r)?;
+        if !tagged && reference.digest.is_none() {
+            reference.tag = Some(tag.to_string());
+        }
+        if let Some(path) = &self.output {
+            let file =
+                std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            image
+                .write_archive(&reference.to_string(), std::io::BufWriter::new(file))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("wrote {} ({reference})", path.display());
+        }
+        if self.push.is_some() {
+            let client = oci::registry::Client::new(Default::default());
+            let digest = client.push(&reference, image, self.plain_http)?;
+            println!("pushed {reference}@{digest}");
+        }
+        Ok(())
     }
 }
 
