@@ -48,7 +48,7 @@ fn an_image_has_talos_partitions_a_boot_loader_and_slot_a() {
     assert_eq!(parts[2].flags, 1 << 2, "BOOT is legacy-BIOS bootable");
     assert_eq!(parts[0].part_type_guid, gpt::partition_types::EFI);
     assert_eq!(parts[1].part_type_guid, gpt::partition_types::BIOS);
-    let mib = |p: &gpt::partition::Partition| (p.last_lba - p.first_lba + 1) * 512 >> 20;
+    let mib = |p: &gpt::partition::Partition| ((p.last_lba - p.first_lba + 1) * 512) >> 20;
     assert_eq!(
         parts.iter().take(5).map(|p| mib(p)).collect::<Vec<_>>(),
         [100, 1, 1000, 1, 100]
