@@ -9,6 +9,7 @@ mod dhcp;
 mod discovery;
 mod etcd;
 mod events;
+mod install;
 mod kernel;
 mod logship;
 mod metal;
@@ -417,6 +418,10 @@ async fn run(args: Args) -> Result<Exit, String> {
         log("machined: no usable machine config: maintenance mode (apply one with talosctl apply-config --insecure)");
     }
     let config = booted.unwrap_or_default();
+    // A machine booted from the image with a disk to install to installs before it runs
+    // anything of the cluster's.
+    let install_to = (!maintenance).then(|| install::pending(&config)).flatten();
+    let runs = !maintenance && install_to.is_none();
     let log_dir = args
         .log_dir
         .clone()
@@ -431,7 +436,7 @@ async fn run(args: Args) -> Result<Exit, String> {
     }
     let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
     *node.ephemeral.lock().expect("ephemeral") = args.ephemeral_dir.clone();
-    if !maintenance && container::rooted() {
+    if runs && container::rooted() {
         match cri::services() {
             Ok(specs) => specs
                 .into_iter()
@@ -439,7 +444,7 @@ async fn run(args: Args) -> Result<Exit, String> {
             Err(e) => log(&format!("machined: containerd cannot start: {e}")),
         }
     }
-    if !maintenance && matches!(config.machine_type(), "controlplane" | "init") {
+    if runs && matches!(config.machine_type(), "controlplane" | "init") {
         node.services
             .start_service(trustd_service(&args, state_file.as_ref())?);
     }
@@ -453,10 +458,7 @@ async fn run(args: Args) -> Result<Exit, String> {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let hostname = hostname.unwrap_or_else(|| "talos".into());
-    if !maintenance
-        && container::rooted()
-        && matches!(config.machine_type(), "controlplane" | "init")
-    {
+    if runs && container::rooted() && matches!(config.machine_type(), "controlplane" | "init") {
         // etcd needs the node's own network (it runs in container mode only): it starts once
         // the network controllers have given the node an address.
         let ephemeral = args
@@ -566,6 +568,9 @@ async fn run(args: Args) -> Result<Exit, String> {
     )));
     node.services.start_service(apid_spec);
 
+    if let Some(disk) = install_to {
+        tokio::spawn(install::run(node.clone(), config.clone(), disk));
+    }
     if maintenance {
         if let Some(url) = netconfig::Cmdline::read().config_url {
             tokio::spawn(fetch_config(node.clone(), url));
@@ -696,6 +701,16 @@ fn main() -> ExitCode {
     let metal = metal::booted() && std::process::id() == 1;
     match result {
         Ok(Exit::Shutdown) if metal => metal::power_off(),
+        // An installed machine (or one that has just installed) restarts for real: its state
+        // is on the disk; a config handed over from maintenance mode is a re-execution.
+        Ok(Exit::Reboot(handover))
+            if metal
+                && (install::done()
+                    || (metal::installed() && handover.as_deref().is_none_or(str::is_empty))) =>
+        {
+            log("machined: restarting the machine");
+            metal::restart()
+        }
         Err(e) if metal => {
             metal::console(&format!("machined: {e}"));
             metal::power_off()

@@ -3,8 +3,9 @@
 //! checks the root filesystem (`/rootfs.sqsh`) against the digest the image records
 //! (`/rootfs.sha256`) and refuses to boot when they differ, mounts it read-only through a loop
 //! device with tmpfs `/system`, `/run`, `/var`, `/tmp` and a writable layer over `/etc`, moves
-//! into it and loads the node's kernel modules in dependency order. From there on the node is
-//! the same as in container mode ([`crate::container::rooted`]).
+//! into it and loads the node's kernel modules in dependency order. An installed machine's
+//! STATE and EPHEMERAL partitions (found by name) are mounted on `/system/state` and `/var`.
+//! From there on the node is the same as in container mode ([`crate::container::rooted`]).
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -87,26 +88,83 @@ pub fn load_modules(dir: &Path, list: &Path) -> Vec<String> {
     problems
 }
 
-/// Attach a file read-only to a free loop device; returns the device's path.
-fn attach_loop(file: &str) -> Result<String, String> {
-    const LOOP_CTL_GET_FREE: u64 = 0x4C82;
-    const LOOP_SET_FD: u64 = 0x4C00;
-    let ctl = std::fs::File::open("/dev/loop-control").map_err(|e| err("/dev/loop-control", e))?;
-    // SAFETY: an ioctl without arguments on the loop control device.
-    let n = unsafe { nix::libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
-    if n < 0 {
-        return Err(err("a free loop device", std::io::Error::last_os_error()));
+/// Restart the machine for real (its state is on the disk, or it boots a new install).
+pub fn restart() -> ! {
+    nix::unistd::sync();
+    for m in ["/var", "/system/state"] {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
-    let dev = format!("/dev/loop{n}");
-    let backing = std::fs::File::open(file).map_err(|e| err(file, e))?;
-    let lo = std::fs::File::open(&dev).map_err(|e| err(&dev, e))?;
-    // SAFETY: the loop device takes the backing descriptor (a read-only open: a read-only
-    // device).
-    let rc = unsafe { nix::libc::ioctl(lo.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
-    if rc < 0 {
-        return Err(err(&dev, std::io::Error::last_os_error()));
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
-    Ok(dev)
+}
+
+/// Whether STATE is the system disk's partition (an installed machine), not memory.
+pub fn installed() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some(crate::container::STATE_DIR))
+        })
+        .unwrap_or(false)
+}
+
+/// On STATE: the partitions a reset asked to wipe, wiped at the next boot (before anything
+/// uses them).
+const WIPE: &str = "/system/state/.wipe";
+
+/// Wipe these partitions (by label) at the next boot.
+pub fn wipe_at_boot(labels: &[&str]) -> Result<(), String> {
+    machinery::fsutil::write_atomic(Path::new(WIPE), labels.join("\n").as_bytes(), 0o600)
+        .map_err(|e| format!("{WIPE}: {e}"))
+}
+
+/// Mount the system disk's STATE on `/system/state` and EPHEMERAL on `/var`, when the machine
+/// is installed; a reset's wipes happen first.
+fn mount_system_disk() -> Result<(), String> {
+    let Some(state) = disk::find(disk::STATE) else {
+        return Ok(());
+    };
+    let ephemeral = disk::find(disk::EPHEMERAL);
+    let xfs = |dev: &Path, at: &str| {
+        mount(
+            Some(dev),
+            at,
+            Some("xfs"),
+            MsFlags::MS_NOATIME,
+            None::<&str>,
+        )
+        .map_err(|e| err(&format!("mount {} on {at}", dev.display()), e))
+    };
+    let state_dir = crate::container::STATE_DIR;
+    xfs(&state, state_dir)?;
+    if let Ok(text) = std::fs::read_to_string(WIPE) {
+        let _ = std::fs::remove_file(WIPE);
+        for label in text.lines().map(str::trim) {
+            let (dev, part) = match (label, disk::part(label)) {
+                (disk::STATE, Some((_, p))) => (state.clone(), p),
+                (disk::EPHEMERAL, Some((_, p))) => match &ephemeral {
+                    Some(d) => (d.clone(), p),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            console(&format!("boot: wiping {label} ({})", dev.display()));
+            if label == disk::STATE {
+                nix::mount::umount(state_dir).map_err(|e| err("unmount STATE", e))?;
+            }
+            disk::format(&dev, &part)?;
+            if label == disk::STATE {
+                xfs(&state, state_dir)?;
+            }
+        }
+    }
+    if let Some(dev) = ephemeral {
+        xfs(&dev, "/var")?;
+    }
+    Ok(())
 }
 
 /// Power the machine off (after a refusal to boot, or a shutdown).
@@ -154,9 +212,16 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
             "the root filesystem does not match the image: its digest is {have}, the image records {want}; refusing to boot"
         ));
     }
-    let dev = attach_loop(ROOTFS)?;
+    let dev = disk::Loop::attach(Path::new(ROOTFS), false, 0, 0)?.keep();
+    let dev = dev.to_string_lossy();
     let root = "/newroot";
-    mnt(Some(&dev), root, Some("squashfs"), MsFlags::MS_RDONLY, None)?;
+    mnt(
+        Some(&*dev),
+        root,
+        Some("squashfs"),
+        MsFlags::MS_RDONLY,
+        None,
+    )?;
     let at = |p: &str| format!("{root}{p}");
     for (t, opts) in [
         ("/run", "mode=0755"),
@@ -264,6 +329,7 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
+    mount_system_disk()?;
     // The node's modules load beside the boot (the network waits for its links anyway).
     std::thread::spawn(move || {
         let modules = Path::new("/lib/modules").join(&release);

@@ -360,6 +360,15 @@ impl Node {
     /// Wipe STATE and/or EPHEMERAL (by label; both when none is named).
     pub fn wipe(&self, labels: &[String]) -> Result<Vec<String>, String> {
         let all = labels.is_empty();
+        if crate::metal::installed() {
+            // The partitions themselves are made anew when the machine restarts.
+            let wiped: Vec<&str> = ["STATE", "EPHEMERAL"]
+                .into_iter()
+                .filter(|l| all || labels.iter().any(|x| x == l))
+                .collect();
+            crate::metal::wipe_at_boot(&wiped)?;
+            return Ok(wiped.into_iter().map(str::to_string).collect());
+        }
         let mut wiped = Vec::new();
         let mut clear = |label: &str, dir: Option<std::path::PathBuf>| -> Result<(), String> {
             if !(all || labels.iter().any(|l| l == label)) {

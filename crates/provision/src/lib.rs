@@ -7,6 +7,7 @@
 //! `destroy` removes exactly that (processes by pid, namespaces and cgroups by name, the
 //! directory), even for a cluster whose creation failed half-way.
 
+pub mod http;
 pub mod imager;
 mod net;
 

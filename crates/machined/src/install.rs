@@ -1,0 +1,187 @@
+//! Installing a machine booted from the image (kernel and initramfs, by PXE or a direct boot)
+//! onto the disk `machine.install.disk` names: the kernel and initramfs come from the installer
+//! image `machine.install.image` (pulled through the config's registries), the disk gets
+//! Talos's partitions, the boot loader and boot slot A, and the config goes to the new STATE.
+//! The machine then restarts into the installed system.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use machinery::config::Config;
+
+use crate::metal::console;
+
+/// Set once an install has finished: the next restart boots the disk.
+static DONE: AtomicBool = AtomicBool::new(false);
+
+pub fn done() -> bool {
+    DONE.load(Ordering::SeqCst)
+}
+
+/// The disk to install to, when this machine should install (booted from the image, not
+/// from an installed disk, and the config names a disk).
+pub fn pending(config: &Config) -> Option<PathBuf> {
+    if !crate::metal::booted() || crate::metal::installed() {
+        return None;
+    }
+    config
+        .pointer("/machine/install/disk")
+        .and_then(|d| d.as_str())
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The installed system's kernel command line: this boot's, without what only this boot
+/// needed (where the config came from, the boot loader's own arguments), and the config's
+/// extra arguments.
+pub fn cmdline(current: &str, extra: &[String]) -> String {
+    current
+        .split_whitespace()
+        .filter(|a| {
+            !["talos.config=", "initrd=", "BOOT_IMAGE="]
+                .iter()
+                .any(|p| a.starts_with(p))
+        })
+        .map(str::to_string)
+        .chain(extra.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Where the installer's files are put.
+const WORK: &str = "/tmp/install";
+
+/// Pull the kernel and initramfs out of the installer image.
+fn pull(config: &Config) -> Result<(), String> {
+    let image = config
+        .pointer("/machine/install/image")
+        .and_then(|v| v.as_str())
+        .filter(|i| !i.is_empty())
+        .ok_or("machine.install.image is required to install (the installer image)")?;
+    let reference = oci::Reference::parse(image)?;
+    let registries = machinery::cri::Registries::from_config(config)?;
+    let work = Path::new(WORK);
+    std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    console(&format!("install: pulling {reference}"));
+    oci::registry::Client::new(registries).fetch_files(
+        &reference,
+        &[
+            (disk::INSTALLER_KERNEL, &work.join("vmlinuz")),
+            (disk::INSTALLER_INITRAMFS, &work.join("initramfs.img")),
+        ],
+    )
+}
+
+/// Write the disk from what [`pull`] fetched, and the config onto its STATE.
+fn write(config: &Config, disk: &Path) -> Result<(), String> {
+    let work = Path::new(WORK);
+    let (kernel, initramfs) = (work.join("vmlinuz"), work.join("initramfs.img"));
+    let extra: Vec<String> = config
+        .pointer("/machine/install/extraKernelArgs")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = cmdline(&current, &extra);
+    console(&format!(
+        "install: {}: partitions, file systems, boot loader, slot A ({cmdline})",
+        disk.display()
+    ));
+    disk::install(
+        disk,
+        &disk::Boot {
+            kernel: &kernel,
+            initramfs: &initramfs,
+            cmdline: &cmdline,
+        },
+    )?;
+    let _ = std::fs::remove_dir_all(work);
+    // The config goes to the new STATE, so that the installed system boots with it.
+    let (n, _) = disk::part(disk::STATE).expect("STATE is in the layout");
+    let state = disk::part_path(disk, n);
+    let at = Path::new("/tmp/install-state");
+    std::fs::create_dir_all(at).map_err(|e| format!("{}: {e}", at.display()))?;
+    nix::mount::mount(
+        Some(&state),
+        at,
+        Some("xfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount {}: {e}", state.display()))?;
+    let written =
+        machinery::fsutil::write_atomic(&at.join("config.yaml"), config.encode().as_bytes(), 0o600);
+    nix::unistd::sync();
+    let _ = nix::mount::umount(at);
+    written.map_err(|e| format!("the config on {}: {e}", state.display()))
+}
+
+/// Install, then restart into the installed system. A failure is told on the console and in
+/// the log; the machine keeps running from memory (the next boot tries again).
+pub async fn run(node: Arc<crate::node::Node>, config: Config, disk: PathBuf) {
+    let started = std::time::Instant::now();
+    // The registry may be out of reach until the network is up: tried for a minute.
+    let mut last = String::new();
+    for attempt in 1..=20 {
+        let c = config.clone();
+        match tokio::task::spawn_blocking(move || pull(&c))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+        {
+            Ok(()) => break,
+            Err(e) if attempt == 20 => {
+                console(&format!("install: {} failed: {e}", disk.display()));
+                tracing::error!(error = %e, "install failed");
+                return;
+            }
+            Err(e) => {
+                if e != last {
+                    console(&format!("install: {e}; trying again"));
+                    last = e;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
+        }
+    }
+    let target = disk.clone();
+    let result = tokio::task::spawn_blocking(move || write(&config, &target))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match result {
+        Ok(()) => {
+            console(&format!(
+                "install: {} installed in {:.1} s; restarting into it",
+                disk.display(),
+                started.elapsed().as_secs_f64()
+            ));
+            DONE.store(true, Ordering::SeqCst);
+            node.reboot.notify_one();
+        }
+        Err(e) => {
+            console(&format!("install: {} failed: {e}", disk.display()));
+            tracing::error!(error = %e, disk = %disk.display(), "install failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_installed_command_line_drops_what_only_this_boot_needed() {
+        let got = cmdline(
+            "BOOT_IMAGE=/A/vmlinuz console=ttyS0 talos.platform=metal talos.config=http://10.5.0.1/c.yaml ip=10.5.0.2::10.5.0.1:255.255.255.0::eth0:off initrd=/A/initramfs.img",
+            &["net.ifnames=0".into()],
+        );
+        assert_eq!(
+            got,
+            "console=ttyS0 talos.platform=metal ip=10.5.0.2::10.5.0.1:255.255.255.0::eth0:off net.ifnames=0"
+        );
+    }
+}
