@@ -20,16 +20,71 @@ pub fn done() -> bool {
 }
 
 /// The disk to install to, when this machine should install (booted from the image, not
-/// from an installed disk, and the config names a disk).
+/// from an installed disk, and the config names a disk it has).
 pub fn pending(config: &Config) -> Option<PathBuf> {
     if !crate::metal::booted() || crate::metal::installed() {
         return None;
     }
+    let disk = match target(config) {
+        Ok(d) => PathBuf::from(d?),
+        Err(e) => {
+            console(&format!("install: {e}"));
+            return None;
+        }
+    };
+    if !disk.exists() {
+        console(&format!(
+            "install: {} does not exist: nothing is installed, the machine runs from memory",
+            disk.display()
+        ));
+        return None;
+    }
+    Some(disk)
+}
+
+/// The unattended install document, if the config has one.
+fn unattended(config: &Config) -> Option<&serde_json::Value> {
     config
+        .kind("UnattendedInstallConfig")
+        .next()
+        .map(|d| &d.value)
+}
+
+/// The disk the config installs to: `machine.install.disk`, or the `UnattendedInstallConfig`
+/// document's disk selector (`disk.dev_path == "/dev/vda"`).
+fn target(config: &Config) -> Result<Option<String>, String> {
+    if let Some(selector) = unattended(config)
+        .and_then(|u| u.pointer("/provisioning/diskSelector/match"))
+        .and_then(|m| m.as_str())
+    {
+        let path = selector
+            .trim()
+            .strip_prefix("disk.dev_path")
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix("=="))
+            .map(|r| r.trim().trim_matches('"'))
+            .filter(|p| p.starts_with("/dev/"));
+        return match path {
+            Some(p) => Ok(Some(p.to_string())),
+            None => Err(format!(
+                "the disk selector `{selector}` is not supported: select the disk with disk.dev_path == \"/dev/...\""
+            )),
+        };
+    }
+    Ok(config
         .pointer("/machine/install/disk")
         .and_then(|d| d.as_str())
         .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
+        .map(str::to_string))
+}
+
+/// The installer image: the `UnattendedInstallConfig`'s, or `machine.install.image`.
+fn installer_image(config: &Config) -> Option<&str> {
+    unattended(config)
+        .and_then(|u| u.pointer("/installer/image"))
+        .or_else(|| config.pointer("/machine/install/image"))
+        .and_then(|v| v.as_str())
+        .filter(|i| !i.is_empty())
 }
 
 /// The installed system's kernel command line: this boot's, without what only this boot
@@ -54,11 +109,9 @@ const WORK: &str = "/tmp/install";
 
 /// Pull the kernel and initramfs out of the installer image.
 fn pull(config: &Config) -> Result<(), String> {
-    let image = config
-        .pointer("/machine/install/image")
-        .and_then(|v| v.as_str())
-        .filter(|i| !i.is_empty())
-        .ok_or("machine.install.image is required to install (the installer image)")?;
+    let image = installer_image(config).ok_or(
+        "an installer image is required to install (machine.install.image, or installer.image of UnattendedInstallConfig)",
+    )?;
     let reference = oci::Reference::parse(image)?;
     let registries = machinery::cri::Registries::from_config(config)?;
     let work = Path::new(WORK);
@@ -172,6 +225,21 @@ pub async fn run(node: Arc<crate::node::Node>, config: Config, disk: PathBuf) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disk_and_installer_come_from_either_document() {
+        let v1 = Config::parse("version: v1alpha1\nmachine:\n  type: worker\n  install:\n    disk: /dev/sda\n    image: reg/installer:v1\n").unwrap();
+        assert_eq!(target(&v1).unwrap().as_deref(), Some("/dev/sda"));
+        assert_eq!(installer_image(&v1), Some("reg/installer:v1"));
+        let doc = |selector: &str| {
+            Config::parse(&format!("version: v1alpha1\nmachine:\n  type: worker\n---\napiVersion: v1alpha1\nkind: UnattendedInstallConfig\ninstaller:\n  image: reg/installer:v2\nprovisioning:\n  diskSelector:\n    match: '{selector}'\n")).unwrap()
+        };
+        let multi = doc(r#"disk.dev_path == "/dev/vda""#);
+        assert_eq!(target(&multi).unwrap().as_deref(), Some("/dev/vda"));
+        assert_eq!(installer_image(&multi), Some("reg/installer:v2"));
+        let err = target(&doc("disk.size > 10u * GB")).unwrap_err();
+        assert!(err.contains("not supported"), "{err}");
+    }
 
     #[test]
     fn the_installed_command_line_drops_what_only_this_boot_needed() {
