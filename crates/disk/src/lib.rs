@@ -248,10 +248,20 @@ fn reread(disk: &Path, f: &File) -> Result<()> {
     }
 }
 
+/// How commands are run and waited for (`Command::output` unless set otherwise).
+pub type Runner = fn(&mut Command) -> std::io::Result<std::process::Output>;
+
+static RUNNER: std::sync::OnceLock<Runner> = std::sync::OnceLock::new();
+
+/// Run the tools through `runner`: a process that reaps every child itself (an init) waits
+/// for them its own way.
+pub fn set_runner(runner: Runner) {
+    let _ = RUNNER.set(runner);
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{}: {e}", cmd.get_program().to_string_lossy()))?;
+    let runner = RUNNER.get().copied().unwrap_or(Command::output);
+    let out = runner(cmd).map_err(|e| format!("{}: {e}", cmd.get_program().to_string_lossy()))?;
     if out.status.success() {
         return Ok(());
     }

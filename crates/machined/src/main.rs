@@ -411,6 +411,7 @@ async fn run(args: Args) -> Result<Exit, String> {
         _ => {}
     }
     reaper::start();
+    disk::set_runner(reaper::output);
     let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
     let booted = boot_config(&args, state_file.as_ref());
     let maintenance = booted.is_none();

@@ -77,8 +77,8 @@ pub fn start() {
     });
 }
 
-/// The exit status of child `pid` (started by this process), once it has ended.
-pub async fn wait(pid: u32) -> ExitStatus {
+/// Ask for child `pid`'s exit: its status if it has ended already, else where it will come.
+fn claim(pid: u32) -> Result<oneshot::Receiver<ExitStatus>, ExitStatus> {
     start();
     {
         let (lock, cv) = &CHILDREN;
@@ -86,7 +86,7 @@ pub async fn wait(pid: u32) -> ExitStatus {
         cv.notify_one();
     }
     let pid = pid as i32;
-    let rx = with(|t| {
+    with(|t| {
         if let Some(i) = t.unclaimed.iter().position(|(p, _)| *p == pid) {
             let (_, status) = t.unclaimed.remove(i).expect("index");
             return Err(status);
@@ -94,12 +94,53 @@ pub async fn wait(pid: u32) -> ExitStatus {
         let (tx, rx) = oneshot::channel();
         t.waiting.insert(pid, tx);
         Ok(rx)
-    });
-    match rx {
+    })
+}
+
+/// The exit status of child `pid` (started by this process), once it has ended.
+pub async fn wait(pid: u32) -> ExitStatus {
+    match claim(pid) {
         Err(status) => status,
         // The table lives as long as the process; a dropped sender cannot happen.
         Ok(rx) => rx.await.unwrap_or_else(|_| ExitStatus::from_raw(0)),
     }
+}
+
+/// Run `cmd` to its end and collect its output, as `Command::output` would (which cannot
+/// wait here: the exit goes to the reaper). For threads outside the async runtime.
+pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let exit = claim(child.id());
+    let mut err_pipe = child.stderr.take().expect("piped");
+    let errs = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err_pipe.read_to_end(&mut b);
+        b
+    });
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_end(&mut stdout)?;
+    let stderr = errs.join().unwrap_or_default();
+    let status = match exit {
+        Err(status) => status,
+        Ok(rx) => rx
+            .blocking_recv()
+            .unwrap_or_else(|_| ExitStatus::from_raw(0)),
+    };
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 #[cfg(test)]
