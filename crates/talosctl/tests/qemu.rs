@@ -205,19 +205,7 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
 
     // The config comes from `talos.config=`: first an invalid one (the machine stays in
     // maintenance mode and says why), then a valid one (it boots it).
-    ok(
-        &dir,
-        &[
-            "gen",
-            "config",
-            "vm",
-            "https://10.0.2.15:6443",
-            "--output",
-            dir.to_str().unwrap(),
-            "--additional-sans",
-            "127.0.0.1",
-        ],
-    );
+    gen_config(&dir, &[]);
     let served = std::sync::Arc::new(std::sync::Mutex::new(
         "version: v1alpha1\nmachine:\n  type: toaster\n".to_string(),
     ));
@@ -307,6 +295,23 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The configs of a one-node cluster `vm` (the guest is 10.0.2.15; its API is reached on
+/// loopback) into `dir`, with more `gen config` arguments.
+fn gen_config(dir: &Path, more: &[&str]) {
+    let mut args = vec![
+        "gen",
+        "config",
+        "vm",
+        "https://10.0.2.15:6443",
+        "--output",
+        dir.to_str().unwrap(),
+        "--additional-sans",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(more);
+    ok(dir, &args);
+}
+
 /// `imager boot` into `dir`; returns its report (the sizes).
 fn build_image(dir: &Path) -> String {
     let built = Command::new(imager())
@@ -350,17 +355,9 @@ fn the_machine_installs_to_its_disk_restarts_into_it_and_a_reset_wipes_its_parti
         ),
     )
     .unwrap();
-    ok(
+    gen_config(
         &dir,
         &[
-            "gen",
-            "config",
-            "vm",
-            "https://10.0.2.15:6443",
-            "--output",
-            dir.to_str().unwrap(),
-            "--additional-sans",
-            "127.0.0.1",
             "--install-disk",
             "/dev/vda",
             "--install-image",

@@ -24,15 +24,8 @@ enum Cmd {
         /// The etcd binary to package.
         #[arg(long, default_value = "/usr/bin/etcd")]
         etcd: PathBuf,
-        /// Write the image as an OCI archive here.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Push the image to this reference (its tag defaults to etcd's version).
-        #[arg(long)]
-        push: Option<String>,
-        /// Talk plain HTTP to the registry pushed to.
-        #[arg(long)]
-        plain_http: bool,
+        #[command(flatten)]
+        to: Publish,
     },
     /// The kernel and the initramfs (machined as /init, the root filesystem inside).
     Boot {
@@ -53,15 +46,8 @@ enum Cmd {
         /// The folder `imager boot` wrote.
         #[arg(long, default_value = "_out")]
         from: PathBuf,
-        /// Write the image as an OCI archive here.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Push the image to this reference (its tag defaults to the version).
-        #[arg(long)]
-        push: Option<String>,
-        /// Talk plain HTTP to the registry pushed to.
-        #[arg(long)]
-        plain_http: bool,
+        #[command(flatten)]
+        to: Publish,
     },
     /// A raw disk image: Talos's partitions, the boot loader and boot slot A (needs root and
     /// loop devices).
@@ -117,33 +103,13 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Cmd::Etcd {
-            etcd,
-            output,
-            push,
-            plain_http,
-        } => {
+        Cmd::Etcd { etcd, to } => {
             let (version, image) = provision::imager::etcd(&etcd)?;
-            let to = Publish {
-                output,
-                push,
-                plain_http,
-            };
             to.publish(&image, "talos.local/etcd", &format!("v{version}"))
         }
-        Cmd::Installer {
-            from,
-            output,
-            push,
-            plain_http,
-        } => {
+        Cmd::Installer { from, to } => {
             let image =
                 provision::imager::installer(&from.join("vmlinuz"), &from.join("initramfs.img"))?;
-            let to = Publish {
-                output,
-                push,
-                plain_http,
-            };
             to.publish(
                 &image,
                 "talos.local/installer",
@@ -178,9 +144,16 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Where an image goes: an OCI archive, a registry, or both.
+#[derive(clap::Args)]
 struct Publish {
+    /// Write the image as an OCI archive here.
+    #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Push the image to this reference (its tag defaults to the image's version).
+    #[arg(long)]
     push: Option<String>,
+    /// Talk plain HTTP to the registry pushed to.
+    #[arg(long)]
     plain_http: bool,
 }
 
