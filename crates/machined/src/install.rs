@@ -139,6 +139,14 @@ fn write(config: &Config, disk: &Path) -> Result<(), String> {
                 .collect()
         })
         .unwrap_or_default();
+    // BOOT is ext4, whose module loads with the node's modules, beside the boot.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\text4\n")) {
+        if std::time::Instant::now() > until {
+            return Err("the kernel has no ext4 (its module did not load)".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let cmdline = cmdline(&current, &extra);
     console(&format!(

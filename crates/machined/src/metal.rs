@@ -101,14 +101,16 @@ pub fn restart() -> ! {
     }
 }
 
-/// Whether STATE is the system disk's partition (an installed machine), not memory.
+/// Whether this machine booted from the image has STATE on its system disk (installed), not
+/// in memory. (A container-mode node's STATE is a bind mount: not this.)
 pub fn installed() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split(' ').nth(4) == Some(crate::container::STATE_DIR))
-        })
-        .unwrap_or(false)
+    booted()
+        && std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| {
+                m.lines()
+                    .any(|l| l.split(' ').nth(4) == Some(crate::container::STATE_DIR))
+            })
+            .unwrap_or(false)
 }
 
 /// On STATE: the partitions a reset asked to wipe, wiped at the next boot (before anything
