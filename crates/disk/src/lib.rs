@@ -194,7 +194,11 @@ pub fn partition(disk: &Path) -> Result<Vec<(u64, u64)>> {
             (len - skip) / ALIGN * ALIGN * 512
         };
         // BOOT is the partition the boot code starts (legacy-BIOS bootable).
-        let flags = if p.label == BOOT { 1 << 2 } else { 0 };
+        let flags = if p.label == BOOT {
+            gpt::partition::PartitionAttributes::BOOTABLE.bits()
+        } else {
+            0
+        };
         let kind = match p.label {
             EFI => gpt::partition_types::EFI,
             BIOS => gpt::partition_types::BIOS,
@@ -315,11 +319,12 @@ pub fn format(dev: &Path, p: &Part) -> Result<()> {
     }
 }
 
-/// A file system mounted on a directory of its own for as long as this lives.
-struct Mounted(PathBuf);
+/// A file system mounted on a directory of its own for as long as this lives (synced and
+/// unmounted when dropped).
+pub struct Mounted(PathBuf);
 
 impl Mounted {
-    fn new(dev: &Path, fstype: &str) -> Result<Mounted> {
+    pub fn new(dev: &Path, fstype: &str) -> Result<Mounted> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "talos-{}-{}-{}",
@@ -340,6 +345,11 @@ impl Mounted {
             format!("mount {} ({fstype}): {e}", dev.display())
         })?;
         Ok(Mounted(dir))
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -377,12 +387,12 @@ pub fn write_slot(dev: &Path, slot: &str, boot: &Boot) -> Result<()> {
         std::fs::copy(from, dir.join(name)).map_err(|err| e(from, err))?;
     }
     std::fs::write(dir.join("cmdline"), boot.cmdline).map_err(|err| e(&dir, err))?;
-    let conf = m.0.join("extlinux.conf");
-    let tmp = m.0.join("extlinux.conf.tmp");
-    std::fs::write(&tmp, menu(&m.0, slot))
-        .and_then(|_| File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, &conf))
-        .map_err(|err| e(&conf, err))?;
+    machinery::fsutil::write_atomic(
+        &m.0.join("extlinux.conf"),
+        menu(&m.0, slot).as_bytes(),
+        0o644,
+    )
+    .map_err(|err| err.to_string())?;
     run(Command::new("extlinux").arg("--install").arg(&m.0))
 }
 

@@ -165,21 +165,13 @@ fn write(config: &Config, disk: &Path) -> Result<(), String> {
     // The config goes to the new STATE, so that the installed system boots with it.
     let (n, _) = disk::part(disk::STATE).expect("STATE is in the layout");
     let state = disk::part_path(disk, n);
-    let at = Path::new("/tmp/install-state");
-    std::fs::create_dir_all(at).map_err(|e| format!("{}: {e}", at.display()))?;
-    nix::mount::mount(
-        Some(&state),
-        at,
-        Some("xfs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
+    let m = disk::Mounted::new(&state, "xfs")?;
+    machinery::fsutil::write_atomic(
+        &m.path().join("config.yaml"),
+        config.encode().as_bytes(),
+        0o600,
     )
-    .map_err(|e| format!("mount {}: {e}", state.display()))?;
-    let written =
-        machinery::fsutil::write_atomic(&at.join("config.yaml"), config.encode().as_bytes(), 0o600);
-    nix::unistd::sync();
-    let _ = nix::mount::umount(at);
-    written.map_err(|e| format!("the config on {}: {e}", state.display()))
+    .map_err(|e| format!("the config on {}: {e}", state.display()))
 }
 
 /// Install, then restart into the installed system. A failure is told on the console and in
