@@ -56,12 +56,13 @@ impl Server {
     pub fn image(&self, repository: &str, tag: &str, image: Image) {
         let digest = oci::sha256(&image.manifest);
         let mut c = self.content.lock().expect("content");
-        let entry = c
+        let mut tags = c
             .images
-            .entry(repository.to_string())
-            .or_insert_with(|| (HashMap::new(), image.clone()));
-        entry.0.insert(tag.to_string(), digest);
-        entry.1 = image;
+            .remove(repository)
+            .map(|(tags, _)| tags)
+            .unwrap_or_default();
+        tags.insert(tag.to_string(), digest);
+        c.images.insert(repository.to_string(), (tags, image));
     }
 }
 

@@ -151,29 +151,6 @@ impl Drop for Vm {
     }
 }
 
-/// A one-file HTTP server on loopback (the guest reaches it as 10.0.2.2); what it serves can
-/// change. Stops with the test process.
-fn serve(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut conn = conn;
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let text = body.lock().unwrap().clone();
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-        }
-    });
-    port
-}
-
 fn talosctl(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_talosctl"))
         .args(args)
@@ -198,22 +175,24 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
     if !can_boot() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("talos-qemu-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    eprintln!("{}", build_image(&dir));
+    let dir = build_image("talos-qemu");
 
     // The config comes from `talos.config=`: first an invalid one (the machine stays in
     // maintenance mode and says why), then a valid one (it boots it).
     gen_config(&dir, &[]);
-    let served = std::sync::Arc::new(std::sync::Mutex::new(
-        "version: v1alpha1\nmachine:\n  type: toaster\n".to_string(),
-    ));
-    let http = serve(served.clone());
+    // Served on loopback: the guest reaches it as 10.0.2.2.
+    let http = provision::http::Server::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    http.file(
+        "/controlplane.yaml",
+        Some(b"version: v1alpha1\nmachine:\n  type: toaster\n".to_vec()),
+    );
     let vm = Vm::boot(
         &dir,
         &dir.join("initramfs.img"),
-        &format!("talos.config=http://10.0.2.2:{http}/controlplane.yaml"),
+        &format!(
+            "talos.config=http://10.0.2.2:{}/controlplane.yaml",
+            http.addr.port()
+        ),
     );
     let ep = vm.endpoint();
     let up = vm.wait("apid in maintenance mode", Duration::from_secs(120), || {
@@ -232,7 +211,10 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
         console.contains("maintenance mode") && console.contains("type"),
         "{console}"
     );
-    *served.lock().unwrap() = std::fs::read_to_string(dir.join("controlplane.yaml")).unwrap();
+    http.file(
+        "/controlplane.yaml",
+        Some(std::fs::read(dir.join("controlplane.yaml")).unwrap()),
+    );
     let conn = ["-n", ep.as_str(), "-e", ep.as_str()];
     vm.wait("the configured node", Duration::from_secs(120), || {
         let mut args = vec!["version"];
@@ -312,14 +294,18 @@ fn gen_config(dir: &Path, more: &[&str]) {
     ok(dir, &args);
 }
 
-/// `imager boot` into `dir`; returns its report (the sizes).
-fn build_image(dir: &Path) -> String {
+/// A fresh folder `<name>-<pid>` in the temporary folder with what `imager boot` makes
+/// (its report, the sizes, is printed).
+fn build_image(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let built = Command::new(imager())
         .arg("boot")
         .arg("--machined")
         .arg(musl_machined())
         .arg("-o")
-        .arg(dir)
+        .arg(&dir)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&built.stdout).into_owned();
@@ -328,7 +314,8 @@ fn build_image(dir: &Path) -> String {
         "{report}{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    report
+    eprintln!("{report}");
+    dir
 }
 
 #[test]
@@ -336,10 +323,7 @@ fn the_machine_installs_to_its_disk_restarts_into_it_and_a_reset_wipes_its_parti
     if !can_boot() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("talos-qemu-install-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    build_image(&dir);
+    let dir = build_image("talos-qemu-install");
     // The installer image and the config come from a server on loopback (10.0.2.2 to the
     // guest), a read-only registry the config names as the installer's mirror.
     let server = provision::http::Server::start("127.0.0.1:0".parse().unwrap()).unwrap();
