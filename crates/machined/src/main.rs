@@ -674,6 +674,9 @@ fn main() -> ExitCode {
         }
         container::mark_rooted();
     }
+    if metal::booted() && std::process::id() == 1 {
+        metal::load_node_modules();
+    }
     let mut args = Args::parse();
     // A machine booted from the image keeps its root in place across reboots (re-executions).
     if metal::booted() || args.container.is_some() {

@@ -332,12 +332,17 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
     mount_system_disk()?;
-    // The node's modules load beside the boot (the network waits for its links anyway).
-    std::thread::spawn(move || {
-        let modules = Path::new("/lib/modules").join(&release);
+    Ok(())
+}
+
+/// Load the node's modules beside the boot (the network waits for its links anyway). Called
+/// at every start of the machine's init: a re-execution (a reboot in place) ends the thread of
+/// the start before, so the list is gone through again (loaded ones are skipped).
+pub fn load_node_modules() {
+    std::thread::spawn(|| {
+        let modules = Path::new("/lib/modules").join(kernel_release());
         for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
             console(&format!("boot: module {p}"));
         }
     });
-    Ok(())
 }
