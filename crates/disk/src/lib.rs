@@ -419,6 +419,17 @@ pub fn find(label: &str) -> Option<PathBuf> {
     found.into_iter().next()
 }
 
+/// The names of the partitions in the GPT of `disk` (a device or an image file, read without
+/// the kernel's help); none when it has no GPT.
+pub fn labels(disk: &Path) -> Vec<String> {
+    gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open(disk)
+        .map(|g| g.partitions().values().map(|p| p.name.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// A file (or a range of it) attached to a loop device; detached when dropped (unless kept).
 pub struct Loop {
     pub dev: PathBuf,

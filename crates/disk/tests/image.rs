@@ -43,8 +43,11 @@ fn an_image_has_talos_partitions_a_boot_loader_and_slot_a() {
     disk::image(&raw, 2048, &boot).unwrap();
     let gpt = gpt::GptConfig::new().writable(false).open(&raw).unwrap();
     let parts: Vec<_> = gpt.partitions().values().collect();
-    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["EFI", "BIOS", "BOOT", "META", "STATE", "EPHEMERAL"]);
+    assert_eq!(
+        disk::labels(&raw),
+        ["EFI", "BIOS", "BOOT", "META", "STATE", "EPHEMERAL"]
+    );
+    assert!(disk::labels(&small).is_empty(), "no GPT, no partitions");
     assert_eq!(parts[2].flags, 1 << 2, "BOOT is legacy-BIOS bootable");
     assert_eq!(parts[0].part_type_guid, gpt::partition_types::EFI);
     assert_eq!(parts[1].part_type_guid, gpt::partition_types::BIOS);

@@ -675,6 +675,8 @@ fn defaults(
     explicit: bool,
 ) {
     const L: &str = "default";
+    // The loopback is up on every machine (the kernel starts it down).
+    specs.link(link_spec("lo", L));
     specs.address("127.0.0.1/8", "lo", L);
     specs.address("::1/128", "lo", L);
     specs.resolvers.push(ResolverSpecSpec {
@@ -964,7 +966,7 @@ mod tests {
         let cmd = Cmdline::parse("talos.hostname=named ip=10.5.0.2/24::::other:eth1:off");
         let s = gather(None, &cmd, &links(), None);
         assert_eq!(s.hostnames[0].hostname, "named");
-        assert_eq!(ids(&s.links), ["cmdline/eth1"]);
+        assert_eq!(ids(&s.links), ["cmdline/eth1", "default/lo"]);
         let bad = gather(None, &Cmdline::parse("ip=nonsense::"), &links(), None);
         assert!(
             bad.warnings[0].contains("ip=nonsense"),
@@ -1060,6 +1062,7 @@ auto: stable
                 "configuration/eth2",
                 "configuration/eth3",
                 "configuration/eth5",
+                "default/lo",
             ]
         );
         let link = |n: &str| s.links.iter().find(|l| l.name == n).unwrap();

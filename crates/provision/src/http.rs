@@ -12,6 +12,8 @@ use oci::Image;
 #[derive(Default)]
 struct Content {
     files: HashMap<String, Vec<u8>>,
+    /// Folders served as they are at each request: (path prefix, folder).
+    dirs: Vec<(String, std::path::PathBuf)>,
     /// Images by repository: their tags (to manifest digests) and the image.
     images: HashMap<String, (HashMap<String, String>, Image)>,
 }
@@ -50,6 +52,13 @@ impl Server {
             Some(d) => c.files.insert(path.to_string(), d),
             None => c.files.remove(path),
         };
+    }
+
+    /// Serve the files of `folder` under `prefix` (`/configs/`), read at each request, so that
+    /// what is written there later is served too. Only the folder's own files: no subfolders.
+    pub fn dir(&self, prefix: &str, folder: &std::path::Path) {
+        let mut c = self.content.lock().expect("content");
+        c.dirs.push((prefix.to_string(), folder.to_path_buf()));
     }
 
     /// Serve `image` as `<repository>:<tag>` (the registry's host is this server's).
@@ -112,6 +121,16 @@ fn lookup(content: &Mutex<Content>, path: &str) -> Option<(String, Option<String
     if let Some(f) = c.files.get(path) {
         return Some(("application/octet-stream".into(), None, f.clone()));
     }
+    for (prefix, folder) in &c.dirs {
+        let Some(name) = path.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return None;
+        }
+        let data = std::fs::read(folder.join(name)).ok()?;
+        return Some(("application/octet-stream".into(), None, data));
+    }
     let rest = path.strip_prefix("/v2/")?;
     if rest.is_empty() {
         return Some(("application/json".into(), None, b"{}".to_vec()));
@@ -165,6 +184,23 @@ mod tests {
             .call()
             .is_err());
 
+        // A folder's files as they are when asked for, and nothing outside it.
+        let dir = std::env::temp_dir().join(format!("http-pull-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("configs")).unwrap();
+        s.dir("/configs/", &dir.join("configs"));
+        std::fs::write(dir.join("secret"), "no").unwrap();
+        let get = |p: &str| {
+            ureq::get(&format!("http://{}{p}", s.addr))
+                .call()
+                .ok()
+                .map(|r| r.into_string().unwrap())
+        };
+        assert!(get("/configs/n1.yaml").is_none());
+        std::fs::write(dir.join("configs/n1.yaml"), "machine: {}\n").unwrap();
+        assert_eq!(get("/configs/n1.yaml").unwrap(), "machine: {}\n");
+        assert!(get("/configs/../secret").is_none());
+        assert!(get("/configs/").is_none());
+
         // The registry client pulls through a mirror pointing here.
         let host = s.addr.to_string();
         let mut registries = machinery::cri::Registries::default();
@@ -178,8 +214,6 @@ mod tests {
                 ..Default::default()
             },
         );
-        let dir = std::env::temp_dir().join(format!("http-pull-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let client = oci::registry::Client::new(registries);
         let r = oci::Reference::parse(&format!("{host}/talos/installer:v1")).unwrap();
         client

@@ -1,7 +1,8 @@
-//! The container-mode provisioner: a local cluster whose nodes are machined processes, each
-//! PID 1 of its own namespaces (see `machined --container`), on a bridge that lives in a network
-//! namespace of the cluster's own, so the host's network is left as it was. The first control
-//! plane's API is published on the host's loopback through a socket it inherits.
+//! The local provisioners: a cluster whose nodes are machined processes, each PID 1 of its
+//! own namespaces (container mode, see `machined --container`), or virtual machines booting the
+//! image (QEMU, see [`qemu`]), on a bridge that lives in a network namespace of the cluster's
+//! own, so the host's network is left as it was. The first control plane's API is published on
+//! the host's loopback through a socket it (or the QEMU cluster's helper) inherits.
 //!
 //! Everything made is recorded in `<state>/<cluster>/cluster.json` as soon as it exists, so that
 //! `destroy` removes exactly that (processes by pid, namespaces and cgroups by name, the
@@ -10,6 +11,7 @@
 pub mod http;
 pub mod imager;
 mod net;
+pub mod qemu;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,8 @@ pub struct Request {
     pub api_port: u16,
     /// More kernel arguments for every node, after the `ip=` the provisioner gives each.
     pub extra_boot_kernel_args: String,
+    /// Virtual machines instead of containers.
+    pub qemu: Option<qemu::Settings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,11 +77,16 @@ pub struct Node {
     pub memory: u64,
     /// The node's directory (its `var/`, `state/`, log).
     pub dir: PathBuf,
-    /// Its network namespace (under /run/netns).
+    /// Its network namespace (under /run/netns); none for a virtual machine.
+    #[serde(default)]
     pub netns: String,
-    /// The bridge-side end of its link, in the cluster's namespace.
+    /// The bridge-side end of its link (a veth, or a virtual machine's tap), in the cluster's
+    /// namespace.
     pub veth: String,
-    /// The shim process (killing it ends the node); 0 until started.
+    /// A virtual machine's disk size in bytes (0: a container).
+    #[serde(default)]
+    pub disk: u64,
+    /// The shim or launcher process (killing it ends the node); 0 until started.
     pub pid: u32,
     /// A cgroup made for its limits, if the host offers them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -106,6 +115,9 @@ pub struct Cluster {
     /// Where the nodes reach the cluster's discovery service.
     #[serde(default)]
     pub discovery_endpoint: String,
+    /// A QEMU cluster's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<qemu::Settings>,
 }
 
 pub const BRIDGE: &str = "talosbr0";
@@ -123,9 +135,15 @@ impl Cluster {
 
     /// The cluster `name` under `state_root`.
     pub fn load(state_root: &Path, name: &str) -> Result<Cluster> {
-        let path = state_root.join(name).join("cluster.json");
+        Cluster::load_dir(&state_root.join(name))
+    }
+
+    /// The cluster whose state is in `dir`.
+    pub fn load_dir(dir: &Path) -> Result<Cluster> {
+        let path = dir.join("cluster.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
                 format!("cluster \"{name}\" not found (no {})", path.display())
             } else {
                 format!("{}: {e}", path.display())
@@ -205,7 +223,12 @@ pub fn create_network(req: &Request) -> Result<Cluster> {
     *PUBLISHED.lock().expect("published") = Some(listener);
     let cluster = Cluster {
         name: req.name.clone(),
-        provisioner: "container".into(),
+        provisioner: if req.qemu.is_some() {
+            "qemu"
+        } else {
+            "container"
+        }
+        .into(),
         cidr: req.cidr,
         gateway,
         mtu: req.mtu,
@@ -216,6 +239,7 @@ pub fn create_network(req: &Request) -> Result<Cluster> {
         discovery_endpoint: String::new(),
         nodes: Vec::new(),
         dir,
+        qemu: req.qemu.clone(),
     };
     if net::netns_exists(&cluster.netns) {
         return Err(format!(
@@ -247,14 +271,42 @@ fn publish_listener(port: u16) -> Result<std::net::TcpListener> {
         .map_err(|e| format!("publish the API on 127.0.0.1: {e}"))
 }
 
-/// Plan a node of `kind`: its name, address and directories (recorded; nothing runs yet).
-pub fn plan_node(cluster: &mut Cluster, kind: NodeType, cpus: f64, memory: u64) -> Result<Node> {
+/// The listener of the cluster's published API: the one made with the network, or a new one
+/// on the same port.
+pub fn published(cluster: &Cluster) -> Result<std::net::TcpListener> {
+    if let Some(l) = PUBLISHED.lock().expect("published").take() {
+        return Ok(l);
+    }
+    let port = cluster
+        .api_endpoint
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0);
+    publish_listener(port)
+}
+
+/// Plan a node of `kind` (with a disk of `disk` bytes if it is a virtual machine): its name,
+/// address and directories (recorded; nothing runs yet).
+pub fn plan_node(
+    cluster: &mut Cluster,
+    kind: NodeType,
+    cpus: f64,
+    memory: u64,
+    disk: u64,
+) -> Result<Node> {
     let name = cluster.next_name(kind);
     let ip = cluster.free_ip()?;
+    let vm = cluster.qemu.is_some();
+    let n = u32::from(ip) & 0xffff;
     let node = Node {
         dir: cluster.dir.join(&name),
-        netns: name.clone(),
-        veth: format!("veth{}", u32::from(ip) & 0xffff),
+        netns: if vm { String::new() } else { name.clone() },
+        veth: if vm {
+            format!("tap{n}")
+        } else {
+            format!("veth{n}")
+        },
+        disk: if vm { disk } else { 0 },
         name,
         kind,
         ip,
@@ -268,8 +320,12 @@ pub fn plan_node(cluster: &mut Cluster, kind: NodeType, cpus: f64, memory: u64) 
     Ok(node)
 }
 
-/// Start a planned node with its machine config: its namespace and link, then machined.
+/// Start a planned node with its machine config: its namespace and link, then machined (or
+/// its virtual machine).
 pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Path) -> Result<()> {
+    if cluster.qemu.is_some() {
+        return qemu::start_node(cluster, name, config);
+    }
     let i = cluster
         .nodes
         .iter()
@@ -312,18 +368,7 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
             .iter()
             .all(|n| n.kind != NodeType::Controlplane);
     let published = if first_cp {
-        let taken = PUBLISHED.lock().expect("published").take();
-        match taken {
-            Some(l) => Some(l),
-            None => {
-                let port = cluster
-                    .api_endpoint
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse().ok())
-                    .unwrap_or(0);
-                Some(publish_listener(port)?)
-            }
-        }
+        Some(published(cluster)?)
     } else {
         None
     };
@@ -444,9 +489,9 @@ fn in_cluster_netns(pid: u32, cluster: &Cluster) -> bool {
             .is_some_and(|a| Some(a) == ns(Path::new("/run/netns").join(&cluster.netns)))
 }
 
-fn stop_discovery(cluster: &mut Cluster) {
+/// Stop a helper process of the cluster's (SIGTERM, SIGKILL after 2 s).
+fn stop_helper(pid: u32, cluster: &Cluster) {
     use nix::sys::signal::{kill, Signal};
-    let pid = cluster.discovery_pid;
     if !in_cluster_netns(pid, cluster) {
         return;
     }
@@ -459,10 +504,9 @@ fn stop_discovery(cluster: &mut Cluster) {
     if in_cluster_netns(pid, cluster) {
         let _ = kill(p, Signal::SIGKILL);
     }
-    cluster.discovery_pid = 0;
 }
 
-/// Whether `pid` is still the shim of the node in `dir` (pids get reused).
+/// Whether `pid` is still the shim (or launcher) of the node in `dir` (pids get reused).
 pub fn is_node_process(pid: u32, dir: &Path) -> bool {
     if pid == 0 {
         return false;
@@ -471,8 +515,10 @@ pub fn is_node_process(pid: u32, dir: &Path) -> bool {
         return false;
     };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.windows(2)
-        .any(|w| w[0] == b"--container" && w[1] == dir.as_os_str().as_encoded_bytes())
+    args.windows(2).any(|w| {
+        (w[0] == b"--container" || w[0] == b"--node-dir")
+            && w[1] == dir.as_os_str().as_encoded_bytes()
+    })
 }
 
 /// Hard-restart a node: kill its processes and start it again with its data (`var/`,
@@ -518,7 +564,7 @@ pub fn remove_node(cluster: &mut Cluster, name: &str, grace: Duration) -> Result
     let node = cluster.nodes[i].clone();
     stop_process(node.pid, &node.dir, grace);
     let mut problems = Vec::new();
-    if net::netns_exists(&node.netns) {
+    if !node.netns.is_empty() && net::netns_exists(&node.netns) {
         if let Err(e) = net::del_netns(&node.netns) {
             problems.push(e);
         }
@@ -538,7 +584,12 @@ pub fn remove_node(cluster: &mut Cluster, name: &str, grace: Duration) -> Result
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    for p in [node.dir.clone(), node.dir.with_extension("log")] {
+    for p in [
+        node.dir.clone(),
+        node.dir.with_extension("log"),
+        node.dir.with_extension("launcher.log"),
+        cluster.dir.join("configs").join(format!("{name}.yaml")),
+    ] {
         let r = if p.is_dir() {
             std::fs::remove_dir_all(&p)
         } else {
@@ -567,6 +618,8 @@ pub fn stop_process(pid: u32, dir: &Path, grace: Duration) {
     if !is_node_process(pid, dir) {
         return;
     }
+    let vm = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"qemu-launch"));
     let p = nix::unistd::Pid::from_raw(pid as i32);
     let _ = kill(
         p,
@@ -586,6 +639,13 @@ pub fn stop_process(pid: u32, dir: &Path, grace: Duration) {
         while is_node_process(pid, dir) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+    // A machine's launcher leads a process group with its QEMU, which is killed when the
+    // launcher ends: wait for it too (it holds the tap device and the disk).
+    let group = nix::unistd::Pid::from_raw(-(pid as i32));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while vm && kill(group, None).is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -610,7 +670,10 @@ pub fn destroy(state_root: &Path, name: &str, grace: Duration) -> Result<bool> {
             problems.push(e);
         }
     }
-    stop_discovery(&mut cluster);
+    stop_helper(cluster.discovery_pid, &cluster);
+    if let Some(q) = &cluster.qemu {
+        stop_helper(q.helper_pid, &cluster);
+    }
     if net::netns_exists(&cluster.netns) {
         if let Err(e) = net::del_netns(&cluster.netns) {
             problems.push(e);

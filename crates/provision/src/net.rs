@@ -134,6 +134,32 @@ pub fn link_node(
     ])
 }
 
+/// A machine's tap device on the bridge (QEMU opens it by name).
+pub fn tap(netns: &str, bridge: &str, tap: &str, mtu: u32) -> Result<()> {
+    ip(&["-n", netns, "tuntap", "add", "dev", tap, "mode", "tap"])?;
+    ip(&[
+        "-n",
+        netns,
+        "link",
+        "set",
+        tap,
+        "mtu",
+        &mtu.to_string(),
+        "master",
+        bridge,
+        "up",
+    ])
+}
+
+pub fn link_exists(netns: &str, link: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", netns, "link", "show", link])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Every cgroup of a node: the ones made for its limits and those its container runtimes
 /// made under the same name in the other hierarchies (cgroup v1).
 pub fn node_cgroups(cluster: &str, node: &str) -> Vec<PathBuf> {

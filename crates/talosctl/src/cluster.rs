@@ -1,5 +1,5 @@
-//! `talosctl cluster create|show|scale|destroy`: local clusters in container mode (see the
-//! `provision` crate), with a real etcd quorum on the control planes.
+//! `talosctl cluster create|show|scale|destroy`: local clusters in container mode or of QEMU
+//! virtual machines (see the `provision` crate), with a real etcd quorum on the control planes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +51,46 @@ pub struct RebootArgs {
 }
 
 #[derive(Args)]
+pub struct QemuLaunchArgs {
+    /// The machine's folder in its cluster's state.
+    #[arg(long)]
+    pub node_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ClusterLaunchArgs {
+    /// The cluster's state folder.
+    #[arg(long)]
+    pub cluster_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Provisioner {
+    /// Nodes as machined processes in namespaces of their own.
+    #[value(alias = "docker")]
+    Container,
+    /// Nodes as virtual machines booting the image.
+    Qemu,
+}
+
+#[derive(Args)]
 pub struct CreateArgs {
+    /// How nodes run: containers (machined in namespaces of its own) or QEMU virtual machines.
+    #[arg(long, value_enum, default_value = "container")]
+    provisioner: Provisioner,
+    /// QEMU: each machine's disk size in MB.
+    #[arg(long, default_value_t = 6144)]
+    disk: u64,
+    /// QEMU: the kernel the machines boot first (`imager boot` makes it).
+    #[arg(long, default_value = "_out/vmlinuz")]
+    vmlinuz_path: PathBuf,
+    /// QEMU: the initramfs the machines boot first.
+    #[arg(long, default_value = "_out/initramfs.img")]
+    initrd_path: PathBuf,
+    /// QEMU: the installer image the machines install from; the provisioner builds it from
+    /// --vmlinuz-path and --initrd-path and serves it under this name.
+    #[arg(long, default_value = concat!("talos.local/installer:v", env!("CARGO_PKG_VERSION")))]
+    install_image: String,
     /// Number of control plane nodes.
     #[arg(long, default_value_t = 1)]
     controlplanes: usize,
@@ -118,7 +157,7 @@ pub struct CreateArgs {
 
 #[derive(Args)]
 pub struct ShowArgs {
-    /// The provisioner (clusters here are container-mode).
+    /// The provisioner (read from the cluster's state).
     #[arg(long, default_value = "container", hide = true)]
     provisioner: String,
 }
@@ -293,13 +332,24 @@ pub fn run(a: ClusterArgs) -> Result<()> {
 struct Templates {
     controlplane: Config,
     worker: Config,
+    /// What the configs are validated for.
+    mode: machinery::validate::Mode,
+}
+
+fn validation_mode(vm: bool) -> machinery::validate::Mode {
+    if vm {
+        machinery::validate::Mode::Metal
+    } else {
+        machinery::validate::Mode::Container
+    }
 }
 
 impl Templates {
-    fn load(dir: &Path) -> Result<Templates> {
+    fn load(cluster: &Cluster) -> Result<Templates> {
         Ok(Templates {
-            controlplane: Config::load(dir.join("controlplane.yaml"))?,
-            worker: Config::load(dir.join("worker.yaml"))?,
+            controlplane: Config::load(cluster.dir.join("controlplane.yaml"))?,
+            worker: Config::load(cluster.dir.join("worker.yaml"))?,
+            mode: validation_mode(cluster.qemu.is_some()),
         })
     }
 
@@ -311,7 +361,7 @@ impl Templates {
         };
         let patch = Patch::parse(&format!("machine:\n  network:\n    hostname: {name}\n"))?;
         let cfg = apply(base, &[patch])?;
-        let result = machinery::validate::validate(&cfg, machinery::validate::Mode::Container);
+        let result = machinery::validate::validate(&cfg, self.mode);
         result
             .into_result(false)
             .map_err(|e| Error::msg(format!("the config of {name} is invalid:\n{e}")))?;
@@ -338,7 +388,18 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
         )));
     }
     let cp1 = cidr.hosts().nth(1).expect("checked size");
+    let gateway = cidr.hosts().next().expect("checked size");
     p.done();
+    let qemu = match a.provisioner {
+        Provisioner::Container => None,
+        Provisioner::Qemu => {
+            let p = Phase::start("checking the boot assets and whether KVM works");
+            let q = qemu_settings(&a)?;
+            p.done();
+            eprintln!("machines run under {}", q.accel);
+            Some(q)
+        }
+    };
 
     let p = Phase::start("generating PKI and tokens");
     let mut opts = GenOptions::new(name, &format!("https://{cp1}:6443"));
@@ -348,7 +409,6 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     let secrets = SecretsBundle::generate()?;
     // The nodes meet at the cluster's own discovery service (on the gateway) unless told
     // otherwise; the user's patches come after, so they may change it (a TTL, say).
-    let gateway = cidr.hosts().next().expect("checked size");
     let discovery_endpoint = a
         .discovery_endpoint
         .clone()
@@ -360,12 +420,18 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
         } else {
             format!("cluster:\n  discovery:\n    enabled: true\n    registries:\n      service:\n        endpoint: {discovery_endpoint}\n")
         };
-        let cfg = apply(cfg, &[Patch::parse(&discovery)?])?;
+        let mut cfg = apply(cfg, &[Patch::parse(&discovery)?])?;
+        if let Some(q) = &qemu {
+            // A machine installs itself to its disk from the provisioner's installer.
+            let install = q.install_patch(gateway).map_err(Error::msg)?;
+            cfg = apply(cfg, &[Patch::parse(&install)?])?;
+        }
         apply(apply(cfg, &common)?, &load_patches(extra)?)
     };
     let templates = Templates {
         controlplane: render(MachineType::ControlPlane, &a.config_patch_control_plane)?,
         worker: render(MachineType::Worker, &a.config_patch_worker)?,
+        mode: validation_mode(qemu.is_some()),
     };
     // Every node's config is checked before anything is made.
     templates.for_node(NodeType::Controlplane, "check")?;
@@ -384,6 +450,7 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
         machined: machined_path(),
         api_port: a.api_port,
         extra_boot_kernel_args: a.extra_boot_kernel_args.clone(),
+        qemu,
     };
     p.done();
 
@@ -401,6 +468,15 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
                 "5s",
             )
             .map_err(Error::msg)?;
+            p.done();
+        }
+        if cluster.qemu.is_some() {
+            let p = Phase::start(format!(
+                "starting the config and installer server on {gateway}:{}",
+                provision::qemu::HTTP_PORT
+            ));
+            let api = provision::published(&cluster).map_err(Error::msg)?;
+            provision::qemu::start_helper(&mut cluster, api).map_err(Error::msg)?;
             p.done();
         }
         let dir = cluster.dir.clone();
@@ -439,8 +515,8 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
             }
             let p = Phase::start(format!("creating {} nodes", kind.as_str()));
             for _ in 0..count {
-                let node =
-                    provision::plan_node(&mut cluster, kind, cpus, mem).map_err(Error::msg)?;
+                let node = provision::plan_node(&mut cluster, kind, cpus, mem, a.disk << 20)
+                    .map_err(Error::msg)?;
                 let config = templates.for_node(kind, &node.name)?;
                 provision::start_node(&mut cluster, &node.name, &config, &req.machined)
                     .map_err(Error::msg)?;
@@ -470,6 +546,11 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
         context: talosconfig.current(None)?.1.clone(),
         through: Some(cluster.api_endpoint.clone()),
     };
+    if cluster.qemu.is_some() {
+        let p = Phase::start("waiting for the machines to install themselves and restart");
+        wait_installed(&cluster, deadline)?;
+        p.done();
+    }
     let p = Phase::start(format!("waiting for the API on {}", cluster.api_endpoint));
     crate::block_on(wait_api(&info, &cp1.to_string(), deadline))?;
     p.done();
@@ -494,6 +575,83 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     show(&cluster)
+}
+
+/// The QEMU provisioner's settings from the flags, its boot assets checked.
+fn qemu_settings(a: &CreateArgs) -> Result<provision::qemu::Settings> {
+    let asset = |p: &Path, flag: &str| {
+        std::fs::canonicalize(p).map_err(|e| {
+            Error::msg(format!(
+                "{flag} {}: {e} (build the image with `imager boot --machined <static machined> -o _out`)",
+                p.display()
+            ))
+        })
+    };
+    let kernel = asset(&a.vmlinuz_path, "--vmlinuz-path")?;
+    let initramfs = asset(&a.initrd_path, "--initrd-path")?;
+    let qemu_ok = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !qemu_ok {
+        return Err(Error::msg(
+            "qemu-system-x86_64 is missing (Debian: qemu-system-x86)",
+        ));
+    }
+    if a.disk < disk::min_disk_mib() {
+        return Err(Error::msg(format!(
+            "--disk {}: Talos's partitions need at least {} MB",
+            a.disk,
+            disk::min_disk_mib()
+        )));
+    }
+    let settings = provision::qemu::Settings {
+        kernel,
+        initramfs,
+        accel: provision::qemu::probe_accel(&std::env::temp_dir()).into(),
+        install_image: a.install_image.clone(),
+        launcher: std::env::current_exe().map_err(|e| Error::msg(e.to_string()))?,
+        helper_pid: 0,
+    };
+    // The image reference is checked before anything is made.
+    settings
+        .install_patch(std::net::Ipv4Addr::UNSPECIFIED)
+        .map_err(Error::msg)?;
+    Ok(settings)
+}
+
+/// Wait until every machine starts from its disk, its install done.
+fn wait_installed(cluster: &Cluster, deadline: Instant) -> Result<()> {
+    loop {
+        let waiting: Vec<&provision::Node> = cluster
+            .nodes
+            .iter()
+            .filter(|n| !provision::qemu::boots_from_disk(&n.dir))
+            .collect();
+        let Some(n) = waiting.first() else {
+            return Ok(());
+        };
+        let dead = !provision::is_node_process(n.pid, &n.dir);
+        if dead || Instant::now() >= deadline {
+            let tail = |p: PathBuf| {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            };
+            return Err(Error::msg(format!(
+                "{} {}; its console ends with:\n{}\n{}",
+                n.name,
+                if dead {
+                    "stopped before it installed itself"
+                } else {
+                    "did not install itself in time"
+                },
+                tail(n.dir.with_extension("log")),
+                tail(n.dir.with_extension("launcher.log")),
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn merge_talosconfig(dest: &Path, new: &ClientConfig) -> Result<()> {
@@ -579,7 +737,11 @@ fn show(c: &Cluster) -> Result<()> {
             n.ip.to_string(),
             format!("{:.2}", n.cpus),
             format!("{:.1} GB", n.memory as f64 / 1e9),
-            "-".into(),
+            if n.disk == 0 {
+                "-".into()
+            } else {
+                format!("{:.1} GB", n.disk as f64 / 1e9)
+            },
         ]);
     }
     print!("{}", crate::config_cmd::table(&rows));
@@ -588,7 +750,7 @@ fn show(c: &Cluster) -> Result<()> {
 
 fn scale(name: &str, root: &Path, a: ScaleArgs) -> Result<()> {
     let mut cluster = Cluster::load(root, name).map_err(Error::msg)?;
-    let templates = Templates::load(&cluster.dir)?;
+    let templates = Templates::load(&cluster)?;
     let talosconfig = ClientConfig::load(&cluster.dir.join("talosconfig"))?;
     let info = |c: &Cluster| -> Result<crate::health::ClusterInfo> {
         Ok(crate::health::ClusterInfo {
@@ -617,11 +779,12 @@ fn scale(name: &str, root: &Path, a: ScaleArgs) -> Result<()> {
             .collect();
         let template = have
             .first()
-            .map(|n| (n.cpus, n.memory))
-            .unwrap_or((2.0, 2 << 30));
+            .or(cluster.nodes.first())
+            .map(|n| (n.cpus, n.memory, n.disk))
+            .unwrap_or((2.0, 2 << 30, 6144 << 20));
         for _ in have.len()..want {
             let p = Phase::start(format!("adding a {} node", kind.as_str()));
-            let node = provision::plan_node(&mut cluster, kind, template.0, template.1)
+            let node = provision::plan_node(&mut cluster, kind, template.0, template.1, template.2)
                 .map_err(Error::msg)?;
             let config = templates.for_node(kind, &node.name)?;
             provision::start_node(&mut cluster, &node.name, &config, &machined)
@@ -663,7 +826,7 @@ fn scale(name: &str, root: &Path, a: ScaleArgs) -> Result<()> {
 
 fn reboot(name: &str, root: &Path, a: RebootArgs) -> Result<()> {
     let mut cluster = Cluster::load(root, name).map_err(Error::msg)?;
-    let templates = Templates::load(&cluster.dir)?;
+    let templates = Templates::load(&cluster)?;
     let matches = |n: &str, x: &provision::Node| n == x.name || n == x.ip.to_string();
     if let Some(n) = a
         .nodes

@@ -109,6 +109,12 @@ enum Command {
     Health(health::HealthArgs),
     /// Create, show, scale and destroy local clusters.
     Cluster(cluster::ClusterArgs),
+    /// Internal: runs one virtual machine of a QEMU cluster (started by `cluster create`).
+    #[command(name = "qemu-launch", hide = true)]
+    QemuLaunch(cluster::QemuLaunchArgs),
+    /// Internal: a QEMU cluster's config and installer server and API publisher.
+    #[command(name = "cluster-launch", hide = true)]
+    ClusterLaunch(cluster::ClusterLaunchArgs),
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -154,6 +160,12 @@ fn main() -> ExitCode {
         Command::Etcd(a) => block_on(etcd::run(a)),
         Command::Health(a) => block_on(health::run(a)),
         Command::Cluster(a) => cluster::run(a),
+        Command::QemuLaunch(a) => {
+            provision::qemu::launch(&a.node_dir).map_err(machinery::Error::msg)
+        }
+        Command::ClusterLaunch(a) => {
+            provision::qemu::serve(&a.cluster_dir).map_err(machinery::Error::msg)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,12 +41,6 @@ struct Vm {
     port: u16,
 }
 
-/// How a VM starts: the kernel and an initramfs directly, or its disk's boot loader.
-enum Start<'a> {
-    Kernel { initramfs: &'a Path, args: &'a str },
-    Disk,
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -56,34 +50,25 @@ fn free_port() -> u16 {
 }
 
 impl Vm {
+    /// Start a VM from the image's kernel and `initramfs` (QEMU exits when the guest
+    /// restarts: `-no-reboot`), its API forwarded to a loopback port.
     fn boot(dir: &Path, initramfs: &Path, args: &str) -> Vm {
-        Vm::start(dir, Start::Kernel { initramfs, args }, None, free_port())
-    }
-
-    /// Start a VM (QEMU exits when the guest restarts: `-no-reboot`), with `disk` as its
-    /// virtio disk, its API forwarded to loopback `port`.
-    fn start(dir: &Path, how: Start, disk: Option<&Path>, port: u16) -> Vm {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = free_port();
         let console = dir.join(format!("console-{port}-{n}.log"));
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", "q35,accel=tcg", "-m", "1024", "-smp", "2"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .args(["-device", "virtio-rng-pci"]);
-        if let Start::Kernel { initramfs, args } = how {
-            cmd.arg("-kernel")
-                .arg(dir.join("vmlinuz"))
-                .arg("-initrd")
-                .arg(initramfs)
-                .arg("-append")
-                .arg(format!(
-                    "console=ttyS0 talos.platform=metal panic=-1 {args}"
-                ));
-        }
-        if let Some(d) = disk {
-            cmd.arg("-drive")
-                .arg(format!("file={},format=raw,if=virtio", d.display()));
-        }
+            .args(["-device", "virtio-rng-pci"])
+            .arg("-kernel")
+            .arg(dir.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(initramfs)
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 talos.platform=metal panic=-1 {args}"
+            ));
         let child = cmd
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
@@ -318,144 +303,221 @@ fn build_image(name: &str) -> PathBuf {
     dir
 }
 
+/// A QEMU cluster made by `talosctl cluster create --provisioner qemu`, destroyed however the
+/// test ends.
+struct QemuCluster {
+    name: String,
+    dir: PathBuf,
+}
+
+impl QemuCluster {
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn cluster(&self, args: &[&str]) -> Output {
+        let state = self.state().display().to_string();
+        let mut all = vec!["cluster"];
+        all.extend_from_slice(args);
+        all.extend(["--name", &self.name, "--state", &state]);
+        talosctl(&self.dir, &all)
+    }
+
+    fn console(&self, node: &str) -> String {
+        let log = self.state().join(&self.name).join(format!("{node}.log"));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    /// Wait until `done`, failing with the end of `node`'s console.
+    fn wait(&self, node: &str, what: &str, limit: Duration, done: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            if started.elapsed() > limit {
+                let c = self.console(node);
+                let tail: Vec<&str> = c.lines().rev().take(40).collect();
+                panic!(
+                    "timed out waiting for {what}; console of {node}:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The processes whose command line names the cluster's state (launchers, QEMU, helper).
+    fn processes(&self) -> Vec<u32> {
+        let state = self.state().display().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&state))
+            })
+            .collect()
+    }
+}
+
+impl Drop for QemuCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster(&["destroy", "--force"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
-fn the_machine_installs_to_its_disk_restarts_into_it_and_a_reset_wipes_its_partitions() {
+fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_resets() {
     if !can_boot() {
         return;
     }
-    let dir = build_image("talos-qemu-install");
-    // The installer image and the config come from a server on loopback (10.0.2.2 to the
-    // guest), a read-only registry the config names as the installer's mirror.
-    let server = provision::http::Server::start("127.0.0.1:0".parse().unwrap()).unwrap();
-    let installer =
-        provision::imager::installer(&dir.join("vmlinuz"), &dir.join("initramfs.img")).unwrap();
-    server.image("talos/installer", "v1", installer);
-    let registry = format!("10.0.2.2:{}", server.addr.port());
-    let patch = dir.join("mirror.yaml");
-    std::fs::write(
-        &patch,
-        format!(
-            "machine:\n  registries:\n    mirrors:\n      \"{registry}\":\n        endpoints: [\"http://{registry}\"]\n"
-        ),
-    )
-    .unwrap();
-    gen_config(
+    let dir = build_image("talos-qemu-cluster");
+    let c = QemuCluster {
+        name: format!("q{}", std::process::id() % 100_000),
+        dir: dir.clone(),
+    };
+    let (cp, worker) = (
+        format!("{}-controlplane-1", c.name),
+        format!("{}-worker-1", c.name),
+    );
+    let (kernel, initrd, talosconfig) = (
+        dir.join("vmlinuz").display().to_string(),
+        dir.join("initramfs.img").display().to_string(),
+        dir.join("talosconfig").display().to_string(),
+    );
+    // Every machine boots the kernel with its config from the provisioner, installs itself
+    // from the provisioner's installer and restarts from its disk; then bootstrap and health.
+    let started = Instant::now();
+    let out = c.cluster(&[
+        "create",
+        "--provisioner",
+        "qemu",
+        "--vmlinuz-path",
+        &kernel,
+        "--initrd-path",
+        &initrd,
+        "--talosconfig",
+        &talosconfig,
+        "--wait-timeout",
+        "15m",
+    ]);
+    let (shown, phases) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{shown}{phases}");
+    eprintln!("{phases}cluster create: {:?}", started.elapsed());
+    assert!(
+        phases.contains("waiting for the machines to install themselves and restart: done"),
+        "{phases}"
+    );
+    for want in ["qemu", cp.as_str(), worker.as_str(), "10.5.0.3", "6.4 GB"] {
+        assert!(shown.contains(want), "{want} missing in:\n{shown}");
+    }
+
+    let health = talosctl(
         &dir,
         &[
-            "--install-disk",
-            "/dev/vda",
-            "--install-image",
-            &format!("{registry}/talos/installer:v1"),
-            "--config-patch",
-            &format!("@{}", patch.display()),
+            "health",
+            "--control-plane-nodes",
+            "10.5.0.2",
+            "--worker-nodes",
+            "10.5.0.3",
+            "--wait-timeout",
+            "2m",
         ],
     );
-    server.file(
-        "/config/controlplane.yaml",
-        Some(std::fs::read(dir.join("controlplane.yaml")).unwrap()),
+    let report = String::from_utf8_lossy(&health.stderr);
+    assert!(health.status.success(), "{report}");
+    assert!(
+        report.contains("waiting for etcd to be healthy: OK"),
+        "{report}"
     );
-    let disk = dir.join("disk.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(3 << 30)
-        .unwrap();
-    let port = free_port();
-    let ep = format!("127.0.0.1:{port}");
-    let conn = ["-n", ep.as_str(), "-e", ep.as_str()];
-    let with = |args: &[&str]| {
+    c.wait(&cp, "both members", Duration::from_secs(120), || {
+        let m = String::from_utf8_lossy(&talosctl(&dir, &["get", "members"]).stdout).into_owned();
+        m.contains(&cp) && m.contains(&worker)
+    });
+
+    // The worker runs from its disk: slot A, STATE and EPHEMERAL on its partitions.
+    let on_worker = |args: &[&str]| {
         let mut all = args.to_vec();
-        all.extend_from_slice(&conn);
+        all.extend(["-n", "10.5.0.3"]);
         ok(&dir, &all)
     };
-    let answers = |secure: bool| {
-        let mut args = vec!["version"];
-        if !secure {
-            args.push("--insecure");
-        }
-        args.extend_from_slice(&conn);
-        talosctl(&dir, &args).status.success()
-    };
-
-    // First boot: the kernel directly, the config from the server; the machine installs
-    // and restarts (QEMU exits, as the provisioner's launcher sees it).
-    let args = format!("talos.config=http://{registry}/config/controlplane.yaml");
-    let started = Instant::now();
-    let mut vm = Vm::start(
-        &dir,
-        Start::Kernel {
-            initramfs: &dir.join("initramfs.img"),
-            args: &args,
-        },
-        Some(&disk),
-        port,
-    );
-    vm.wait_exit("the install and restart", Duration::from_secs(300));
-    let console = vm.console();
-    assert!(console.contains("install: /dev/vda installed"), "{console}");
-    eprintln!("boot + install: {:?}", started.elapsed());
-    drop(vm);
-
-    // From the disk: its boot loader, slot A, STATE and EPHEMERAL mounted, the config kept.
-    let started = Instant::now();
-    let vm = Vm::start(&dir, Start::Disk, Some(&disk), port);
-    vm.wait("the installed node", Duration::from_secs(300), || {
-        answers(true)
-    });
-    eprintln!("boot from disk to apid: {:?}", started.elapsed());
-    let cmdline = with(&["read", "/proc/cmdline"]);
+    let cmdline = on_worker(&["read", "/proc/cmdline"]);
     assert!(
-        cmdline.contains("BOOT_IMAGE=/A/vmlinuz") && !cmdline.contains("talos.config="),
+        cmdline.contains("BOOT_IMAGE=/A/vmlinuz")
+            && cmdline.contains("ip=10.5.0.3::10.5.0.1")
+            && !cmdline.contains("talos.config="),
         "{cmdline}"
     );
-    let mounts = with(&["read", "/proc/mounts"]);
+    let mounts = on_worker(&["read", "/proc/mounts"]);
     assert!(mounts.contains("/dev/vda5 /system/state xfs"), "{mounts}");
     assert!(mounts.contains("/dev/vda6 /var xfs"), "{mounts}");
-    with(&["bootstrap"]);
-    let etcd_running = || {
-        let mut args = vec!["service", "etcd"];
-        args.extend_from_slice(&conn);
-        String::from_utf8_lossy(&talosctl(&dir, &args).stdout).contains("Running")
-    };
-    vm.wait("etcd running", Duration::from_secs(120), etcd_running);
-    let mut vm = vm;
+    let boots = |node: &str| c.console(node).matches("Linux version").count();
+    assert_eq!(boots(&worker), 2, "a first boot and one from the disk");
 
-    // A reboot restarts the machine for real; it comes back from the disk with its config
-    // and etcd's data.
-    with(&["reboot"]);
-    vm.wait_exit("the reboot", Duration::from_secs(120));
-    drop(vm);
-    let mut vm = Vm::start(&dir, Start::Disk, Some(&disk), port);
-    vm.wait(
-        "the node after its reboot",
+    // A reboot restarts the machine (its launcher starts QEMU again); it comes back from its
+    // disk with its config.
+    on_worker(&["reboot"]);
+    c.wait(
+        &worker,
+        "the worker's reboot",
         Duration::from_secs(300),
-        || answers(true),
+        || {
+            boots(&worker) == 3
+                && talosctl(&dir, &["get", "hostname", "-n", "10.5.0.3"])
+                    .stdout
+                    .windows(worker.len())
+                    .any(|w| w == worker.as_bytes())
+        },
     );
-    vm.wait("etcd running again", Duration::from_secs(120), etcd_running);
 
-    // A reset wipes STATE and EPHEMERAL (made anew at the next boot): maintenance mode.
-    with(&[
-        "reset",
-        "--graceful=false",
-        "--reboot",
-        "--system-labels-to-wipe",
-        "STATE",
-        "--system-labels-to-wipe",
-        "EPHEMERAL",
-    ]);
-    vm.wait_exit("the reset", Duration::from_secs(120));
-    drop(vm);
-    let vm = Vm::start(&dir, Start::Disk, Some(&disk), port);
-    vm.wait(
+    // A reset wipes STATE and EPHEMERAL (made anew at the next boot): maintenance mode, the
+    // insecure API answering inside the cluster's network only.
+    on_worker(&["reset", "--reboot"]);
+    let insecure = || {
+        Command::new("ip")
+            .args(["netns", "exec", &c.name])
+            .arg(env!("CARGO_BIN_EXE_talosctl"))
+            .args(["version", "--insecure", "-n", "10.5.0.3", "-e", "10.5.0.3"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    c.wait(
+        &worker,
         "maintenance mode after the reset",
         Duration::from_secs(300),
-        || answers(false),
+        insecure,
     );
-    let console = vm.console();
+    let console = c.console(&worker);
     assert!(
         console.contains("wiping STATE") && console.contains("wiping EPHEMERAL"),
         "{console}"
     );
-    assert!(!answers(true), "the node kept its config after the reset");
-    drop(vm);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !talosctl(&dir, &["version", "-n", "10.5.0.3"])
+            .status
+            .success(),
+        "the worker kept its config after the reset"
+    );
+    assert!(talosctl(&dir, &["version", "-n", "10.5.0.2"])
+        .status
+        .success());
+
+    // Destroy leaves nothing: processes, namespace, state.
+    assert!(!c.processes().is_empty());
+    let out = c.cluster(&["destroy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        c.processes().is_empty(),
+        "processes left: {:?}",
+        c.processes()
+    );
+    assert!(!Path::new("/run/netns").join(&c.name).exists());
+    assert!(!c.state().join(&c.name).exists());
 }

@@ -1,0 +1,475 @@
+//! The QEMU provisioner: every node a virtual machine booting the image (KVM when it works,
+//! software emulation otherwise) with a tap device on the cluster's bridge.
+//!
+//! Per machine, a launcher process (`talosctl qemu-launch --node-dir DIR`) in the cluster's
+//! network namespace runs QEMU with `-no-reboot` and starts it again when the guest restarts
+//! (QMP tells a restart from a power-off): from the kernel and initramfs with `talos.config=`
+//! pointing at its config until the machine has installed itself, from its disk after.
+//! Per cluster, a helper (`talosctl cluster-launch --cluster-dir DIR`) serves the configs and
+//! the installer image (a read-only registry the configs name as the installer's mirror) on
+//! the gateway, and publishes the first control plane's API on the host's loopback.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{net, Cluster, Result, BRIDGE};
+
+/// Where the helper serves configs and the installer, on the gateway.
+pub const HTTP_PORT: u16 = 8080;
+
+/// The machines' disk.
+pub const INSTALL_DISK: &str = "/dev/vda";
+
+/// A QEMU cluster's settings (in `cluster.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// The installer image the configs name (served by the helper under that name).
+    pub install_image: String,
+    /// The program with the `qemu-launch` and `cluster-launch` commands (talosctl).
+    pub launcher: PathBuf,
+    /// The helper's process (0 until started).
+    #[serde(default)]
+    pub helper_pid: u32,
+}
+
+impl Settings {
+    /// The config patch that makes a machine install itself from the helper's installer.
+    pub fn install_patch(&self, gateway: Ipv4Addr) -> Result<String> {
+        let r = oci::Reference::parse(&self.install_image)
+            .map_err(|e| format!("--install-image {}: {e}", self.install_image))?;
+        if r.digest.is_some() {
+            return Err(format!(
+                "--install-image {}: name the installer by tag: the provisioner serves the one it builds from --vmlinuz-path and --initrd-path",
+                self.install_image
+            ));
+        }
+        let registry = r.registry;
+        Ok(format!(
+            "machine:\n  install:\n    disk: {INSTALL_DISK}\n    image: {}\n  registries:\n    mirrors:\n      \"{registry}\":\n        endpoints: [\"http://{gateway}:{HTTP_PORT}\"]\n",
+            self.install_image
+        ))
+    }
+}
+
+/// The acceleration QEMU gets: KVM when a guest really runs under it (a boot sector that
+/// writes to a debug port, given 3 s), software emulation (TCG) otherwise.
+pub fn probe_accel(dir: &Path) -> &'static str {
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !usable {
+        return "tcg";
+    }
+    let img = dir.join("kvm-probe.img");
+    // mov al, 0x31; out 0xf4, al; hlt: QEMU exits with (0x31 << 1) | 1.
+    let mut sector = vec![0xB0, 0x31, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD];
+    sector.resize(510, 0);
+    sector.extend_from_slice(&[0x55, 0xAA]);
+    sector.resize(1 << 20, 0);
+    if std::fs::write(&img, &sector).is_err() {
+        return "tcg";
+    }
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-machine", "q35", "-m", "16"])
+        .args(["-display", "none", "-nodefaults"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw", img.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let ran = child.is_ok_and(|mut c| {
+        let until = Instant::now() + Duration::from_secs(3);
+        loop {
+            match c.try_wait() {
+                Ok(Some(s)) => break s.code() == Some(0x63),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break false;
+                }
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&img);
+    if ran {
+        "kvm"
+    } else {
+        "tcg"
+    }
+}
+
+fn settings(cluster: &Cluster) -> Result<&Settings> {
+    cluster
+        .qemu
+        .as_ref()
+        .ok_or_else(|| format!("cluster \"{}\" is not a QEMU cluster", cluster.name))
+}
+
+/// The config served to `node` (`talos.config=`), in the cluster's `configs/`.
+fn config_path(cluster: &Cluster, node: &str) -> PathBuf {
+    cluster.dir.join("configs").join(format!("{node}.yaml"))
+}
+
+fn disk_path(node_dir: &Path) -> PathBuf {
+    node_dir.join("disk.raw")
+}
+
+/// Where the launcher says how the machine last started: `kernel` or `disk`.
+fn boot_status(node_dir: &Path) -> PathBuf {
+    node_dir.join("boot")
+}
+
+/// Whether the node's machine now starts from its disk (it has installed itself).
+pub fn boots_from_disk(node_dir: &Path) -> bool {
+    std::fs::read_to_string(boot_status(node_dir)).is_ok_and(|s| s.trim() == "disk")
+}
+
+/// Start the cluster's helper: configs and installer on the gateway, the API published on
+/// `api` (a listener on the host's loopback the helper inherits).
+pub fn start_helper(cluster: &mut Cluster, api: std::net::TcpListener) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let launcher = settings(cluster)?.launcher.clone();
+    std::fs::create_dir_all(cluster.dir.join("configs"))
+        .map_err(|e| format!("{}/configs: {e}", cluster.dir.display()))?;
+    let log = std::fs::File::create(cluster.dir.join("helper.log"))
+        .map_err(|e| format!("helper.log: {e}"))?;
+    let mut cmd = Command::new(&launcher);
+    cmd.arg("cluster-launch")
+        .arg("--cluster-dir")
+        .arg(&cluster.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    let fd = api.as_raw_fd();
+    in_netns(&mut cmd, &cluster.netns, Some(fd))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("start {} cluster-launch: {e}", launcher.display()))?;
+    if let Some(q) = cluster.qemu.as_mut() {
+        q.helper_pid = child.id();
+    }
+    reap(child);
+    cluster.save()
+}
+
+/// Run `cmd` in its own session, in the namespace `netns`, with `fd` as its fd 3.
+fn in_netns(cmd: &mut Command, netns: &str, fd: Option<i32>) -> Result<()> {
+    let ns = std::fs::File::open(Path::new("/run/netns").join(netns))
+        .map_err(|e| format!("network namespace {netns}: {e}"))?;
+    // SAFETY: setsid, setns, fcntl and dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            if let Some(fd) = fd {
+                // dup2 onto itself would keep close-on-exec set.
+                let rc = if fd == 3 {
+                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(fd, 3)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Wait for a child in the background (it outlives this process otherwise).
+fn reap(child: std::process::Child) {
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+}
+
+/// Start a planned node's machine: its disk (kept if it exists), its tap device on the
+/// bridge, its config where the helper serves it, and its launcher.
+pub fn start_node(cluster: &mut Cluster, name: &str, config: &str) -> Result<()> {
+    let i = cluster
+        .nodes
+        .iter()
+        .position(|n| n.name == name)
+        .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
+    let node = cluster.nodes[i].clone();
+    let launcher = settings(cluster)?.launcher.clone();
+    std::fs::create_dir_all(&node.dir).map_err(|e| format!("{}: {e}", node.dir.display()))?;
+    let disk = disk_path(&node.dir);
+    if !disk.exists() {
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(node.disk))
+            .map_err(|e| format!("{}: {e}", disk.display()))?;
+    }
+    let config_file = config_path(cluster, name);
+    if let Some(d) = config_file.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    machinery::fsutil::write_atomic(&config_file, config.as_bytes(), 0o600)
+        .map_err(|e| format!("{}: {e}", config_file.display()))?;
+    if !net::link_exists(&cluster.netns, &node.veth) {
+        net::tap(&cluster.netns, BRIDGE, &node.veth, cluster.mtu)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.dir.with_extension("launcher.log"))
+        .map_err(|e| format!("{}.launcher.log: {e}", node.dir.display()))?;
+    let mut cmd = Command::new(&launcher);
+    cmd.arg("qemu-launch")
+        .arg("--node-dir")
+        .arg(&node.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    in_netns(&mut cmd, &cluster.netns, None)?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("start {}: {} qemu-launch: {e}", name, launcher.display()))?;
+    cluster.nodes[i].pid = child.id();
+    reap(child);
+    cluster.save()
+}
+
+/// The kernel command line of a machine's first boot; the install keeps it for the boot
+/// slot, less `talos.config=`.
+fn cmdline(cluster: &Cluster, node: &crate::Node) -> String {
+    let mask = Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - cluster.cidr.prefix as u32)
+            .unwrap_or(0),
+    );
+    let mut line = format!(
+        "console=ttyS0 talos.platform=metal panic=-1 ip={}::{}:{mask}:{}:eth0:off talos.config=http://{}:{HTTP_PORT}/configs/{}.yaml",
+        node.ip, cluster.gateway, node.name, cluster.gateway, node.name
+    );
+    if !cluster.extra_boot_kernel_args.is_empty() {
+        line = format!("{line} {}", cluster.extra_boot_kernel_args);
+    }
+    line
+}
+
+/// QEMU's arguments for one start of the machine.
+fn qemu_args(cluster: &Cluster, node: &crate::Node, from_disk: bool) -> Result<Vec<String>> {
+    let q = settings(cluster)?;
+    let o = node.ip.octets();
+    let mut args: Vec<String> = [
+        "-name",
+        &node.name,
+        "-machine",
+        &format!("q35,accel={}", q.accel),
+        "-smp",
+        &(node.cpus.ceil().max(1.0) as u32).to_string(),
+        "-m",
+        &format!("{}M", (node.memory >> 20).max(256)),
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-reboot",
+        "-chardev",
+        &format!(
+            "file,id=console,path={},append=on",
+            node.dir.with_extension("log").display()
+        ),
+        "-serial",
+        "chardev:console",
+        "-qmp",
+        &format!(
+            "unix:{},server=on,wait=off",
+            node.dir.join("qmp.sock").display()
+        ),
+        "-drive",
+        &format!(
+            "file={},format=raw,if=virtio",
+            disk_path(&node.dir).display()
+        ),
+        "-netdev",
+        &format!("tap,id=net0,ifname={},script=no,downscript=no", node.veth),
+        "-device",
+        &format!(
+            "virtio-net-pci,netdev=net0,mac=52:54:00:{:02x}:{:02x}:{:02x}",
+            o[1], o[2], o[3]
+        ),
+        "-device",
+        "virtio-rng-pci",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !from_disk {
+        args.extend([
+            "-kernel".to_string(),
+            q.kernel.display().to_string(),
+            "-initrd".to_string(),
+            q.initramfs.display().to_string(),
+            "-append".to_string(),
+            cmdline(cluster, node),
+        ]);
+    }
+    Ok(args)
+}
+
+/// The launcher of the machine in `node_dir` (run in the cluster's namespace): start QEMU,
+/// and again each time the guest restarts; return when it powers off or QEMU ends otherwise.
+pub fn launch(node_dir: &Path) -> Result<()> {
+    let cluster_dir = node_dir
+        .parent()
+        .ok_or_else(|| format!("{}: not a node folder", node_dir.display()))?;
+    let name = node_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    loop {
+        // Read each time: settings may change between starts (a new kernel, say).
+        let cluster = Cluster::load_dir(cluster_dir)?;
+        let node = cluster
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| format!("no node \"{name}\" in {}", cluster_dir.display()))?;
+        let from_disk = disk::labels(&disk_path(node_dir))
+            .iter()
+            .any(|l| l == disk::BOOT);
+        machinery::fsutil::write_atomic(
+            &boot_status(node_dir),
+            if from_disk { b"disk\n" } else { b"kernel\n" },
+            0o644,
+        )
+        .map_err(|e| format!("{}: {e}", boot_status(node_dir).display()))?;
+        eprintln!(
+            "qemu-launch: starting {name} from {}",
+            if from_disk {
+                "its disk"
+            } else {
+                "the kernel and initramfs"
+            }
+        );
+        let sock = node_dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(qemu_args(&cluster, node, from_disk)?)
+            .stdin(Stdio::null());
+        // SAFETY: prctl only, between fork and exec: QEMU ends with its launcher.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("qemu-system-x86_64: {e} (Debian: qemu-system-x86)"))?;
+        let reason = shutdown_reason(&sock, &mut child);
+        let status = child.wait().map_err(|e| e.to_string())?;
+        match reason.as_deref() {
+            Some("guest-reset") => continue,
+            Some(r) => {
+                eprintln!("qemu-launch: {name} stopped ({r})");
+                return Ok(());
+            }
+            None => return Err(format!("qemu-system-x86_64 ended: {status}")),
+        }
+    }
+}
+
+/// Follow QMP's events until QEMU ends; the reason of its last SHUTDOWN event.
+fn shutdown_reason(sock: &Path, child: &mut std::process::Child) -> Option<String> {
+    let stream = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(sock) {
+            break s;
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut writer = stream.try_clone().ok()?;
+    writer
+        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .ok()?;
+    let mut reason = None;
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["event"] == "SHUTDOWN" {
+            reason = msg["data"]["reason"].as_str().map(str::to_string);
+        }
+    }
+    reason
+}
+
+/// The cluster's helper (run in the cluster's namespace): serve configs and the installer on
+/// the gateway and forward connections on fd 3 (the host's loopback) to the first control
+/// plane's API. Runs until killed.
+pub fn serve(cluster_dir: &Path) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    let cluster = Cluster::load_dir(cluster_dir)?;
+    let q = settings(&cluster)?;
+    let server = crate::http::Server::start(SocketAddr::new(cluster.gateway.into(), HTTP_PORT))
+        .map_err(|e| format!("serve on {}:{HTTP_PORT}: {e}", cluster.gateway))?;
+    server.dir("/configs/", &cluster.dir.join("configs"));
+    eprintln!("cluster-launch: serving on http://{}", server.addr);
+    // SAFETY: fd 3 is the listener the provisioner handed over; nothing else owns it.
+    let api = unsafe { std::net::TcpListener::from_raw_fd(3) };
+    let dir = cluster_dir.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in api.incoming().flatten() {
+            // The first control plane as the cluster has it now (nodes come after the helper).
+            let target = Cluster::load_dir(&dir).ok().and_then(|c| {
+                let ip = c.controlplanes().next()?.ip;
+                Some(SocketAddr::new(ip.into(), 50000))
+            });
+            if let Some(target) = target {
+                std::thread::spawn(move || forward(conn, target));
+            }
+        }
+    });
+    let reference = oci::Reference::parse(&q.install_image).map_err(|e| e.to_string())?;
+    let image = crate::imager::installer(&q.kernel, &q.initramfs)?;
+    server.image(&reference.repository, reference.version(), image);
+    eprintln!(
+        "cluster-launch: serving the installer as {}",
+        q.install_image
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Copy both ways between a client and `target` until either side ends.
+fn forward(client: TcpStream, target: SocketAddr) {
+    let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
+        return;
+    };
+    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut s2);
+        let _ = s2.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut client, mut server) = (client, server);
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+}
