@@ -1,8 +1,10 @@
 //! The bootable image under QEMU (software emulation): the imager builds the kernel and
 //! initramfs around a static machined; the machine fetches its config from `talos.config=`
-//! (an invalid one keeps it in maintenance mode), boots it, and answers as a node: its modules, its read-only root
-//! without a shell, bootstrap and etcd from the root filesystem. A tampered root filesystem
-//! refuses to boot. The VM's only network is QEMU's user mode, its API forwarded to loopback.
+//! (an invalid one keeps it in maintenance mode), boots it, and answers as a node: its modules,
+//! its read-only root without a shell, bootstrap and etcd from the root filesystem. A tampered
+//! root filesystem refuses to boot. Then a whole QEMU cluster (`cluster create --provisioner
+//! qemu`): its machines install themselves to their disks and restart from them, the cluster
+//! is healthy, a worker reboots with its config and a reset returns it to maintenance mode.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
