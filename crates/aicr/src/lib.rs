@@ -38,25 +38,38 @@ fn scalar<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Err
     }
 }
 
-/// What a recipe is for (in an overlay) or what is asked for (a query). Empty is `any`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a recipe is for (in an overlay) or what is asked for (a query, `aicr recipe`'s flags).
+/// Empty is `any`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Criteria {
+    /// The cloud or Kubernetes service (eks, gke, ...).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[arg(long, default_value = "any")]
     pub service: String,
+    /// The GPU (h100, gb200, ...).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[arg(long, default_value = "any")]
     pub accelerator: String,
+    /// The nodes' OS (ubuntu, talos, ...).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[arg(long, default_value = "any")]
     pub os: String,
+    /// What the cluster is for (training, inference).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[arg(long, default_value = "any")]
     pub intent: String,
+    /// The platform.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[arg(long, default_value = "any")]
     pub platform: String,
+    /// The number of nodes.
     #[serde(
         default,
         skip_serializing_if = "String::is_empty",
         deserialize_with = "scalar"
     )]
+    #[arg(long, default_value = "any")]
     pub nodes: String,
 }
 
@@ -154,7 +167,7 @@ struct Document<S> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct OverlaySpec {
+pub struct OverlaySpec {
     #[serde(default)]
     base: String,
     #[serde(default)]
@@ -169,21 +182,24 @@ struct OverlaySpec {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct MixinSpec {
+pub struct MixinSpec {
     #[serde(default)]
     constraints: Vec<Constraint>,
     #[serde(default)]
     component_refs: Vec<ComponentRef>,
 }
 
-/// An overlay of the catalogue.
+/// An overlay or mixin of the catalogue.
 #[derive(Debug)]
-pub struct Overlay {
+pub struct Entry<S> {
     pub name: String,
     /// The file it came from.
     pub file: String,
-    spec: OverlaySpec,
+    spec: S,
 }
+
+pub type Overlay = Entry<OverlaySpec>;
+type Mixin = Entry<MixinSpec>;
 
 impl Overlay {
     /// Its parent's name (none for the root).
@@ -196,13 +212,6 @@ impl Overlay {
     }
 }
 
-#[derive(Debug)]
-struct Mixin {
-    name: String,
-    file: String,
-    spec: MixinSpec,
-}
-
 /// Overlays, mixins and the files they name (values, manifests), by path.
 pub struct Catalogue {
     files: BTreeMap<String, String>,
@@ -212,6 +221,26 @@ pub struct Catalogue {
 
 /// The built-in catalogue's files.
 const BUILTIN: &[(&str, &str)] = &include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
+
+/// Add a decoded document to its kind's entries; a name may be used once.
+fn add<S>(entries: &mut BTreeMap<String, Entry<S>>, file: &str, d: Document<S>) -> Result<()> {
+    let name = d.metadata.name;
+    if let Some(other) = entries.get(&name) {
+        return Err(format!(
+            "{file}: \"{name}\" is defined twice (also in {})",
+            other.file
+        ));
+    }
+    entries.insert(
+        name.clone(),
+        Entry {
+            name,
+            file: file.to_string(),
+            spec: d.spec,
+        },
+    );
+    Ok(())
+}
 
 /// Parse `text` (from `file`) as YAML documents.
 pub fn parse_yaml(file: &str, text: &str) -> Result<Vec<machinery::yaml::YamlDoc>> {
@@ -273,37 +302,9 @@ impl Catalogue {
         for (file, text) in &files {
             for doc in parse_yaml(file, text)? {
                 let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or("");
-                let taken = |name: &str, other: Option<&str>| match other {
-                    Some(o) => Err(format!("{file}: \"{name}\" is defined twice (also in {o})")),
-                    None => Ok(()),
-                };
                 match kind {
-                    "RecipeMetadata" => {
-                        let d: Document<OverlaySpec> = decode(file, &doc)?;
-                        let name = d.metadata.name;
-                        taken(&name, overlays.get(&name).map(|o| o.file.as_str()))?;
-                        overlays.insert(
-                            name.clone(),
-                            Overlay {
-                                name,
-                                file: file.clone(),
-                                spec: d.spec,
-                            },
-                        );
-                    }
-                    "RecipeMixin" => {
-                        let d: Document<MixinSpec> = decode(file, &doc)?;
-                        let name = d.metadata.name;
-                        taken(&name, mixins.get(&name).map(|m| m.file.as_str()))?;
-                        mixins.insert(
-                            name.clone(),
-                            Mixin {
-                                name,
-                                file: file.clone(),
-                                spec: d.spec,
-                            },
-                        );
-                    }
+                    "RecipeMetadata" => add(&mut overlays, file, decode(file, &doc)?)?,
+                    "RecipeMixin" => add(&mut mixins, file, decode(file, &doc)?)?,
                     _ => {}
                 }
             }

@@ -17,24 +17,8 @@ struct Cli {
 enum Command {
     /// Resolve the recipe for a query from the catalogue.
     Recipe {
-        /// The cloud or Kubernetes service (eks, gke, ...).
-        #[arg(long, default_value = "any")]
-        service: String,
-        /// The GPU (h100, gb200, ...).
-        #[arg(long, default_value = "any")]
-        accelerator: String,
-        /// The node OS (ubuntu, talos, ...).
-        #[arg(long, default_value = "any")]
-        os: String,
-        /// What the cluster is for (training, inference).
-        #[arg(long, default_value = "any")]
-        intent: String,
-        /// The platform.
-        #[arg(long, default_value = "any")]
-        platform: String,
-        /// The number of nodes.
-        #[arg(long, default_value = "any")]
-        nodes: String,
+        #[command(flatten)]
+        query: Criteria,
         /// A catalogue folder instead of the built-in one.
         #[arg(long)]
         recipes: Option<PathBuf>,
@@ -71,26 +55,13 @@ fn read(path: &PathBuf) -> Result<String, String> {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Recipe {
-            service,
-            accelerator,
-            os,
-            intent,
-            platform,
-            nodes,
+            query,
             recipes,
             output,
         } => {
             let catalogue = match recipes {
                 Some(dir) => Catalogue::from_dir(&dir)?,
                 None => Catalogue::builtin()?,
-            };
-            let query = Criteria {
-                service,
-                accelerator,
-                os,
-                intent,
-                platform,
-                nodes,
             };
             let text = catalogue.resolve(&query)?.to_yaml();
             match output {

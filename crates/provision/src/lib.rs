@@ -410,18 +410,7 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
                 for fd in &procs_fds {
                     nix::libc::write(*fd, b"0".as_ptr().cast(), 1);
                 }
-                if let Some(fd) = listen_fd {
-                    // dup2 onto itself would keep close-on-exec set.
-                    let rc = if fd == 3 {
-                        nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
-                    } else {
-                        nix::libc::dup2(fd, 3)
-                    };
-                    if rc < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
+                listen_fd.map_or(Ok(()), fd_as_3)
             });
         }
     }
@@ -429,11 +418,7 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
         .spawn()
         .map_err(|e| format!("start {}: {}: {e}", node.name, machined.display()))?;
     cluster.nodes[i].pid = child.id();
-    // The shim is not waited for here: it outlives this process. Reap it if it dies early.
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = child.wait();
-    });
+    reap(child);
     drop(procs);
     cluster.save()
 }
@@ -444,10 +429,7 @@ pub const DISCOVERY_PORT: u16 = 3000;
 /// Start the cluster's discovery service (`binary`) in the cluster's namespace, on the gateway
 /// address, collecting expired affiliates every `gc_interval`.
 pub fn start_discovery(cluster: &mut Cluster, binary: &Path, gc_interval: &str) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let addr = format!("{}:{DISCOVERY_PORT}", cluster.gateway);
-    let ns = std::fs::File::open(Path::new("/run/netns").join(&cluster.netns))
-        .map_err(|e| format!("network namespace {}: {e}", cluster.netns))?;
     let log = std::fs::File::create(cluster.dir.join("discovery.log"))
         .map_err(|e| format!("discovery.log: {e}"))?;
     let mut cmd = std::process::Command::new(binary);
@@ -455,14 +437,7 @@ pub fn start_discovery(cluster: &mut Cluster, binary: &Path, gc_interval: &str) 
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
-    // SAFETY: setsid and setns only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)
-        });
-    }
+    in_netns(&mut cmd, &cluster.netns, None)?;
     let child = cmd
         .spawn()
         .map_err(|e| {
@@ -473,11 +448,51 @@ pub fn start_discovery(cluster: &mut Cluster, binary: &Path, gc_interval: &str) 
         })?;
     cluster.discovery_pid = child.id();
     cluster.discovery_endpoint = format!("http://{addr}");
+    reap(child);
+    cluster.save()
+}
+
+/// Make `fd` the child's fd 3 (between fork and exec: async-signal-safe calls only).
+fn fd_as_3(fd: i32) -> std::io::Result<()> {
+    // dup2 onto itself would keep close-on-exec set.
+    // SAFETY: fcntl and dup2 on descriptors this process owns.
+    let rc = unsafe {
+        if fd == 3 {
+            nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+        } else {
+            nix::libc::dup2(fd, 3)
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Run `cmd` in its own session, in the network namespace `netns`, with `fd` as its fd 3.
+fn in_netns(cmd: &mut std::process::Command, netns: &str, fd: Option<i32>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(Path::new("/run/netns").join(netns))
+        .map_err(|e| format!("network namespace {netns}: {e}"))?;
+    // SAFETY: setsid, setns, fcntl and dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            fd.map_or(Ok(()), fd_as_3)
+        });
+    }
+    Ok(())
+}
+
+/// Wait for a started process in the background: it outlives this one, but is reaped if it
+/// ends first.
+fn reap(child: std::process::Child) {
     std::thread::spawn(move || {
         let mut child = child;
         let _ = child.wait();
     });
-    cluster.save()
 }
 
 /// Whether `pid` still runs in the cluster's network namespace (pids get reused).

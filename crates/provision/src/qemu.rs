@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{net, Cluster, Result, BRIDGE};
+use crate::{in_netns, net, reap, Cluster, Result, BRIDGE};
 
 /// Where the helper serves configs and the installer, on the gateway.
 pub const HTTP_PORT: u16 = 8080;
@@ -165,41 +165,6 @@ pub fn start_helper(cluster: &mut Cluster, api: std::net::TcpListener) -> Result
     }
     reap(child);
     cluster.save()
-}
-
-/// Run `cmd` in its own session, in the namespace `netns`, with `fd` as its fd 3.
-fn in_netns(cmd: &mut Command, netns: &str, fd: Option<i32>) -> Result<()> {
-    let ns = std::fs::File::open(Path::new("/run/netns").join(netns))
-        .map_err(|e| format!("network namespace {netns}: {e}"))?;
-    // SAFETY: setsid, setns, fcntl and dup2 only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
-            if let Some(fd) = fd {
-                // dup2 onto itself would keep close-on-exec set.
-                let rc = if fd == 3 {
-                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
-                } else {
-                    nix::libc::dup2(fd, 3)
-                };
-                if rc < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    Ok(())
-}
-
-/// Wait for a child in the background (it outlives this process otherwise).
-fn reap(child: std::process::Child) {
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = child.wait();
-    });
 }
 
 /// Start a planned node's machine: its disk (kept if it exists), its tap device on the
