@@ -162,6 +162,24 @@ impl Cluster {
         self.nodes.iter().filter(|n| n.kind == NodeType::Worker)
     }
 
+    /// A node's kernel command line: the platform, its address, gateway, hostname and link
+    /// (`ip=`, as a machine booted with it has them), then the cluster's extra arguments.
+    fn kernel_args(&self, node: &Node, platform: &str) -> String {
+        let mask = Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - self.cidr.prefix as u32)
+                .unwrap_or(0),
+        );
+        let mut line = format!(
+            "talos.platform={platform} ip={}::{}:{mask}:{}:eth0:off",
+            node.ip, self.gateway, node.name
+        );
+        if !self.extra_boot_kernel_args.is_empty() {
+            line = format!("{line} {}", self.extra_boot_kernel_args);
+        }
+        line
+    }
+
     /// The next free address for a node.
     fn free_ip(&self) -> Result<Ipv4Addr> {
         self.cidr
@@ -337,20 +355,7 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
         net::add_netns(&node.netns)?;
         net::link_node(&cluster.netns, BRIDGE, &node.veth, &node.netns, cluster.mtu)?;
     }
-    // The node's kernel command line: its address, gateway, hostname and link, as a machine
-    // booted with `ip=` has them.
-    let mask = Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - cluster.cidr.prefix as u32)
-            .unwrap_or(0),
-    );
-    let mut cmdline = format!(
-        "talos.platform=container ip={}::{}:{mask}:{}:eth0:off",
-        node.ip, cluster.gateway, node.name
-    );
-    if !cluster.extra_boot_kernel_args.is_empty() {
-        cmdline = format!("{cmdline} {}", cluster.extra_boot_kernel_args);
-    }
+    let cmdline = cluster.kernel_args(&node, "container");
     machinery::fsutil::write_atomic(
         &node.dir.join("cmdline"),
         format!("{cmdline}\n").as_bytes(),

@@ -217,19 +217,12 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str) -> Result<()>
 /// The kernel command line of a machine's first boot; the install keeps it for the boot
 /// slot, less `talos.config=`.
 fn cmdline(cluster: &Cluster, node: &crate::Node) -> String {
-    let mask = Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - cluster.cidr.prefix as u32)
-            .unwrap_or(0),
-    );
-    let mut line = format!(
-        "console=ttyS0 talos.platform=metal panic=-1 ip={}::{}:{mask}:{}:eth0:off talos.config=http://{}:{HTTP_PORT}/configs/{}.yaml",
-        node.ip, cluster.gateway, node.name, cluster.gateway, node.name
-    );
-    if !cluster.extra_boot_kernel_args.is_empty() {
-        line = format!("{line} {}", cluster.extra_boot_kernel_args);
-    }
-    line
+    format!(
+        "console=ttyS0 panic=-1 {} talos.config=http://{}:{HTTP_PORT}/configs/{}.yaml",
+        cluster.kernel_args(node, "metal"),
+        cluster.gateway,
+        node.name
+    )
 }
 
 /// QEMU's arguments for one start of the machine.
