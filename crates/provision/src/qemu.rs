@@ -72,7 +72,7 @@ pub fn probe_accel(dir: &Path) -> &'static str {
     if !usable {
         return "tcg";
     }
-    let img = dir.join("kvm-probe.img");
+    let img = dir.join(format!("kvm-probe-{}.img", std::process::id()));
     // mov al, 0x31; out 0xf4, al; hlt: QEMU exits with (0x31 << 1) | 1.
     let mut sector = vec![0xB0, 0x31, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD];
     sector.resize(510, 0);
@@ -430,4 +430,96 @@ fn forward(client: TcpStream, target: SocketAddr) {
     let _ = std::io::copy(&mut server, &mut client);
     let _ = client.shutdown(std::net::Shutdown::Write);
     let _ = up.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        let dir = PathBuf::from("/state/c1");
+        let node = crate::Node {
+            name: "c1-worker-1".into(),
+            kind: crate::NodeType::Worker,
+            ip: "10.5.0.3".parse().unwrap(),
+            cpus: 1.5,
+            memory: 2 << 30,
+            dir: dir.join("c1-worker-1"),
+            netns: String::new(),
+            veth: "tap3".into(),
+            disk: 6 << 30,
+            pid: 0,
+            cgroups: Vec::new(),
+        };
+        Cluster {
+            name: "c1".into(),
+            provisioner: "qemu".into(),
+            cidr: "10.5.0.0/24".parse().unwrap(),
+            gateway: "10.5.0.1".parse().unwrap(),
+            mtu: 1500,
+            netns: "c1".into(),
+            api_endpoint: "127.0.0.1:50000".into(),
+            nodes: vec![node],
+            dir,
+            extra_boot_kernel_args: "talos.dashboard.disabled=1".into(),
+            discovery_pid: 0,
+            discovery_endpoint: String::new(),
+            qemu: Some(Settings {
+                kernel: "/out/vmlinuz".into(),
+                initramfs: "/out/initramfs.img".into(),
+                accel: "tcg".into(),
+                install_image: "talos.local/installer:v1".into(),
+                launcher: "/bin/talosctl".into(),
+                helper_pid: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn machines_boot_the_kernel_until_installed_then_their_disk() {
+        let c = cluster();
+        let node = &c.nodes[0];
+        let first = qemu_args(&c, node, false).unwrap().join(" ");
+        assert!(
+            first.contains("-machine q35,accel=tcg -smp 2 -m 2048M"),
+            "{first}"
+        );
+        assert!(first.contains("-no-reboot"), "{first}");
+        assert!(
+            first.contains("-netdev tap,id=net0,ifname=tap3,script=no,downscript=no"),
+            "{first}"
+        );
+        assert!(first.contains("mac=52:54:00:05:00:03"), "{first}");
+        assert!(
+            first.contains("file=/state/c1/c1-worker-1/disk.raw,format=raw,if=virtio"),
+            "{first}"
+        );
+        assert!(
+            first.contains("-kernel /out/vmlinuz -initrd /out/initramfs.img -append console=ttyS0"),
+            "{first}"
+        );
+        assert!(
+            first.contains("ip=10.5.0.3::10.5.0.1:255.255.255.0:c1-worker-1:eth0:off talos.dashboard.disabled=1 talos.config=http://10.5.0.1:8080/configs/c1-worker-1.yaml"),
+            "{first}"
+        );
+        let installed = qemu_args(&c, node, true).unwrap().join(" ");
+        assert!(!installed.contains("-kernel") && !installed.contains("talos.config"));
+    }
+
+    #[test]
+    fn the_install_patch_names_the_helper_as_the_installers_mirror() {
+        let c = cluster();
+        let q = c.qemu.as_ref().unwrap();
+        let patch = q.install_patch(c.gateway).unwrap();
+        assert_eq!(
+            patch,
+            "machine:\n  install:\n    disk: /dev/vda\n    image: talos.local/installer:v1\n  registries:\n    mirrors:\n      \"talos.local\":\n        endpoints: [\"http://10.5.0.1:8080\"]\n"
+        );
+        let digest = Settings {
+            install_image: format!("talos.local/installer@sha256:{}", "a".repeat(64)),
+            ..q.clone()
+        };
+        let err = digest.install_patch(c.gateway).unwrap_err();
+        assert!(err.contains("name the installer by tag"), "{err}");
+    }
 }
