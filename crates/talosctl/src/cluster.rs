@@ -789,6 +789,9 @@ fn scale(name: &str, root: &Path, a: ScaleArgs) -> Result<()> {
             let config = templates.for_node(kind, &node.name)?;
             provision::start_node(&mut cluster, &node.name, &config, &machined)
                 .map_err(Error::msg)?;
+            if cluster.qemu.is_some() {
+                wait_installed(&cluster, deadline)?;
+            }
             crate::block_on(wait_api(&info(&cluster)?, &node.ip.to_string(), deadline))?;
             p.done();
             eprintln!("added {} ({})", node.name, node.ip);

@@ -507,6 +507,22 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         .status
         .success());
 
+    // Scaling the workers down removes the machine and everything it had.
+    let out = c.cluster(&["scale", "--workers", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster_dir = c.state().join(&c.name);
+    assert!(!cluster_dir.join(&worker).exists());
+    assert!(!cluster_dir.join(format!("configs/{worker}.yaml")).exists());
+    let links = Command::new("ip")
+        .args(["-n", &c.name, "-o", "link", "show", "type", "tun"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&links.stdout).lines().count(), 1);
+
     // Destroy leaves nothing: processes, namespace, state.
     assert!(!c.processes().is_empty());
     let out = c.cluster(&["destroy"]);
