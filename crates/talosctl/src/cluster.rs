@@ -107,6 +107,10 @@ pub struct CreateArgs {
     /// (e.g. https://discovery.talos.dev/).
     #[arg(long)]
     discovery_endpoint: Option<String>,
+    /// Cluster discovery: a discovery service started for the cluster (or
+    /// --discovery-endpoint) in every node's config; false leaves it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    with_cluster_discovery: bool,
     /// More kernel arguments for every node (after the `ip=` each node gets), e.g.
     /// `talos.network.interface.ignore=eth1`.
     #[arg(long, default_value = "")]
@@ -405,6 +409,7 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     let mut opts = GenOptions::new(name, &format!("https://{cp1}:6443"));
     opts.kubernetes_version = a.kubernetes_version.clone();
     opts.registry_mirrors = crate::gen::parse_mirrors(&a.registry_mirror)?;
+    opts.with_discovery = a.with_cluster_discovery;
     let common = load_patches(&a.config_patch)?;
     let secrets = SecretsBundle::generate()?;
     // The nodes meet at the cluster's own discovery service (on the gateway) unless told
@@ -414,13 +419,15 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{gateway}:{}", provision::DISCOVERY_PORT));
     let render = |ty: MachineType, extra: &[String]| -> Result<Config> {
-        let cfg = generate(&secrets, &opts, ty)?;
-        let discovery = if cfg.kind("DiscoveryServiceConfig").next().is_some() {
-            format!("apiVersion: v1alpha1\nkind: DiscoveryServiceConfig\nname: default\nendpoint: {discovery_endpoint}\n")
-        } else {
-            format!("cluster:\n  discovery:\n    enabled: true\n    registries:\n      service:\n        endpoint: {discovery_endpoint}\n")
-        };
-        let mut cfg = apply(cfg, &[Patch::parse(&discovery)?])?;
+        let mut cfg = generate(&secrets, &opts, ty)?;
+        if a.with_cluster_discovery {
+            let discovery = if cfg.kind("DiscoveryServiceConfig").next().is_some() {
+                format!("apiVersion: v1alpha1\nkind: DiscoveryServiceConfig\nname: default\nendpoint: {discovery_endpoint}\n")
+            } else {
+                format!("cluster:\n  discovery:\n    enabled: true\n    registries:\n      service:\n        endpoint: {discovery_endpoint}\n")
+            };
+            cfg = apply(cfg, &[Patch::parse(&discovery)?])?;
+        }
         if let Some(q) = &qemu {
             // A machine installs itself to its disk from the provisioner's installer.
             let install = q.install_patch(gateway).map_err(Error::msg)?;
@@ -458,7 +465,7 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     let mut cluster = provision::create_network(&req).map_err(Error::msg)?;
     p.done();
     let made = (|| -> Result<ClientConfig> {
-        if a.discovery_endpoint.is_none() {
+        if a.with_cluster_discovery && a.discovery_endpoint.is_none() {
             let p = Phase::start(format!(
                 "starting the discovery service on {discovery_endpoint}"
             ));

@@ -1682,3 +1682,24 @@ fn etcd_runs_as_a_container_from_the_image_the_imager_built() {
     drop(registry);
     c.destroy_and_check();
 }
+
+#[test]
+fn without_cluster_discovery_no_service_runs_and_no_peer_is_known() {
+    if !can_run() {
+        return;
+    }
+    let c = TestCluster::new("n");
+    c.create("1", "1", &["--with-cluster-discovery=false"]);
+    assert_eq!(c.record()["discovery_pid"], 0);
+    let config = std::fs::read_to_string(
+        Path::new(&c.state())
+            .join(&c.name)
+            .join("controlplane.yaml"),
+    )
+    .unwrap();
+    assert!(!config.contains("DiscoveryServiceConfig"), "{config}");
+    // The worker is known by etcd's and health's lists only: discovery never names it.
+    std::thread::sleep(Duration::from_secs(3));
+    let members = c.ok(&["get", "members"]);
+    assert!(!members.contains("10.5.0.3"), "{members}");
+}
