@@ -19,6 +19,7 @@ mod node;
 mod reaper;
 mod secrets;
 mod services;
+mod trial;
 mod trustd;
 mod vip;
 
@@ -413,6 +414,8 @@ async fn run(args: Args) -> Result<Exit, String> {
     reaper::start();
     disk::set_runner(reaper::output);
     let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
+    // A config being tried (or the last good one back, when its trial boot ended unconfirmed).
+    let trial = state_file.as_deref().and_then(trial::at_boot);
     let booted = boot_config(&args, state_file.as_ref());
     let maintenance = booted.is_none();
     if maintenance {
@@ -571,6 +574,15 @@ async fn run(args: Args) -> Result<Exit, String> {
 
     if let Some(disk) = install_to {
         tokio::spawn(install::run(node.clone(), config.clone(), disk));
+    }
+    if let (Some(timeout), Some(file)) = (trial, state_file.clone()) {
+        if runs {
+            tokio::spawn(trial::watch(node.clone(), file, timeout));
+        } else {
+            // The tried config cannot run here: the last good one comes back at once.
+            trial::abandon(&file);
+            node.reboot.notify_one();
+        }
     }
     if maintenance {
         if let Some(url) = netconfig::Cmdline::read().config_url {

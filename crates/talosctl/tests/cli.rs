@@ -939,6 +939,73 @@ fn apply_config_modes() {
 }
 
 #[test]
+fn try_mode_across_a_reboot_keeps_a_healthy_config_and_returns_from_an_unconfirmed_one() {
+    let d = Dir::new("try-reboot");
+    let Some(node) = start_node(&d) else { return };
+    let ep = node.endpoint.as_str();
+    let persisted = || std::fs::read_to_string(d.path("state/config.yaml")).unwrap();
+    let trial =
+        || d.path("state/try.json").exists() || d.path("state/config.last-good.yaml").exists();
+    let up = || {
+        node_cmd(&d, "talosconfig", &["version", "-e", ep])
+            .status
+            .success()
+    };
+    let try_apply = |env: &str, timeout: &str| {
+        let file = format!("{env}.yaml");
+        ok(
+            &d,
+            &[
+                "machineconfig",
+                "patch",
+                "controlplane.yaml",
+                "-p",
+                &format!("machine: {{env: {{A: {env}}}}}"),
+                "-o",
+                &file,
+            ],
+        );
+        let f = d.path(&file).display().to_string();
+        let out = node_cmd(
+            &d,
+            "talosconfig",
+            &[
+                "apply-config",
+                "-f",
+                &f,
+                "-e",
+                ep,
+                "-m",
+                "try",
+                "--timeout",
+                timeout,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("Applied configuration with a reboot")
+                && text.contains("returns to the last good config by itself unless it is healthy"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // Healthy within the time: the node reboots into the config and keeps it.
+    try_apply("b", "1m");
+    assert!(persisted().contains("A: b"));
+    wait_for("the tried config confirmed", || up() && !trial());
+    assert!(persisted().contains("A: b"));
+
+    // Not healthy for long enough within a second: back to the last good config, rebooted.
+    try_apply("c", "1s");
+    wait_for("the return to the last good config", || {
+        !trial() && persisted().contains("A: b")
+    });
+    wait_for("the node after the return", up);
+    assert!(!persisted().contains("A: c"));
+}
+
+#[test]
 fn config_new_patch_and_edit_against_a_node() {
     let d = Dir::new("node-config");
     let Some(node) = start_node(&d) else { return };

@@ -159,6 +159,10 @@ impl Applier {
         })?;
         if mode != Mode::Try {
             self.cancel_rollback();
+            // Another apply replaces a config being tried after a reboot: it is kept.
+            if let Some(f) = &self.node.state_file {
+                crate::trial::forget(f);
+            }
         }
         let text = String::from_utf8(r.data)
             .map_err(|_| Status::invalid_argument("the machine config is not UTF-8 text"))?;
@@ -220,6 +224,14 @@ impl Applier {
                     go_duration(timeout)
                 ),
             ),
+            // Beyond upstream: tried across a reboot, kept only if the node comes up healthy.
+            Mode::Try if self.node.state_file.is_some() => (
+                Mode::Reboot,
+                format!(
+                    "Applied configuration with a reboot\nThe config is applied in 'try' mode: the node reboots into it and returns to the last good config by itself unless it is healthy within {}",
+                    go_duration(timeout)
+                ),
+            ),
             Mode::Try => {
                 return Err(Status::failed_precondition(format!(
                     "the changes need a reboot, so they cannot be tried: {}",
@@ -227,6 +239,7 @@ impl Applier {
                 )))
             }
         };
+        let tried = mode == Mode::Try && used == Mode::Reboot;
         if r.dry_run {
             let diff = unified_diff(&old.encode_canonical(), &new.encode_canonical());
             return Ok(reply(
@@ -259,7 +272,12 @@ impl Applier {
                 }
             }
             Mode::Reboot | Mode::Auto => {
-                self.node.persist(&new).map_err(Status::internal)?;
+                match &self.node.state_file {
+                    Some(f) if tried => {
+                        crate::trial::start(f, &old, &new, timeout).map_err(Status::internal)?
+                    }
+                    _ => self.node.persist(&new).map_err(Status::internal)?,
+                }
                 let reboot = self.node.reboot.clone();
                 tokio::spawn(async move {
                     // Let the reply reach the client first.
@@ -268,7 +286,11 @@ impl Applier {
                 });
             }
         }
-        Ok(reply(used, details, warnings))
+        Ok(reply(
+            if tried { Mode::Try } else { used },
+            details,
+            warnings,
+        ))
     }
 }
 

@@ -1,7 +1,7 @@
 //! apid: the node's API on :50000. Mutual TLS with the machine CA; every call is checked
 //! against the role table before it reaches a handler.
 
-mod apply;
+pub mod apply;
 mod auth;
 mod etcd;
 pub mod gateway;
