@@ -386,11 +386,13 @@ pub async fn pull(socket: &str, reference: &str) -> Result<PullStream, Status> {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 match images.pull_image(request.clone()).await {
-                    // The CRI restarts when its configuration changes: ask the new one.
+                    // The CRI restarts when its configuration changes: ask the new one (its
+                    // socket answers before its plugin is ready).
                     Err(s)
                         if Instant::now() < deadline
                             && (s.code() == tonic::Code::Unavailable
-                                || s.message().contains("transport error")) =>
+                                || s.message().contains("transport error")
+                                || s.message().contains("server is not initialized yet")) =>
                     {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         if let Ok(ch) = channel(&socket).await {
