@@ -180,6 +180,14 @@ impl Cluster {
         line
     }
 
+    /// Where node `name` is in the cluster's list.
+    pub fn node_index(&self, name: &str) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", self.name))
+    }
+
     /// The next free address for a node.
     fn free_ip(&self) -> Result<Ipv4Addr> {
         self.cidr
@@ -344,11 +352,7 @@ pub fn start_node(cluster: &mut Cluster, name: &str, config: &str, machined: &Pa
     if cluster.qemu.is_some() {
         return qemu::start_node(cluster, name, config);
     }
-    let i = cluster
-        .nodes
-        .iter()
-        .position(|n| n.name == name)
-        .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
+    let i = cluster.node_index(name)?;
     let node = cluster.nodes[i].clone();
     std::fs::create_dir_all(&node.dir).map_err(|e| format!("{}: {e}", node.dir.display()))?;
     if !net::netns_exists(&node.netns) {
@@ -549,12 +553,7 @@ pub fn restart_node(
     config: &str,
     machined: &Path,
 ) -> Result<()> {
-    let node = cluster
-        .nodes
-        .iter()
-        .find(|n| n.name == name)
-        .cloned()
-        .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
+    let node = cluster.nodes[cluster.node_index(name)?].clone();
     stop_process(node.pid, &node.dir, Duration::ZERO);
     for cg in net::node_cgroups(&cluster.name, &node.name) {
         let _ = remove_cgroup(&cg);
@@ -575,12 +574,7 @@ fn remove_cgroup(cg: &Path) -> std::io::Result<()> {
 /// Stop a node and remove everything it had: process (SIGTERM, SIGKILL after `grace`),
 /// namespace, link, cgroups and directory.
 pub fn remove_node(cluster: &mut Cluster, name: &str, grace: Duration) -> Result<()> {
-    let Some(i) = cluster.nodes.iter().position(|n| n.name == name) else {
-        return Err(format!(
-            "no node \"{name}\" in cluster \"{}\"",
-            cluster.name
-        ));
-    };
+    let i = cluster.node_index(name)?;
     let node = cluster.nodes[i].clone();
     stop_process(node.pid, &node.dir, grace);
     let mut problems = Vec::new();

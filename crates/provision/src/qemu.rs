@@ -170,11 +170,7 @@ pub fn start_helper(cluster: &mut Cluster, api: std::net::TcpListener) -> Result
 /// Start a planned node's machine: its disk (kept if it exists), its tap device on the
 /// bridge, its config where the helper serves it, and its launcher.
 pub fn start_node(cluster: &mut Cluster, name: &str, config: &str) -> Result<()> {
-    let i = cluster
-        .nodes
-        .iter()
-        .position(|n| n.name == name)
-        .ok_or_else(|| format!("no node \"{name}\" in cluster \"{}\"", cluster.name))?;
+    let i = cluster.node_index(name)?;
     let node = cluster.nodes[i].clone();
     let launcher = settings(cluster)?.launcher.clone();
     std::fs::create_dir_all(&node.dir).map_err(|e| format!("{}: {e}", node.dir.display()))?;
@@ -298,11 +294,7 @@ pub fn launch(node_dir: &Path) -> Result<()> {
     loop {
         // Read each time: settings may change between starts (a new kernel, say).
         let cluster = Cluster::load_dir(cluster_dir)?;
-        let node = cluster
-            .nodes
-            .iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| format!("no node \"{name}\" in {}", cluster_dir.display()))?;
+        let node = &cluster.nodes[cluster.node_index(&name)?];
         let from_disk = disk::labels(&disk_path(node_dir))
             .iter()
             .any(|l| l == disk::BOOT);
