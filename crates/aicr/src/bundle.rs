@@ -134,12 +134,9 @@ pub fn write(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
     Ok(())
 }
 
+/// The hex SHA-256 of `data`, as `sha256sum` prints it.
 fn hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    oci::sha256(data).trim_start_matches("sha256:").to_string()
 }
 
 /// A shell word, quoted when it needs to be.
