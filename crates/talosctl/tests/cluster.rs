@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use machinery::pki::{self, Key, KeyKind, LeafSpec};
 use machinery::secrets::SecretsBundle;
 
+mod common;
+use common::{in_netns, wait_until, Registry};
+
 struct TestCluster {
     name: String,
     dir: PathBuf,
@@ -283,16 +286,6 @@ impl Drop for TestCluster {
         let _ = self.talosctl(&["cluster", "destroy", "--force"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Polls `done` every 50 ms until it holds, failing the test after `limit`; how long it took.
-fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
 }
 
 fn can_run() -> bool {
@@ -1088,18 +1081,6 @@ fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
     c.destroy_and_check();
 }
 
-/// Runs `f` on a thread of its own inside the network namespace `netns`.
-fn in_netns<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let ns = std::fs::File::open(Path::new("/run/netns").join(netns)).unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-}
-
 #[test]
 fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
     if !can_run() {
@@ -1219,66 +1200,6 @@ fn can_run_containers() -> bool {
     ok
 }
 
-/// A Debian `docker-registry` in the cluster's network namespace, on the gateway; its log is
-/// kept to see what the node asked for. Stopped by pid when dropped.
-struct Registry {
-    child: std::process::Child,
-    log: PathBuf,
-    url: String,
-}
-
-impl Registry {
-    fn start(c: &TestCluster, port: u16, htpasswd: Option<&str>) -> Registry {
-        let dir = c.dir.join(format!("registry-{port}"));
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 10.5.0.1:{port}\n",
-            dir.join("data").display()
-        );
-        if let Some(line) = htpasswd {
-            std::fs::write(dir.join("htpasswd"), line).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                dir.join("htpasswd").display()
-            ));
-        }
-        std::fs::write(dir.join("config.yml"), config).unwrap();
-        let log = dir.join("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &c.name, "docker-registry", "serve"])
-            .arg(dir.join("config.yml"))
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let url = format!("http://10.5.0.1:{port}");
-        wait_until("the registry", Duration::from_secs(20), || {
-            in_netns(&c.name, move || {
-                std::net::TcpStream::connect(("10.5.0.1", port)).is_ok()
-            })
-            .join()
-            .unwrap()
-        });
-        Registry { child, log, url }
-    }
-
-    /// What the registry logged (requests and errors).
-    fn log(&self) -> String {
-        let mut all = std::fs::read_to_string(&self.log).unwrap_or_default();
-        all.push_str(
-            &std::fs::read_to_string(self.log.with_file_name("stderr")).unwrap_or_default(),
-        );
-        all
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An OCI image made here: one layer holding Debian's static busybox, which prints a line and
 /// sleeps.
 fn test_image() -> oci::Image {
@@ -1355,13 +1276,18 @@ fn images_come_through_mirrors_with_credentials_and_a_cri_container_runs() {
             customization,
         ],
     );
-    let plain = Registry::start(&c, 5000, None);
+    let plain = Registry::start(&c.name, &c.dir, 5000, None);
     let htpasswd = Command::new("htpasswd")
         .args(["-Bbn", "agent", "s3cret"])
         .output()
         .unwrap();
     assert!(htpasswd.status.success());
-    let private = Registry::start(&c, 5001, Some(&String::from_utf8_lossy(&htpasswd.stdout)));
+    let private = Registry::start(
+        &c.name,
+        &c.dir,
+        5001,
+        Some(&String::from_utf8_lossy(&htpasswd.stdout)),
+    );
     push(&c, "10.5.0.1:5000", "app", None);
     push(&c, "10.5.0.1:5000", "mirrored/app", None);
     push(&c, "10.5.0.1:5001", "app", Some(("agent", "s3cret")));
@@ -1581,7 +1507,7 @@ fn etcd_runs_as_a_container_from_the_image_the_imager_built() {
         ],
     );
     c.put("/before", "1");
-    let registry = Registry::start(&c, 5000, None);
+    let registry = Registry::start(&c.name, &c.dir, 5000, None);
 
     // The imager publishes Debian's etcd to the registry.
     let imager = Path::new(env!("CARGO_BIN_EXE_talosctl")).with_file_name("imager");
