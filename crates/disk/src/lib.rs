@@ -138,7 +138,7 @@ pub fn install(disk: &Path, boot: &Boot) -> Result<()> {
             .unwrap_or_else(|| part_path(disk, i + 1));
         format(&dev, p)?;
         if p.label == BOOT {
-            write_slot(&dev, "A", boot)?;
+            write_slot(&dev, "A", boot, Start::Always)?;
         }
     }
     Ok(())
@@ -376,24 +376,99 @@ fn menu(root: &Path, default: &str) -> String {
     text
 }
 
-/// Put `boot` in `slot` (`A` or `B`) of the BOOT partition `dev`, make it the default and
-/// (re)install EXTLINUX.
-pub fn write_slot(dev: &Path, slot: &str, boot: &Boot) -> Result<()> {
+/// The boot slots.
+pub const SLOTS: [&str; 2] = ["A", "B"];
+
+/// The slot a kernel command line was booted from (`BOOT_IMAGE=/B/vmlinuz`, as EXTLINUX puts
+/// it); none when the kernel was not started from the disk.
+pub fn booted_slot(cmdline: &str) -> Option<&'static str> {
+    let image = cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("BOOT_IMAGE="))?;
+    SLOTS
+        .into_iter()
+        .find(|s| image.trim_start_matches('/').starts_with(&format!("{s}/")))
+}
+
+/// The slot that is not `slot`.
+pub fn other_slot(slot: &str) -> &'static str {
+    if slot == "A" {
+        "B"
+    } else {
+        "A"
+    }
+}
+
+/// How a slot just written is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At every boot from now on (the menu's default).
+    Always,
+    /// At the next boot only (EXTLINUX's boot-once, which its loader clears as it starts the
+    /// slot); later boots start the default again unless the slot is made the default.
+    Once,
+}
+
+/// The menu's default slot on the mounted BOOT file system at `root`.
+fn default_in(root: &Path) -> Result<String> {
+    let conf = root.join("extlinux.conf");
+    let text = std::fs::read_to_string(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("DEFAULT "))
+        .map(|d| d.trim().to_string())
+        .ok_or_else(|| format!("{}: no DEFAULT slot", conf.display()))
+}
+
+/// Rewrite the menu with `slot` as its default.
+fn set_default_in(root: &Path, slot: &str) -> Result<()> {
+    machinery::fsutil::write_atomic(
+        &root.join("extlinux.conf"),
+        menu(root, slot).as_bytes(),
+        0o644,
+    )
+    .map_err(|err| err.to_string())
+}
+
+/// Put `boot` in `slot` (`A` or `B`) of the BOOT partition `dev`, (re)install EXTLINUX and
+/// start the slot as `start` says.
+pub fn write_slot(dev: &Path, slot: &str, boot: &Boot, start: Start) -> Result<()> {
     let m = Mounted::new(dev, "ext4")?;
     let dir = m.0.join(slot);
     let e = |p: &Path, err: std::io::Error| format!("{}: {err}", p.display());
+    // A slot half written is never started: its command line, which the menu needs, goes last.
+    let _ = std::fs::remove_file(dir.join("cmdline"));
     std::fs::create_dir_all(&dir).map_err(|err| e(&dir, err))?;
     for (from, name) in [(boot.kernel, "vmlinuz"), (boot.initramfs, "initramfs.img")] {
         std::fs::copy(from, dir.join(name)).map_err(|err| e(from, err))?;
     }
-    std::fs::write(dir.join("cmdline"), boot.cmdline).map_err(|err| e(&dir, err))?;
-    machinery::fsutil::write_atomic(
-        &m.0.join("extlinux.conf"),
-        menu(&m.0, slot).as_bytes(),
-        0o644,
-    )
-    .map_err(|err| err.to_string())?;
-    run(Command::new("extlinux").arg("--install").arg(&m.0))
+    machinery::fsutil::write_atomic(&dir.join("cmdline"), boot.cmdline.as_bytes(), 0o644)
+        .map_err(|err| format!("{}: {err}", dir.display()))?;
+    let default = match start {
+        Start::Always => slot.to_string(),
+        Start::Once => default_in(&m.0)?,
+    };
+    set_default_in(&m.0, &default)?;
+    run(Command::new("extlinux").arg("--install").arg(&m.0))?;
+    if start == Start::Once {
+        run(Command::new("extlinux")
+            .arg(format!("--once={slot}"))
+            .arg(&m.0))?;
+    }
+    Ok(())
+}
+
+/// The default slot of the BOOT partition `dev`.
+pub fn default_slot(dev: &Path) -> Result<String> {
+    default_in(Mounted::new(dev, "ext4")?.path())
+}
+
+/// Make `slot` of the BOOT partition `dev` the default; it must hold a system.
+pub fn set_default(dev: &Path, slot: &str) -> Result<()> {
+    let m = Mounted::new(dev, "ext4")?;
+    if !m.0.join(slot).join("cmdline").exists() {
+        return Err(format!("boot slot {slot} holds no system"));
+    }
+    set_default_in(&m.0, slot)
 }
 
 /// The device of the partition named `label` on any disk (the name GPT gives it).
@@ -538,6 +613,38 @@ mod tests {
             Path::new("/dev/loop7p1")
         );
         assert_eq!(part(STATE).map(|(n, _)| n), Some(5));
+    }
+
+    #[test]
+    fn the_booted_slot_comes_from_the_boot_loaders_argument() {
+        assert_eq!(
+            booted_slot("BOOT_IMAGE=/B/vmlinuz console=ttyS0"),
+            Some("B")
+        );
+        assert_eq!(
+            booted_slot("console=ttyS0 BOOT_IMAGE=/A/vmlinuz"),
+            Some("A")
+        );
+        assert_eq!(booted_slot("console=ttyS0 talos.config=http://x"), None);
+        assert_eq!(booted_slot("BOOT_IMAGE=/vmlinuz"), None);
+        assert_eq!(other_slot("A"), "B");
+        assert_eq!(other_slot("B"), "A");
+    }
+
+    #[test]
+    fn the_default_is_read_back_and_changed_only_to_a_slot_with_a_system() {
+        let dir = std::env::temp_dir().join(format!("disk-default-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("A")).unwrap();
+        std::fs::write(dir.join("A").join("cmdline"), "console=ttyS0").unwrap();
+        set_default_in(&dir, "A").unwrap();
+        assert_eq!(default_in(&dir).unwrap(), "A");
+        std::fs::create_dir_all(dir.join("B")).unwrap();
+        std::fs::write(dir.join("B").join("cmdline"), "console=ttyS0 x=1").unwrap();
+        set_default_in(&dir, "B").unwrap();
+        assert_eq!(default_in(&dir).unwrap(), "B");
+        std::fs::write(dir.join("extlinux.conf"), "PROMPT 0\n").unwrap();
+        assert!(default_in(&dir).unwrap_err().contains("no DEFAULT slot"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -578,9 +578,8 @@ impl Etcd {
         Ok(st.header().map(|h| h.member_id()).unwrap_or_default())
     }
 
-    /// Leave the cluster: hand leadership on, remove this member, stop etcd and drop its data.
-    /// The last voting member cannot leave.
-    pub async fn leave(&self, services: &crate::services::Supervisor) -> Result<(), Status> {
+    /// This member's id, when it may leave the cluster: the last voting member cannot.
+    pub async fn can_leave(&self) -> Result<u64, Status> {
         let mut c = self.client().await.map_err(Status::unavailable)?;
         let me = self.member_id().await?;
         let list = c.member_list().await.map_err(status)?;
@@ -595,6 +594,14 @@ impl Etcd {
                 "this node is the last member of the etcd cluster: it cannot leave",
             ));
         }
+        Ok(me)
+    }
+
+    /// Leave the cluster: hand leadership on, remove this member, stop etcd and drop its data.
+    /// The last voting member cannot leave.
+    pub async fn leave(&self, services: &crate::services::Supervisor) -> Result<(), Status> {
+        let me = self.can_leave().await?;
+        let mut c = self.client().await.map_err(Status::unavailable)?;
         let _ = self.forfeit_leadership().await;
         c.member_remove(me).await.map_err(status)?;
         let _ = services.stop(SERVICE);

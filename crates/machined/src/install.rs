@@ -107,30 +107,35 @@ pub fn cmdline(current: &str, extra: &[String]) -> String {
 /// Where the installer's files are put.
 const WORK: &str = "/tmp/install";
 
-/// Pull the kernel and initramfs out of the installer image.
+/// Pull the kernel and initramfs out of the installer `image` (through the config's
+/// registries) into `work`: their paths there.
+pub fn fetch(config: &Config, image: &str, work: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let reference = oci::Reference::parse(image)?;
+    let registries = machinery::cri::Registries::from_config(config)?;
+    std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let (kernel, initramfs) = (work.join("vmlinuz"), work.join("initramfs.img"));
+    oci::registry::Client::new(registries).fetch_files(
+        &reference,
+        &[
+            (disk::INSTALLER_KERNEL, &kernel),
+            (disk::INSTALLER_INITRAMFS, &initramfs),
+        ],
+    )?;
+    Ok((kernel, initramfs))
+}
+
+/// Pull the installer image the config names.
 fn pull(config: &Config) -> Result<(), String> {
     let image = installer_image(config).ok_or(
         "an installer image is required to install (machine.install.image, or installer.image of UnattendedInstallConfig)",
     )?;
-    let reference = oci::Reference::parse(image)?;
-    let registries = machinery::cri::Registries::from_config(config)?;
-    let work = Path::new(WORK);
-    std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
-    console(&format!("install: pulling {reference}"));
-    oci::registry::Client::new(registries).fetch_files(
-        &reference,
-        &[
-            (disk::INSTALLER_KERNEL, &work.join("vmlinuz")),
-            (disk::INSTALLER_INITRAMFS, &work.join("initramfs.img")),
-        ],
-    )
+    console(&format!("install: pulling {image}"));
+    fetch(config, image, Path::new(WORK)).map(|_| ())
 }
 
-/// Write the disk from what [`pull`] fetched, and the config onto its STATE.
-fn write(config: &Config, disk: &Path) -> Result<(), String> {
-    let work = Path::new(WORK);
-    let (kernel, initramfs) = (work.join("vmlinuz"), work.join("initramfs.img"));
-    let extra: Vec<String> = config
+/// The extra kernel arguments the config adds (`machine.install.extraKernelArgs`).
+pub fn extra_kernel_args(config: &Config) -> Vec<String> {
+    config
         .pointer("/machine/install/extraKernelArgs")
         .and_then(|v| v.as_array())
         .map(|a| {
@@ -138,7 +143,14 @@ fn write(config: &Config, disk: &Path) -> Result<(), String> {
                 .filter_map(|x| x.as_str().map(str::to_string))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Write the disk from what [`pull`] fetched, and the config onto its STATE.
+fn write(config: &Config, disk: &Path) -> Result<(), String> {
+    let work = Path::new(WORK);
+    let (kernel, initramfs) = (work.join("vmlinuz"), work.join("initramfs.img"));
+    let extra = extra_kernel_args(config);
     // BOOT is ext4, whose module loads with the node's modules, beside the boot.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\text4\n")) {
@@ -201,6 +213,8 @@ pub async fn run(node: Arc<crate::node::Node>, config: Config, disk: PathBuf) {
             }
         }
     }
+    // The boot partition is ext4, a module of the node's.
+    crate::metal::node_modules_loaded().await;
     let target = disk.clone();
     let result = tokio::task::spawn_blocking(move || write(&config, &target))
         .await

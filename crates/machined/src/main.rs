@@ -21,6 +21,7 @@ mod secrets;
 mod services;
 mod trial;
 mod trustd;
+mod upgrade;
 mod vip;
 
 use std::net::SocketAddr;
@@ -575,6 +576,9 @@ async fn run(args: Args) -> Result<Exit, String> {
     if let Some(disk) = install_to {
         tokio::spawn(install::run(node.clone(), config.clone(), disk));
     }
+    if metal::installed() {
+        tokio::spawn(upgrade::prove(node.clone()));
+    }
     if let (Some(timeout), Some(file)) = (trial, state_file.clone()) {
         if runs {
             tokio::spawn(trial::watch(node.clone(), file, timeout));
@@ -680,9 +684,7 @@ fn main() -> ExitCode {
     }
     if metal::is_init() {
         if let Err(e) = metal::boot(container::SELF_EXE) {
-            metal::console(&format!("machined: {e}"));
-            std::thread::sleep(std::time::Duration::from_secs(5));
-            metal::power_off();
+            metal::give_up(&format!("machined: {e}"));
         }
         container::mark_rooted();
     }

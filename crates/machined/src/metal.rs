@@ -178,6 +178,22 @@ pub fn power_off() -> ! {
     }
 }
 
+/// A boot that cannot go on. A machine started from its disk restarts: its boot loader starts
+/// the default slot, which is the previous system when this one was an upgrade on trial.
+/// Otherwise the machine powers off.
+pub fn give_up(why: &str) -> ! {
+    console(why);
+    let from_disk =
+        std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| disk::booted_slot(&c).is_some());
+    if from_disk {
+        console("boot: restarting in 10 s");
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        restart()
+    }
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    power_off()
+}
+
 /// From the initramfs into the image's root. Returns once the node's root is in place.
 pub fn boot(self_exe: &str) -> Result<(), String> {
     let none = MsFlags::empty();
@@ -344,5 +360,17 @@ pub fn load_node_modules() {
         for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
             console(&format!("boot: module {p}"));
         }
+        let _ = NODE_MODULES_LOADED.set(());
     });
+}
+
+/// Set once the node's modules are loaded (or failed to load).
+static NODE_MODULES_LOADED: tokio::sync::SetOnce<()> = tokio::sync::SetOnce::const_new();
+
+/// Wait until the node's modules are loaded: what mounts the boot partition (ext4, one of
+/// them) waits for them. Only a machine booted from the image loads them.
+pub async fn node_modules_loaded() {
+    if booted() {
+        NODE_MODULES_LOADED.wait().await;
+    }
 }

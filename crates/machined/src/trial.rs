@@ -116,38 +116,47 @@ fn pending(state_file: &Path) -> bool {
     beside(state_file, MARK).exists()
 }
 
-/// Watch a trial boot: keep the config once the node is steadily healthy, else return to the
-/// last good config and reboot at the timeout.
-pub async fn watch(node: Arc<crate::node::Node>, state_file: PathBuf, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+/// Wait until every service of the node runs, none unhealthy, for [`STEADY`] in a row: true
+/// then; false at `deadline`, or as soon as `go_on` says no.
+pub async fn steadily_healthy(
+    node: &crate::node::Node,
+    deadline: Instant,
+    go_on: impl Fn() -> bool,
+) -> bool {
     let mut healthy_since: Option<Instant> = None;
-    loop {
-        if !pending(&state_file) {
-            return;
-        }
+    while go_on() && Instant::now() < deadline {
         let services = node.services.list();
         let healthy = !services.is_empty()
             && services.iter().all(|s| {
                 s.state == ServiceState::Running && (s.health.unknown || s.health.healthy)
             });
-        let since = *healthy_since.get_or_insert_with(Instant::now);
         if !healthy {
             healthy_since = None;
-        } else if since.elapsed() >= STEADY {
-            forget(&state_file);
-            crate::log("try: the node is healthy with the tried config: it is kept");
-            return;
-        }
-        if Instant::now() >= deadline {
-            crate::log(&format!(
-                "try: the node was not healthy within {}: back to the last good config",
-                crate::apid::apply::go_duration(timeout)
-            ));
-            restore(&state_file);
-            node.reboot.notify_one();
-            return;
+        } else if healthy_since.get_or_insert_with(Instant::now).elapsed() >= STEADY {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// Watch a trial boot: keep the config once the node is steadily healthy, else return to the
+/// last good config and reboot at the timeout.
+pub async fn watch(node: Arc<crate::node::Node>, state_file: PathBuf, timeout: Duration) {
+    let healthy = steadily_healthy(&node, Instant::now() + timeout, || pending(&state_file)).await;
+    if !pending(&state_file) {
+        return;
+    }
+    if healthy {
+        forget(&state_file);
+        crate::log("try: the node is healthy with the tried config: it is kept");
+    } else {
+        crate::log(&format!(
+            "try: the node was not healthy within {}: back to the last good config",
+            crate::apid::apply::go_duration(timeout)
+        ));
+        restore(&state_file);
+        node.reboot.notify_one();
     }
 }
 

@@ -15,6 +15,7 @@ mod inspect;
 mod machineconfig;
 mod services;
 mod system;
+mod upgrade;
 mod util;
 mod version;
 
@@ -89,6 +90,11 @@ enum Command {
     Reboot(system::NodeArgs),
     /// Shut nodes down.
     Shutdown(system::NodeArgs),
+    /// Upgrade nodes installed on their disk to an installer image: it goes into the other
+    /// boot slot, which becomes the default once the node is healthy there.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Switch nodes back to their previous system (the other boot slot) and reboot.
+    Rollback(upgrade::RollbackArgs),
     /// Wipe nodes (STATE, EPHEMERAL) and stop them, or reboot them into maintenance mode.
     Reset(system::ResetArgs),
     /// Resource use of the nodes' system services (or, with -k, of Kubernetes' containers).
@@ -151,6 +157,8 @@ fn main() -> ExitCode {
         Command::Events(a) => block_on(events::run(a)),
         Command::Reboot(a) => block_on(system::reboot(a)),
         Command::Shutdown(a) => block_on(system::shutdown(a)),
+        Command::Upgrade(a) => block_on(upgrade::upgrade(a)),
+        Command::Rollback(a) => block_on(upgrade::rollback(a)),
         Command::Reset(a) => block_on(system::reset(a)),
         Command::Stats(a) => block_on(system::stats(a)),
         Command::Containers(a) => block_on(containers::containers(a)),

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn musl_machined() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/x86_64-unknown-linux-musl/image/machined")
@@ -248,11 +250,7 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
     drop(vm);
 
     // The same image with one byte of its root filesystem changed refuses to boot.
-    let mut image = std::fs::read(dir.join("initramfs.img")).unwrap();
-    let at = image.len() - 4096;
-    image[at] ^= 0xff;
-    let tampered = dir.join("tampered.img");
-    std::fs::write(&tampered, &image).unwrap();
+    let tampered = tampered(&dir);
     let mut bad = Vm::boot(&dir, &tampered, "");
     bad.wait_exit("the tampered image to power off", Duration::from_secs(120));
     let console = bad.console();
@@ -262,6 +260,16 @@ fn the_image_boots_under_qemu_into_a_node_and_a_tampered_root_does_not() {
     );
     drop(bad);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The image's initramfs with one byte of its root filesystem changed (`tampered.img`).
+fn tampered(dir: &Path) -> PathBuf {
+    let mut image = std::fs::read(dir.join("initramfs.img")).unwrap();
+    let at = image.len() - 4096;
+    image[at] ^= 0xff;
+    let tampered = dir.join("tampered.img");
+    std::fs::write(&tampered, &image).unwrap();
+    tampered
 }
 
 /// The configs of a one-node cluster `vm` (the guest is 10.0.2.15; its API is reached on
@@ -387,6 +395,14 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         dir.join("initramfs.img").display().to_string(),
         dir.join("talosconfig").display().to_string(),
     );
+    // Upgrades come from registry.test, which the machines reach through a mirror on the
+    // gateway.
+    let mirror = dir.join("mirror.yaml");
+    std::fs::write(
+        &mirror,
+        format!("machine:\n  registries:\n    mirrors:\n      registry.test:\n        endpoints: [\"http://10.5.0.1:{REGISTRY_PORT}\"]\n"),
+    )
+    .unwrap();
     // Every machine boots the kernel with its config from the provisioner, installs itself
     // from the provisioner's installer and restarts from its disk; then bootstrap and health.
     let started = Instant::now();
@@ -402,6 +418,8 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         &talosconfig,
         "--wait-timeout",
         "15m",
+        "--config-patch",
+        &format!("@{}", mirror.display()),
     ]);
     let (shown, phases) = (
         String::from_utf8_lossy(&out.stdout),
@@ -475,6 +493,8 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         },
     );
 
+    upgrades_and_rollbacks(&c, &dir, &worker);
+
     // A reset wipes STATE and EPHEMERAL (made anew at the next boot): maintenance mode, the
     // insecure API answering inside the cluster's network only.
     on_worker(&["reset", "--reboot"]);
@@ -494,7 +514,7 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
     );
     let console = c.console(&worker);
     assert!(
-        console.contains("wiping STATE") && console.contains("wiping EPHEMERAL"),
+        console.contains("wiping STATE") && console.matches("wiping EPHEMERAL").count() == 2,
         "{console}"
     );
     assert!(
@@ -538,4 +558,112 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
     );
     assert!(!Path::new("/run/netns").join(&c.name).exists());
     assert!(!c.state().join(&c.name).exists());
+}
+
+/// The port of the test's registry on the QEMU cluster's gateway.
+const REGISTRY_PORT: u16 = 5001;
+
+/// The worker (10.5.0.3, on slot A) is upgraded to a good installer (slot B, EPHEMERAL wiped),
+/// which becomes the default once healthy; a rollback returns it to slot A; an upgrade with
+/// --preserve to an installer whose root filesystem does not pass its check returns to slot A
+/// by itself, with the node's config and identity. The control plane, etcd's only member,
+/// refuses an upgrade that would make it leave etcd.
+fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
+    let registry = common::Registry::start(&c.name, dir, REGISTRY_PORT, None);
+    let kernel = dir.join("vmlinuz");
+    let images = [
+        ("good", dir.join("initramfs.img")),
+        ("broken", tampered(dir)),
+    ];
+    for (tag, initramfs) in images {
+        let image = provision::imager::installer(&kernel, &initramfs).unwrap();
+        let reference =
+            oci::Reference::parse(&format!("10.5.0.1:{REGISTRY_PORT}/talos/installer:{tag}"))
+                .unwrap();
+        common::in_netns(&c.name, move || {
+            oci::registry::Client::new(Default::default())
+                .push(&reference, &image, true)
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+    let upgrade = |node: &str, tag: &str, more: &[&str]| {
+        let image = format!("registry.test/talos/installer:{tag}");
+        let mut args = vec!["upgrade", "-n", node, "--image", &image, "--timeout", "10m"];
+        args.extend_from_slice(more);
+        talosctl(dir, &args)
+    };
+    let slot = || {
+        let cmdline = ok(dir, &["read", "/proc/cmdline", "-n", "10.5.0.3"]);
+        ["A", "B"]
+            .into_iter()
+            .find(|s| cmdline.contains(&format!("BOOT_IMAGE=/{s}/")))
+            .unwrap_or("none")
+    };
+    let hostname_kept = || {
+        String::from_utf8_lossy(&talosctl(dir, &["get", "hostname", "-n", "10.5.0.3"]).stdout)
+            .contains(worker)
+    };
+
+    // etcd's only member cannot leave it: nothing is done.
+    let out = upgrade("10.5.0.2", "good", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("last member of the etcd cluster") && err.contains("--preserve"),
+        "{err}"
+    );
+
+    // A good installer: slot B, the default once the node is healthy there.
+    let out = upgrade("10.5.0.3", "good", &[]);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}{}", registry.log());
+    assert!(report.contains("from boot slot B"), "{report}");
+    assert_eq!(slot(), "B");
+    c.wait(
+        worker,
+        "slot B made the default",
+        Duration::from_secs(300),
+        || {
+            c.console(worker)
+                .contains("the node is healthy: boot slot B is the default")
+        },
+    );
+    assert!(hostname_kept());
+
+    // A rollback: slot A again.
+    let out = ok(dir, &["rollback", "-n", "10.5.0.3"]);
+    assert!(out.contains("rolling back"), "{out}");
+    c.wait(
+        worker,
+        "the rollback to slot A",
+        Duration::from_secs(300),
+        || {
+            talosctl(dir, &["read", "/proc/cmdline", "-n", "10.5.0.3"])
+                .stdout
+                .windows(16)
+                .any(|w| w == b"BOOT_IMAGE=/A/vm")
+        },
+    );
+
+    // A broken installer: its boot refuses the root filesystem and restarts, and the boot
+    // loader starts slot A, the default, again.
+    let out = upgrade("10.5.0.3", "broken", &["--preserve"]);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("the new system did not come up")
+            && report.contains("started boot slot A again"),
+        "{report}"
+    );
+    assert_eq!(slot(), "A");
+    assert!(hostname_kept());
+    let console = c.console(worker);
+    assert!(console.contains("refusing to boot"), "{console}");
+    assert_eq!(
+        console.matches("wiping EPHEMERAL").count(),
+        1,
+        "only the upgrade without --preserve wipes EPHEMERAL"
+    );
 }

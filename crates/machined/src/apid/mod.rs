@@ -456,11 +456,7 @@ impl MachineService for Machine {
         &self,
         _req: Request<api::machine::RebootRequest>,
     ) -> Result<Response<api::machine::RebootResponse>, Status> {
-        let reboot = self.node.reboot.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            reboot.notify_one();
-        });
+        after_reply(self.node.reboot.clone());
         Ok(Response::new(api::machine::RebootResponse {
             messages: vec![api::machine::Reboot {
                 metadata: None,
@@ -514,10 +510,7 @@ impl MachineService for Machine {
         } else {
             self.node.shutdown.clone()
         };
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            signal.notify_one();
-        });
+        after_reply(signal);
         Ok(Response::new(api::machine::ResetResponse {
             messages: vec![api::machine::Reset {
                 metadata: None,
@@ -526,15 +519,100 @@ impl MachineService for Machine {
         }))
     }
 
+    async fn upgrade(
+        &self,
+        req: Request<api::machine::UpgradeRequest>,
+    ) -> Result<Response<api::machine::UpgradeResponse>, Status> {
+        let r = req.into_inner();
+        if r.image.is_empty() {
+            return Err(Status::invalid_argument(
+                "an installer image is required (--image)",
+            ));
+        }
+        oci::Reference::parse(&r.image)
+            .map_err(|e| Status::invalid_argument(format!("--image {}: {e}", r.image)))?;
+        crate::upgrade::check().map_err(Status::failed_precondition)?;
+        // A control plane whose EPHEMERAL goes leaves etcd first (and joins again, empty, on
+        // the new system); one that cannot leave is told before anything is done.
+        let member = self
+            .node
+            .etcd
+            .get()
+            .filter(|e| e.is_member() && !r.preserve)
+            .cloned();
+        if let Some(e) = &member {
+            if r.stage {
+                return Err(Status::failed_precondition(
+                    "a staged upgrade of a control plane keeps its etcd data: add --preserve",
+                ));
+            }
+            e.can_leave().await.map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!(
+                        "{}; upgrade with --preserve to keep its etcd data",
+                        s.message()
+                    ),
+                )
+            })?;
+        }
+        let config = self.node.active_config().map_err(Status::internal)?;
+        let image = r.image.clone();
+        crate::metal::node_modules_loaded().await;
+        let slot = tokio::task::spawn_blocking(move || crate::upgrade::install(&config, &image))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::internal)?;
+        if let Some(e) = member {
+            e.leave(&self.node.services).await?;
+        }
+        if !r.preserve {
+            self.node
+                .wipe(&["EPHEMERAL".to_string()])
+                .map_err(Status::internal)?;
+        }
+        tracing::info!(image = %r.image, slot, preserve = r.preserve, stage = r.stage, "upgrade");
+        let ack = if r.stage {
+            format!(
+                "Upgrade staged: {} starts at the next reboot (boot slot {slot})",
+                r.image
+            )
+        } else {
+            after_reply(self.node.reboot.clone());
+            format!(
+                "Upgrade request received: rebooting into {} (boot slot {slot})",
+                r.image
+            )
+        };
+        Ok(Response::new(api::machine::UpgradeResponse {
+            messages: vec![api::machine::Upgrade {
+                metadata: None,
+                ack,
+                actor_id: String::new(),
+            }],
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        _req: Request<api::machine::RollbackRequest>,
+    ) -> Result<Response<api::machine::RollbackResponse>, Status> {
+        crate::metal::node_modules_loaded().await;
+        tokio::task::spawn_blocking(crate::upgrade::rollback)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::failed_precondition)?;
+        after_reply(self.node.reboot.clone());
+        Ok(Response::new(api::machine::RollbackResponse {
+            messages: vec![api::machine::Rollback { metadata: None }],
+        }))
+    }
+
     async fn shutdown(
         &self,
         _req: Request<api::machine::ShutdownRequest>,
     ) -> Result<Response<api::machine::ShutdownResponse>, Status> {
-        let stop = self.node.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            stop.notify_one();
-        });
+        after_reply(self.node.shutdown.clone());
         Ok(Response::new(api::machine::ShutdownResponse {
             messages: vec![api::machine::Shutdown {
                 metadata: None,
@@ -766,4 +844,12 @@ pub async fn serve_local(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Signal the node (reboot, reset, shut down) a moment after the reply has gone out.
+fn after_reply(signal: Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        signal.notify_one();
+    });
 }

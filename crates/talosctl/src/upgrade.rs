@@ -1,0 +1,177 @@
+//! `talosctl upgrade` and `talosctl rollback`: a machine installed on its disk gets the
+//! installer image's system in its other boot slot and reboots into it (which becomes the
+//! default once the node is healthy there); rollback returns to the other slot.
+
+use std::time::{Duration, Instant};
+
+use api::machine::{ReadRequest, RollbackRequest, UpgradeRequest};
+use clap::{ArgAction, Args};
+use machinery::{Error, Result};
+
+use crate::client::{self, each, Target};
+use crate::config_cmd::ConnArgs;
+use crate::util::parse_duration;
+
+#[derive(Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The installer image (pulled by the node through its machine.registries).
+    #[arg(short = 'i', long, default_value = concat!("talos.local/installer:v", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// Install, but do not reboot: the new system starts at the next reboot.
+    #[arg(long)]
+    no_reboot: bool,
+    /// Reboot mode after the upgrade (default, force, powercycle).
+    #[arg(short = 'm', long, default_value = "default", value_parser = ["default", "force", "powercycle"])]
+    reboot_mode: String,
+    /// Wait for every node to come back from the reboot and tell which system it runs.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    wait: bool,
+    /// How long to wait with --wait.
+    #[arg(long, default_value = "30m0s")]
+    timeout: String,
+    /// Use the unary MachineService/Upgrade API (the only one this node offers).
+    #[arg(long)]
+    legacy: bool,
+    /// Keep EPHEMERAL (and a control plane's etcd membership and data).
+    #[arg(short = 'p', long, hide = true)]
+    preserve: bool,
+    /// Stage the upgrade: the new system starts at the next reboot.
+    #[arg(short = 's', long, hide = true)]
+    stage: bool,
+    /// Accepted for compatibility; it changes nothing.
+    #[arg(short = 'f', long, hide = true)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// The whole of a file on the node.
+async fn read_text(t: &Target, path: &str) -> std::result::Result<String, tonic::Status> {
+    let mut stream = client::machine(t)
+        .read(ReadRequest {
+            path: path.to_string(),
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(d) = stream.message().await? {
+        out.extend(d.bytes);
+    }
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// The boot slot on a kernel command line (`BOOT_IMAGE=/B/vmlinuz`).
+fn slot_of(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("BOOT_IMAGE=/"))
+        .and_then(|p| p.split('/').next())
+}
+
+/// This boot of the node: its boot id and the boot slot it started from.
+async fn this_boot(t: &Target) -> std::result::Result<(String, String), tonic::Status> {
+    let id = read_text(t, "/proc/sys/kernel/random/boot_id").await?;
+    let cmdline = read_text(t, "/proc/cmdline").await?;
+    Ok((id, slot_of(&cmdline).unwrap_or("?").to_string()))
+}
+
+/// Wait until the node has booted again (another boot id) and answers: the boot slot it
+/// started from.
+async fn back(t: &Target, boot_id: &str, deadline: Instant) -> Result<String> {
+    loop {
+        if let Ok((id, slot)) = this_boot(t).await {
+            if id != boot_id {
+                return Ok(slot);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::msg(format!(
+                "{}: did not come back from the reboot in time",
+                t.node
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
+    let timeout = parse_duration(&a.timeout)?;
+    let targets = client::connect(&a.conn).await?;
+    let a = &a;
+    each(&targets, |t| async move {
+        let stage = a.stage || a.no_reboot;
+        let (boot_id, before) = this_boot(&t)
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        let resp = client::machine(&t)
+            .upgrade(UpgradeRequest {
+                image: a.image.clone(),
+                preserve: a.preserve,
+                stage,
+                force: a.force,
+                reboot_mode: i32::from(a.reboot_mode == "powercycle"),
+            })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?
+            .into_inner();
+        for m in &resp.messages {
+            eprintln!("{}: {}", t.node, m.ack);
+        }
+        if stage || !a.wait {
+            return Ok(());
+        }
+        eprintln!("{}: waiting for the node to reboot", t.node);
+        let started = Instant::now();
+        let now = back(&t, &boot_id, started + timeout).await?;
+        match now == before {
+            true => Err(Error::msg(format!(
+                "{}: the new system did not come up: the node started boot slot {now} again (the previous system) after {} s",
+                t.node,
+                started.elapsed().as_secs()
+            ))),
+            false => {
+                eprintln!(
+                    "{}: back after {} s, running {} from boot slot {now}",
+                    t.node,
+                    started.elapsed().as_secs(),
+                    a.image
+                );
+                Ok(())
+            }
+        }
+    })
+    .await
+}
+
+pub async fn rollback(a: RollbackArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    each(&targets, |t| async move {
+        client::machine(&t)
+            .rollback(RollbackRequest {})
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        println!(
+            "{}: rolling back: rebooting into the previous system",
+            t.node
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slot_comes_from_the_boot_loaders_argument() {
+        assert_eq!(slot_of("BOOT_IMAGE=/B/vmlinuz console=ttyS0"), Some("B"));
+        assert_eq!(slot_of("console=ttyS0"), None);
+    }
+}
