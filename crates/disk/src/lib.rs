@@ -7,6 +7,9 @@
 //! machine onto its disk. It uses the file system tools of Debian (`mkfs.vfat`, `mkfs.ext4`,
 //! `mkfs.xfs`) and EXTLINUX; the image's root file system carries them at the same paths.
 
+mod cpio;
+pub use cpio::Cpio;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -98,7 +101,12 @@ pub struct Boot<'a> {
     pub kernel: &'a Path,
     pub initramfs: &'a Path,
     pub cmdline: &'a str,
+    /// The system extensions: a cpio archive the boot loader loads after the initramfs.
+    pub extensions: Option<&'a Path>,
 }
+
+/// A boot slot's system extensions (beside its kernel and initramfs).
+const EXTENSIONS: &str = "extensions.img";
 
 /// The partition labelled `label` in the layout.
 pub fn part(label: &str) -> Option<(usize, Part)> {
@@ -368,8 +376,13 @@ fn menu(root: &Path, default: &str) -> String {
         let Ok(cmdline) = std::fs::read_to_string(root.join(slot).join("cmdline")) else {
             continue;
         };
+        let extensions = if root.join(slot).join(EXTENSIONS).exists() {
+            format!(",/{slot}/{EXTENSIONS}")
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
-            "\nLABEL {slot}\n  KERNEL /{slot}/vmlinuz\n  INITRD /{slot}/initramfs.img\n  APPEND {}\n",
+            "\nLABEL {slot}\n  KERNEL /{slot}/vmlinuz\n  INITRD /{slot}/initramfs.img{extensions}\n  APPEND {}\n",
             cmdline.trim()
         ));
     }
@@ -440,6 +453,17 @@ pub fn write_slot(dev: &Path, slot: &str, boot: &Boot, start: Start) -> Result<(
     std::fs::create_dir_all(&dir).map_err(|err| e(&dir, err))?;
     for (from, name) in [(boot.kernel, "vmlinuz"), (boot.initramfs, "initramfs.img")] {
         std::fs::copy(from, dir.join(name)).map_err(|err| e(from, err))?;
+    }
+    match boot.extensions {
+        Some(from) => std::fs::copy(from, dir.join(EXTENSIONS))
+            .map(drop)
+            .map_err(|err| e(from, err))?,
+        None => match std::fs::remove_file(dir.join(EXTENSIONS)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e(&dir.join(EXTENSIONS), err))
+            }
+            _ => {}
+        },
     }
     machinery::fsutil::write_atomic(&dir.join("cmdline"), boot.cmdline.as_bytes(), 0o644)
         .map_err(|err| format!("{}: {err}", dir.display()))?;

@@ -34,6 +34,7 @@ fn an_image_has_talos_partitions_a_boot_loader_and_slot_a() {
         kernel: &kernel,
         initramfs: &initramfs,
         cmdline: "console=ttyS0 talos.platform=metal",
+        extensions: None,
     };
     // Too small a disk is refused before anything is written.
     let small = dir.join("small.raw");

@@ -130,8 +130,15 @@ fn pull(config: &Config) -> Result<(), String> {
         "an installer image is required to install (machine.install.image, or installer.image of UnattendedInstallConfig)",
     )?;
     console(&format!("install: pulling {image}"));
-    fetch(config, image, Path::new(WORK)).map(|_| ())
+    fetch(config, image, Path::new(WORK))?;
+    if let Some(names) = crate::extensions::pull(config, &Path::new(WORK).join(EXTENSIONS))? {
+        console(&format!("install: system extensions {}", names.join(", ")));
+    }
+    Ok(())
 }
+
+/// The system extensions' archive, beside the installer's files.
+pub const EXTENSIONS: &str = "extensions.img";
 
 /// The extra kernel arguments the config adds (`machine.install.extraKernelArgs`).
 pub fn extra_kernel_args(config: &Config) -> Vec<String> {
@@ -150,15 +157,8 @@ pub fn extra_kernel_args(config: &Config) -> Vec<String> {
 fn write(config: &Config, disk: &Path) -> Result<(), String> {
     let work = Path::new(WORK);
     let (kernel, initramfs) = (work.join("vmlinuz"), work.join("initramfs.img"));
+    let extensions = work.join(EXTENSIONS);
     let extra = extra_kernel_args(config);
-    // BOOT is ext4, whose module loads with the node's modules, beside the boot.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\text4\n")) {
-        if std::time::Instant::now() > until {
-            return Err("the kernel has no ext4 (its module did not load)".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
     let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let cmdline = cmdline(&current, &extra);
     console(&format!(
@@ -171,6 +171,7 @@ fn write(config: &Config, disk: &Path) -> Result<(), String> {
             kernel: &kernel,
             initramfs: &initramfs,
             cmdline: &cmdline,
+            extensions: extensions.exists().then_some(extensions.as_path()),
         },
     )?;
     let _ = std::fs::remove_dir_all(work);

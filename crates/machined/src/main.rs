@@ -9,6 +9,7 @@ mod dhcp;
 mod discovery;
 mod etcd;
 mod events;
+mod extensions;
 mod install;
 mod kernel;
 mod logship;

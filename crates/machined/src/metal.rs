@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
@@ -233,13 +233,41 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
     let dev = disk::Loop::attach(Path::new(ROOTFS), false, 0, 0)?.keep();
     let dev = dev.to_string_lossy();
     let root = "/newroot";
+    let extensions = extension_layers();
+    let image_root = if extensions.is_empty() {
+        root
+    } else {
+        "/image"
+    };
+    std::fs::create_dir_all(image_root).map_err(|e| err(image_root, e))?;
     mnt(
         Some(&*dev),
-        root,
+        image_root,
         Some("squashfs"),
         MsFlags::MS_RDONLY,
         None,
     )?;
+    if !extensions.is_empty() {
+        // The extensions over the image's root, the last one on top; read-only.
+        let lower: Vec<String> = extensions
+            .iter()
+            .rev()
+            .map(|d| d.join("rootfs").display().to_string())
+            .chain([image_root.to_string()])
+            .collect();
+        mnt(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            MsFlags::MS_RDONLY,
+            Some(&format!("lowerdir={}", lower.join(":"))),
+        )?;
+        let names: Vec<String> = extensions
+            .iter()
+            .filter_map(|d| Some(d.file_name()?.to_string_lossy().into_owned()))
+            .collect();
+        console(&format!("boot: system extensions {}", names.join(", ")));
+    }
     let at = |p: &str| format!("{root}{p}");
     for (t, opts) in [
         ("/run", "mode=0755"),
@@ -280,6 +308,15 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
         "/system/etc",
     ] {
         std::fs::create_dir_all(at(d)).map_err(|e| err(d, e))?;
+    }
+    // What `get extensions` lists: each extension's manifest and image.
+    for d in &extensions {
+        let kept =
+            Path::new(&at(crate::extensions::BOOTED)).join(d.file_name().unwrap_or_default());
+        std::fs::create_dir_all(&kept).map_err(|e| err(&kept.display().to_string(), e))?;
+        for f in ["manifest.yaml", "image"] {
+            std::fs::copy(d.join(f), kept.join(f)).map_err(|e| err(f, e))?;
+        }
     }
     // This binary stays where services and reboots look for it.
     std::fs::write(at(self_exe), "").map_err(|e| err(self_exe, e))?;
@@ -349,6 +386,16 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
     );
     mount_system_disk()?;
     Ok(())
+}
+
+/// The system extensions the boot loader brought (their folders, in order).
+fn extension_layers() -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(crate::extensions::IN_INITRAMFS) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+    found.sort();
+    found
 }
 
 /// Load the node's modules beside the boot (the network waits for its links anyway). Called

@@ -160,6 +160,13 @@ impl Node {
                 .column("Hostname", "{.hostname}")
                 .column("Domainname", "{.domainname}"),
             Definition::new(VERSION, RUNTIME_NS, &[]).column("Version", "{.version}"),
+            Definition::new(
+                crate::extensions::EXTENSION_STATUS,
+                RUNTIME_NS,
+                &["extensions"],
+            )
+            .column("Name", "{.metadata.name}")
+            .column("Version", "{.metadata.version}"),
             Definition::new(crate::network::LINK_STATUS, NETWORK_NS, &["link", "links"])
                 .column("Alias", "{.alias}")
                 .column("Type", "{.type}")
@@ -244,6 +251,16 @@ impl Node {
         );
         version.metadata.owner = "machined".into();
         state.create(version).map_err(|e| e.to_string())?;
+        for (i, spec) in crate::extensions::booted().into_iter().enumerate() {
+            let mut r = Resource::new(
+                RUNTIME_NS,
+                crate::extensions::EXTENSION_STATUS,
+                &i.to_string(),
+                spec,
+            );
+            r.metadata.owner = "machined".into();
+            state.create(r).map_err(|e| e.to_string())?;
+        }
         let mut mc = Resource::new(
             CONFIG_NS,
             MACHINE_CONFIG,

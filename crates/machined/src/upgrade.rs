@@ -53,6 +53,12 @@ pub fn install(config: &Config, image: &str) -> Result<&'static str, String> {
     let target = disk::other_slot(current);
     crate::log(&format!("upgrade: pulling {image}"));
     let work = Path::new(WORK);
+    // The extensions first: one that does not fit is refused before the larger download.
+    std::fs::create_dir_all(work).map_err(|e| format!("{WORK}: {e}"))?;
+    let extensions = work.join(crate::install::EXTENSIONS);
+    if let Some(names) = crate::extensions::pull(config, &extensions)? {
+        crate::log(&format!("upgrade: system extensions {}", names.join(", ")));
+    }
     let (kernel, initramfs) = crate::install::fetch(config, image, work)?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let cmdline = crate::install::cmdline(&cmdline, &crate::install::extra_kernel_args(config));
@@ -66,6 +72,7 @@ pub fn install(config: &Config, image: &str) -> Result<&'static str, String> {
             kernel: &kernel,
             initramfs: &initramfs,
             cmdline: &cmdline,
+            extensions: extensions.exists().then_some(extensions.as_path()),
         },
         disk::Start::Once,
     );

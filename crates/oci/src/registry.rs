@@ -327,15 +327,14 @@ impl Client {
         Ok(crate::sha256(&image.manifest))
     }
 
-    /// Copy files out of an image (`want`: path inside → where it goes), layer by layer with
-    /// each layer's digest checked; a later layer's copy wins. Errors name what is missing.
-    pub fn fetch_files(
+    /// Go through an image's files layer by layer (each layer's digest checked, lower layers
+    /// first): `f` gets each entry with its path (without a leading `./`).
+    pub fn for_each_entry(
         &self,
         r: &Reference,
-        want: &[(&str, &std::path::Path)],
+        mut f: impl FnMut(&str, &mut tar::Entry<'_, Box<dyn Read + '_>>) -> Result<(), String>,
     ) -> Result<(), String> {
         let found = self.resolve(r)?;
-        let mut got = vec![false; want.len()];
         for d in &found.manifest.layers {
             let mut data = Vec::new();
             self.blob(&found.source, d)?
@@ -355,17 +354,32 @@ impl Client {
                 let mut entry = entry.map_err(|e| format!("{r}: {e}"))?;
                 let path = entry.path().map_err(|e| format!("{r}: {e}"))?;
                 let path = path.to_string_lossy().trim_start_matches("./").to_string();
-                if let Some(i) = want.iter().position(|(inside, _)| *inside == path) {
-                    let to = want[i].1;
-                    let mut out =
-                        std::fs::File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
-                    std::io::copy(&mut entry, &mut out)
-                        .and_then(|_| out.sync_all())
-                        .map_err(|e| format!("{}: {e}", to.display()))?;
-                    got[i] = true;
-                }
+                f(&path, &mut entry)?;
             }
         }
+        Ok(())
+    }
+
+    /// Copy files out of an image (`want`: path inside → where it goes); a later layer's copy
+    /// wins. Errors name what is missing.
+    pub fn fetch_files(
+        &self,
+        r: &Reference,
+        want: &[(&str, &std::path::Path)],
+    ) -> Result<(), String> {
+        let mut got = vec![false; want.len()];
+        self.for_each_entry(r, |path, entry| {
+            if let Some(i) = want.iter().position(|(inside, _)| *inside == path) {
+                let to = want[i].1;
+                let mut out =
+                    std::fs::File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+                std::io::copy(entry, &mut out)
+                    .and_then(|_| out.sync_all())
+                    .map_err(|e| format!("{}: {e}", to.display()))?;
+                got[i] = true;
+            }
+            Ok(())
+        })?;
         let missing: Vec<&str> = want
             .iter()
             .zip(&got)

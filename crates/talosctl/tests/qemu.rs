@@ -567,7 +567,8 @@ const REGISTRY_PORT: u16 = 5001;
 /// which becomes the default once healthy; a rollback returns it to slot A; an upgrade with
 /// --preserve to an installer whose root filesystem does not pass its check returns to slot A
 /// by itself, with the node's config and identity. The control plane, etcd's only member,
-/// refuses an upgrade that would make it leave etcd.
+/// refuses an upgrade that would make it leave etcd. The good upgrade brings a system
+/// extension (listed, its file in the root); one made for a later system is refused.
 fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
     let registry = common::Registry::start(&c.name, dir, REGISTRY_PORT, None);
     let kernel = dir.join("vmlinuz");
@@ -588,6 +589,54 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         .join()
         .unwrap();
     }
+    // System extensions: one for this system, one for a later one.
+    for (name, talos) in [("hello", ">= v0.1.0"), ("future", ">= v99.0.0")] {
+        let manifest = format!(
+            "version: v1alpha1\nmetadata:\n  name: {name}\n  version: 1.0.0\n  author: The tests\n  description: A file in /usr/local.\n  compatibility:\n    talos:\n      version: \"{talos}\"\n"
+        );
+        let layer = oci::layer(&[
+            oci::Entry::File {
+                path: "manifest.yaml".into(),
+                data: manifest.into_bytes(),
+                mode: 0o644,
+            },
+            oci::Entry::Dir("rootfs/usr/local/share/hello".into()),
+            oci::Entry::File {
+                path: "rootfs/usr/local/share/hello/hello.txt".into(),
+                data: format!("hello from the {name} extension\n").into_bytes(),
+                mode: 0o644,
+            },
+        ]);
+        let image = oci::Image::build(&[layer], Default::default());
+        let reference =
+            oci::Reference::parse(&format!("10.5.0.1:{REGISTRY_PORT}/talos/{name}:1")).unwrap();
+        common::in_netns(&c.name, move || {
+            oci::registry::Client::new(Default::default())
+                .push(&reference, &image, true)
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+    // Strategic merge: the list of extensions grows.
+    let add_extension = |name: &str| {
+        let patch = format!(
+            "machine:\n  install:\n    extensions:\n      - image: registry.test/talos/{name}:1\n"
+        );
+        ok(
+            dir,
+            &[
+                "patch",
+                "mc",
+                "-n",
+                "10.5.0.3",
+                "--mode",
+                "no-reboot",
+                "--patch",
+                &patch,
+            ],
+        );
+    };
     let upgrade = |node: &str, tag: &str, more: &[&str]| {
         let image = format!("registry.test/talos/installer:{tag}");
         let mut args = vec!["upgrade", "-n", node, "--image", &image, "--timeout", "10m"];
@@ -615,7 +664,9 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         "{err}"
     );
 
-    // A good installer: slot B, the default once the node is healthy there.
+    // A good installer with an extension: slot B, the default once the node is healthy
+    // there; the extension's file in the read-only root, the extension listed.
+    add_extension("hello");
     let out = upgrade("10.5.0.3", "good", &[]);
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}{}", registry.log());
@@ -631,8 +682,20 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         },
     );
     assert!(hostname_kept());
+    let listed = ok(dir, &["get", "extensions", "-n", "10.5.0.3"]);
+    assert!(
+        listed.contains("hello") && listed.contains("1.0.0"),
+        "{listed}"
+    );
+    let file = ok(
+        dir,
+        &["read", "-n", "10.5.0.3", "/usr/local/share/hello/hello.txt"],
+    );
+    assert_eq!(file, "hello from the hello extension\n");
+    let mounts = ok(dir, &["read", "-n", "10.5.0.3", "/proc/mounts"]);
+    assert!(mounts.contains("overlay / overlay ro"), "{mounts}");
 
-    // A rollback: slot A again.
+    // A rollback: slot A again, without the extension.
     let out = ok(dir, &["rollback", "-n", "10.5.0.3"]);
     assert!(out.contains("rolling back"), "{out}");
     c.wait(
@@ -646,6 +709,8 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
                 .any(|w| w == b"BOOT_IMAGE=/A/vm")
         },
     );
+    let listed = ok(dir, &["get", "extensions", "-n", "10.5.0.3"]);
+    assert!(!listed.contains("hello"), "{listed}");
 
     // A broken installer: its boot refuses the root filesystem and restarts, and the boot
     // loader starts slot A, the default, again.
@@ -666,4 +731,15 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         1,
         "only the upgrade without --preserve wipes EPHEMERAL"
     );
+
+    // An extension for a later system is refused before anything is done.
+    add_extension("future");
+    let out = upgrade("10.5.0.3", "good", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("future 1.0.0 is not compatible with this system: it needs Talos >= v99.0.0"),
+        "{err}"
+    );
+    assert_eq!(slot(), "A");
 }

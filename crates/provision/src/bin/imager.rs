@@ -135,6 +135,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     kernel: &kernel,
                     initramfs: &initramfs,
                     cmdline: &cmdline,
+                    extensions: None,
                 },
             )?;
             println!("disk       {} ({size} MiB, sparse)", output.display());
