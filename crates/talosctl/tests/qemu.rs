@@ -572,15 +572,10 @@ const REGISTRY_PORT: u16 = 5001;
 fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
     let registry = common::Registry::start(&c.name, dir, REGISTRY_PORT, None);
     let kernel = dir.join("vmlinuz");
-    let images = [
-        ("good", dir.join("initramfs.img")),
-        ("broken", tampered(dir)),
-    ];
-    for (tag, initramfs) in images {
-        let image = provision::imager::installer(&kernel, &initramfs).unwrap();
+    // Into the registry on the gateway (reached from the cluster's namespace).
+    let push = |name: &str, image: oci::Image| {
         let reference =
-            oci::Reference::parse(&format!("10.5.0.1:{REGISTRY_PORT}/talos/installer:{tag}"))
-                .unwrap();
+            oci::Reference::parse(&format!("10.5.0.1:{REGISTRY_PORT}/talos/{name}")).unwrap();
         common::in_netns(&c.name, move || {
             oci::registry::Client::new(Default::default())
                 .push(&reference, &image, true)
@@ -588,6 +583,14 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         })
         .join()
         .unwrap();
+    };
+    let images = [
+        ("good", dir.join("initramfs.img")),
+        ("broken", tampered(dir)),
+    ];
+    for (tag, initramfs) in images {
+        let image = provision::imager::installer(&kernel, &initramfs).unwrap();
+        push(&format!("installer:{tag}"), image);
     }
     // System extensions: one for this system, one for a later one.
     for (name, talos) in [("hello", ">= v0.1.0"), ("future", ">= v99.0.0")] {
@@ -608,15 +611,7 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
             },
         ]);
         let image = oci::Image::build(&[layer], Default::default());
-        let reference =
-            oci::Reference::parse(&format!("10.5.0.1:{REGISTRY_PORT}/talos/{name}:1")).unwrap();
-        common::in_netns(&c.name, move || {
-            oci::registry::Client::new(Default::default())
-                .push(&reference, &image, true)
-                .unwrap();
-        })
-        .join()
-        .unwrap();
+        push(&format!("{name}:1"), image);
     }
     // Strategic merge: the list of extensions grows.
     let add_extension = |name: &str| {
