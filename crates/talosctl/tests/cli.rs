@@ -618,6 +618,22 @@ fn version_against_a_node() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    // Upgrades and rollbacks need a machine installed on its disk: refused, nothing done.
+    for args in [
+        &["upgrade", "-e", ep, "--image", "registry.test/installer:v9"][..],
+        &["rollback", "-e", ep][..],
+    ] {
+        let out = node_cmd(&d, "talosconfig", args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("FailedPrecondition")
+                && err.contains(
+                    "upgrades need a machine installed on its disk: it runs in a container"
+                ),
+            "{args:?}: {err}"
+        );
+    }
     let denied = node_cmd(&d, "backup.tc", &["version", "-e", ep]);
     assert!(!denied.status.success());
     let err = String::from_utf8_lossy(&denied.stderr);
