@@ -66,19 +66,11 @@ async fn read_text(t: &Target, path: &str) -> std::result::Result<String, tonic:
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
-/// The boot slot on a kernel command line (`BOOT_IMAGE=/B/vmlinuz`).
-fn slot_of(cmdline: &str) -> Option<&str> {
-    cmdline
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("BOOT_IMAGE=/"))
-        .and_then(|p| p.split('/').next())
-}
-
 /// This boot of the node: its boot id and the boot slot it started from.
 async fn this_boot(t: &Target) -> std::result::Result<(String, String), tonic::Status> {
     let id = read_text(t, "/proc/sys/kernel/random/boot_id").await?;
     let cmdline = read_text(t, "/proc/cmdline").await?;
-    Ok((id, slot_of(&cmdline).unwrap_or("?").to_string()))
+    Ok((id, disk::booted_slot(&cmdline).unwrap_or("?").to_string()))
 }
 
 /// Wait until the node has booted again (another boot id) and answers: the boot slot it
@@ -163,15 +155,4 @@ pub async fn rollback(a: RollbackArgs) -> Result<()> {
         Ok(())
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_slot_comes_from_the_boot_loaders_argument() {
-        assert_eq!(slot_of("BOOT_IMAGE=/B/vmlinuz console=ttyS0"), Some("B"));
-        assert_eq!(slot_of("console=ttyS0"), None);
-    }
 }

@@ -640,10 +640,7 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
     };
     let slot = || {
         let cmdline = ok(dir, &["read", "/proc/cmdline", "-n", "10.5.0.3"]);
-        ["A", "B"]
-            .into_iter()
-            .find(|s| cmdline.contains(&format!("BOOT_IMAGE=/{s}/")))
-            .unwrap_or("none")
+        disk::booted_slot(&cmdline).unwrap_or("none")
     };
     let hostname_kept = || {
         String::from_utf8_lossy(&talosctl(dir, &["get", "hostname", "-n", "10.5.0.3"]).stdout)
