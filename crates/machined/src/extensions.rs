@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use machinery::Config;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,9 @@ fn without_v(req: &str) -> String {
         .join(", ")
 }
 
+/// An entry of an image's layer, as [`oci::registry::layer_entries`] gives it.
+type Entry<'a, 'd> = tar::Entry<'a, Box<dyn Read + 'd>>;
+
 /// A file system entry of an extension's root.
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
@@ -165,7 +168,7 @@ impl Extension {
         image: &str,
         talos: &str,
         for_each: impl FnOnce(
-            &mut dyn FnMut(&str, &mut dyn ReadEntry) -> Result<(), String>,
+            &mut dyn FnMut(&str, &mut Entry<'_, '_>) -> Result<(), String>,
         ) -> Result<(), String>,
     ) -> Result<Extension, String> {
         let mut manifest_text = None;
@@ -175,21 +178,14 @@ impl Extension {
             if path == "manifest.yaml" {
                 let mut text = String::new();
                 entry
-                    .reader()
                     .read_to_string(&mut text)
                     .map_err(|e| format!("{image}: manifest.yaml: {e}"))?;
                 manifest_text = Some(text);
                 return Ok(());
             }
-            let Some(inside) = path.strip_prefix("rootfs") else {
+            let Some(inside) = path.strip_prefix("rootfs").filter(|p| p.starts_with('/')) else {
                 return Ok(());
             };
-            if inside.is_empty() {
-                return Ok(());
-            }
-            if !inside.starts_with('/') {
-                return Ok(());
-            }
             let name = inside.rsplit('/').next().unwrap_or_default();
             if let Some(hidden) = name.strip_prefix(".wh.") {
                 // A later layer removed the file (and what was under it).
@@ -200,26 +196,26 @@ impl Extension {
                 });
                 return Ok(());
             }
-            let (kind, mode) = (entry.kind(), entry.mode());
-            let node = match kind {
-                Kind::Dir => Node::Dir,
-                Kind::File => {
-                    let mut data = Vec::new();
-                    entry
-                        .reader()
-                        .read_to_end(&mut data)
-                        .map_err(|e| format!("{image}: {path}: {e}"))?;
-                    Node::File {
-                        mode: mode & 0o7777,
-                        data,
-                    }
+            let mode = entry.header().mode().unwrap_or(0o644);
+            let kind = entry.header().entry_type();
+            let node = if kind.is_dir() {
+                Node::Dir
+            } else if kind.is_file() {
+                let mut data = Vec::new();
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| format!("{image}: {path}: {e}"))?;
+                Node::File {
+                    mode: mode & 0o7777,
+                    data,
                 }
-                Kind::Symlink(target) => Node::Symlink(target),
-                Kind::Other => {
-                    return Err(format!(
-                        "{image}: {inside} is a special file (extensions hold files, folders and symbolic links)"
-                    ))
-                }
+            } else if kind.is_symlink() {
+                let target = entry.link_name().ok().flatten().unwrap_or_default();
+                Node::Symlink(target.to_string_lossy().into_owned())
+            } else {
+                return Err(format!(
+                    "{image}: {inside} is a special file (extensions hold files, folders and symbolic links)"
+                ));
             };
             if !allowed(inside, node == Node::Dir) {
                 return Err(format!(
@@ -243,49 +239,6 @@ impl Extension {
             manifest_text,
             files,
         })
-    }
-}
-
-/// What the entries of an image give (a seam for tests).
-trait ReadEntry {
-    fn kind(&self) -> Kind;
-    fn mode(&self) -> u32;
-    fn reader(&mut self) -> &mut dyn Read;
-}
-
-enum Kind {
-    Dir,
-    File,
-    Symlink(String),
-    Other,
-}
-
-impl<R: Read> ReadEntry for tar::Entry<'_, R> {
-    fn kind(&self) -> Kind {
-        let t = self.header().entry_type();
-        if t.is_dir() {
-            Kind::Dir
-        } else if t.is_file() {
-            Kind::File
-        } else if t.is_symlink() {
-            Kind::Symlink(
-                self.link_name()
-                    .ok()
-                    .flatten()
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            )
-        } else {
-            Kind::Other
-        }
-    }
-
-    fn mode(&self) -> u32 {
-        self.header().mode().unwrap_or(0o644)
-    }
-
-    fn reader(&mut self) -> &mut dyn Read {
-        self
     }
 }
 
@@ -381,14 +334,18 @@ fn archive(extensions: &[Extension]) -> Vec<u8> {
     c.finish()
 }
 
-/// The extensions the running system booted with (kept by the boot in [`BOOTED`]).
-pub fn booted() -> Vec<StatusSpec> {
-    let Ok(dir) = std::fs::read_dir(BOOTED) else {
-        return Vec::new();
-    };
-    let mut found: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+/// The extensions' folders in `dir` (`NN-name`), in order; none when it does not exist.
+pub fn folders(dir: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     found.sort();
     found
+}
+
+/// The extensions the running system booted with (kept by the boot in [`BOOTED`]).
+pub fn booted() -> Vec<StatusSpec> {
+    folders(BOOTED)
         .into_iter()
         .filter_map(|d| {
             let text = std::fs::read_to_string(d.join("manifest.yaml")).ok()?;
@@ -410,66 +367,52 @@ pub fn booted() -> Vec<StatusSpec> {
 mod tests {
     use super::*;
 
-    struct Fake {
-        kind: fn() -> Kind,
-        mode: u32,
-        data: std::io::Cursor<Vec<u8>>,
-    }
-
-    impl ReadEntry for Fake {
-        fn kind(&self) -> Kind {
-            (self.kind)()
-        }
-        fn mode(&self) -> u32 {
-            self.mode
-        }
-        fn reader(&mut self) -> &mut dyn Read {
-            &mut self.data
-        }
-    }
-
     const MANIFEST: &str = "version: v1alpha1\nmetadata:\n  name: hello\n  version: 1.0.0\n  author: Someone\n  description: Says hello.\n  compatibility:\n    talos:\n      version: \">= v0.1.0\"\n";
 
-    fn file(data: &str, mode: u32) -> Fake {
-        Fake {
-            kind: || Kind::File,
+    fn file(path: &str, data: &str, mode: u32) -> oci::Entry {
+        oci::Entry::File {
+            path: path.into(),
+            data: data.as_bytes().to_vec(),
             mode,
-            data: std::io::Cursor::new(data.as_bytes().to_vec()),
         }
     }
 
-    fn dir() -> Fake {
-        Fake {
-            kind: || Kind::Dir,
-            mode: 0o755,
-            data: Default::default(),
-        }
-    }
-
-    fn read(entries: Vec<(&str, Fake)>, talos: &str) -> Result<Extension, String> {
-        Extension::read("registry.test/hello:1", talos, move |f| {
-            for (path, mut e) in entries {
-                f(path, &mut e)?;
+    /// Read an extension from one layer made of `entries`, or holding only a FIFO at `fifo`.
+    fn read(entries: &[oci::Entry], fifo: Option<&str>, talos: &str) -> Result<Extension, String> {
+        let layer = match fifo {
+            None => oci::layer(entries),
+            Some(path) => {
+                let mut tar = tar::Builder::new(Vec::new());
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_mode(0o644);
+                h.set_size(0);
+                tar.append_data(&mut h, path, &[][..]).unwrap();
+                tar.into_inner().unwrap()
             }
-            Ok(())
+        };
+        Extension::read("registry.test/hello:1", talos, |f| {
+            oci::registry::layer_entries("layer", Box::new(layer.as_slice()), &mut |p, e| f(p, e))
         })
     }
 
     #[test]
     fn an_extension_is_read_checked_and_archived() {
         let e = read(
-            vec![
-                ("manifest.yaml", file(MANIFEST, 0o644)),
-                ("rootfs/", dir()),
-                ("rootfs/usr/", dir()),
-                (
-                    "rootfs/usr/local/share/hello/hello.txt",
-                    file("hello", 0o644),
-                ),
-                ("rootfs/usr/local/share/hello/old.txt", file("old", 0o644)),
-                ("rootfs/usr/local/share/hello/.wh.old.txt", file("", 0o644)),
-                ("README", file("ignored", 0o644)),
+            &[
+                file("manifest.yaml", MANIFEST, 0o644),
+                oci::Entry::Dir("rootfs".into()),
+                oci::Entry::Dir("rootfs/usr".into()),
+                file("rootfs/usr/local/share/hello/hello.txt", "hello", 0o644),
+                file("rootfs/usr/local/share/hello/old.txt", "old", 0o644),
+                file("rootfs/usr/local/share/hello/.wh.old.txt", "", 0o644),
+                oci::Entry::Symlink {
+                    path: "rootfs/usr/local/bin/hi".into(),
+                    target: "../share/hello/hello.txt".into(),
+                },
+                file("README", "ignored", 0o644),
             ],
+            None,
             "v0.1.0",
         )
         .unwrap();
@@ -477,7 +420,11 @@ mod tests {
         assert_eq!(e.manifest.metadata.author, "Someone");
         assert_eq!(
             e.files.keys().collect::<Vec<_>>(),
-            ["/usr", "/usr/local/share/hello/hello.txt"]
+            [
+                "/usr",
+                "/usr/local/bin/hi",
+                "/usr/local/share/hello/hello.txt"
+            ]
         );
         let text = String::from_utf8_lossy(&archive(&[e])).into_owned();
         for want in [
@@ -494,7 +441,8 @@ mod tests {
 
     #[test]
     fn bad_extensions_are_refused_with_a_reason() {
-        let err = read(vec![("manifest.yaml", file(MANIFEST, 0o644))], "v0.0.9").unwrap_err();
+        let manifest = file("manifest.yaml", MANIFEST, 0o644);
+        let err = read(std::slice::from_ref(&manifest), None, "v0.0.9").unwrap_err();
         assert!(
             err.contains(
                 "not compatible with this system: it needs Talos >= v0.1.0, this is v0.0.9"
@@ -502,36 +450,25 @@ mod tests {
             "{err}"
         );
         let err = read(
-            vec![
-                ("manifest.yaml", file(MANIFEST, 0o644)),
-                ("rootfs/usr/bin/sh", file("", 0o755)),
-            ],
+            &[manifest.clone(), file("rootfs/usr/bin/sh", "", 0o755)],
+            None,
             "v0.1.0",
         )
         .unwrap_err();
         assert!(err.contains("/usr/bin/sh is outside the places"), "{err}");
-        let err = read(vec![("rootfs/usr/local/x", file("", 0o666))], "v0.1.0").unwrap_err();
+        let err = read(&[file("rootfs/usr/local/x", "", 0o666)], None, "v0.1.0").unwrap_err();
         assert!(err.contains("/usr/local/x is world-writable"), "{err}");
-        let err = read(
-            vec![(
-                "rootfs/usr/local/fifo",
-                Fake {
-                    kind: || Kind::Other,
-                    mode: 0o644,
-                    data: Default::default(),
-                },
-            )],
-            "v0.1.0",
-        )
-        .unwrap_err();
+        let err = read(&[], Some("rootfs/usr/local/fifo"), "v0.1.0").unwrap_err();
         assert!(err.contains("special file"), "{err}");
-        let err = read(vec![("rootfs/usr/local/x", file("", 0o644))], "v0.1.0").unwrap_err();
+        let err = read(&[file("rootfs/usr/local/x", "", 0o644)], None, "v0.1.0").unwrap_err();
         assert!(err.contains("has no manifest.yaml"), "{err}");
         let err = read(
-            vec![(
+            &[file(
                 "manifest.yaml",
-                file("version: v2\nmetadata: {name: a, version: '1'}\n", 0o644),
+                "version: v2\nmetadata: {name: a, version: '1'}\n",
+                0o644,
             )],
+            None,
             "v0.1.0",
         )
         .unwrap_err();

@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 
@@ -233,7 +233,8 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
     let dev = disk::Loop::attach(Path::new(ROOTFS), false, 0, 0)?.keep();
     let dev = dev.to_string_lossy();
     let root = "/newroot";
-    let extensions = extension_layers();
+    // The system extensions the boot loader brought.
+    let extensions = crate::extensions::folders(crate::extensions::IN_INITRAMFS);
     let image_root = if extensions.is_empty() {
         root
     } else {
@@ -386,16 +387,6 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
     );
     mount_system_disk()?;
     Ok(())
-}
-
-/// The system extensions the boot loader brought (their folders, in order).
-fn extension_layers() -> Vec<PathBuf> {
-    let Ok(dir) = std::fs::read_dir(crate::extensions::IN_INITRAMFS) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
-    found.sort();
-    found
 }
 
 /// Load the node's modules beside the boot (the network waits for its links anyway). Called

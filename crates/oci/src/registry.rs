@@ -349,13 +349,7 @@ impl Client {
             } else {
                 Box::new(data.as_slice())
             };
-            let mut archive = tar::Archive::new(plain);
-            for entry in archive.entries().map_err(|e| format!("{r}: {e}"))? {
-                let mut entry = entry.map_err(|e| format!("{r}: {e}"))?;
-                let path = entry.path().map_err(|e| format!("{r}: {e}"))?;
-                let path = path.to_string_lossy().trim_start_matches("./").to_string();
-                f(&path, &mut entry)?;
-            }
+            layer_entries(&r.to_string(), plain, &mut f)?;
         }
         Ok(())
     }
@@ -391,6 +385,23 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Go through the entries of one uncompressed layer tar (errors of the tar name `what`): `f`
+/// gets each entry with its path (without a leading `./`).
+pub fn layer_entries<'d>(
+    what: &str,
+    layer: Box<dyn Read + 'd>,
+    f: &mut impl FnMut(&str, &mut tar::Entry<'_, Box<dyn Read + 'd>>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut archive = tar::Archive::new(layer);
+    for entry in archive.entries().map_err(|e| format!("{what}: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("{what}: {e}"))?;
+        let path = entry.path().map_err(|e| format!("{what}: {e}"))?;
+        let path = path.to_string_lossy().trim_start_matches("./").to_string();
+        f(&path, &mut entry)?;
+    }
+    Ok(())
 }
 
 /// Read a response body up to `limit` bytes.
