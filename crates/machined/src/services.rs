@@ -645,12 +645,19 @@ fn spawn(spec: &ServiceSpec, args: &[String]) -> Result<Task, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // A service never outlives machined, however machined ends.
-    // SAFETY: prctl(2), fcntl(2), dup2(2) and close(2) only, between fork and exec.
+    // SAFETY: prctl(2), getppid(2), fcntl(2), dup2(2) and close(2) only, between fork and
+    // exec.
     let fds = spec.fds.clone();
+    let parent = nix::unistd::getpid();
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(std::io::Error::from)?;
+            // machined may have died between the fork and the line above: then the signal
+            // never comes, and the service must not start as an orphan.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
             // Out of the way first (a source may be one of the targets), then in place.
             let mut high = Vec::with_capacity(fds.len());
             for fd in &fds {
