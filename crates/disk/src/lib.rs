@@ -8,6 +8,8 @@
 //! `mkfs.xfs`) and EXTLINUX; the image's root file system carries them at the same paths.
 
 mod cpio;
+pub mod luks;
+pub mod meta;
 pub use cpio::Cpio;
 
 use std::fs::{File, OpenOptions};
@@ -260,6 +262,31 @@ fn reread(disk: &Path, f: &File) -> Result<()> {
     }
 }
 
+/// For a child between fork and exec (`pre_exec`): put the descriptors `fds` at 3, 4, ...,
+/// inheritable, whatever numbers they have now (one may be another's target). Only
+/// async-signal-safe calls, no allocation; at most 16 descriptors.
+pub fn place_descriptors(fds: &[i32]) -> std::io::Result<()> {
+    let mut high = [0i32; 16];
+    if fds.len() > high.len() {
+        return Err(std::io::Error::from_raw_os_error(nix::libc::EMFILE));
+    }
+    // Out of the way first (closed at exec), then in place (dup2 leaves the copy inheritable).
+    for (h, fd) in high.iter_mut().zip(fds) {
+        // SAFETY: fcntl on a descriptor number; a bad one is an error, not undefined behaviour.
+        *h = unsafe { nix::libc::fcntl(*fd, nix::libc::F_DUPFD_CLOEXEC, 100) };
+        if *h < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (i, h) in high[..fds.len()].iter().enumerate() {
+        // SAFETY: as above.
+        if unsafe { nix::libc::dup2(*h, 3 + i as i32) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// How commands are run and waited for (`Command::output` unless set otherwise).
 pub type Runner = fn(&mut Command) -> std::io::Result<std::process::Output>;
 
@@ -272,10 +299,15 @@ pub fn set_runner(runner: Runner) {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
+    run_out(cmd).map(drop)
+}
+
+/// Run a tool; what it printed on success.
+fn run_out(cmd: &mut Command) -> Result<Vec<u8>> {
     let runner = RUNNER.get().copied().unwrap_or(Command::output);
     let out = runner(cmd).map_err(|e| format!("{}: {e}", cmd.get_program().to_string_lossy()))?;
     if out.status.success() {
-        return Ok(());
+        return Ok(out.stdout);
     }
     Err(format!(
         "{} {}: {}{}",
@@ -325,6 +357,47 @@ pub fn format(dev: &Path, p: &Part) -> Result<()> {
                 .map_err(|e| format!("{}: {e}", dev.display()))
         }
     }
+}
+
+/// What a partition holds, by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// Nothing: zeroed (a new or wiped partition).
+    Empty,
+    Xfs,
+    Luks,
+    Other,
+}
+
+/// What `dev` holds.
+pub fn content(dev: &Path) -> Result<Content> {
+    let mut head = [0u8; 4096];
+    File::open(dev)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| format!("{}: {e}", dev.display()))?;
+    Ok(if head.starts_with(b"XFSB") {
+        Content::Xfs
+    } else if head.starts_with(b"LUKS\xba\xbe") {
+        Content::Luks
+    } else if head.iter().all(|b| *b == 0) {
+        Content::Empty
+    } else {
+        Content::Other
+    })
+}
+
+/// Make a partition empty: its first 16 MiB, where file systems and LUKS keep their headers,
+/// zeroed.
+pub fn erase(dev: &Path) -> Result<()> {
+    let e = |err: std::io::Error| format!("erase {}: {err}", dev.display());
+    let mut f = OpenOptions::new().write(true).open(dev).map_err(e)?;
+    let size = f.seek(SeekFrom::End(0)).map_err(e)?;
+    f.seek(SeekFrom::Start(0)).map_err(e)?;
+    let zeros = vec![0u8; MIB as usize];
+    for _ in 0..(size / MIB).min(16) {
+        f.write_all(&zeros).map_err(e)?;
+    }
+    f.sync_all().map_err(e)
 }
 
 /// A file system mounted on a directory of its own for as long as this lives (synced and

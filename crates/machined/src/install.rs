@@ -1,7 +1,8 @@
 //! Installing a machine booted from the image (kernel and initramfs, by PXE or a direct boot)
 //! onto the disk `machine.install.disk` names: the kernel and initramfs come from the installer
 //! image `machine.install.image` (pulled through the config's registries), the disk gets
-//! Talos's partitions, the boot loader and boot slot A, and the config goes to the new STATE.
+//! Talos's partitions, the boot loader and boot slot A, and the config goes to the new STATE
+//! (encrypted, as are EPHEMERAL's, when the config says so).
 //! The machine then restarts into the installed system.
 
 use std::path::{Path, PathBuf};
@@ -175,16 +176,38 @@ fn write(config: &Config, disk: &Path) -> Result<(), String> {
         },
     )?;
     let _ = std::fs::remove_dir_all(work);
-    // The config goes to the new STATE, so that the installed system boots with it.
-    let (n, _) = disk::part(disk::STATE).expect("STATE is in the layout");
-    let state = disk::part_path(disk, n);
-    let m = disk::Mounted::new(&state, "xfs")?;
+    let partition = |label: &str| {
+        let (n, _) = disk::part(label).expect("in the layout");
+        disk::part_path(disk, n)
+    };
+    // An encrypted EPHEMERAL is made at the first boot (it formats an empty partition as its
+    // config says).
+    if crate::volumes::configured(config, disk::EPHEMERAL).is_some() {
+        disk::erase(&partition(disk::EPHEMERAL))?;
+    }
+    // The config goes to the new STATE (encrypted first when the config says so, which META
+    // then keeps), so that the installed system boots with it.
+    let state = partition(disk::STATE);
+    let enc = crate::volumes::configured(config, disk::STATE);
+    let target = match &enc {
+        Some(enc) => {
+            disk::erase(&state)?;
+            crate::volumes::prepare(&state, disk::STATE, Some(enc))?
+        }
+        None => state.clone(),
+    };
+    let m = disk::Mounted::new(&target, "xfs")?;
     machinery::fsutil::write_atomic(
         &m.path().join("config.yaml"),
         config.encode().as_bytes(),
         0o600,
     )
-    .map_err(|e| format!("the config on {}: {e}", state.display()))
+    .map_err(|e| format!("the config on {}: {e}", state.display()))?;
+    drop(m);
+    if enc.is_some() {
+        disk::luks::close(&crate::volumes::mapping(disk::STATE))?;
+    }
+    crate::volumes::remember_state_at(&partition(disk::META), enc.as_ref())
 }
 
 /// Install, then restart into the installed system. A failure is told on the console and in

@@ -24,6 +24,7 @@ mod trial;
 mod trustd;
 mod upgrade;
 mod vip;
+mod volumes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -442,6 +443,17 @@ async fn run(args: Args) -> Result<Exit, String> {
     }
     let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
     *node.ephemeral.lock().expect("ephemeral") = args.ephemeral_dir.clone();
+    if metal::installed() {
+        // EPHEMERAL before anything that uses /var.
+        let active = (!maintenance).then(|| config.clone());
+        volumes::mount_ephemeral(active.clone()).await;
+        if let Some(c) = &active {
+            if let Err(e) = volumes::remember_config(c) {
+                log(&format!("machined: STATE's encryption in META: {e}"));
+            }
+        }
+        volumes::publish(&node.state, active.as_ref()).await;
+    }
     if runs && container::rooted() {
         match cri::services() {
             Ok(specs) => specs

@@ -4,7 +4,8 @@
 //! (`/rootfs.sha256`) and refuses to boot when they differ, mounts it read-only through a loop
 //! device with tmpfs `/system`, `/run`, `/var`, `/tmp` and a writable layer over `/etc`, moves
 //! into it and loads the node's kernel modules in dependency order. An installed machine's
-//! STATE and EPHEMERAL partitions (found by name) are mounted on `/system/state` and `/var`.
+//! STATE (found by name, opened when encrypted) is mounted on `/system/state`; EPHEMERAL on
+//! `/var` follows once the config is read ([`crate::volumes`]).
 //! From there on the node is the same as in container mode ([`crate::container::rooted`]).
 
 use std::io::Write;
@@ -123,48 +124,71 @@ pub fn wipe_at_boot(labels: &[&str]) -> Result<(), String> {
         .map_err(|e| format!("{WIPE}: {e}"))
 }
 
-/// Mount the system disk's STATE on `/system/state` and EPHEMERAL on `/var`, when the machine
-/// is installed; a reset's wipes happen first.
+/// Mount an XFS file system (STATE, EPHEMERAL) at `at`.
+pub fn mount_xfs(dev: &Path, at: &str) -> Result<(), String> {
+    mount(
+        Some(dev),
+        at,
+        Some("xfs"),
+        MsFlags::MS_NOATIME,
+        None::<&str>,
+    )
+    .map_err(|e| err(&format!("mount {} on {at}", dev.display()), e))
+}
+
+/// Whether a reset asked for partition `label` to be wiped at this boot; the request is
+/// taken (so it is done once).
+pub fn take_wipe(label: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(WIPE) else {
+        return false;
+    };
+    let rest: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != label)
+        .collect();
+    if rest.len() == text.lines().filter(|l| !l.trim().is_empty()).count() {
+        return false;
+    }
+    if rest.is_empty() {
+        let _ = std::fs::remove_file(WIPE);
+    } else {
+        let _ = machinery::fsutil::write_atomic(Path::new(WIPE), rest.join("\n").as_bytes(), 0o600);
+    }
+    true
+}
+
+/// Mount the system disk's STATE on `/system/state` when the machine is installed: opened
+/// with the encryption META keeps when it is encrypted, formatted when empty; a reset's wipe
+/// of STATE happens first. (EPHEMERAL follows once the config is read:
+/// [`crate::volumes::mount_ephemeral`].)
 fn mount_system_disk() -> Result<(), String> {
     let Some(state) = disk::find(disk::STATE) else {
         return Ok(());
     };
-    let ephemeral = disk::find(disk::EPHEMERAL);
-    let xfs = |dev: &Path, at: &str| {
-        mount(
-            Some(dev),
-            at,
-            Some("xfs"),
-            MsFlags::MS_NOATIME,
-            None::<&str>,
-        )
-        .map_err(|e| err(&format!("mount {} on {at}", dev.display()), e))
-    };
     let state_dir = crate::container::STATE_DIR;
-    xfs(&state, state_dir)?;
-    if let Ok(text) = std::fs::read_to_string(WIPE) {
-        let _ = std::fs::remove_file(WIPE);
-        for label in text.lines().map(str::trim) {
-            let (dev, part) = match (label, disk::part(label)) {
-                (disk::STATE, Some((_, p))) => (state.clone(), p),
-                (disk::EPHEMERAL, Some((_, p))) => match &ephemeral {
-                    Some(d) => (d.clone(), p),
-                    None => continue,
-                },
-                _ => continue,
-            };
-            console(&format!("boot: wiping {label} ({})", dev.display()));
-            if label == disk::STATE {
-                nix::mount::umount(state_dir).map_err(|e| err("unmount STATE", e))?;
-            }
-            disk::format(&dev, &part)?;
-            if label == disk::STATE {
-                xfs(&state, state_dir)?;
-            }
+    let enc = crate::volumes::state_encryption_in_meta();
+    let dev = crate::volumes::prepare(&state, disk::STATE, enc.as_ref())?;
+    mount_xfs(&dev, state_dir)?;
+    if take_wipe(disk::STATE) {
+        // What else was to be wiped is still to be, on the new STATE.
+        let rest = std::fs::read_to_string(WIPE).unwrap_or_default();
+        console(&format!(
+            "boot: wiping {} ({})",
+            disk::STATE,
+            state.display()
+        ));
+        nix::mount::umount(state_dir).map_err(|e| err("unmount STATE", e))?;
+        crate::volumes::erase(&state, disk::STATE)?;
+        if let Some(meta) = disk::find(disk::META) {
+            disk::meta::set(&meta, disk::meta::STATE_ENCRYPTION, None)?;
         }
-    }
-    if let Some(dev) = ephemeral {
-        xfs(&dev, "/var")?;
+        let dev = crate::volumes::prepare(&state, disk::STATE, None)?;
+        mount_xfs(&dev, state_dir)?;
+        if !rest.trim().is_empty() {
+            machinery::fsutil::write_atomic(Path::new(WIPE), rest.as_bytes(), 0o600)
+                .map_err(|e| err(WIPE, e))?;
+        }
     }
     Ok(())
 }

@@ -167,6 +167,15 @@ impl Node {
             )
             .column("Name", "{.metadata.name}")
             .column("Version", "{.metadata.version}"),
+            Definition::new(
+                crate::volumes::VOLUME_STATUS,
+                RUNTIME_NS,
+                &["volumestatus", "vs"],
+            )
+            .column("Type", "{.type}")
+            .column("Phase", "{.phase}")
+            .column("Location", "{.location}")
+            .column("Size", "{.prettySize}"),
             Definition::new(crate::network::LINK_STATUS, NETWORK_NS, &["link", "links"])
                 .column("Alias", "{.alias}")
                 .column("Type", "{.type}")

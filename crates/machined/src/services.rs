@@ -645,8 +645,7 @@ fn spawn(spec: &ServiceSpec, args: &[String]) -> Result<Task, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // A service never outlives machined, however machined ends.
-    // SAFETY: prctl(2), getppid(2), fcntl(2), dup2(2) and close(2) only, between fork and
-    // exec.
+    // SAFETY: prctl(2), getppid(2), fcntl(2) and dup2(2) only, between fork and exec.
     let fds = spec.fds.clone();
     let parent = nix::unistd::getpid();
     unsafe {
@@ -658,22 +657,7 @@ fn spawn(spec: &ServiceSpec, args: &[String]) -> Result<Task, String> {
             if nix::unistd::getppid() != parent {
                 return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
             }
-            // Out of the way first (a source may be one of the targets), then in place.
-            let mut high = Vec::with_capacity(fds.len());
-            for fd in &fds {
-                let h = nix::libc::fcntl(*fd, nix::libc::F_DUPFD, 100);
-                if h < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                high.push(h);
-            }
-            for (i, h) in high.iter().enumerate() {
-                if nix::libc::dup2(*h, 3 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                nix::libc::close(*h);
-            }
-            Ok(())
+            disk::place_descriptors(&fds)
         });
     }
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;

@@ -562,6 +562,18 @@ fn encryption(c: &mut Checker, v: &Value) {
                 "at least one encryption key is required",
             );
         }
+        // STATE is opened at boot before the network is up: a key service cannot be reached.
+        if part == "state"
+            && !keys.is_empty()
+            && keys
+                .iter()
+                .all(|k| k.get("kms").is_some_and(|x| !x.is_null()))
+        {
+            c.error(
+                &format!("{path}.keys"),
+                "STATE is opened before the network is up, so kms keys alone cannot open it: add a nodeID or static key",
+            );
+        }
         let mut slots = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let kpath = format!("{path}.keys[{i}]");
@@ -581,6 +593,20 @@ fn encryption(c: &mut Checker, v: &Value) {
                 c.error(
                     &kpath,
                     "each key needs exactly one of static, nodeID, kms or tpm",
+                );
+            }
+            if key.get("tpm").is_some_and(|x| !x.is_null()) {
+                c.error(
+                    &format!("{kpath}.tpm"),
+                    "tpm keys are not supported by this system yet: use nodeID, static or kms keys",
+                );
+            }
+            if key.get("kms").is_some_and(|x| !x.is_null())
+                && str_at(key, "/kms/endpoint").is_none_or(str::is_empty)
+            {
+                c.error(
+                    &format!("{kpath}.kms.endpoint"),
+                    "a kms key needs an endpoint",
                 );
             }
             if key.get("static").is_some() && str_at(key, "/static/passphrase").is_none() {
@@ -708,6 +734,23 @@ mod tests {
             "content: invalid TOML: bad: ",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn encryption_keys_must_be_usable() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    systemDiskEncryption:\n        state:\n            provider: luks2\n            keys:\n                - slot: 0\n                  kms:\n                      endpoint: http://kms\n        ephemeral:\n            provider: luks2\n            keys:\n                - slot: 0\n                  tpm: {}\n                - slot: 1\n                  kms: {}\n";
+        let cfg = Config::parse(src).unwrap();
+        let err = validate(&cfg, Mode::Container)
+            .into_result(false)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "machine.systemDiskEncryption.state.keys: STATE is opened before the network is up, so kms keys alone cannot open it",
+            "machine.systemDiskEncryption.ephemeral.keys[0].tpm: tpm keys are not supported",
+            "machine.systemDiskEncryption.ephemeral.keys[1].kms.endpoint: a kms key needs an endpoint",
+        ] {
+            assert!(err.contains(want), "{want} missing in:\n{err}");
         }
     }
 

@@ -1,6 +1,6 @@
-//! What a provisioner serves its machines over HTTP: their configs (`talos.config=` URLs) and,
-//! as a read-only registry (OCI distribution API, pulls only), the installer image they
-//! install from.
+//! What a provisioner serves its machines over HTTP: their configs (`talos.config=` URLs), as
+//! a read-only registry (OCI distribution API, pulls only) the installer image they install
+//! from, and POST handlers (the key service of encrypted disks).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +16,12 @@ struct Content {
     dirs: Vec<(String, std::path::PathBuf)>,
     /// Images by repository: their tags (to manifest digests) and the image.
     images: HashMap<String, (HashMap<String, String>, Image)>,
+    /// POST handlers by path prefix: given the rest of the path and the body, the answer
+    /// (JSON) or why not (a 400 with that text).
+    posts: Vec<(String, Handler)>,
 }
+
+type Handler = Arc<dyn Fn(&str, &[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
 
 /// A server running on its own threads for as long as the process lives.
 #[derive(Clone)]
@@ -61,6 +66,12 @@ impl Server {
         c.dirs.push((prefix.to_string(), folder.to_path_buf()));
     }
 
+    /// Answer POSTs under `prefix` (`/kms/`) with `handler`.
+    pub fn post(&self, prefix: &str, handler: Handler) {
+        let mut c = self.content.lock().expect("content");
+        c.posts.push((prefix.to_string(), handler));
+    }
+
     /// Serve `image` as `<repository>:<tag>` (the registry's host is this server's).
     pub fn image(&self, repository: &str, tag: &str, image: Image) {
         let digest = oci::sha256(&image.manifest);
@@ -79,19 +90,47 @@ fn answer(conn: TcpStream, content: &Mutex<Content>) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    // The headers are not needed: read up to the blank line.
+    // Of the headers only the body's length is needed.
     let mut h = String::new();
+    let mut length = 0usize;
     while reader.read_line(&mut h)? > 2 {
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
         h.clear();
     }
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut out = std::io::BufWriter::new(conn);
+    if method == "POST" {
+        let handler = content
+            .lock()
+            .expect("content")
+            .posts
+            .iter()
+            .find_map(|(prefix, h)| Some((path.strip_prefix(prefix.as_str())?, h.clone())));
+        let mut body = vec![0u8; length.min(1 << 20)];
+        std::io::Read::read_exact(&mut reader, &mut body)?;
+        let (status, kind, reply) = match handler.map(|(rest, h)| h(rest, &body)) {
+            Some(Ok(r)) => ("200 OK", "application/json", r),
+            Some(Err(e)) => ("400 Bad Request", "text/plain", e.into_bytes()),
+            None => ("404 Not Found", "text/plain", Vec::new()),
+        };
+        write!(
+            out,
+            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            reply.len()
+        )?;
+        out.write_all(&reply)?;
+        return out.flush();
+    }
     let found = if method == "GET" || method == "HEAD" {
         lookup(content, path)
     } else {
         None
     };
-    let mut out = std::io::BufWriter::new(conn);
     match found {
         Some((kind, digest, body)) => {
             write!(

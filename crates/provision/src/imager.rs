@@ -184,6 +184,14 @@ pub const EARLY_MODULES: &[&str] = &[
     "sd_mod",
     "nvme",
     "xfs",
+    // Encrypted STATE and EPHEMERAL (LUKS2, AES-XTS; cryptsetup reads key slots through the
+    // kernel's crypto API). No modprobe asks for them later.
+    "dm_mod",
+    "dm_crypt",
+    "ecb",
+    "xts",
+    "algif_skcipher",
+    "algif_hash",
 ];
 /// Modules the node loads from its root filesystem.
 pub const NODE_MODULES: &[&str] = &[
@@ -199,7 +207,6 @@ pub const NODE_MODULES: &[&str] = &[
     "bridge",
     "veth",
     "nf_tables",
-    "dm_crypt",
     "wireguard",
     "ext4",
     "xfs",
@@ -217,6 +224,8 @@ pub const PROGRAMS: &[&str] = &[
     "/usr/sbin/mkfs.ext4",
     "/usr/sbin/mkfs.vfat",
     "/usr/bin/extlinux",
+    // Encrypted partitions.
+    "/usr/sbin/cryptsetup",
 ];
 /// Data files the root filesystem holds at the same paths.
 pub const DATA: &[&str] = &[disk::GPT_MBR];
@@ -278,7 +287,7 @@ pub fn boot_assets(machined: &Path, release: &str, out: &Path) -> Result<BootAss
     for program in PROGRAMS {
         if !Path::new(program).exists() {
             return Err(format!(
-                "{program} is missing (Debian: etcd-server, etcd-client, containerd, runc, xfsprogs, e2fsprogs, dosfstools, extlinux)"
+                "{program} is missing (Debian: etcd-server, etcd-client, containerd, runc, xfsprogs, e2fsprogs, dosfstools, extlinux, cryptsetup-bin)"
             ));
         }
         copy_into(&stage, program, program)?;

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod imager;
+pub mod kms;
 mod net;
 pub mod qemu;
 

@@ -61,6 +61,46 @@ impl Settings {
     }
 }
 
+/// The config patch that encrypts the machines' STATE and/or EPHEMERAL (LUKS2) with a key of
+/// each of `types`, in slots 0, 1, ...: `uuid` (derived from the machine's UUID) or `kms`
+/// (sealed by the cluster's key service on the gateway).
+pub fn encryption_patch(
+    gateway: Ipv4Addr,
+    state: bool,
+    ephemeral: bool,
+    types: &[String],
+) -> Result<Option<String>> {
+    if !state && !ephemeral {
+        return Ok(None);
+    }
+    let mut keys = String::new();
+    for (slot, t) in types.iter().enumerate() {
+        match t.as_str() {
+            "uuid" => keys.push_str(&format!("        - slot: {slot}\n          nodeID: {{}}\n")),
+            "kms" => keys.push_str(&format!(
+                "        - slot: {slot}\n          kms:\n            endpoint: http://{gateway}:{HTTP_PORT}/kms\n"
+            )),
+            other => {
+                return Err(format!(
+                    "--disk-encryption-key-types: unknown key type {other:?} (uuid or kms)"
+                ))
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err("--disk-encryption-key-types: at least one key type is needed".into());
+    }
+    let mut patch = "machine:\n  systemDiskEncryption:\n".to_string();
+    for (on, part) in [(state, "state"), (ephemeral, "ephemeral")] {
+        if on {
+            patch.push_str(&format!(
+                "    {part}:\n      provider: luks2\n      keys:\n{keys}"
+            ));
+        }
+    }
+    Ok(Some(patch))
+}
+
 /// The acceleration QEMU gets: KVM when a guest really runs under it (a boot sector that
 /// writes to a debug port, given 3 s), software emulation (TCG) otherwise.
 pub fn probe_accel(dir: &Path) -> &'static str {
@@ -264,6 +304,10 @@ fn qemu_args(cluster: &Cluster, node: &crate::Node, from_disk: bool) -> Result<V
         ),
         "-device",
         "virtio-rng-pci",
+        // The machine's SMBIOS UUID: its own, and the same at every start (nodeID disk
+        // encryption keys are derived from it).
+        "-uuid",
+        &machine_uuid(&cluster.name, &node.name),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -279,6 +323,21 @@ fn qemu_args(cluster: &Cluster, node: &crate::Node, from_disk: bool) -> Result<V
         ]);
     }
     Ok(args)
+}
+
+/// A machine's UUID, made from the cluster's and the node's names (random-looking: version 4
+/// form).
+pub fn machine_uuid(cluster: &str, node: &str) -> String {
+    let hex = oci::sha256(format!("{cluster}/{node}").as_bytes());
+    let h = hex.trim_start_matches("sha256:");
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// The launcher of the machine in `node_dir` (run in the cluster's namespace): start QEMU,
@@ -378,6 +437,11 @@ pub fn serve(cluster_dir: &Path) -> Result<()> {
     let server = crate::http::Server::start(SocketAddr::new(cluster.gateway.into(), HTTP_PORT))
         .map_err(|e| format!("serve on {}:{HTTP_PORT}: {e}", cluster.gateway))?;
     server.dir("/configs/", &cluster.dir.join("configs"));
+    let kms = std::sync::Arc::new(crate::kms::Kms::open(&cluster.dir.join("kms.key"))?);
+    server.post(
+        "/kms/",
+        std::sync::Arc::new(move |op, body| kms.answer(op, body)),
+    );
     eprintln!("cluster-launch: serving on http://{}", server.addr);
     // SAFETY: fd 3 is the listener the provisioner handed over; nothing else owns it.
     let api = unsafe { std::net::TcpListener::from_raw_fd(3) };
@@ -496,6 +560,36 @@ mod tests {
         );
         let installed = qemu_args(&c, node, true).unwrap().join(" ");
         assert!(!installed.contains("-kernel") && !installed.contains("talos.config"));
+    }
+
+    #[test]
+    fn the_encryption_patch_gives_each_partition_the_key_types_asked_for() {
+        let gw = Ipv4Addr::new(10, 5, 0, 1);
+        assert!(encryption_patch(gw, false, false, &["uuid".into()])
+            .unwrap()
+            .is_none());
+        let p = encryption_patch(gw, false, true, &["uuid".into(), "kms".into()])
+            .unwrap()
+            .unwrap();
+        let cfg = machinery::config::Config::parse(&format!("version: v1alpha1\n{p}")).unwrap();
+        assert!(cfg.pointer("/machine/systemDiskEncryption/state").is_none());
+        let keys = cfg
+            .pointer("/machine/systemDiskEncryption/ephemeral/keys")
+            .unwrap();
+        assert_eq!(keys[0]["slot"], 0);
+        assert!(keys[0]["nodeID"].is_object());
+        assert_eq!(keys[1]["kms"]["endpoint"], "http://10.5.0.1:8080/kms");
+        let err = encryption_patch(gw, true, false, &["tpm".into()]).unwrap_err();
+        assert!(err.contains("unknown key type \"tpm\""), "{err}");
+    }
+
+    #[test]
+    fn machines_get_distinct_uuids_with_entropy() {
+        let a = machine_uuid("c", "c-controlplane-1");
+        assert_eq!(a, machine_uuid("c", "c-controlplane-1"));
+        assert_ne!(a, machine_uuid("c", "c-worker-1"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
     }
 
     #[test]

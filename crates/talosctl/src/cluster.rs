@@ -91,6 +91,16 @@ pub struct CreateArgs {
     /// --vmlinuz-path and --initrd-path and serves it under this name.
     #[arg(long, default_value = concat!("talos.local/installer:v", env!("CARGO_PKG_VERSION")))]
     install_image: String,
+    /// QEMU: encrypt the machines' STATE partition (LUKS2).
+    #[arg(long)]
+    encrypt_state: bool,
+    /// QEMU: encrypt the machines' EPHEMERAL partition (LUKS2).
+    #[arg(long)]
+    encrypt_ephemeral: bool,
+    /// QEMU: the keys of encrypted partitions, one slot each: uuid (derived from the machine's
+    /// UUID), kms (sealed by the cluster's key service on the gateway).
+    #[arg(long, value_delimiter = ',', default_value = "uuid")]
+    disk_encryption_key_types: Vec<String>,
     /// Number of control plane nodes.
     #[arg(long, default_value_t = 1)]
     controlplanes: usize,
@@ -395,6 +405,11 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     let gateway = cidr.hosts().next().expect("checked size");
     p.done();
     let qemu = match a.provisioner {
+        Provisioner::Container if a.encrypt_state || a.encrypt_ephemeral => {
+            return Err(Error::msg(
+                "disk encryption needs machines with disks: --provisioner qemu",
+            ))
+        }
         Provisioner::Container => None,
         Provisioner::Qemu => {
             let p = Phase::start("checking the boot assets and whether KVM works");
@@ -432,6 +447,16 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
             // A machine installs itself to its disk from the provisioner's installer.
             let install = q.install_patch(gateway).map_err(Error::msg)?;
             cfg = apply(cfg, &[Patch::parse(&install)?])?;
+            if let Some(p) = provision::qemu::encryption_patch(
+                gateway,
+                a.encrypt_state,
+                a.encrypt_ephemeral,
+                &a.disk_encryption_key_types,
+            )
+            .map_err(Error::msg)?
+            {
+                cfg = apply(cfg, &[Patch::parse(&p)?])?;
+            }
         }
         apply(apply(cfg, &common)?, &load_patches(extra)?)
     };

@@ -420,6 +420,13 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         "15m",
         "--config-patch",
         &format!("@{}", mirror.display()),
+        // STATE and EPHEMERAL encrypted, each with a key sealed by the cluster's key service
+        // (tried first: EPHEMERAL waits for the network to unseal it) and one derived from
+        // the machine's UUID (what opens STATE before the network is up).
+        "--encrypt-state",
+        "--encrypt-ephemeral",
+        "--disk-encryption-key-types",
+        "kms,uuid",
     ]);
     let (shown, phases) = (
         String::from_utf8_lossy(&out.stdout),
@@ -472,10 +479,23 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         "{cmdline}"
     );
     let mounts = on_worker(&["read", "/proc/mounts"]);
-    assert!(mounts.contains("/dev/vda5 /system/state xfs"), "{mounts}");
-    assert!(mounts.contains("/dev/vda6 /var xfs"), "{mounts}");
+    assert!(
+        mounts.contains("/dev/mapper/luks2-STATE /system/state xfs"),
+        "{mounts}"
+    );
+    assert!(
+        mounts.contains("/dev/mapper/luks2-EPHEMERAL /var xfs"),
+        "{mounts}"
+    );
     let boots = |node: &str| c.console(node).matches("Linux version").count();
     assert_eq!(boots(&worker), 2, "a first boot and one from the disk");
+    let console = c.console(&worker);
+    assert!(
+        console.contains("boot: EPHEMERAL is empty: encrypting it (LUKS2)"),
+        "{console}"
+    );
+
+    disk_encryption(&dir);
 
     // A reboot restarts the machine (its launcher starts QEMU again); it comes back from its
     // disk with its config.
@@ -492,6 +512,12 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
                     .any(|w| w == worker.as_bytes())
         },
     );
+
+    // Both partitions open with the static key alone now: STATE through META, EPHEMERAL
+    // through the config.
+    for label in ["STATE", "EPHEMERAL"] {
+        assert_eq!(key_slots(&dir, label), vec![(2, "static".to_string())]);
+    }
 
     upgrades_and_rollbacks(&c, &dir, &worker);
 
@@ -560,6 +586,96 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
     assert!(!c.state().join(&c.name).exists());
 }
 
+/// `talosctl patch mc` of the worker (10.5.0.3) with `patches` in order, without a reboot.
+fn patch_worker(dir: &Path, patches: &[&str]) -> Output {
+    let mut args = vec!["patch", "mc", "-n", "10.5.0.3", "--mode", "no-reboot"];
+    for p in patches {
+        args.extend(["-p", p]);
+    }
+    talosctl(dir, &args)
+}
+
+/// The key slots of the worker's partition `label` (VolumeStatus), each with its kind; the
+/// partition must be encrypted and mounted.
+fn key_slots(dir: &Path, label: &str) -> Vec<(u64, String)> {
+    let out = ok(
+        dir,
+        &["get", "volumestatus", label, "-n", "10.5.0.3", "-o", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let spec = &v["spec"];
+    assert_eq!(spec["encryptionProvider"], "luks2", "{out}");
+    assert_eq!(spec["phase"], "ready", "{out}");
+    spec["encryptionKeySlots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["slot"].as_u64().unwrap(),
+                k["type"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+/// The worker's disk encryption: both partitions with a kms and a nodeID key; keys rotated
+/// to a static key in two applies (a one-step rotation that keeps no key is refused).
+fn disk_encryption(dir: &Path) {
+    for label in ["STATE", "EPHEMERAL"] {
+        assert_eq!(
+            key_slots(dir, label),
+            vec![(0, "kms".to_string()), (1, "nodeID".to_string())]
+        );
+    }
+    let table = ok(dir, &["get", "vs", "-n", "10.5.0.3"]);
+    assert!(
+        table.contains("TYPE") && table.contains("PHASE") && table.contains("/dev/vda6"),
+        "{table}"
+    );
+    // The whole section is replaced: the old one deleted, the new one merged in (JSON 6902
+    // patches do not apply to multi-document configs).
+    let patch = |keys: &str| {
+        let section = format!(
+            r#"{{"machine":{{"systemDiskEncryption":{{"state":{{"provider":"luks2","keys":{keys}}},"ephemeral":{{"provider":"luks2","keys":{keys}}}}}}}}}"#
+        );
+        patch_worker(
+            dir,
+            &[
+                r#"{"machine":{"systemDiskEncryption":{"$patch":"delete"}}}"#,
+                &section,
+            ],
+        )
+    };
+    // A one-step rotation would leave nothing to open the partitions with: refused.
+    let out = patch(r#"[{"slot":2,"static":{"passphrase":"rotated"}}]"#);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("leaves no key as it was"), "{err}");
+    // Two steps: the new key beside the old ones, then the old ones removed.
+    let out = patch(
+        r#"[{"slot":0,"kms":{"endpoint":"http://10.5.0.1:8080/kms"}},{"slot":1,"nodeID":{}},{"slot":2,"static":{"passphrase":"rotated"}}]"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for label in ["STATE", "EPHEMERAL"] {
+        let slots: Vec<u64> = key_slots(dir, label).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(slots, vec![0, 1, 2]);
+    }
+    let out = patch(r#"[{"slot":2,"static":{"passphrase":"rotated"}}]"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for label in ["STATE", "EPHEMERAL"] {
+        assert_eq!(key_slots(dir, label), vec![(2, "static".to_string())]);
+    }
+}
+
 /// The port of the test's registry on the QEMU cluster's gateway.
 const REGISTRY_PORT: u16 = 5001;
 
@@ -618,18 +734,11 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         let patch = format!(
             "machine:\n  install:\n    extensions:\n      - image: registry.test/talos/{name}:1\n"
         );
-        ok(
-            dir,
-            &[
-                "patch",
-                "mc",
-                "-n",
-                "10.5.0.3",
-                "--mode",
-                "no-reboot",
-                "--patch",
-                &patch,
-            ],
+        let out = patch_worker(dir, &[&patch]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     };
     let upgrade = |node: &str, tag: &str, more: &[&str]| {

@@ -45,6 +45,8 @@ const LIVE_PATHS: &[&str] = &[
     "/machine/features/hostDNS",
     "/machine/features/imageCache",
     "/machine/features/nodeAddressSortAlgorithm",
+    // Key slots are changed on the partitions at once; the rest applies when one is formatted.
+    "/machine/systemDiskEncryption",
 ];
 
 fn remove(v: &mut Value, ptr: &str) {
@@ -197,7 +199,7 @@ impl Applier {
             )));
         }
         if self.maintenance {
-            return self.leave_maintenance(&new, r.dry_run, warnings);
+            return self.leave_maintenance(&new, r.dry_run, warnings).await;
         }
         let old = self.node.active_config().map_err(Status::internal)?;
         let needs_reboot = reboot_fields(&old, &new);
@@ -240,6 +242,21 @@ impl Applier {
             }
         };
         let tried = mode == Mode::Try && used == Mode::Reboot;
+        // Disk encryption keys are changed on the partitions themselves, at once.
+        let keys_change = crate::metal::installed()
+            && [disk::STATE, disk::EPHEMERAL].iter().any(|l| {
+                crate::volumes::configured(&old, l) != crate::volumes::configured(&new, l)
+            });
+        if keys_change && used != Mode::Staged {
+            if mode == Mode::Try {
+                return Err(Status::failed_precondition(
+                    "disk encryption changes cannot be tried: apply them with --mode=auto",
+                ));
+            }
+            crate::volumes::check(&old, &new).map_err(|e| {
+                Status::invalid_argument(format!("the machine config is invalid:\n{e}"))
+            })?;
+        }
         if r.dry_run {
             let diff = unified_diff(&old.encode_canonical(), &new.encode_canonical());
             return Ok(reply(
@@ -251,6 +268,17 @@ impl Applier {
             ));
         }
         tracing::info!(mode = ?used, "apply config request");
+        if keys_change && matches!(used, Mode::NoReboot | Mode::Reboot) {
+            let (o, n) = (old.clone(), new.clone());
+            let done = tokio::task::spawn_blocking(move || crate::volumes::sync_all(&o, &n))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|e| Status::failed_precondition(format!("disk encryption: {e}")))?;
+            for d in done {
+                tracing::info!("disk encryption: {d}");
+            }
+            crate::volumes::publish(&self.node.state, Some(&new)).await;
+        }
         match used {
             Mode::NoReboot => {
                 self.node.persist(&new).map_err(Status::internal)?;
@@ -297,7 +325,7 @@ impl Applier {
 impl Applier {
     /// In maintenance mode a valid config is persisted and booted (machined starts again with
     /// it, in the same process).
-    fn leave_maintenance(
+    async fn leave_maintenance(
         &self,
         new: &Config,
         dry_run: bool,
@@ -312,6 +340,14 @@ impl Applier {
             ));
         }
         if self.node.state_file.is_some() {
+            if crate::metal::installed() {
+                // STATE was wiped: it is encrypted now if the config asks.
+                let c = new.clone();
+                tokio::task::spawn_blocking(move || crate::volumes::encrypt_state(&c))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|e| Status::internal(format!("disk encryption: {e}")))?;
+            }
             self.node.persist(new).map_err(Status::internal)?;
         } else {
             *self.node.handover.lock().expect("handover") = Some(new.encode());

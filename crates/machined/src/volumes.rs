@@ -1,0 +1,847 @@
+//! The system disk's volumes STATE and EPHEMERAL on an installed machine: opened with the keys
+//! of `machine.systemDiskEncryption` (LUKS2) or used as they are, formatted (and encrypted, as
+//! configured) when empty, their key slots kept in line with the config on every apply, and
+//! their state published as `VolumeStatus` resources.
+//!
+//! STATE is opened before anything else, so its encryption is also kept in META (the config
+//! on STATE is the one that counts: META follows it). Key kinds: `static` (a passphrase),
+//! `nodeID` (derived from the machine's UUID and the partition's label), `kms` (a random key
+//! sealed by a key service over HTTP, the sealed key kept in a LUKS2 token; see the README for
+//! the protocol).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use disk::luks;
+use machinery::config::Config;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::metal::console;
+
+pub const VOLUME_STATUS: &str = "VolumeStatuses.block.talos.dev";
+
+/// A partition's encryption, as the config has it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub keys: Vec<Key>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Key {
+    #[serde(default)]
+    pub slot: u32,
+    #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<StaticKey>,
+    #[serde(rename = "nodeID", default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_to_state: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StaticKey {
+    #[serde(default)]
+    pub passphrase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct KmsKey {
+    #[serde(default)]
+    pub endpoint: String,
+}
+
+/// The LUKS2 token a `kms` key keeps its sealed key in.
+const KMS_TOKEN: &str = "talos-kms";
+
+impl Key {
+    pub fn kind(&self) -> &'static str {
+        if self.passphrase.is_some() {
+            "static"
+        } else if self.node_id.is_some() {
+            "nodeID"
+        } else if self.kms.is_some() {
+            "kms"
+        } else {
+            "tpm"
+        }
+    }
+
+    /// How the key slot derives its key: a passphrase is stretched (Argon2id); nodeID and kms
+    /// keys are 256 random-looking bits already, so one quick PBKDF2 pass will do (and a
+    /// small machine opens its partitions without a second's wait each).
+    fn kdf(&self) -> Vec<String> {
+        if self.passphrase.is_some() {
+            return luks::default_kdf();
+        }
+        ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn describe(&self) -> String {
+        format!("slot {} ({})", self.slot, self.kind())
+    }
+
+    /// This key's secret for `label`; a `kms` key unseals the key its slot's token keeps.
+    fn secret(&self, label: &str, header: &luks::Header) -> Result<Vec<u8>, String> {
+        if let Some(s) = &self.passphrase {
+            return Ok(s.passphrase.as_bytes().to_vec());
+        }
+        if self.node_id.is_some() {
+            return node_id_key(&node_uuid()?, label);
+        }
+        if let Some(k) = &self.kms {
+            let token = header
+                .token(KMS_TOKEN, self.slot)
+                .ok_or_else(|| format!("slot {} has no sealed key to unseal", self.slot))?;
+            let sealed = token["sealed"].as_str().unwrap_or_default();
+            return kms_call(&k.endpoint, "unseal", sealed).and_then(|k| decode(&k));
+        }
+        Err(TPM_UNSUPPORTED.into())
+    }
+
+    /// A new secret for this key, and the token to keep with its slot.
+    fn enroll(&self, label: &str) -> Result<(Vec<u8>, Option<Value>), String> {
+        let Some(k) = &self.kms else {
+            return self
+                .secret(label, &luks::Header::default())
+                .map(|s| (s, None));
+        };
+        let mut raw = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut raw);
+        let key = b64(&raw).into_bytes();
+        let sealed = kms_call(&k.endpoint, "seal", &b64(&key))?;
+        let token =
+            serde_json::json!({"type": KMS_TOKEN, "endpoint": k.endpoint, "sealed": sealed});
+        Ok((key, Some(token)))
+    }
+}
+
+const TPM_UNSUPPORTED: &str =
+    "tpm keys are not supported by this system yet: use nodeID, static or kms keys";
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn decode(text: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64: {e}"))
+}
+
+/// The machine's UUID (SMBIOS), lower case.
+pub fn node_uuid() -> Result<String, String> {
+    std::fs::read_to_string("/sys/class/dmi/id/product_uuid")
+        .map(|u| u.trim().to_lowercase())
+        .map_err(|e| format!("the machine's UUID (/sys/class/dmi/id/product_uuid): {e}"))
+}
+
+/// Bits of entropy per hex digit of a UUID (Shannon).
+fn entropy(uuid: &str) -> f64 {
+    let digits: Vec<char> = uuid.chars().filter(char::is_ascii_hexdigit).collect();
+    let n = digits.len() as f64;
+    let mut counts = std::collections::HashMap::new();
+    for c in &digits {
+        *counts.entry(c.to_ascii_lowercase()).or_insert(0usize) += 1;
+    }
+    counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// The `nodeID` key of partition `label`: SHA-256 of the machine's UUID and the label (hex),
+/// refused for a UUID made up of few digits (all zeros, a repeated pattern).
+fn node_id_key(uuid: &str, label: &str) -> Result<Vec<u8>, String> {
+    if entropy(uuid) < 3.0 {
+        return Err(format!(
+            "the machine's UUID {uuid} has too little entropy to derive a key from (nodeID keys need a random UUID)"
+        ));
+    }
+    let digest = oci::sha256(format!("{uuid}{label}").as_bytes());
+    Ok(digest.trim_start_matches("sha256:").as_bytes().to_vec())
+}
+
+/// One call of the key service: `POST <endpoint>/<op>` with `{"nodeUUID", "data"}` (base64),
+/// answered with `{"data"}`.
+fn kms_call(endpoint: &str, op: &str, data: &str) -> Result<String, String> {
+    let url = format!("{}/{op}", endpoint.trim_end_matches('/'));
+    let body = serde_json::json!({"nodeUUID": node_uuid()?, "data": data}).to_string();
+    let reply = ureq::post(&url)
+        .timeout(Duration::from_secs(10))
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+        .map_err(|e| match e {
+            ureq::Error::Status(code, r) => format!(
+                "{url}: {code} {}",
+                r.into_string().unwrap_or_default().trim()
+            ),
+            // The transport error names the URL already.
+            e => e.to_string(),
+        })?
+        .into_string()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let v: Value = serde_json::from_str(&reply).map_err(|e| format!("{url}: {e}"))?;
+    v["data"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{url}: the answer has no data"))
+}
+
+/// The encryption the config gives partition `label` (`STATE` or `EPHEMERAL`).
+pub fn configured(config: &Config, label: &str) -> Option<Encryption> {
+    let v = config.pointer(&format!(
+        "/machine/systemDiskEncryption/{}",
+        label.to_lowercase()
+    ))?;
+    serde_json::from_value(v.clone()).ok()
+}
+
+fn options(enc: &Encryption) -> luks::Options {
+    luks::Options {
+        cipher: enc.cipher.clone().filter(|c| !c.is_empty()),
+        key_size: enc.key_size.filter(|k| *k > 0),
+        sector_size: enc.block_size.filter(|b| *b > 0),
+        ..luks::Options::default()
+    }
+}
+
+/// The name of a partition's open mapping.
+pub fn mapping(label: &str) -> String {
+    format!("luks2-{label}")
+}
+
+/// Encrypt `dev` with every key of `enc`; the first key's secret.
+fn encrypt(dev: &Path, label: &str, enc: &Encryption) -> Result<Vec<u8>, String> {
+    if enc.keys.is_empty() {
+        return Err(format!("{label}: an encryption config needs keys"));
+    }
+    let mut first: Option<Vec<u8>> = None;
+    for key in &enc.keys {
+        let opts = luks::Options {
+            kdf: key.kdf(),
+            ..options(enc)
+        };
+        let (secret, token) = key
+            .enroll(label)
+            .map_err(|e| format!("{label} {}: {e}", key.describe()))?;
+        match &first {
+            None => luks::format(dev, label, &opts, key.slot, &secret)?,
+            Some(f) => luks::add_key(dev, &key.kdf(), f, key.slot, &secret)?,
+        }
+        if let Some(t) = token {
+            luks::set_token(dev, key.slot, &t)?;
+        }
+        first.get_or_insert(secret);
+    }
+    Ok(first.unwrap_or_default())
+}
+
+/// Open the encrypted `dev` with the first key of `enc` that opens it.
+fn open(dev: &Path, label: &str, enc: &Encryption) -> Result<PathBuf, String> {
+    if let Some(m) = luks::mapped(&mapping(label)) {
+        return Ok(m);
+    }
+    let header = luks::dump(dev)?;
+    let mut why = Vec::new();
+    for key in &enc.keys {
+        if !header.slots.contains(&key.slot) {
+            why.push(format!("{}: no such key slot", key.describe()));
+            continue;
+        }
+        match key.secret(label, &header) {
+            Ok(s) => match luks::open(dev, &mapping(label), Some(key.slot), &s, &enc.options) {
+                Ok(m) => return Ok(m),
+                Err(e) => why.push(format!("{}: {e}", key.describe())),
+            },
+            Err(e) => why.push(format!("{}: {e}", key.describe())),
+        }
+    }
+    Err(format!(
+        "{label} is encrypted and no key of its config opens it: {}",
+        why.join("; ")
+    ))
+}
+
+/// A key of `enc` that opens slot its own slot of `dev`: its secret.
+fn authorising(dev: &Path, label: &str, keys: &[&Key]) -> Result<Vec<u8>, String> {
+    let header = luks::dump(dev)?;
+    let mut why = Vec::new();
+    for key in keys {
+        match key.secret(label, &header) {
+            Ok(s) if luks::test_key(dev, Some(key.slot), &s) => return Ok(s),
+            Ok(_) => why.push(format!("{}: does not open its slot", key.describe())),
+            Err(e) => why.push(format!("{}: {e}", key.describe())),
+        }
+    }
+    Err(format!(
+        "{label}: none of the keys kept by the change opens the partition: {}",
+        why.join("; ")
+    ))
+}
+
+/// Make `dev` (partition `label`) ready to mount: opened when encrypted, formatted (and
+/// encrypted when `enc` says so) when empty. The device to mount.
+pub fn prepare(dev: &Path, label: &str, enc: Option<&Encryption>) -> Result<PathBuf, String> {
+    let (_, part) = disk::part(label).ok_or_else(|| format!("{label}: not a partition"))?;
+    match disk::content(dev)? {
+        disk::Content::Luks => {
+            let enc = enc.ok_or_else(|| {
+                format!("{label} is encrypted, but there is no encryption config to open it with")
+            })?;
+            open(dev, label, enc)
+        }
+        disk::Content::Empty => match enc {
+            Some(enc) => {
+                console(&format!("boot: {label} is empty: encrypting it (LUKS2)"));
+                let key = encrypt(dev, label, enc)?;
+                let mapped = luks::open(dev, &mapping(label), None, &key, &enc.options)?;
+                disk::format(&mapped, &part)?;
+                Ok(mapped)
+            }
+            None => {
+                console(&format!("boot: {label} is empty: formatting it"));
+                disk::format(dev, &part)?;
+                Ok(dev.to_path_buf())
+            }
+        },
+        disk::Content::Xfs => {
+            if enc.is_some() {
+                console(&format!(
+                    "boot: {label} is not encrypted; its encryption config takes effect when it is wiped (talosctl reset --system-labels-to-wipe {label})"
+                ));
+            }
+            Ok(dev.to_path_buf())
+        }
+        disk::Content::Other => Err(format!(
+            "{label} ({}) holds neither XFS nor LUKS2; wipe it with talosctl reset --system-labels-to-wipe {label}",
+            dev.display()
+        )),
+    }
+}
+
+/// Make `dev` empty again (closing its mapping first).
+pub fn erase(dev: &Path, label: &str) -> Result<(), String> {
+    if luks::mapped(&mapping(label)).is_some() {
+        luks::close(&mapping(label))?;
+    }
+    disk::erase(dev)
+}
+
+/// The keys `old` and `new` share (same slot, same key).
+fn unchanged<'a>(old: &Encryption, new: &'a Encryption) -> Vec<&'a Key> {
+    new.keys.iter().filter(|k| old.keys.contains(k)).collect()
+}
+
+/// Whether the encryption change from `old` to `new` can be applied to the partitions: every
+/// change of keys must keep one key as it was (it opens the partition to change the others).
+pub fn check(old: &Config, new: &Config) -> Result<(), String> {
+    for label in [disk::STATE, disk::EPHEMERAL] {
+        let path = format!("machine.systemDiskEncryption.{}", label.to_lowercase());
+        match (configured(old, label), configured(new, label)) {
+            (Some(o), Some(n)) if o.keys != n.keys && unchanged(&o, &n).is_empty() => {
+                return Err(format!(
+                    "{path}.keys: the change leaves no key as it was, so nothing could open {label} to change its key slots; rotate keys in two applies (add the new keys, then remove the old ones)"
+                ))
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "{path}: {label} stays encrypted without its keys; to stop encrypting it, apply the config with --mode=staged and wipe it (talosctl reset --system-labels-to-wipe {label})"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Bring the key slots of the encrypted `dev` in line with `new`: new and changed keys are
+/// enrolled, slots the config no longer has are removed. What was done.
+fn sync(
+    dev: &Path,
+    label: &str,
+    old: &Encryption,
+    new: &Encryption,
+) -> Result<Vec<String>, String> {
+    let kept = unchanged(old, new);
+    if kept.is_empty() {
+        return Err(format!("{label}: no key is kept by the change"));
+    }
+    let auth = authorising(dev, label, &kept)?;
+    let header = luks::dump(dev)?;
+    let mut done = Vec::new();
+    for key in &new.keys {
+        if kept.contains(&key) && header.slots.contains(&key.slot) {
+            continue;
+        }
+        if header.slots.contains(&key.slot) {
+            luks::kill_slot(dev, key.slot, &auth)?;
+        }
+        let (secret, token) = key
+            .enroll(label)
+            .map_err(|e| format!("{label} {}: {e}", key.describe()))?;
+        luks::add_key(dev, &key.kdf(), &auth, key.slot, &secret)?;
+        if let Some(t) = token {
+            luks::set_token(dev, key.slot, &t)?;
+        }
+        done.push(format!("{label}: {} enrolled", key.describe()));
+    }
+    for slot in header.slots {
+        if !new.keys.iter().any(|k| k.slot == slot) {
+            luks::kill_slot(dev, slot, &auth)?;
+            done.push(format!("{label}: slot {slot} removed"));
+        }
+    }
+    luks::prune_tokens(dev)?;
+    Ok(done)
+}
+
+/// Keep STATE's encryption in META (or none).
+fn remember_state(enc: Option<&Encryption>) -> Result<(), String> {
+    let meta = disk::find(disk::META).ok_or("the META partition is missing")?;
+    remember_state_at(&meta, enc)
+}
+
+/// Keep STATE's encryption in the META partition `meta`.
+pub fn remember_state_at(meta: &Path, enc: Option<&Encryption>) -> Result<(), String> {
+    let json = enc.map(|e| serde_json::to_string(e).expect("json"));
+    disk::meta::set(meta, disk::meta::STATE_ENCRYPTION, json.as_deref())
+}
+
+/// STATE's encryption as META keeps it.
+pub fn state_encryption_in_meta() -> Option<Encryption> {
+    let meta = disk::find(disk::META)?;
+    let values = disk::meta::read(&meta).ok()?;
+    serde_json::from_str(values.get(disk::meta::STATE_ENCRYPTION)?).ok()
+}
+
+/// Apply the encryption change from `old` to `new` to the encrypted partitions of this
+/// installed machine (partitions not encrypted yet take the config when next formatted).
+pub fn sync_all(old: &Config, new: &Config) -> Result<Vec<String>, String> {
+    let mut done = Vec::new();
+    for label in [disk::STATE, disk::EPHEMERAL] {
+        let (o, n) = (configured(old, label), configured(new, label));
+        if o == n {
+            continue;
+        }
+        let Some(dev) = disk::find(label) else {
+            continue;
+        };
+        if let (Some(o), Some(n)) = (&o, &n) {
+            if disk::content(&dev)? == disk::Content::Luks {
+                done.extend(sync(&dev, label, o, n)?);
+            }
+        }
+        if label == disk::STATE {
+            remember_state(n.as_ref())?;
+        }
+    }
+    Ok(done)
+}
+
+/// META follows the config's STATE encryption (the config is preferred).
+pub fn remember_config(config: &Config) -> Result<(), String> {
+    let enc = configured(config, disk::STATE);
+    if state_encryption_in_meta() != enc {
+        remember_state(enc.as_ref())?;
+    }
+    Ok(())
+}
+
+/// On a machine that applies its first config in maintenance mode after STATE was wiped:
+/// encrypt STATE as the config asks (it is empty), and mount it again. Nothing to do when the
+/// config does not encrypt STATE or STATE is encrypted already.
+pub fn encrypt_state(config: &Config) -> Result<(), String> {
+    let Some(enc) = configured(config, disk::STATE) else {
+        return Ok(());
+    };
+    let dev = disk::find(disk::STATE).ok_or("the STATE partition is missing")?;
+    if disk::content(&dev)? == disk::Content::Luks {
+        return Ok(());
+    }
+    let at = crate::container::STATE_DIR;
+    nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("unmount {at}: {e}"))?;
+    disk::erase(&dev)?;
+    let mapped = prepare(&dev, disk::STATE, Some(&enc))?;
+    crate::metal::mount_xfs(&mapped, at)?;
+    remember_state(Some(&enc))
+}
+
+/// What a volume's status says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatusSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub phase: String,
+    pub location: String,
+    pub mount_location: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub mount_point: String,
+    pub filesystem: String,
+    pub size: u64,
+    pub pretty_size: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_provider: Option<String>,
+    /// The key slots in use and the kind of key in each (as the config has it).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub encryption_key_slots: Vec<KeySlot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeySlot {
+    pub slot: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+fn pretty(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() == 0.0 || u == 0 {
+        format!("{v:.0} {}", units[u])
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Where each mounted device is mounted.
+fn mounts() -> Vec<(String, String)> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let at = l.split(' ').nth(4)?;
+            let src = l.split(" - ").nth(1)?.split(' ').nth(1)?;
+            Some((src.to_string(), at.to_string()))
+        })
+        .collect()
+}
+
+/// The status of the system disk's volumes (none on a machine that is not installed).
+pub fn statuses(config: Option<&Config>) -> Vec<(String, VolumeStatusSpec)> {
+    let mounts = mounts();
+    let mut out = Vec::new();
+    for label in [disk::META, disk::STATE, disk::EPHEMERAL] {
+        let Some(dev) = disk::find(label) else {
+            continue;
+        };
+        let name = dev
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let size = std::fs::read_to_string(format!("/sys/class/block/{name}/size"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 512;
+        let content = disk::content(&dev).unwrap_or(disk::Content::Other);
+        let mapped = (content == disk::Content::Luks)
+            .then(|| luks::mapped(&mapping(label)))
+            .flatten();
+        let mount_location = mapped.clone().unwrap_or_else(|| dev.clone());
+        let mount_point = mounts
+            .iter()
+            .find(|(src, _)| Path::new(src) == mount_location)
+            .map(|(_, at)| at.clone())
+            .unwrap_or_default();
+        let mut slots = Vec::new();
+        if content == disk::Content::Luks {
+            let enc = config.and_then(|c| configured(c, label));
+            for slot in luks::dump(&dev).map(|h| h.slots).unwrap_or_default() {
+                let kind = enc
+                    .as_ref()
+                    .and_then(|e| e.keys.iter().find(|k| k.slot == slot))
+                    .map(|k| k.kind().to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                slots.push(KeySlot { slot, kind });
+            }
+        }
+        let phase = if label == disk::META || !mount_point.is_empty() {
+            "ready"
+        } else {
+            "waiting"
+        };
+        out.push((
+            label.to_string(),
+            VolumeStatusSpec {
+                kind: "partition".into(),
+                phase: phase.into(),
+                location: dev.display().to_string(),
+                mount_location: mount_location.display().to_string(),
+                mount_point,
+                filesystem: match content {
+                    disk::Content::Xfs | disk::Content::Luks if label != disk::META => "xfs",
+                    _ => "none",
+                }
+                .into(),
+                size,
+                pretty_size: pretty(size),
+                encryption_provider: (content == disk::Content::Luks).then(|| "luks2".into()),
+                encryption_key_slots: slots,
+            },
+        ));
+    }
+    out
+}
+
+/// Publish the volumes' status.
+pub async fn publish(state: &resources::State, config: Option<&Config>) {
+    let config = config.cloned();
+    let statuses = tokio::task::spawn_blocking(move || statuses(config.as_ref()))
+        .await
+        .unwrap_or_default();
+    for (id, spec) in statuses {
+        let ptr = resources::Pointer::new(crate::node::RUNTIME_NS, VOLUME_STATUS, &id);
+        let result = match state.get(&ptr) {
+            Ok(cur) => state.update(cur.with_spec(spec)).map(drop),
+            Err(_) => {
+                let mut r =
+                    resources::Resource::new(crate::node::RUNTIME_NS, VOLUME_STATUS, &id, spec);
+                r.metadata.owner = "machined".into();
+                state.create(r).map(drop)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(volume = %id, error = %e, "volume status");
+        }
+    }
+}
+
+/// Mount EPHEMERAL on `/var` (after a wipe asked for at reset, and formatted or encrypted when
+/// empty) unless it is mounted already. A `kms` key needs the network: tried again until it
+/// opens. Called before any service that uses `/var` starts.
+pub async fn mount_ephemeral(config: Option<Config>) {
+    let Some(dev) = disk::find(disk::EPHEMERAL) else {
+        return;
+    };
+    let at = crate::container::EPHEMERAL_DIR;
+    // The partition itself or its open mapping on /var (the tmpfs under it does not count).
+    let ours = [Some(dev.clone()), luks::mapped(&mapping(disk::EPHEMERAL))];
+    if mounts()
+        .iter()
+        .any(|(src, m)| m == at && ours.contains(&Some(PathBuf::from(src))))
+    {
+        return;
+    }
+    let enc = config.as_ref().and_then(|c| configured(c, disk::EPHEMERAL));
+    if crate::metal::take_wipe(disk::EPHEMERAL) {
+        console(&format!(
+            "boot: wiping {} ({})",
+            disk::EPHEMERAL,
+            dev.display()
+        ));
+        let d = dev.clone();
+        let erased = tokio::task::spawn_blocking(move || erase(&d, disk::EPHEMERAL))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = erased {
+            console(&format!("boot: {e}"));
+        }
+    }
+    if config.is_none() && disk::content(&dev).is_ok_and(|c| c == disk::Content::Luks) {
+        console("boot: EPHEMERAL is encrypted and there is no config to open it with: /var stays in memory");
+        return;
+    }
+    let mut last = String::new();
+    let mut waited = Duration::ZERO;
+    loop {
+        let (d, e) = (dev.clone(), enc.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let mapped = prepare(&d, disk::EPHEMERAL, e.as_ref())?;
+            crate::metal::mount_xfs(&mapped, at)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match result {
+            Ok(()) => {
+                let _ = std::fs::create_dir_all(crate::container::LOG_DIR);
+                if !waited.is_zero() {
+                    console(&format!(
+                        "boot: EPHEMERAL mounted after {} s",
+                        waited.as_secs()
+                    ));
+                }
+                return;
+            }
+            Err(e) => {
+                if e != last {
+                    let e = if e.contains(disk::EPHEMERAL) {
+                        e.clone()
+                    } else {
+                        format!("EPHEMERAL: {e}")
+                    };
+                    console(&format!("boot: {e}; trying again"));
+                    tracing::error!(error = %e, "EPHEMERAL cannot be mounted");
+                    last = e;
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                waited += Duration::from_secs(3);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(keys: &str) -> Config {
+        Config::parse(&format!(
+            "version: v1alpha1\nmachine:\n  type: worker\n  systemDiskEncryption:\n    ephemeral:\n      provider: luks2\n      keys:\n{keys}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_config_gives_each_partition_its_keys() {
+        let c = cfg("        - slot: 0\n          nodeID: {}\n        - slot: 2\n          static:\n            passphrase: p\n        - slot: 3\n          kms:\n            endpoint: http://kms\n");
+        let e = configured(&c, "EPHEMERAL").unwrap();
+        assert_eq!(e.provider, "luks2");
+        let kinds: Vec<_> = e.keys.iter().map(|k| (k.slot, k.kind())).collect();
+        assert_eq!(kinds, vec![(0, "nodeID"), (2, "static"), (3, "kms")]);
+        assert!(configured(&c, "STATE").is_none());
+    }
+
+    #[test]
+    fn a_rotation_must_keep_one_key_as_it_was() {
+        let a = cfg("        - slot: 0\n          nodeID: {}\n");
+        let both = cfg("        - slot: 0\n          nodeID: {}\n        - slot: 1\n          static:\n            passphrase: new\n");
+        let b = cfg("        - slot: 1\n          static:\n            passphrase: new\n");
+        let changed = cfg("        - slot: 0\n          static:\n            passphrase: other\n");
+        assert!(check(&a, &both).is_ok());
+        assert!(check(&both, &b).is_ok());
+        let err = check(&a, &b).unwrap_err();
+        assert!(
+            err.contains(
+                "machine.systemDiskEncryption.ephemeral.keys: the change leaves no key as it was"
+            ),
+            "{err}"
+        );
+        // The same slot with another key is a change, not a kept key.
+        assert!(check(&a, &changed).is_err());
+        let none = Config::parse("version: v1alpha1\nmachine:\n  type: worker\n").unwrap();
+        assert!(check(&a, &none).unwrap_err().contains("--mode=staged"));
+        assert!(check(&none, &a).is_ok());
+    }
+
+    #[test]
+    fn node_id_keys_need_a_random_uuid_and_differ_by_partition() {
+        let uuid = "8c4d1b52-3e7f-4a96-b1d0-5f2a97c6e3b8";
+        let s = node_id_key(uuid, "STATE").unwrap();
+        let e = node_id_key(uuid, "EPHEMERAL").unwrap();
+        assert_ne!(s, e);
+        assert_eq!(s, node_id_key(uuid, "STATE").unwrap());
+        for weak in [
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "deadbeef-dead-beef-dead-beefdeadbeef",
+        ] {
+            let err = node_id_key(weak, "STATE").unwrap_err();
+            assert!(err.contains("too little entropy"), "{err}");
+        }
+    }
+
+    fn statics(keys: &[(u32, &str)]) -> Encryption {
+        Encryption {
+            provider: "luks2".into(),
+            keys: keys
+                .iter()
+                .map(|(slot, p)| Key {
+                    slot: *slot,
+                    passphrase: Some(StaticKey {
+                        passphrase: p.to_string(),
+                    }),
+                    ..Key::default()
+                })
+                .collect(),
+            ..Encryption::default()
+        }
+    }
+
+    #[test]
+    fn key_slots_follow_the_config_authorised_by_a_kept_key() {
+        if std::process::Command::new("cryptsetup")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("cryptsetup is missing (Debian: cryptsetup-bin)");
+            return;
+        }
+        let img = std::env::temp_dir().join(format!("volumes-sync-{}.img", std::process::id()));
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(32 << 20))
+            .unwrap();
+        let label = "EPHEMERAL";
+        let a = statics(&[(0, "a")]);
+        encrypt(&img, label, &a).unwrap();
+        let ab = statics(&[(0, "a"), (1, "b")]);
+        assert_eq!(
+            sync(&img, label, &a, &ab).unwrap(),
+            vec!["EPHEMERAL: slot 1 (static) enrolled"]
+        );
+        assert_eq!(luks::dump(&img).unwrap().slots, vec![0, 1]);
+        // The second step of a rotation drops the old key.
+        let b = statics(&[(1, "b")]);
+        assert_eq!(
+            sync(&img, label, &ab, &b).unwrap(),
+            vec!["EPHEMERAL: slot 0 removed"]
+        );
+        assert!(!luks::test_key(&img, None, b"a"));
+        assert!(luks::test_key(&img, Some(1), b"b"));
+        // A slot whose key changes gets the new key, authorised by the kept one.
+        let bc = statics(&[(1, "b"), (2, "c")]);
+        sync(&img, label, &b, &bc).unwrap();
+        let bc2 = statics(&[(1, "b"), (2, "c2")]);
+        sync(&img, label, &bc, &bc2).unwrap();
+        assert!(luks::test_key(&img, Some(2), b"c2"));
+        assert!(!luks::test_key(&img, Some(2), b"c"));
+        // A kept key that does not open the partition authorises nothing.
+        let wrong = statics(&[(1, "zzz")]);
+        let err = sync(&img, label, &wrong, &statics(&[(1, "zzz"), (3, "d")])).unwrap_err();
+        assert!(
+            err.contains("none of the keys kept by the change opens"),
+            "{err}"
+        );
+        assert_eq!(luks::dump(&img).unwrap().slots, vec![1, 2]);
+        std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(pretty(100 << 20), "100 MiB");
+        assert_eq!(pretty(1536 << 20), "1.5 GiB");
+        assert_eq!(pretty(512), "512 B");
+    }
+}
