@@ -179,6 +179,9 @@ pub const EARLY_MODULES: &[&str] = &[
     "overlay",
     "crc32c_generic",
     "virtio_pci",
+    // Entropy from the host, before anything asks for random bytes (cryptsetup opening STATE
+    // blocks until the kernel's pool is ready, which takes half a minute under emulation).
+    "virtio_rng",
     "virtio_blk",
     "ahci",
     "sd_mod",
@@ -198,8 +201,6 @@ pub const NODE_MODULES: &[&str] = &[
     // What libcrc32c asks the kernel for (a soft dependency: no modprobe to load it later).
     "crc32c_generic",
     "virtio_pci",
-    // Entropy from the host: TLS keys are made at once, not after the kernel's pool fills.
-    "virtio_rng",
     "virtio_net",
     "virtio_blk",
     "virtio_console",

@@ -181,10 +181,7 @@ where
     Box::pin(async move {
         if let [target] = targets.as_slice() {
             let out = proxy::outgoing(req, &roles);
-            let resp = match p.channel(target) {
-                Ok(ch) => ch.oneshot(out).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
+            let resp = p.send(target, out).await;
             return Ok(resp.unwrap_or_else(|e| {
                 tonic::Status::unavailable(format!("{target}: {e}")).into_http()
             }));
@@ -200,10 +197,7 @@ where
                 req.extensions_mut().insert(Roles(roles.clone()));
                 inner.clone().oneshot(req).await.map_err(|e| e.to_string())
             } else {
-                match p.channel(t) {
-                    Ok(ch) => ch.oneshot(req).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                }
+                p.send(t, req).await
             };
             let part = match resp {
                 Ok(r) => proxy::read_reply(r).await,
