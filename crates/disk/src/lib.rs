@@ -10,6 +10,7 @@
 mod cpio;
 pub mod luks;
 pub mod meta;
+pub mod tpm;
 pub use cpio::Cpio;
 
 use std::fs::{File, OpenOptions};

@@ -53,10 +53,10 @@ pub fn default_kdf() -> Vec<String> {
 }
 
 /// A key in a memory file, dropped with this.
-struct KeyFiles(Vec<OwnedFd>);
+pub(crate) struct KeyFiles(Vec<OwnedFd>);
 
 impl KeyFiles {
-    fn new(keys: &[&[u8]]) -> Result<KeyFiles> {
+    pub(crate) fn new(keys: &[&[u8]]) -> Result<KeyFiles> {
         let mut fds = Vec::new();
         for key in keys {
             let fd =
@@ -71,7 +71,7 @@ impl KeyFiles {
     }
 
     /// Hand the keys to `cmd`'s process as descriptors 3, 4, ...; their paths there.
-    fn pass(&self, cmd: &mut Command) -> Vec<String> {
+    pub(crate) fn pass(&self, cmd: &mut Command) -> Vec<String> {
         let raw: Vec<i32> = self.0.iter().map(AsRawFd::as_raw_fd).collect();
         let paths = (0..raw.len())
             .map(|i| format!("/proc/self/fd/{}", 3 + i))

@@ -7,7 +7,8 @@
 //! on STATE is the one that counts: META follows it). Key kinds: `static` (a passphrase),
 //! `nodeID` (derived from the machine's UUID and the partition's label), `kms` (a random key
 //! sealed by a key service over HTTP, the sealed key kept in a LUKS2 token; see the README for
-//! the protocol).
+//! the protocol), `tpm` (a random key sealed by the machine's TPM, bound to PCR 7, kept in a
+//! LUKS2 token: [`disk::tpm`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,7 +53,7 @@ pub struct Key {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms: Option<KmsKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<Value>,
+    pub tpm: Option<TpmKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_to_state: Option<bool>,
 }
@@ -69,8 +70,19 @@ pub struct KmsKey {
     pub endpoint: String,
 }
 
-/// The LUKS2 token a `kms` key keeps its sealed key in.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpmKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_secureboot_status_on_enroll: Option<bool>,
+}
+
+/// The PCR a `tpm` key is bound to: 7, the Secure Boot policy (what upgrades leave alone).
+const TPM_PCRS: &[u32] = &[7];
+
+/// The LUKS2 tokens `kms` and `tpm` keys keep their sealed keys in.
 const KMS_TOKEN: &str = "talos-kms";
+const TPM_TOKEN: &str = "talos-tpm";
 
 impl Key {
     pub fn kind(&self) -> &'static str {
@@ -85,8 +97,8 @@ impl Key {
         }
     }
 
-    /// How the key slot derives its key: a passphrase is stretched (Argon2id); nodeID and kms
-    /// keys are 256 random-looking bits already, so one quick PBKDF2 pass will do (and a
+    /// How the key slot derives its key: a passphrase is stretched (Argon2id); nodeID, kms
+    /// and tpm keys are 256 random-looking bits already, so one quick PBKDF2 pass will do (and a
     /// small machine opens its partitions without a second's wait each).
     fn kdf(&self) -> Vec<String> {
         if self.passphrase.is_some() {
@@ -101,7 +113,8 @@ impl Key {
         format!("slot {} ({})", self.slot, self.kind())
     }
 
-    /// This key's secret for `label`; a `kms` key unseals the key its slot's token keeps.
+    /// This key's secret for `label`; a `kms` or `tpm` key unseals the key its slot's token
+    /// keeps.
     fn secret(&self, label: &str, header: &luks::Header) -> Result<Vec<u8>, String> {
         if let Some(s) = &self.passphrase {
             return Ok(s.passphrase.as_bytes().to_vec());
@@ -116,28 +129,50 @@ impl Key {
             let sealed = token["sealed"].as_str().unwrap_or_default();
             return kms_call(&k.endpoint, "unseal", sealed).and_then(|k| decode(&k));
         }
-        Err(TPM_UNSUPPORTED.into())
+        let token = header
+            .token(TPM_TOKEN, self.slot)
+            .ok_or_else(|| format!("slot {} has no sealed key to unseal", self.slot))?;
+        let field = |name: &str| decode(token[name].as_str().unwrap_or_default());
+        let sealed = disk::tpm::Sealed {
+            public: field("sealedPublic")?,
+            private: field("sealedPrivate")?,
+        };
+        // The PCRs it was sealed with.
+        let pcrs: Vec<u32> = serde_json::from_value(token["pcrs"].clone()).unwrap_or_default();
+        disk::tpm::unseal(&sealed, &pcrs)
     }
 
     /// A new secret for this key, and the token to keep with its slot.
     fn enroll(&self, label: &str) -> Result<(Vec<u8>, Option<Value>), String> {
-        let Some(k) = &self.kms else {
-            return self
-                .secret(label, &luks::Header::default())
-                .map(|s| (s, None));
-        };
         let mut raw = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut raw);
         let key = b64(&raw).into_bytes();
-        let sealed = kms_call(&k.endpoint, "seal", &b64(&key))?;
-        let token =
-            serde_json::json!({"type": KMS_TOKEN, "endpoint": k.endpoint, "sealed": sealed});
+        let token = match (&self.kms, &self.tpm) {
+            (Some(k), _) => {
+                let sealed = kms_call(&k.endpoint, "seal", &b64(&key))?;
+                serde_json::json!({"type": KMS_TOKEN, "endpoint": k.endpoint, "sealed": sealed})
+            }
+            (None, Some(t)) => {
+                if t.check_secureboot_status_on_enroll == Some(true) && !disk::tpm::secure_boot() {
+                    return Err("Secure Boot is not enabled in the firmware: the tpm key (checkSecurebootStatusOnEnroll) is not enrolled".into());
+                }
+                let sealed = disk::tpm::seal(&key, TPM_PCRS)?;
+                serde_json::json!({
+                    "type": TPM_TOKEN,
+                    "pcrs": TPM_PCRS,
+                    "sealedPublic": b64(&sealed.public),
+                    "sealedPrivate": b64(&sealed.private),
+                })
+            }
+            (None, None) => {
+                return self
+                    .secret(label, &luks::Header::default())
+                    .map(|s| (s, None))
+            }
+        };
         Ok((key, Some(token)))
     }
 }
-
-const TPM_UNSUPPORTED: &str =
-    "tpm keys are not supported by this system yet: use nodeID, static or kms keys";
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -274,7 +309,10 @@ fn open(dev: &Path, label: &str, enc: &Encryption) -> Result<PathBuf, String> {
         }
         match key.secret(label, &header) {
             Ok(s) => match luks::open(dev, &mapping(label), Some(key.slot), &s, &enc.options) {
-                Ok(m) => return Ok(m),
+                Ok(m) => {
+                    console(&format!("boot: {label} opened with {}", key.describe()));
+                    return Ok(m);
+                }
                 Err(e) => why.push(format!("{}: {e}", key.describe())),
             },
             Err(e) => why.push(format!("{}: {e}", key.describe())),

@@ -595,12 +595,6 @@ fn encryption(c: &mut Checker, v: &Value) {
                     "each key needs exactly one of static, nodeID, kms or tpm",
                 );
             }
-            if key.get("tpm").is_some_and(|x| !x.is_null()) {
-                c.error(
-                    &format!("{kpath}.tpm"),
-                    "tpm keys are not supported by this system yet: use nodeID, static or kms keys",
-                );
-            }
             if key.get("kms").is_some_and(|x| !x.is_null())
                 && str_at(key, "/kms/endpoint").is_none_or(str::is_empty)
             {
@@ -747,11 +741,11 @@ mod tests {
             .to_string();
         for want in [
             "machine.systemDiskEncryption.state.keys: STATE is opened before the network is up, so kms keys alone cannot open it",
-            "machine.systemDiskEncryption.ephemeral.keys[0].tpm: tpm keys are not supported",
             "machine.systemDiskEncryption.ephemeral.keys[1].kms.endpoint: a kms key needs an endpoint",
         ] {
             assert!(err.contains(want), "{want} missing in:\n{err}");
         }
+        assert!(!err.contains("keys[0]"), "a tpm key is fine:\n{err}");
     }
 
     #[test]

@@ -225,11 +225,16 @@ pub const PROGRAMS: &[&str] = &[
     "/usr/sbin/mkfs.ext4",
     "/usr/sbin/mkfs.vfat",
     "/usr/bin/extlinux",
-    // Encrypted partitions.
+    // Encrypted partitions, and keys sealed by the TPM.
     "/usr/sbin/cryptsetup",
+    "/usr/bin/tpm2",
 ];
 /// Data files the root filesystem holds at the same paths.
-pub const DATA: &[&str] = &[disk::GPT_MBR];
+pub const DATA: &[&str] = &[
+    disk::GPT_MBR,
+    // What tpm2-tools loads to reach /dev/tpmrm0 (by name, at run time: ldd does not list it).
+    "/usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0",
+];
 
 /// What `imager boot` made.
 #[derive(Debug)]
@@ -288,7 +293,7 @@ pub fn boot_assets(machined: &Path, release: &str, out: &Path) -> Result<BootAss
     for program in PROGRAMS {
         if !Path::new(program).exists() {
             return Err(format!(
-                "{program} is missing (Debian: etcd-server, etcd-client, containerd, runc, xfsprogs, e2fsprogs, dosfstools, extlinux, cryptsetup-bin)"
+                "{program} is missing (Debian: etcd-server, etcd-client, containerd, runc, xfsprogs, e2fsprogs, dosfstools, extlinux, cryptsetup-bin, tpm2-tools)"
             ));
         }
         copy_into(&stage, program, program)?;
@@ -297,7 +302,8 @@ pub fn boot_assets(machined: &Path, release: &str, out: &Path) -> Result<BootAss
         }
     }
     for f in DATA {
-        copy_into(&stage, f, f).map_err(|e| format!("{e} (Debian: syslinux-common)"))?;
+        copy_into(&stage, f, f)
+            .map_err(|e| format!("{e} (Debian: syslinux-common, libtss2-tcti-device0)"))?;
     }
     let node_modules = modules_in_order(&modules_dir, NODE_MODULES)?;
     for m in &node_modules {

@@ -40,6 +40,9 @@ pub struct Settings {
     /// The helper's process (0 until started).
     #[serde(default)]
     pub helper_pid: u32,
+    /// Each machine has a TPM 2.0 (a `swtpm` beside its QEMU, its state in the node's folder).
+    #[serde(default)]
+    pub tpm2: bool,
 }
 
 impl Settings {
@@ -101,9 +104,10 @@ pub fn encryption_patch(
     Ok(Some(patch))
 }
 
-/// The acceleration QEMU gets: KVM when a guest really runs under it (a boot sector that
-/// writes to a debug port, given 3 s), software emulation (TCG) otherwise.
-pub fn probe_accel(dir: &Path) -> &'static str {
+/// The acceleration QEMU gets: KVM when the machines' kernel really runs under it (it prints
+/// its banner on the serial console within 5 s), software emulation (TCG) otherwise. (A host
+/// may open /dev/kvm, even run a boot sector, and still hang a real guest.)
+pub fn probe_accel(dir: &Path, kernel: &Path) -> &'static str {
     let usable = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -112,40 +116,36 @@ pub fn probe_accel(dir: &Path) -> &'static str {
     if !usable {
         return "tcg";
     }
-    let img = dir.join(format!("kvm-probe-{}.img", std::process::id()));
-    // mov al, 0x31; out 0xf4, al; hlt: QEMU exits with (0x31 << 1) | 1.
-    let mut sector = vec![0xB0, 0x31, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD];
-    sector.resize(510, 0);
-    sector.extend_from_slice(&[0x55, 0xAA]);
-    sector.resize(1 << 20, 0);
-    if std::fs::write(&img, &sector).is_err() {
-        return "tcg";
-    }
+    let console = dir.join(format!("kvm-probe-{}.log", std::process::id()));
     let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-machine", "q35", "-m", "16"])
-        .args(["-display", "none", "-nodefaults"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-drive")
-        .arg(format!("file={},format=raw", img.display()))
+        .args(["-accel", "kvm", "-machine", "q35", "-m", "256"])
+        .args(["-display", "none", "-nodefaults", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
     let ran = child.is_ok_and(|mut c| {
-        let until = Instant::now() + Duration::from_secs(3);
-        loop {
-            match c.try_wait() {
-                Ok(Some(s)) => break s.code() == Some(0x63),
-                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break false;
-                }
+        let until = Instant::now() + Duration::from_secs(5);
+        let booted = loop {
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            if text.contains("Linux version") {
+                break true;
             }
-        }
+            if Instant::now() > until || !matches!(c.try_wait(), Ok(None)) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = c.kill();
+        let _ = c.wait();
+        booted
     });
-    let _ = std::fs::remove_file(&img);
+    let _ = std::fs::remove_file(&console);
     if ran {
         "kvm"
     } else {
@@ -167,6 +167,47 @@ fn config_path(cluster: &Cluster, node: &str) -> PathBuf {
 
 fn disk_path(node_dir: &Path) -> PathBuf {
     node_dir.join("disk.raw")
+}
+
+/// The control socket of the machine's TPM (`swtpm`).
+fn swtpm_socket(node_dir: &Path) -> PathBuf {
+    node_dir.join("swtpm.sock")
+}
+
+/// Start the machine's TPM for one start of QEMU (which connects to its socket; swtpm ends
+/// when QEMU does). Its state (keys, NVRAM) stays in the node's folder across starts.
+fn start_swtpm(node_dir: &Path) -> Result<std::process::Child> {
+    let state = node_dir.join("tpm2");
+    std::fs::create_dir_all(&state).map_err(|e| format!("{}: {e}", state.display()))?;
+    let sock = swtpm_socket(node_dir);
+    let _ = std::fs::remove_file(&sock);
+    let mut cmd = Command::new("swtpm");
+    cmd.args(["socket", "--tpm2", "--terminate"])
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .stdin(Stdio::null());
+    // SAFETY: prctl only, between fork and exec: the TPM ends with its launcher.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("swtpm: {e} (Debian: swtpm)"))?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        if Instant::now() > until || !matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("swtpm did not open {}", sock.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
 }
 
 /// Where the launcher says how the machine last started: `kernel` or `disk`.
@@ -312,6 +353,19 @@ fn qemu_args(cluster: &Cluster, node: &crate::Node, from_disk: bool) -> Result<V
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if q.tpm2 {
+        args.extend(
+            [
+                "-chardev",
+                &format!("socket,id=tpm,path={}", swtpm_socket(&node.dir).display()),
+                "-tpmdev",
+                "emulator,id=tpm0,chardev=tpm",
+                "-device",
+                "tpm-tis,tpmdev=tpm0",
+            ]
+            .map(String::from),
+        );
+    }
     if !from_disk {
         args.extend([
             "-kernel".to_string(),
@@ -371,6 +425,10 @@ pub fn launch(node_dir: &Path) -> Result<()> {
                 "the kernel and initramfs"
             }
         );
+        let tpm = match cluster.qemu.as_ref().is_some_and(|q| q.tpm2) {
+            true => Some(start_swtpm(node_dir)?),
+            false => None,
+        };
         let sock = node_dir.join("qmp.sock");
         let _ = std::fs::remove_file(&sock);
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -388,6 +446,10 @@ pub fn launch(node_dir: &Path) -> Result<()> {
             .map_err(|e| format!("qemu-system-x86_64: {e} (Debian: qemu-system-x86)"))?;
         let reason = shutdown_reason(&sock, &mut child);
         let status = child.wait().map_err(|e| e.to_string())?;
+        if let Some(mut tpm) = tpm {
+            let _ = tpm.kill();
+            let _ = tpm.wait();
+        }
         match reason.as_deref() {
             Some("guest-reset") => continue,
             Some(r) => {
@@ -527,6 +589,7 @@ mod tests {
                 install_image: "talos.local/installer:v1".into(),
                 launcher: "/bin/talosctl".into(),
                 helper_pid: 0,
+                tpm2: false,
             }),
         }
     }
@@ -560,6 +623,15 @@ mod tests {
         );
         let installed = qemu_args(&c, node, true).unwrap().join(" ");
         assert!(!installed.contains("-kernel") && !installed.contains("talos.config"));
+        assert!(!installed.contains("tpm"), "{installed}");
+        // With a TPM: QEMU reaches the node's swtpm through its socket.
+        let mut c = cluster();
+        c.qemu.as_mut().unwrap().tpm2 = true;
+        let with_tpm = qemu_args(&c, &c.nodes[0], true).unwrap().join(" ");
+        assert!(
+            with_tpm.contains("-chardev socket,id=tpm,path=/state/c1/c1-worker-1/swtpm.sock -tpmdev emulator,id=tpm0,chardev=tpm -device tpm-tis,tpmdev=tpm0"),
+            "{with_tpm}"
+        );
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct CreateArgs {
     /// UUID), kms (sealed by the cluster's key service on the gateway).
     #[arg(long, value_delimiter = ',', default_value = "uuid")]
     disk_encryption_key_types: Vec<String>,
+    /// QEMU: give each machine a TPM 2.0 (swtpm), for tpm disk encryption keys.
+    #[arg(long)]
+    with_tpm2: bool,
     /// Number of control plane nodes.
     #[arg(long, default_value_t = 1)]
     controlplanes: usize,
@@ -410,6 +413,11 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
                 "disk encryption needs machines with disks: --provisioner qemu",
             ))
         }
+        Provisioner::Container if a.with_tpm2 => {
+            return Err(Error::msg(
+                "--with-tpm2 gives QEMU machines a TPM: --provisioner qemu",
+            ))
+        }
         Provisioner::Container => None,
         Provisioner::Qemu => {
             let p = Phase::start("checking the boot assets and whether KVM works");
@@ -638,13 +646,22 @@ fn qemu_settings(a: &CreateArgs) -> Result<provision::qemu::Settings> {
         )));
     }
     let settings = provision::qemu::Settings {
+        accel: provision::qemu::probe_accel(&std::env::temp_dir(), &kernel).into(),
         kernel,
         initramfs,
-        accel: provision::qemu::probe_accel(&std::env::temp_dir()).into(),
         install_image: a.install_image.clone(),
         launcher: std::env::current_exe().map_err(|e| Error::msg(e.to_string()))?,
         helper_pid: 0,
+        tpm2: a.with_tpm2,
     };
+    if a.with_tpm2
+        && !std::process::Command::new("swtpm")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        return Err(Error::msg("--with-tpm2: swtpm is missing (Debian: swtpm)"));
+    }
     // The image reference is checked before anything is made.
     settings
         .install_patch(std::net::Ipv4Addr::UNSPECIFIED)

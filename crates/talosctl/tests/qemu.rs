@@ -427,6 +427,8 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         "--encrypt-ephemeral",
         "--disk-encryption-key-types",
         "kms,uuid",
+        // Each machine gets a TPM (swtpm): the key rotation below enrolls a tpm key.
+        "--with-tpm2",
     ]);
     let (shown, phases) = (
         String::from_utf8_lossy(&out.stdout),
@@ -513,10 +515,18 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         },
     );
 
-    // Both partitions open with the static key alone now: STATE through META, EPHEMERAL
-    // through the config.
+    // Both partitions open with the TPM's key now (the first the config names): STATE
+    // through META, EPHEMERAL through the config.
+    let console = c.console(&worker);
     for label in ["STATE", "EPHEMERAL"] {
-        assert_eq!(key_slots(&dir, label), vec![(2, "static".to_string())]);
+        assert_eq!(
+            key_slots(&dir, label),
+            vec![(2, "tpm".to_string()), (3, "static".to_string())]
+        );
+        assert!(
+            console.contains(&format!("boot: {label} opened with slot 2 (tpm)")),
+            "{console}"
+        );
     }
 
     upgrades_and_rollbacks(&c, &dir, &worker);
@@ -652,9 +662,10 @@ fn disk_encryption(dir: &Path) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("leaves no key as it was"), "{err}");
-    // Two steps: the new key beside the old ones, then the old ones removed.
+    // Two steps: the new keys (sealed by the machine's TPM, and a passphrase) beside the old
+    // ones, then the old ones removed.
     let out = patch(
-        r#"[{"slot":0,"kms":{"endpoint":"http://10.5.0.1:8080/kms"}},{"slot":1,"nodeID":{}},{"slot":2,"static":{"passphrase":"rotated"}}]"#,
+        r#"[{"slot":0,"kms":{"endpoint":"http://10.5.0.1:8080/kms"}},{"slot":1,"nodeID":{}},{"slot":2,"tpm":{}},{"slot":3,"static":{"passphrase":"rotated"}}]"#,
     );
     assert!(
         out.status.success(),
@@ -663,16 +674,19 @@ fn disk_encryption(dir: &Path) {
     );
     for label in ["STATE", "EPHEMERAL"] {
         let slots: Vec<u64> = key_slots(dir, label).into_iter().map(|(s, _)| s).collect();
-        assert_eq!(slots, vec![0, 1, 2]);
+        assert_eq!(slots, vec![0, 1, 2, 3]);
     }
-    let out = patch(r#"[{"slot":2,"static":{"passphrase":"rotated"}}]"#);
+    let out = patch(r#"[{"slot":2,"tpm":{}},{"slot":3,"static":{"passphrase":"rotated"}}]"#);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     for label in ["STATE", "EPHEMERAL"] {
-        assert_eq!(key_slots(dir, label), vec![(2, "static".to_string())]);
+        assert_eq!(
+            key_slots(dir, label),
+            vec![(2, "tpm".to_string()), (3, "static".to_string())]
+        );
     }
 }
 
