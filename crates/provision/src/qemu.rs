@@ -174,6 +174,17 @@ fn swtpm_socket(node_dir: &Path) -> PathBuf {
     node_dir.join("swtpm.sock")
 }
 
+/// The process `cmd` starts is killed when its launcher ends.
+fn ends_with_launcher(cmd: &mut Command) {
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Start the machine's TPM for one start of QEMU (which connects to its socket; swtpm ends
 /// when QEMU does). Its state (keys, NVRAM) stays in the node's folder across starts.
 fn start_swtpm(node_dir: &Path) -> Result<std::process::Child> {
@@ -188,13 +199,7 @@ fn start_swtpm(node_dir: &Path) -> Result<std::process::Child> {
         .arg("--ctrl")
         .arg(format!("type=unixio,path={}", sock.display()))
         .stdin(Stdio::null());
-    // SAFETY: prctl only, between fork and exec: the TPM ends with its launcher.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
+    ends_with_launcher(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("swtpm: {e} (Debian: swtpm)"))?;
@@ -434,13 +439,7 @@ pub fn launch(node_dir: &Path) -> Result<()> {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(qemu_args(&cluster, node, from_disk)?)
             .stdin(Stdio::null());
-        // SAFETY: prctl only, between fork and exec: QEMU ends with its launcher.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        ends_with_launcher(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("qemu-system-x86_64: {e} (Debian: qemu-system-x86)"))?;
