@@ -81,8 +81,12 @@ fn selection(pcrs: &[u32]) -> String {
     format!("sha256:{}", list.join(","))
 }
 
-/// The storage primary key, loaded, its context in `dir`.
+/// The storage primary key, loaded, its context in `dir` (the first step of sealing and of
+/// unsealing).
 fn primary(dir: &Scratch) -> Result<String> {
+    if !available() {
+        return Err(format!("no TPM 2.0 on this machine ({DEVICE} is missing)"));
+    }
     let ctx = dir.file("primary.ctx");
     let done =
         run(tpm2("createprimary").args(["-Q", "-C", "o", "-g", "sha256", "-G", "ecc", "-c", &ctx]));
@@ -92,9 +96,6 @@ fn primary(dir: &Scratch) -> Result<String> {
 
 /// Seal `secret` (at most 128 bytes) to this TPM and the current values of `pcrs`.
 pub fn seal(secret: &[u8], pcrs: &[u32]) -> Result<Sealed> {
-    if !available() {
-        return Err(format!("no TPM 2.0 on this machine ({DEVICE} is missing)"));
-    }
     let dir = Scratch::new()?;
     let parent = primary(&dir)?;
     let (public, private) = (dir.file("sealed.pub"), dir.file("sealed.priv"));
@@ -133,9 +134,6 @@ pub fn seal(secret: &[u8], pcrs: &[u32]) -> Result<Sealed> {
 
 /// The secret `sealed` holds, if this TPM sealed it and `pcrs` have the values they had.
 pub fn unseal(sealed: &Sealed, pcrs: &[u32]) -> Result<Vec<u8>> {
-    if !available() {
-        return Err(format!("no TPM 2.0 on this machine ({DEVICE} is missing)"));
-    }
     let dir = Scratch::new()?;
     let parent = primary(&dir)?;
     let (public, private, object) = (

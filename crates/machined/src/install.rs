@@ -218,10 +218,7 @@ pub async fn run(node: Arc<crate::node::Node>, config: Config, disk: PathBuf) {
     let mut last = String::new();
     for attempt in 1..=20 {
         let c = config.clone();
-        match tokio::task::spawn_blocking(move || pull(&c))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-        {
+        match crate::blocking(move || pull(&c)).await {
             Ok(()) => break,
             Err(e) if attempt == 20 => {
                 console(&format!("install: {} failed: {e}", disk.display()));
@@ -240,9 +237,7 @@ pub async fn run(node: Arc<crate::node::Node>, config: Config, disk: PathBuf) {
     // The boot partition is ext4, a module of the node's.
     crate::metal::node_modules_loaded().await;
     let target = disk.clone();
-    let result = tokio::task::spawn_blocking(move || write(&config, &target))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let result = crate::blocking(move || write(&config, &target)).await;
     match result {
         Ok(()) => {
             console(&format!(

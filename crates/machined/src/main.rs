@@ -26,6 +26,15 @@ mod upgrade;
 mod vip;
 mod volumes;
 
+/// Run `f` (external tools, disk I/O) off the async runtime; a panic in it becomes its error.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -182,7 +191,7 @@ async fn fetch_config(node: Arc<node::Node>, url: String) {
     let mut last = String::new();
     loop {
         let u = url.clone();
-        let got = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let got = crate::blocking(move || -> Result<String, String> {
             let agent = ureq::AgentBuilder::new()
                 .timeout(std::time::Duration::from_secs(10))
                 .build();
@@ -193,8 +202,7 @@ async fn fetch_config(node: Arc<node::Node>, url: String) {
                 .into_string()
                 .map_err(|e| format!("fetch {u}: {e}"))
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .await;
         let outcome = got.and_then(|text| {
             let cfg = Config::parse(&text).map_err(|e| format!("the config from {url}: {e}"))?;
             machinery::validate::validate(&cfg, machinery::validate::Mode::Metal)

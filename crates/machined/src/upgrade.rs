@@ -99,9 +99,7 @@ pub async fn prove(node: Arc<crate::node::Node>) {
     crate::metal::node_modules_loaded().await;
     let default = {
         let boot = boot.clone();
-        tokio::task::spawn_blocking(move || disk::default_slot(&boot))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+        crate::blocking(move || disk::default_slot(&boot)).await
     };
     match default {
         Ok(d) if d == slot => return,
@@ -114,9 +112,7 @@ pub async fn prove(node: Arc<crate::node::Node>) {
         }
     }
     if crate::trial::steadily_healthy(&node, Instant::now() + PROVE_WITHIN, || true).await {
-        let made = tokio::task::spawn_blocking(move || disk::set_default(&boot, slot))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let made = crate::blocking(move || disk::set_default(&boot, slot)).await;
         match made {
             Ok(()) => crate::log(&format!(
                 "upgrade: the node is healthy: boot slot {slot} is the default"

@@ -700,9 +700,7 @@ pub async fn mount_ephemeral(config: Option<Config>) {
             dev.display()
         ));
         let d = dev.clone();
-        let erased = tokio::task::spawn_blocking(move || erase(&d, disk::EPHEMERAL))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let erased = crate::blocking(move || erase(&d, disk::EPHEMERAL)).await;
         if let Err(e) = erased {
             console(&format!("boot: {e}"));
         }
@@ -715,12 +713,11 @@ pub async fn mount_ephemeral(config: Option<Config>) {
     let mut waited = Duration::ZERO;
     loop {
         let (d, e) = (dev.clone(), enc.clone());
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::blocking(move || {
             let mapped = prepare(&d, disk::EPHEMERAL, e.as_ref())?;
             crate::metal::mount_xfs(&mapped, at)
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .await;
         match result {
             Ok(()) => {
                 let _ = std::fs::create_dir_all(crate::container::LOG_DIR);

@@ -270,9 +270,8 @@ impl Applier {
         tracing::info!(mode = ?used, "apply config request");
         if keys_change && matches!(used, Mode::NoReboot | Mode::Reboot) {
             let (o, n) = (old.clone(), new.clone());
-            let done = tokio::task::spawn_blocking(move || crate::volumes::sync_all(&o, &n))
+            let done = crate::blocking(move || crate::volumes::sync_all(&o, &n))
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()))
                 .map_err(|e| Status::failed_precondition(format!("disk encryption: {e}")))?;
             for d in done {
                 tracing::info!("disk encryption: {d}");
@@ -343,9 +342,8 @@ impl Applier {
             if crate::metal::installed() {
                 // STATE was wiped: it is encrypted now if the config asks.
                 let c = new.clone();
-                tokio::task::spawn_blocking(move || crate::volumes::encrypt_state(&c))
+                crate::blocking(move || crate::volumes::encrypt_state(&c))
                     .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
                     .map_err(|e| Status::internal(format!("disk encryption: {e}")))?;
             }
             self.node.persist(new).map_err(Status::internal)?;

@@ -559,9 +559,8 @@ impl MachineService for Machine {
         let config = self.node.active_config().map_err(Status::internal)?;
         let image = r.image.clone();
         crate::metal::node_modules_loaded().await;
-        let slot = tokio::task::spawn_blocking(move || crate::upgrade::install(&config, &image))
+        let slot = crate::blocking(move || crate::upgrade::install(&config, &image))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(Status::internal)?;
         if let Some(e) = member {
             e.leave(&self.node.services).await?;
