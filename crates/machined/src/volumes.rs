@@ -7,8 +7,10 @@
 //! on STATE is the one that counts: META follows it). Key kinds: `static` (a passphrase),
 //! `nodeID` (derived from the machine's UUID and the partition's label), `kms` (a random key
 //! sealed by a key service over HTTP, the sealed key kept in a LUKS2 token; see the README for
-//! the protocol), `tpm` (a random key sealed by the machine's TPM, bound to PCR 7, kept in a
-//! LUKS2 token: [`disk::tpm`]).
+//! the protocol), `tpm` (a random key sealed by the machine's TPM, bound to PCR 7 or the PCRs
+//! the config names, kept in a LUKS2 token: [`disk::tpm`]). A key locked to STATE also needs
+//! a random salt kept on STATE. The config sets a partition's encryption in
+//! `machine.systemDiskEncryption` or in a `VolumeConfig` document of the partition's name.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,7 +56,12 @@ pub struct Key {
     pub kms: Option<KmsKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmKey>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The key also needs STATE's salt (v1alpha1 spells it `lockToSTATE`).
+    #[serde(
+        alias = "lockToSTATE",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lock_to_state: Option<bool>,
 }
 
@@ -75,10 +82,27 @@ pub struct KmsKey {
 pub struct TpmKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_secureboot_status_on_enroll: Option<bool>,
+    /// VolumeConfig's `options.pcrs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<TpmOptions>,
 }
 
-/// The PCR a `tpm` key is bound to: 7, the Secure Boot policy (what upgrades leave alone).
-const TPM_PCRS: &[u32] = &[7];
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TpmOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcrs: Option<Vec<u32>>,
+}
+
+impl TpmKey {
+    /// The PCRs the key is bound to: 7, the Secure Boot policy (what upgrades leave alone),
+    /// unless the config names others (an empty list binds it to none).
+    fn pcrs(&self) -> Vec<u32> {
+        self.options
+            .as_ref()
+            .and_then(|o| o.pcrs.clone())
+            .unwrap_or_else(|| vec![7])
+    }
+}
 
 /// The LUKS2 tokens `kms` and `tpm` keys keep their sealed keys in.
 const KMS_TOKEN: &str = "talos-kms";
@@ -114,8 +138,12 @@ impl Key {
     }
 
     /// This key's secret for `label`; a `kms` or `tpm` key unseals the key its slot's token
-    /// keeps.
+    /// keeps; a key locked to STATE mixes in STATE's salt.
     fn secret(&self, label: &str, header: &luks::Header) -> Result<Vec<u8>, String> {
+        self.lock(self.own_secret(label, header)?)
+    }
+
+    fn own_secret(&self, label: &str, header: &luks::Header) -> Result<Vec<u8>, String> {
         if let Some(s) = &self.passphrase {
             return Ok(s.passphrase.as_bytes().to_vec());
         }
@@ -156,10 +184,11 @@ impl Key {
                 if t.check_secureboot_status_on_enroll == Some(true) && !disk::tpm::secure_boot() {
                     return Err("Secure Boot is not enabled in the firmware: the tpm key (checkSecurebootStatusOnEnroll) is not enrolled".into());
                 }
-                let sealed = disk::tpm::seal(&key, TPM_PCRS)?;
+                let pcrs = t.pcrs();
+                let sealed = disk::tpm::seal(&key, &pcrs)?;
                 serde_json::json!({
                     "type": TPM_TOKEN,
-                    "pcrs": TPM_PCRS,
+                    "pcrs": pcrs,
                     "sealedPublic": b64(&sealed.public),
                     "sealedPrivate": b64(&sealed.private),
                 })
@@ -170,7 +199,40 @@ impl Key {
                     .map(|s| (s, None))
             }
         };
-        Ok((key, Some(token)))
+        Ok((self.lock(key)?, Some(token)))
+    }
+
+    /// `secret`, locked to STATE when the key says so: mixed with the random salt STATE keeps,
+    /// so that the partition does not open without this machine's STATE.
+    fn lock(&self, secret: Vec<u8>) -> Result<Vec<u8>, String> {
+        if self.lock_to_state != Some(true) {
+            return Ok(secret);
+        }
+        let salt = state_salt(Path::new(crate::container::STATE_DIR))?;
+        Ok(salted(&salt, &secret))
+    }
+}
+
+fn salted(salt: &[u8], secret: &[u8]) -> Vec<u8> {
+    let digest = oci::sha256(&[salt, secret].concat());
+    digest.trim_start_matches("sha256:").as_bytes().to_vec()
+}
+
+/// The salt keys locked to STATE mix in, kept in STATE (mounted at `state`): made at first
+/// use, written atomically; gone when STATE is wiped, and with it every locked key.
+fn state_salt(state: &Path) -> Result<Vec<u8>, String> {
+    let path = state.join("volume-salt");
+    match std::fs::read(&path) {
+        Ok(salt) if salt.len() == 32 => Ok(salt),
+        Ok(_) => Err(format!("{}: not a salt of 32 bytes", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut salt = [0u8; 32];
+            rand::Rng::fill(&mut rand::thread_rng(), &mut salt);
+            machinery::fsutil::write_atomic(&path, &salt, 0o600)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(salt.to_vec())
+        }
+        Err(e) => Err(format!("STATE's salt {}: {e}", path.display())),
     }
 }
 
@@ -246,12 +308,25 @@ fn kms_call(endpoint: &str, op: &str, data: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{url}: the answer has no data"))
 }
 
+/// Where the config sets the encryption of partition `label` (`STATE` or `EPHEMERAL`), and
+/// what it says: `machine.systemDiskEncryption`, or else a `VolumeConfig` document of that
+/// name (validation refuses both at once).
+fn source<'a>(config: &'a Config, label: &str) -> Option<(String, &'a Value)> {
+    let part = label.to_lowercase();
+    if let Some(v) = config.pointer(&format!("/machine/systemDiskEncryption/{part}")) {
+        return Some((format!("machine.systemDiskEncryption.{part}"), v));
+    }
+    let doc = config
+        .kind("VolumeConfig")
+        .find(|d| d.value["name"] == label)?;
+    let v = doc.value.get("encryption")?;
+    let provider = v["provider"].as_str().unwrap_or_default();
+    (!provider.is_empty()).then(|| (format!("VolumeConfig {label}: encryption"), v))
+}
+
 /// The encryption the config gives partition `label` (`STATE` or `EPHEMERAL`).
 pub fn configured(config: &Config, label: &str) -> Option<Encryption> {
-    let v = config.pointer(&format!(
-        "/machine/systemDiskEncryption/{}",
-        label.to_lowercase()
-    ))?;
+    let (_, v) = source(config, label)?;
     serde_json::from_value(v.clone()).ok()
 }
 
@@ -398,7 +473,10 @@ fn unchanged<'a>(old: &Encryption, new: &'a Encryption) -> Vec<&'a Key> {
 /// change of keys must keep one key as it was (it opens the partition to change the others).
 pub fn check(old: &Config, new: &Config) -> Result<(), String> {
     for label in [disk::STATE, disk::EPHEMERAL] {
-        let path = format!("machine.systemDiskEncryption.{}", label.to_lowercase());
+        let path = source(new, label)
+            .or_else(|| source(old, label))
+            .map(|(path, _)| path)
+            .unwrap_or_default();
         match (configured(old, label), configured(new, label)) {
             (Some(o), Some(n)) if o.keys != n.keys && unchanged(&o, &n).is_empty() => {
                 return Err(format!(
@@ -871,6 +949,54 @@ mod tests {
         );
         assert_eq!(luks::dump(&img).unwrap().slots, vec![1, 2]);
         std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
+    fn a_volume_config_document_sets_encryption_too() {
+        let c = Config::parse("version: v1alpha1\nmachine:\n  type: worker\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  provider: luks2\n  keys:\n    - slot: 0\n      tpm:\n        options:\n          pcrs: [0, 7]\n    - slot: 1\n      tpm: {}\n    - slot: 2\n      tpm:\n        options:\n          pcrs: []\n    - slot: 3\n      nodeID: {}\n      lockToState: true\n").unwrap();
+        let e = configured(&c, "EPHEMERAL").unwrap();
+        let pcrs: Vec<_> = e.keys[..3]
+            .iter()
+            .map(|k| k.tpm.as_ref().unwrap().pcrs())
+            .collect();
+        assert_eq!(pcrs, vec![vec![0, 7], vec![7], vec![]]);
+        assert_eq!(e.keys[3].lock_to_state, Some(true));
+        assert!(configured(&c, "STATE").is_none());
+        // Dropping the document's only key is named where it is set.
+        let none = Config::parse("version: v1alpha1\nmachine:\n  type: worker\n").unwrap();
+        let err = check(&c, &none).unwrap_err();
+        assert!(
+            err.starts_with("VolumeConfig EPHEMERAL: encryption: "),
+            "{err}"
+        );
+        // A VolumeConfig without a provider encrypts nothing.
+        let mount = Config::parse("version: v1alpha1\nmachine:\n  type: worker\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\nmount:\n  secure: true\n").unwrap();
+        assert!(configured(&mount, "EPHEMERAL").is_none());
+        // v1alpha1 spells it lockToSTATE.
+        let legacy = cfg("        - slot: 0\n          nodeID: {}\n          lockToSTATE: true\n");
+        let e = configured(&legacy, "EPHEMERAL").unwrap();
+        assert_eq!(e.keys[0].lock_to_state, Some(true));
+    }
+
+    #[test]
+    fn a_key_locked_to_state_needs_the_salt_state_keeps() {
+        let dir = std::env::temp_dir().join(format!("volumes-salt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let salt = state_salt(&dir).unwrap();
+        assert_eq!(salt.len(), 32);
+        assert_eq!(state_salt(&dir).unwrap(), salt, "made once, then kept");
+        let locked = salted(&salt, b"secret");
+        assert_ne!(locked, b"secret".to_vec());
+        assert_eq!(locked, salted(&salt, b"secret"));
+        // A wiped STATE has another salt: the same key gives another secret.
+        std::fs::remove_file(dir.join("volume-salt")).unwrap();
+        let other = state_salt(&dir).unwrap();
+        assert_ne!(salted(&other, b"secret"), locked);
+        std::fs::write(dir.join("volume-salt"), b"short").unwrap();
+        assert!(state_salt(&dir)
+            .unwrap_err()
+            .contains("not a salt of 32 bytes"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -539,76 +539,164 @@ fn addresses(c: &mut Checker, dev: &Value, path: &str) {
 }
 
 fn encryption(c: &mut Checker, v: &Value) {
-    for part in ["state", "ephemeral"] {
-        let Some(spec) = v.pointer(&format!("/machine/systemDiskEncryption/{part}")) else {
-            continue;
-        };
-        let path = format!("machine.systemDiskEncryption.{part}");
-        match str_at(spec, "/provider") {
-            Some("luks2") => {}
-            Some(p) => c.error(
-                &format!("{path}.provider"),
-                format!("unknown provider \"{p}\": expected luks2"),
-            ),
-            None => c.error(
-                &format!("{path}.provider"),
-                "an encryption provider is required (luks2)",
-            ),
-        }
-        let keys = items(spec, "/keys");
-        if keys.is_empty() {
-            c.error(
-                &format!("{path}.keys"),
-                "at least one encryption key is required",
+    for label in SYSTEM_VOLUMES {
+        let part = label.to_lowercase();
+        if let Some(spec) = v.pointer(&format!("/machine/systemDiskEncryption/{part}")) {
+            encryption_spec(
+                c,
+                spec,
+                &format!("machine.systemDiskEncryption.{part}"),
+                label,
             );
         }
-        // STATE is opened at boot before the network is up: a key service cannot be reached.
-        if part == "state"
-            && !keys.is_empty()
-            && keys
-                .iter()
-                .all(|k| k.get("kms").is_some_and(|x| !x.is_null()))
-        {
+    }
+}
+
+/// The system volumes whose encryption a config can set: in `machine.systemDiskEncryption`
+/// or in a `VolumeConfig` document of that name.
+const SYSTEM_VOLUMES: [&str; 2] = ["STATE", "EPHEMERAL"];
+
+/// The volumes a `VolumeConfig` document may name (as upstream has them).
+const VOLUME_CONFIG_NAMES: [&str; 7] = [
+    "STATE",
+    "EPHEMERAL",
+    "IMAGECACHE",
+    "ETCD",
+    "CRI",
+    "KUBELET",
+    "LOG",
+];
+
+/// A `VolumeConfig` document: a known volume; STATE takes neither provisioning nor mount
+/// options nor keys locked to STATE; encryption set here and in the v1alpha1 document for the
+/// same volume is a conflict.
+fn volume_config(c: &mut Checker, v: &Value) {
+    let name = str_at(v, "/name").unwrap_or("");
+    if !VOLUME_CONFIG_NAMES.contains(&name) {
+        c.error(
+            "name",
+            format!(
+                "unknown volume \"{name}\": a VolumeConfig names one of {}",
+                VOLUME_CONFIG_NAMES.join(", ")
+            ),
+        );
+        return;
+    }
+    let present = |ptr: &str| v.pointer(ptr).is_some_and(|x| !x.is_null());
+    if name == "STATE" {
+        for section in ["provisioning", "mount"] {
+            if present(&format!("/{section}")) {
+                c.error(
+                    section,
+                    format!("the STATE volume takes no {section} config"),
+                );
+            }
+        }
+    }
+    let Some(spec) = v.pointer("/encryption").filter(|e| !e.is_null()) else {
+        return;
+    };
+    if !SYSTEM_VOLUMES.contains(&name) {
+        c.error(
+            "encryption",
+            format!("the {name} volume cannot be encrypted here: only STATE and EPHEMERAL can"),
+        );
+        return;
+    }
+    let legacy = format!("machine.systemDiskEncryption.{}", name.to_lowercase());
+    if c.cfg
+        .pointer(&format!("/{}", legacy.replace('.', "/")))
+        .is_some()
+    {
+        c.error(
+            "encryption",
+            format!("the encryption of {name} is set both here and in {legacy}: keep one"),
+        );
+    }
+    encryption_spec(c, spec, "encryption", name);
+}
+
+/// One volume's encryption (`label`: STATE or EPHEMERAL) at `path`.
+fn encryption_spec(c: &mut Checker, spec: &Value, path: &str, label: &str) {
+    match str_at(spec, "/provider") {
+        Some("luks2") => {}
+        Some(p) => c.error(
+            &format!("{path}.provider"),
+            format!("unknown provider \"{p}\": expected luks2"),
+        ),
+        None => c.error(
+            &format!("{path}.provider"),
+            "an encryption provider is required (luks2)",
+        ),
+    }
+    let keys = items(spec, "/keys");
+    if keys.is_empty() {
+        c.error(
+            &format!("{path}.keys"),
+            "at least one encryption key is required",
+        );
+    }
+    let has = |key: &Value, kind: &str| key.get(kind).is_some_and(|x| !x.is_null());
+    // STATE is opened at boot before the network is up: a key service cannot be reached.
+    if label == "STATE" && !keys.is_empty() && keys.iter().all(|k| has(k, "kms")) {
+        c.error(
+            &format!("{path}.keys"),
+            "STATE is opened before the network is up, so kms keys alone cannot open it: add a nodeID or static key",
+        );
+    }
+    let mut slots = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let kpath = format!("{path}.keys[{i}]");
+        let slot = key.get("slot").and_then(Value::as_u64).unwrap_or(0);
+        if slots.contains(&slot) {
             c.error(
-                &format!("{path}.keys"),
-                "STATE is opened before the network is up, so kms keys alone cannot open it: add a nodeID or static key",
+                &format!("{kpath}.slot"),
+                format!("key slot {slot} is used more than once"),
             );
         }
-        let mut slots = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let kpath = format!("{path}.keys[{i}]");
-            let slot = key.get("slot").and_then(Value::as_u64).unwrap_or(0);
-            if slots.contains(&slot) {
+        slots.push(slot);
+        let kinds = ["static", "nodeID", "kms", "tpm"]
+            .iter()
+            .filter(|k| has(key, k))
+            .count();
+        if kinds != 1 {
+            c.error(
+                &kpath,
+                "each key needs exactly one of static, nodeID, kms or tpm",
+            );
+        }
+        if has(key, "kms") && str_at(key, "/kms/endpoint").is_none_or(str::is_empty) {
+            c.error(
+                &format!("{kpath}.kms.endpoint"),
+                "a kms key needs an endpoint",
+            );
+        }
+        if key.get("static").is_some() && str_at(key, "/static/passphrase").is_none() {
+            c.error(
+                &format!("{kpath}.static.passphrase"),
+                "a static key needs a passphrase",
+            );
+        }
+        let mut pcrs = Vec::new();
+        for (j, pcr) in items(key, "/tpm/options/pcrs").iter().enumerate() {
+            let n = pcr.as_u64().unwrap_or(u64::MAX);
+            if n > 23 || pcrs.contains(&n) {
                 c.error(
-                    &format!("{kpath}.slot"),
-                    format!("key slot {slot} is used more than once"),
+                    &format!("{kpath}.tpm.options.pcrs[{j}]"),
+                    format!("{pcr} is not a PCR of its own: PCRs are 0 to 23, each once"),
                 );
             }
-            slots.push(slot);
-            let kinds = ["static", "nodeID", "kms", "tpm"]
-                .iter()
-                .filter(|k| key.get(**k).is_some_and(|x| !x.is_null()))
-                .count();
-            if kinds != 1 {
-                c.error(
-                    &kpath,
-                    "each key needs exactly one of static, nodeID, kms or tpm",
-                );
-            }
-            if key.get("kms").is_some_and(|x| !x.is_null())
-                && str_at(key, "/kms/endpoint").is_none_or(str::is_empty)
-            {
-                c.error(
-                    &format!("{kpath}.kms.endpoint"),
-                    "a kms key needs an endpoint",
-                );
-            }
-            if key.get("static").is_some() && str_at(key, "/static/passphrase").is_none() {
-                c.error(
-                    &format!("{kpath}.static.passphrase"),
-                    "a static key needs a passphrase",
-                );
-            }
+            pcrs.push(n);
+        }
+        // v1alpha1 spells it lockToSTATE, VolumeConfig lockToState.
+        let locked = ["lockToSTATE", "lockToState"]
+            .iter()
+            .any(|k| key.get(*k).and_then(Value::as_bool) == Some(true));
+        if locked && label == "STATE" {
+            c.error(
+                &kpath,
+                "a STATE key cannot be locked to STATE (lockToState is for EPHEMERAL)",
+            );
         }
     }
 }
@@ -626,6 +714,7 @@ fn discovery_ttl(ttl: &str) -> Option<String> {
 
 fn multidoc(c: &mut Checker, kind: &str, v: &Value) {
     match kind {
+        "VolumeConfig" => volume_config(c, v),
         "KubeClusterConfig" => {
             if let Some(ep) = str_at(v, "/endpoint") {
                 if let Err(e) = check_url(ep, &["https"]) {
@@ -746,6 +835,34 @@ mod tests {
             assert!(err.contains(want), "{want} missing in:\n{err}");
         }
         assert!(!err.contains("keys[0]"), "a tpm key is fine:\n{err}");
+    }
+
+    #[test]
+    fn volume_config_encryption_is_checked_like_the_v1alpha1_one() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    systemDiskEncryption:\n        ephemeral:\n            provider: luks2\n            keys:\n                - slot: 0\n                  nodeID: {}\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\nencryption:\n    provider: luks2\n    keys:\n        - slot: 0\n          tpm:\n              options:\n                  pcrs: [7, 24]\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: STATE\nprovisioning:\n    maxSize: 1GiB\nencryption:\n    provider: luks2\n    keys:\n        - slot: 0\n          nodeID: {}\n          lockToState: true\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: DATA\n";
+        let cfg = Config::parse(src).unwrap();
+        let err = validate(&cfg, Mode::Container)
+            .into_result(false)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "encryption: the encryption of EPHEMERAL is set both here and in machine.systemDiskEncryption.ephemeral: keep one",
+            "encryption.keys[0].tpm.options.pcrs[1]: 24 is not a PCR of its own: PCRs are 0 to 23, each once",
+            "provisioning: the STATE volume takes no provisioning config",
+            "encryption.keys[0]: a STATE key cannot be locked to STATE (lockToState is for EPHEMERAL)",
+            "name: unknown volume \"DATA\": a VolumeConfig names one of STATE, EPHEMERAL, IMAGECACHE, ETCD, CRI, KUBELET, LOG",
+        ] {
+            assert!(err.contains(want), "{want} missing in:\n{err}");
+        }
+        assert!(!err.contains("pcrs[0]"), "PCR 7 is fine:\n{err}");
+        // On its own, a VolumeConfig's encryption is fine.
+        let ok = "version: v1alpha1\nmachine:\n    type: worker\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\nencryption:\n    provider: luks2\n    keys:\n        - slot: 0\n          nodeID: {}\n          lockToState: true\n";
+        let report = validate(&Config::parse(ok).unwrap(), Mode::Container);
+        let problems: Vec<_> = report.errors.iter().map(ToString::to_string).collect();
+        assert!(
+            problems.iter().all(|p| !p.contains("encryption")),
+            "{problems:?}"
+        );
     }
 
     #[test]
