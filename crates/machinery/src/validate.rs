@@ -820,14 +820,19 @@ mod tests {
         }
     }
 
+    /// What validation for container mode says of `src`, which must fail it.
+    fn container_errors(src: &str) -> String {
+        let cfg = Config::parse(src).unwrap();
+        validate(&cfg, Mode::Container)
+            .into_result(false)
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn encryption_keys_must_be_usable() {
         let src = "version: v1alpha1\nmachine:\n    type: worker\n    systemDiskEncryption:\n        state:\n            provider: luks2\n            keys:\n                - slot: 0\n                  kms:\n                      endpoint: http://kms\n        ephemeral:\n            provider: luks2\n            keys:\n                - slot: 0\n                  tpm: {}\n                - slot: 1\n                  kms: {}\n";
-        let cfg = Config::parse(src).unwrap();
-        let err = validate(&cfg, Mode::Container)
-            .into_result(false)
-            .unwrap_err()
-            .to_string();
+        let err = container_errors(src);
         for want in [
             "machine.systemDiskEncryption.state.keys: STATE is opened before the network is up, so kms keys alone cannot open it",
             "machine.systemDiskEncryption.ephemeral.keys[1].kms.endpoint: a kms key needs an endpoint",
@@ -840,11 +845,7 @@ mod tests {
     #[test]
     fn volume_config_encryption_is_checked_like_the_v1alpha1_one() {
         let src = "version: v1alpha1\nmachine:\n    type: worker\n    systemDiskEncryption:\n        ephemeral:\n            provider: luks2\n            keys:\n                - slot: 0\n                  nodeID: {}\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\nencryption:\n    provider: luks2\n    keys:\n        - slot: 0\n          tpm:\n              options:\n                  pcrs: [7, 24]\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: STATE\nprovisioning:\n    maxSize: 1GiB\nencryption:\n    provider: luks2\n    keys:\n        - slot: 0\n          nodeID: {}\n          lockToState: true\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: DATA\n";
-        let cfg = Config::parse(src).unwrap();
-        let err = validate(&cfg, Mode::Container)
-            .into_result(false)
-            .unwrap_err()
-            .to_string();
+        let err = container_errors(src);
         for want in [
             "encryption: the encryption of EPHEMERAL is set both here and in machine.systemDiskEncryption.ephemeral: keep one",
             "encryption.keys[0].tpm.options.pcrs[1]: 24 is not a PCR of its own: PCRs are 0 to 23, each once",

@@ -339,7 +339,7 @@ impl QemuCluster {
     }
 
     /// Wait until `done`, failing with the end of `node`'s console.
-    fn wait(&self, node: &str, what: &str, limit: Duration, done: impl Fn() -> bool) {
+    fn wait(&self, node: &str, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let started = Instant::now();
         while !done() {
             if started.elapsed() > limit {
@@ -352,6 +352,18 @@ impl QemuCluster {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// `talosctl ARGS --insecure` against `node` in maintenance mode, from inside the
+    /// cluster's network (where the insecure API answers).
+    fn maintenance_call(&self, args: &[&str], node: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(env!("CARGO_BIN_EXE_talosctl"))
+            .args(args)
+            .args(["--insecure", "-n", node, "-e", node])
+            .output()
+            .unwrap()
     }
 
     /// The processes whose command line names the cluster's state (launchers, QEMU, helper).
@@ -515,32 +527,30 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         },
     );
 
-    // Both partitions open with the TPM's key now (the first the config names): STATE
-    // through META, EPHEMERAL through the config.
+    // Each partition opens with the first key its config names: STATE (through META) with
+    // the TPM's, EPHEMERAL (through its VolumeConfig) with the passphrase locked to STATE.
     let console = c.console(&worker);
-    for label in ["STATE", "EPHEMERAL"] {
+    for (label, opened) in [("STATE", "slot 2 (tpm)"), ("EPHEMERAL", "slot 3 (static)")] {
         assert_eq!(
             key_slots(&dir, label),
             vec![(2, "tpm".to_string()), (3, "static".to_string())]
         );
         assert!(
-            console.contains(&format!("boot: {label} opened with slot 2 (tpm)")),
+            console.contains(&format!("boot: {label} opened with {opened}")),
             "{console}"
         );
     }
 
-    upgrades_and_rollbacks(&c, &dir, &worker);
+    let registry = serve_images(&c, &dir);
+    upgrades_and_rollbacks(&c, &dir, &worker, &registry);
 
     // A reset wipes STATE and EPHEMERAL (made anew at the next boot): maintenance mode, the
     // insecure API answering inside the cluster's network only.
     on_worker(&["reset", "--reboot"]);
     let insecure = || {
-        Command::new("ip")
-            .args(["netns", "exec", &c.name])
-            .arg(env!("CARGO_BIN_EXE_talosctl"))
-            .args(["version", "--insecure", "-n", "10.5.0.3", "-e", "10.5.0.3"])
-            .output()
-            .is_ok_and(|o| o.status.success())
+        c.maintenance_call(&["version"], "10.5.0.3")
+            .status
+            .success()
     };
     c.wait(
         &worker,
@@ -563,6 +573,8 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         .status
         .success());
 
+    migrations(&c, &dir, &worker);
+
     // Scaling the workers down removes the machine and everything it had.
     let out = c.cluster(&["scale", "--workers", "0"]);
     assert!(
@@ -578,6 +590,8 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&links.stdout).lines().count(), 1);
+
+    control_plane_upgrade(&c, &dir);
 
     // Destroy leaves nothing: processes, namespace, state.
     assert!(!c.processes().is_empty());
@@ -630,7 +644,8 @@ fn key_slots(dir: &Path, label: &str) -> Vec<(u64, String)> {
 }
 
 /// The worker's disk encryption: both partitions with a kms and a nodeID key; keys rotated
-/// to a static key in two applies (a one-step rotation that keeps no key is refused).
+/// to a tpm and a static key in two applies (a one-step rotation that keeps no key is
+/// refused), EPHEMERAL's keys ending up in its VolumeConfig document.
 fn disk_encryption(dir: &Path) {
     for label in ["STATE", "EPHEMERAL"] {
         assert_eq!(
@@ -676,7 +691,17 @@ fn disk_encryption(dir: &Path) {
         let slots: Vec<u64> = key_slots(dir, label).into_iter().map(|(s, _)| s).collect();
         assert_eq!(slots, vec![0, 1, 2, 3]);
     }
-    let out = patch(r#"[{"slot":2,"tpm":{}},{"slot":3,"static":{"passphrase":"rotated"}}]"#);
+    // The second step also moves EPHEMERAL's encryption to its VolumeConfig document
+    // (upstream's newer form), its passphrase now locked to STATE's salt (so enrolled anew,
+    // authorised by the tpm key, which stays as it was) and tried first.
+    let out = patch_worker(
+        dir,
+        &[
+            r#"{"machine":{"systemDiskEncryption":{"$patch":"delete"}}}"#,
+            r#"{"machine":{"systemDiskEncryption":{"state":{"provider":"luks2","keys":[{"slot":2,"tpm":{}},{"slot":3,"static":{"passphrase":"rotated"}}]}}}}"#,
+            "apiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\nencryption:\n  provider: luks2\n  keys:\n    - slot: 3\n      static:\n        passphrase: rotated\n      lockToState: true\n    - slot: 2\n      tpm: {}\n",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -690,16 +715,112 @@ fn disk_encryption(dir: &Path) {
     }
 }
 
+/// The worker's EPHEMERAL as its VolumeStatus has it (JSON spec).
+fn ephemeral_status(dir: &Path) -> serde_json::Value {
+    let out = talosctl(
+        dir,
+        &[
+            "get",
+            "volumestatus",
+            "EPHEMERAL",
+            "-n",
+            "10.5.0.3",
+            "-o",
+            "json",
+        ],
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .map_or(serde_json::Value::Null, |v| v["spec"].clone())
+}
+
+/// The documented ways to encryption, on the worker in maintenance mode after its reset:
+/// STATE (wiped) is encrypted by the config applied in maintenance mode; EPHEMERAL, plain
+/// under that config, by staging a config that encrypts it and wiping it.
+fn migrations(c: &QemuCluster, dir: &Path, worker: &str) {
+    let full = c
+        .state()
+        .join(&c.name)
+        .join(format!("configs/{worker}.yaml"));
+    let plain = dir.join("plain-ephemeral.yaml");
+    ok(
+        dir,
+        &[
+            "machineconfig",
+            "patch",
+            &full.display().to_string(),
+            "-p",
+            r#"{"machine":{"systemDiskEncryption":{"ephemeral":{"$patch":"delete"}}}}"#,
+            "-o",
+            &plain.display().to_string(),
+        ],
+    );
+    let out = c.maintenance_call(
+        &["apply-config", "-f", &plain.display().to_string()],
+        "10.5.0.3",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait(
+        worker,
+        "the worker up with its config",
+        Duration::from_secs(300),
+        || ephemeral_status(dir)["phase"] == "ready",
+    );
+    assert_eq!(
+        key_slots(dir, "STATE"),
+        vec![(0, "kms".to_string()), (1, "nodeID".to_string())]
+    );
+    let status = ephemeral_status(dir);
+    assert!(status.get("encryptionProvider").is_none(), "{status}");
+
+    ok(
+        dir,
+        &[
+            "apply-config",
+            "-n",
+            "10.5.0.3",
+            "--mode",
+            "staged",
+            "-f",
+            &full.display().to_string(),
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "reset",
+            "-n",
+            "10.5.0.3",
+            "--system-labels-to-wipe",
+            "EPHEMERAL",
+            "--reboot",
+        ],
+    );
+    c.wait(
+        worker,
+        "EPHEMERAL encrypted after its wipe",
+        Duration::from_secs(300),
+        || {
+            let s = ephemeral_status(dir);
+            s["phase"] == "ready" && s["encryptionProvider"] == "luks2"
+        },
+    );
+    assert_eq!(
+        key_slots(dir, "EPHEMERAL"),
+        vec![(0, "kms".to_string()), (1, "nodeID".to_string())]
+    );
+}
+
 /// The port of the test's registry on the QEMU cluster's gateway.
 const REGISTRY_PORT: u16 = 5001;
 
-/// The worker (10.5.0.3, on slot A) is upgraded to a good installer (slot B, EPHEMERAL wiped),
-/// which becomes the default once healthy; a rollback returns it to slot A; an upgrade with
-/// --preserve to an installer whose root filesystem does not pass its check returns to slot A
-/// by itself, with the node's config and identity. The control plane, etcd's only member,
-/// refuses an upgrade that would make it leave etcd. The good upgrade brings a system
-/// extension (listed, its file in the root); one made for a later system is refused.
-fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
+/// The test's registry on the gateway, serving two installers (`good`, and `broken`, whose
+/// root filesystem does not pass its check) and two system extensions (`hello` for this
+/// system, `future` for a later one).
+fn serve_images(c: &QemuCluster, dir: &Path) -> common::Registry {
     let registry = common::Registry::start(&c.name, dir, REGISTRY_PORT, None);
     let kernel = dir.join("vmlinuz");
     // Into the registry on the gateway (reached from the cluster's namespace).
@@ -722,7 +843,6 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         let image = provision::imager::installer(&kernel, &initramfs).unwrap();
         push(&format!("installer:{tag}"), image);
     }
-    // System extensions: one for this system, one for a later one.
     for (name, talos) in [("hello", ">= v0.1.0"), ("future", ">= v99.0.0")] {
         let manifest = format!(
             "version: v1alpha1\nmetadata:\n  name: {name}\n  version: 1.0.0\n  author: The tests\n  description: A file in /usr/local.\n  compatibility:\n    talos:\n      version: \"{talos}\"\n"
@@ -743,6 +863,24 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         let image = oci::Image::build(&[layer], Default::default());
         push(&format!("{name}:1"), image);
     }
+    registry
+}
+
+/// `talosctl upgrade` of `node` to the test registry's installer `tag`.
+fn upgrade(dir: &Path, node: &str, tag: &str, more: &[&str]) -> Output {
+    let image = format!("registry.test/talos/installer:{tag}");
+    let mut args = vec!["upgrade", "-n", node, "--image", &image, "--timeout", "10m"];
+    args.extend_from_slice(more);
+    talosctl(dir, &args)
+}
+
+/// The worker (10.5.0.3, on slot A) is upgraded to a good installer (slot B, EPHEMERAL wiped),
+/// which becomes the default once healthy; a rollback returns it to slot A; an upgrade with
+/// --preserve to an installer whose root filesystem does not pass its check returns to slot A
+/// by itself, with the node's config and identity. The control plane, etcd's only member,
+/// refuses an upgrade that would make it leave etcd. The good upgrade brings a system
+/// extension (listed, its file in the root); one made for a later system is refused.
+fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str, registry: &common::Registry) {
     // Strategic merge: the list of extensions grows.
     let add_extension = |name: &str| {
         let patch = format!(
@@ -755,12 +893,7 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let upgrade = |node: &str, tag: &str, more: &[&str]| {
-        let image = format!("registry.test/talos/installer:{tag}");
-        let mut args = vec!["upgrade", "-n", node, "--image", &image, "--timeout", "10m"];
-        args.extend_from_slice(more);
-        talosctl(dir, &args)
-    };
+    let upgrade = |node: &str, tag: &str, more: &[&str]| upgrade(dir, node, tag, more);
     let slot = || {
         let cmdline = ok(dir, &["read", "/proc/cmdline", "-n", "10.5.0.3"]);
         disk::booted_slot(&cmdline).unwrap_or("none")
@@ -857,4 +990,79 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str) {
         "{err}"
     );
     assert_eq!(slot(), "A");
+}
+
+/// A second control plane joins etcd; its upgrade (without --preserve) leaves etcd, the first
+/// control plane keeping quorum alone, wipes EPHEMERAL and joins again from slot B as a new
+/// member; both control planes are healthy after.
+fn control_plane_upgrade(c: &QemuCluster, dir: &Path) {
+    let out = c.cluster(&["scale", "--controlplanes", "2"]);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    // "added NAME (IP)"
+    let (name, ip) = report
+        .lines()
+        .find_map(|l| {
+            let (name, ip) = l.strip_prefix("added ")?.split_once(" (")?;
+            Some((name.to_string(), ip.trim_end_matches(')').to_string()))
+        })
+        .unwrap_or_else(|| panic!("no node added:\n{report}"));
+    // Its member id in etcd, as the first control plane lists the members (a voter).
+    let member = || {
+        let table =
+            String::from_utf8_lossy(&talosctl(dir, &["etcd", "members", "-n", "10.5.0.2"]).stdout)
+                .into_owned();
+        let ids: Vec<String> = table
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(name.as_str()))
+            .filter(|l| l.split_whitespace().last() == Some("false"))
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect();
+        (
+            table.lines().count().saturating_sub(1),
+            ids.first().cloned(),
+        )
+    };
+    let mut joined = None;
+    c.wait(
+        &name,
+        "the second control plane in etcd",
+        Duration::from_secs(300),
+        || {
+            joined = member().1;
+            joined.is_some()
+        },
+    );
+    let before = joined.unwrap();
+
+    let out = upgrade(dir, &ip, "good", &[]);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("from boot slot B"), "{report}");
+    let console = c.console(&name);
+    assert!(console.contains("wiping EPHEMERAL"), "{console}");
+    // Back in etcd with a new member id: two voting members again.
+    let mut after = (0, None);
+    c.wait(
+        &name,
+        "the control plane back in etcd",
+        Duration::from_secs(300),
+        || {
+            after = member();
+            after.1.as_ref().is_some_and(|id| *id != before)
+        },
+    );
+    assert_eq!(after.0, 2, "members after the upgrade: {after:?}");
+    let health = talosctl(
+        dir,
+        &[
+            "health",
+            "--control-plane-nodes",
+            &format!("10.5.0.2,{ip}"),
+            "--wait-timeout",
+            "3m",
+        ],
+    );
+    let report = String::from_utf8_lossy(&health.stderr);
+    assert!(health.status.success(), "{report}");
 }
