@@ -996,7 +996,7 @@ fn upgrades_and_rollbacks(c: &QemuCluster, dir: &Path, worker: &str, registry: &
 /// control plane keeping quorum alone, wipes EPHEMERAL and joins again from slot B as a new
 /// member; both control planes are healthy after.
 fn control_plane_upgrade(c: &QemuCluster, dir: &Path) {
-    let out = c.cluster(&["scale", "--controlplanes", "2"]);
+    let out = c.cluster(&["scale", "--controlplanes", "2", "--wait-timeout", "10m"]);
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}");
     // "added NAME (IP)"
@@ -1027,7 +1027,7 @@ fn control_plane_upgrade(c: &QemuCluster, dir: &Path) {
     c.wait(
         &name,
         "the second control plane in etcd",
-        Duration::from_secs(300),
+        Duration::from_secs(600),
         || {
             joined = member().1;
             joined.is_some()
@@ -1046,7 +1046,7 @@ fn control_plane_upgrade(c: &QemuCluster, dir: &Path) {
     c.wait(
         &name,
         "the control plane back in etcd",
-        Duration::from_secs(300),
+        Duration::from_secs(600),
         || {
             after = member();
             after.1.as_ref().is_some_and(|id| *id != before)
