@@ -498,7 +498,7 @@ impl Etcd {
         if let Some(parent) = self.data_dir.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        let mut cmd = tokio::process::Command::new("etcdctl");
+        let mut cmd = std::process::Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3")
             .arg("snapshot")
             .arg("restore")
@@ -514,10 +514,13 @@ impl Etcd {
         if skip_hash_check {
             cmd.arg("--skip-hash-check=true");
         }
-        let out = cmd
-            .output()
-            .await
-            .map_err(|e| format!("etcdctl snapshot restore: {e} (install Debian's etcd-client)"))?;
+        // machined collects every child it has: the tool's exit comes through the reaper.
+        let out = crate::blocking(move || {
+            crate::reaper::output(&mut cmd).map_err(|e| {
+                format!("etcdctl snapshot restore: {e} (install Debian's etcd-client)")
+            })
+        })
+        .await?;
         if !out.status.success() {
             return Err(format!(
                 "etcdctl snapshot restore: {}",
