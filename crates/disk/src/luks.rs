@@ -52,6 +52,13 @@ pub fn default_kdf() -> Vec<String> {
     .to_vec()
 }
 
+/// One quick PBKDF2 pass: for keys that are random already (256 bits need no stretching).
+pub fn quick_kdf() -> Vec<String> {
+    ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// A key in a memory file, dropped with this.
 pub(crate) struct KeyFiles(Vec<OwnedFd>);
 
@@ -221,9 +228,7 @@ pub fn set_token(dev: &Path, slot: u32, token: &serde_json::Value) -> Result<()>
     let kind = token["type"].as_str().unwrap_or_default();
     for (id, slots, t) in dump(dev)?.tokens {
         if slots.contains(&slot) && t["type"] == kind {
-            run(cryptsetup()
-                .args(["token", "remove", "--token-id", &id.to_string()])
-                .arg(dev))?;
+            remove_token(dev, id)?;
         }
     }
     let mut token = token.clone();
@@ -242,12 +247,16 @@ pub fn prune_tokens(dev: &Path) -> Result<()> {
     let h = dump(dev)?;
     for (id, slots, _) in &h.tokens {
         if slots.iter().all(|s| !h.slots.contains(s)) {
-            run(cryptsetup()
-                .args(["token", "remove", "--token-id", &id.to_string()])
-                .arg(dev))?;
+            remove_token(dev, *id)?;
         }
     }
     Ok(())
+}
+
+fn remove_token(dev: &Path, id: u32) -> Result<()> {
+    run(cryptsetup()
+        .args(["token", "remove", "--token-id", &id.to_string()])
+        .arg(dev))
 }
 
 /// Open `dev` with `key` (of slot `slot`, or any) as the mapping `name`; its device. `flags`
@@ -298,12 +307,6 @@ pub fn close(name: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn fast() -> Vec<String> {
-        ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
-            .map(String::from)
-            .to_vec()
-    }
-
     fn volume(name: &str) -> Option<PathBuf> {
         if Command::new("cryptsetup")
             .arg("--version")
@@ -324,7 +327,7 @@ mod tests {
     fn slots_are_added_removed_and_tested_by_their_keys() {
         let Some(img) = volume("slots") else { return };
         let opts = Options {
-            kdf: fast(),
+            kdf: quick_kdf(),
             ..Options::default()
         };
         assert!(!is_luks(&img));
@@ -349,7 +352,7 @@ mod tests {
     fn tokens_belong_to_a_slot_and_go_with_it() {
         let Some(img) = volume("tokens") else { return };
         let opts = Options {
-            kdf: fast(),
+            kdf: quick_kdf(),
             ..Options::default()
         };
         format(&img, "EPHEMERAL", &opts, 1, b"k1").unwrap();

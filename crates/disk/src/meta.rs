@@ -23,25 +23,31 @@ pub type Values = BTreeMap<String, String>;
 /// `machine.systemDiskEncryption.state`, as JSON).
 pub const STATE_ENCRYPTION: &str = "state-encryption";
 
+/// How an I/O error on `dev` reads.
+fn failed(dev: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("META {}: {e}", dev.display())
+}
+
+/// The size of one copy's half of the partition.
 fn half(dev: &Path) -> Result<u64> {
     let size = OpenOptions::new()
         .read(true)
         .open(dev)
         .and_then(|mut f| f.seek(SeekFrom::End(0)))
-        .map_err(|e| format!("META {}: {e}", dev.display()))?;
+        .map_err(failed(dev))?;
     Ok(size / 2 / 512 * 512)
 }
 
-/// Each copy that is whole: (sequence, values).
-fn copies(dev: &Path) -> Result<Vec<(u64, Values)>> {
+/// The newest whole copy: (sequence, values); (0, none) on a zeroed partition.
+fn newest(dev: &Path) -> Result<(u64, Values)> {
     let half = half(dev)?;
-    let mut f = std::fs::File::open(dev).map_err(|e| format!("META {}: {e}", dev.display()))?;
-    let mut out = Vec::new();
+    let mut f = std::fs::File::open(dev).map_err(failed(dev))?;
+    let mut best = (0, Values::new());
     for i in 0..2 {
         let mut buf = vec![0u8; half as usize];
         f.seek(SeekFrom::Start(i * half))
             .and_then(|_| f.read_exact(&mut buf))
-            .map_err(|e| format!("META {}: {e}", dev.display()))?;
+            .map_err(failed(dev))?;
         if &buf[..8] != MAGIC {
             continue;
         }
@@ -54,25 +60,24 @@ fn copies(dev: &Path) -> Result<Vec<(u64, Values)>> {
             continue;
         }
         if let Ok(values) = serde_json::from_slice(body) {
-            out.push((seq, values));
+            if seq > best.0 {
+                best = (seq, values);
+            }
         }
     }
-    Ok(out)
+    Ok(best)
 }
 
 /// The newest whole copy's values (none on a zeroed partition).
 pub fn read(dev: &Path) -> Result<Values> {
-    Ok(copies(dev)?
-        .into_iter()
-        .max_by_key(|(seq, _)| *seq)
-        .map(|(_, v)| v)
-        .unwrap_or_default())
+    newest(dev).map(|(_, values)| values)
 }
 
-/// Write `values` over the older copy (synced before this returns).
-pub fn write(dev: &Path, values: &Values) -> Result<()> {
+/// Write `values` as copy `seq + 1`, over the copy older than the newest, `seq` (synced
+/// before this returns).
+fn write_after(dev: &Path, seq: u64, values: &Values) -> Result<()> {
     let half = half(dev)?;
-    let seq = copies(dev)?.iter().map(|(s, _)| *s).max().unwrap_or(0) + 1;
+    let seq = seq + 1;
     let body = serde_json::to_vec(values).map_err(|e| e.to_string())?;
     if (HEAD + body.len()) as u64 > half {
         return Err(format!(
@@ -90,16 +95,16 @@ pub fn write(dev: &Path, values: &Values) -> Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .open(dev)
-        .map_err(|e| format!("META {}: {e}", dev.display()))?;
+        .map_err(failed(dev))?;
     f.seek(SeekFrom::Start((seq % 2) * half))
         .and_then(|_| f.write_all(&copy))
         .and_then(|_| f.sync_all())
-        .map_err(|e| format!("META {}: {e}", dev.display()))
+        .map_err(failed(dev))
 }
 
 /// Set (`Some`) or remove (`None`) one value.
 pub fn set(dev: &Path, name: &str, value: Option<&str>) -> Result<()> {
-    let mut values = read(dev)?;
+    let (seq, mut values) = newest(dev)?;
     let before = values.clone();
     match value {
         Some(v) => values.insert(name.to_string(), v.to_string()),
@@ -108,7 +113,7 @@ pub fn set(dev: &Path, name: &str, value: Option<&str>) -> Result<()> {
     if values == before {
         return Ok(());
     }
-    write(dev, &values)
+    write_after(dev, seq, &values)
 }
 
 #[cfg(test)]

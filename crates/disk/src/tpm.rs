@@ -42,11 +42,14 @@ fn tpm2(tool: &str) -> Command {
     cmd
 }
 
-/// Flush what a step left loaded (transient objects and sessions).
-fn flush() {
+/// Run one tool, then flush what it left loaded (transient objects and sessions); what it
+/// printed.
+fn step(cmd: &mut Command) -> Result<Vec<u8>> {
+    let out = run_out(cmd);
     for kind in ["-t", "-s"] {
         let _ = run(tpm2("flushcontext").arg(kind));
     }
+    out
 }
 
 /// A scratch folder for the tools' context files (no secret goes there), removed with this.
@@ -88,10 +91,8 @@ fn primary(dir: &Scratch) -> Result<String> {
         return Err(format!("no TPM 2.0 on this machine ({DEVICE} is missing)"));
     }
     let ctx = dir.file("primary.ctx");
-    let done =
-        run(tpm2("createprimary").args(["-Q", "-C", "o", "-g", "sha256", "-G", "ecc", "-c", &ctx]));
-    flush();
-    done.map(|()| ctx)
+    step(tpm2("createprimary").args(["-Q", "-C", "o", "-g", "sha256", "-G", "ecc", "-c", &ctx]))?;
+    Ok(ctx)
 }
 
 /// Seal `secret` (at most 128 bytes) to this TPM and the current values of `pcrs`.
@@ -108,23 +109,19 @@ pub fn seal(secret: &[u8], pcrs: &[u32]) -> Result<Sealed> {
     } else {
         // Only the PCR policy opens it (no userwithauth: an empty password does not).
         let policy = dir.file("policy.digest");
-        let made = run(tpm2("createpolicy").args([
+        step(tpm2("createpolicy").args([
             "-Q",
             "--policy-pcr",
             "-l",
             &selection(pcrs),
             "-L",
             &policy,
-        ]));
-        flush();
-        made?;
+        ]))?;
         create.args(["-L", &policy, "-a", "fixedtpm|fixedparent|noda"]);
     }
     let keys = KeyFiles::new(&[secret])?;
     let paths = keys.pass(&mut create);
-    let made = run(create.args(["-i", &paths[0]]));
-    flush();
-    made?;
+    step(create.args(["-i", &paths[0]]))?;
     let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
     Ok(Sealed {
         public: read(&public)?,
@@ -144,21 +141,16 @@ pub fn unseal(sealed: &Sealed, pcrs: &[u32]) -> Result<Vec<u8>> {
     for (p, data) in [(&public, &sealed.public), (&private, &sealed.private)] {
         std::fs::write(p, data).map_err(|e| format!("{p}: {e}"))?;
     }
-    let loaded = run(tpm2("load").args([
+    step(tpm2("load").args([
         "-Q", "-C", &parent, "-u", &public, "-r", &private, "-c", &object,
-    ]));
-    flush();
-    loaded.map_err(|e| {
-        format!("this TPM cannot load the sealed key (sealed by another TPM?): {e}")
-    })?;
+    ]))
+    .map_err(|e| format!("this TPM cannot load the sealed key (sealed by another TPM?): {e}"))?;
     let mut cmd = tpm2("unseal");
     cmd.args(["-c", &object]);
     if !pcrs.is_empty() {
         cmd.args(["-p", &format!("pcr:{}", selection(pcrs))]);
     }
-    let secret = run_out(&mut cmd);
-    flush();
-    secret.map_err(|e| {
+    step(&mut cmd).map_err(|e| {
         if e.contains("policy check failed") {
             format!(
                 "the TPM refused to unseal the key: PCRs {pcrs:?} differ from when it was sealed"

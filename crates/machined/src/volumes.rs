@@ -128,9 +128,7 @@ impl Key {
         if self.passphrase.is_some() {
             return luks::default_kdf();
         }
-        ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
-            .map(String::from)
-            .to_vec()
+        luks::quick_kdf()
     }
 
     fn describe(&self) -> String {
