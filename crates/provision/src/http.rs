@@ -103,8 +103,8 @@ fn answer(conn: TcpStream, content: &Mutex<Content>) -> std::io::Result<()> {
     }
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let mut out = std::io::BufWriter::new(conn);
-    if method == "POST" {
+    // (status, content type, digest, body)
+    let (status, kind, digest, body) = if method == "POST" {
         let handler = content
             .lock()
             .expect("content")
@@ -113,43 +113,48 @@ fn answer(conn: TcpStream, content: &Mutex<Content>) -> std::io::Result<()> {
             .find_map(|(prefix, h)| Some((path.strip_prefix(prefix.as_str())?, h.clone())));
         let mut body = vec![0u8; length.min(1 << 20)];
         std::io::Read::read_exact(&mut reader, &mut body)?;
-        let (status, kind, reply) = match handler.map(|(rest, h)| h(rest, &body)) {
-            Some(Ok(r)) => ("200 OK", "application/json", r),
-            Some(Err(e)) => ("400 Bad Request", "text/plain", e.into_bytes()),
-            None => ("404 Not Found", "text/plain", Vec::new()),
-        };
-        write!(
-            out,
-            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            reply.len()
-        )?;
-        out.write_all(&reply)?;
-        return out.flush();
-    }
-    let found = if method == "GET" || method == "HEAD" {
-        lookup(content, path)
-    } else {
-        None
-    };
-    match found {
-        Some((kind, digest, body)) => {
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n",
-                body.len()
-            )?;
-            if let Some(d) = digest {
-                write!(out, "Docker-Content-Digest: {d}\r\n")?;
-            }
-            write!(out, "\r\n")?;
-            if method == "GET" {
-                out.write_all(&body)?;
-            }
+        match handler.map(|(rest, h)| h(rest, &body)) {
+            Some(Ok(r)) => ("200 OK", Some("application/json".to_string()), None, r),
+            Some(Err(e)) => (
+                "400 Bad Request",
+                Some("text/plain".to_string()),
+                None,
+                e.into_bytes(),
+            ),
+            None => (
+                "404 Not Found",
+                Some("text/plain".to_string()),
+                None,
+                Vec::new(),
+            ),
         }
-        None => write!(
-            out,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?,
+    } else {
+        let found = if method == "GET" || method == "HEAD" {
+            lookup(content, path)
+        } else {
+            None
+        };
+        match found {
+            Some((kind, digest, body)) => ("200 OK", Some(kind), digest, body),
+            None => ("404 Not Found", None, None, Vec::new()),
+        }
+    };
+    let mut out = std::io::BufWriter::new(conn);
+    write!(out, "HTTP/1.1 {status}\r\n")?;
+    if let Some(kind) = kind {
+        write!(out, "Content-Type: {kind}\r\n")?;
+    }
+    write!(
+        out,
+        "Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    )?;
+    if let Some(d) = digest {
+        write!(out, "Docker-Content-Digest: {d}\r\n")?;
+    }
+    write!(out, "\r\n")?;
+    if method != "HEAD" {
+        out.write_all(&body)?;
     }
     out.flush()
 }

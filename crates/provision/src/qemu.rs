@@ -130,17 +130,9 @@ pub fn probe_accel(dir: &Path, kernel: &Path) -> &'static str {
         .stderr(Stdio::null())
         .spawn();
     let ran = child.is_ok_and(|mut c| {
-        let until = Instant::now() + Duration::from_secs(5);
-        let booted = loop {
-            let text = std::fs::read_to_string(&console).unwrap_or_default();
-            if text.contains("Linux version") {
-                break true;
-            }
-            if Instant::now() > until || !matches!(c.try_wait(), Ok(None)) {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let booted = ready_while_running(&mut c, Duration::from_secs(5), || {
+            std::fs::read_to_string(&console).is_ok_and(|t| t.contains("Linux version"))
+        });
         let _ = c.kill();
         let _ = c.wait();
         booted
@@ -203,16 +195,28 @@ fn start_swtpm(node_dir: &Path) -> Result<std::process::Child> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("swtpm: {e} (Debian: swtpm)"))?;
-    let until = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
+    if !ready_while_running(&mut child, Duration::from_secs(10), || sock.exists()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("swtpm did not open {}", sock.display()));
+    }
+    Ok(child)
+}
+
+/// Wait, for at most `limit` and while `child` runs, until `ready`: whether it was.
+fn ready_while_running(
+    child: &mut std::process::Child,
+    limit: Duration,
+    ready: impl Fn() -> bool,
+) -> bool {
+    let until = Instant::now() + limit;
+    while !ready() {
         if Instant::now() > until || !matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("swtpm did not open {}", sock.display()));
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(child)
+    true
 }
 
 /// Where the launcher says how the machine last started: `kernel` or `disk`.
