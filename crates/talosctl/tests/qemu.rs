@@ -622,14 +622,9 @@ fn patch_worker(dir: &Path, patches: &[&str]) -> Output {
 /// The key slots of the worker's partition `label` (VolumeStatus), each with its kind; the
 /// partition must be encrypted and mounted.
 fn key_slots(dir: &Path, label: &str) -> Vec<(u64, String)> {
-    let out = ok(
-        dir,
-        &["get", "volumestatus", label, "-n", "10.5.0.3", "-o", "json"],
-    );
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let spec = &v["spec"];
-    assert_eq!(spec["encryptionProvider"], "luks2", "{out}");
-    assert_eq!(spec["phase"], "ready", "{out}");
+    let spec = volume_status(dir, label);
+    assert_eq!(spec["encryptionProvider"], "luks2", "{spec}");
+    assert_eq!(spec["phase"], "ready", "{spec}");
     spec["encryptionKeySlots"]
         .as_array()
         .unwrap()
@@ -715,19 +710,12 @@ fn disk_encryption(dir: &Path) {
     }
 }
 
-/// The worker's EPHEMERAL as its VolumeStatus has it (JSON spec).
-fn ephemeral_status(dir: &Path) -> serde_json::Value {
+/// The spec of the worker's partition `label` as its VolumeStatus has it (null while the
+/// worker does not answer).
+fn volume_status(dir: &Path, label: &str) -> serde_json::Value {
     let out = talosctl(
         dir,
-        &[
-            "get",
-            "volumestatus",
-            "EPHEMERAL",
-            "-n",
-            "10.5.0.3",
-            "-o",
-            "json",
-        ],
+        &["get", "volumestatus", label, "-n", "10.5.0.3", "-o", "json"],
     );
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .map_or(serde_json::Value::Null, |v| v["spec"].clone())
@@ -767,13 +755,13 @@ fn migrations(c: &QemuCluster, dir: &Path, worker: &str) {
         worker,
         "the worker up with its config",
         Duration::from_secs(300),
-        || ephemeral_status(dir)["phase"] == "ready",
+        || volume_status(dir, "EPHEMERAL")["phase"] == "ready",
     );
     assert_eq!(
         key_slots(dir, "STATE"),
         vec![(0, "kms".to_string()), (1, "nodeID".to_string())]
     );
-    let status = ephemeral_status(dir);
+    let status = volume_status(dir, "EPHEMERAL");
     assert!(status.get("encryptionProvider").is_none(), "{status}");
 
     ok(
@@ -804,7 +792,7 @@ fn migrations(c: &QemuCluster, dir: &Path, worker: &str) {
         "EPHEMERAL encrypted after its wipe",
         Duration::from_secs(300),
         || {
-            let s = ephemeral_status(dir);
+            let s = volume_status(dir, "EPHEMERAL");
             s["phase"] == "ready" && s["encryptionProvider"] == "luks2"
         },
     );
