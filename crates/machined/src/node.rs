@@ -29,6 +29,25 @@ pub const MACHINE_CONFIG_ID: &str = "v1alpha1";
 
 pub const TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 
+/// Write `spec` to machined's own resource `id` of type `ty` in the runtime namespace:
+/// created when missing, updated when its spec differs, left alone when it is the same.
+pub fn publish<S: PartialEq + resources::Spec>(
+    state: &State,
+    ty: &str,
+    id: &str,
+    spec: S,
+) -> resources::Result<()> {
+    match state.get(&Pointer::new(RUNTIME_NS, ty, id)) {
+        Ok(cur) if cur.spec::<S>() == Some(&spec) => Ok(()),
+        Ok(cur) => state.update(cur.with_spec(spec)).map(drop),
+        Err(_) => {
+            let mut r = Resource::new(RUNTIME_NS, ty, id, spec);
+            r.metadata.owner = "machined".into();
+            state.create(r).map(drop)
+        }
+    }
+}
+
 /// The active machine config, as its canonical text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MachineConfigSpec(pub String);

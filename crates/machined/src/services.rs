@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use resources::{Resource, State as ResourceState};
+use resources::State as ResourceState;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{broadcast, Notify};
@@ -239,17 +239,7 @@ impl Supervisor {
             healthy: running && health.healthy,
             unknown: health.unknown,
         };
-        let ptr = resources::Pointer::new("runtime", SERVICE_TYPE, id);
-        let result = match self.resources.get(&ptr) {
-            Ok(cur) if cur.spec::<ServiceStatusSpec>() == Some(&spec) => Ok(()),
-            Ok(cur) => self.resources.update(cur.with_spec(spec)).map(|_| ()),
-            Err(_) => {
-                let mut r = Resource::new("runtime", SERVICE_TYPE, id, spec);
-                r.metadata.owner = "machined".into();
-                self.resources.create(r).map(|_| ())
-            }
-        };
-        if let Err(e) = result {
+        if let Err(e) = crate::node::publish(&self.resources, SERVICE_TYPE, id, spec) {
             tracing::warn!(service = id, error = %e, "cannot publish service status");
         }
     }

@@ -736,17 +736,7 @@ pub async fn publish(state: &resources::State, config: Option<&Config>) {
         .await
         .unwrap_or_default();
     for (id, spec) in statuses {
-        let ptr = resources::Pointer::new(crate::node::RUNTIME_NS, VOLUME_STATUS, &id);
-        let result = match state.get(&ptr) {
-            Ok(cur) => state.update(cur.with_spec(spec)).map(drop),
-            Err(_) => {
-                let mut r =
-                    resources::Resource::new(crate::node::RUNTIME_NS, VOLUME_STATUS, &id, spec);
-                r.metadata.owner = "machined".into();
-                state.create(r).map(drop)
-            }
-        };
-        if let Err(e) = result {
+        if let Err(e) = crate::node::publish(state, VOLUME_STATUS, &id, spec) {
             tracing::warn!(volume = %id, error = %e, "volume status");
         }
     }
