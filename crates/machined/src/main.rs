@@ -1,44 +1,19 @@
 //! machined: the Talos node. This build serves the node's API (apid) from a machine config;
 //! services, trustd and the rest of the node follow.
 
-mod apid;
-mod container;
-mod cri;
-mod ctrd;
-mod dhcp;
-mod discovery;
-mod etcd;
+mod api;
+mod boot;
+mod controllers;
 mod events;
-mod extensions;
-mod install;
-mod kernel;
-mod logship;
-mod metal;
-mod netconfig;
-mod network;
 mod node;
-mod reaper;
-mod secrets;
 mod services;
-mod trial;
-mod trustd;
-mod upgrade;
-mod vip;
-mod volumes;
-
-/// Run `f` (external tools, disk I/O) off the async runtime; a panic in it becomes its error.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
-}
+mod sys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use clap::Parser;
@@ -163,20 +138,6 @@ fn load_config(args: &Args) -> Result<Config, String> {
     Config::parse(&text).map_err(|e| e.in_file("USERDATA").to_string())
 }
 
-/// The node's non-loopback IPv4 addresses.
-pub fn interface_ips() -> Vec<std::net::IpAddr> {
-    nix::ifaddrs::getifaddrs()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| {
-            a.address?
-                .as_sockaddr_in()
-                .map(|s| std::net::IpAddr::V4(s.ip()))
-        })
-        .filter(|ip| !ip.is_loopback())
-        .collect()
-}
-
 /// A line on stderr; a closed stderr is not a reason to stop.
 fn log(line: &str) {
     use std::io::Write;
@@ -191,7 +152,7 @@ async fn fetch_config(node: Arc<node::Node>, url: String) {
     let mut last = String::new();
     loop {
         let u = url.clone();
-        let got = crate::blocking(move || -> Result<String, String> {
+        let got = crate::sys::blocking(move || -> Result<String, String> {
             let agent = ureq::AgentBuilder::new()
                 .timeout(std::time::Duration::from_secs(10))
                 .build();
@@ -257,7 +218,7 @@ async fn run_trustd(args: Args) -> Result<Exit, String> {
         "trustd listening on {}",
         listener.local_addr().map_err(|e| e.to_string())?
     ));
-    trustd::serve(&config, listener, signals()).await?;
+    api::trustd::serve(&config, listener, signals()).await?;
     Ok(Exit::Shutdown)
 }
 
@@ -267,7 +228,7 @@ fn role_service(
     state_file: Option<&PathBuf>,
     role: &str,
     mut role_args: Vec<String>,
-) -> Result<services::ServiceSpec, String> {
+) -> Result<services::supervisor::ServiceSpec, String> {
     role_args.splice(0..0, ["--role".to_string(), role.to_string()]);
     if let Some(cfg) = state_file
         .filter(|p| p.exists())
@@ -276,9 +237,9 @@ fn role_service(
     {
         role_args.extend(["--config".to_string(), cfg]);
     }
-    Ok(services::ServiceSpec {
+    Ok(services::supervisor::ServiceSpec {
         id: role.into(),
-        program: container::self_exe().map_err(|e| e.to_string())?,
+        program: boot::container::self_exe().map_err(|e| e.to_string())?,
         args: role_args,
         depends_on: Vec::new(),
         health: None,
@@ -292,7 +253,7 @@ fn role_service(
 fn trustd_service(
     args: &Args,
     state_file: Option<&PathBuf>,
-) -> Result<services::ServiceSpec, String> {
+) -> Result<services::supervisor::ServiceSpec, String> {
     let mut addr = args.trustd_listen;
     if addr.port() == 0 {
         let probe = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
@@ -309,7 +270,7 @@ fn trustd_service(
     } else {
         addr.ip()
     };
-    spec.health = Some(services::HealthCheck::Tcp(SocketAddr::new(
+    spec.health = Some(services::supervisor::HealthCheck::Tcp(SocketAddr::new(
         health_ip,
         addr.port(),
     )));
@@ -318,7 +279,7 @@ fn trustd_service(
 
 /// Where machined's socket for apid lives.
 fn socket_dir(args: &Args) -> PathBuf {
-    if container::rooted() {
+    if boot::container::rooted() {
         return PathBuf::from("/system/run/machined");
     }
     match &args.state_dir {
@@ -350,8 +311,8 @@ async fn run_apid(args: Args) -> Result<Exit, String> {
         .collect();
     let hostname = args.hostname.clone();
     if args.maintenance {
-        let source = apid::gateway::CertSource::Static(apid::maintenance_cert()?);
-        apid::gateway::serve(source, listeners, true, None, socket, signals()).await?;
+        let source = api::gateway::CertSource::Static(api::maintenance_cert()?);
+        api::gateway::serve(source, listeners, true, None, socket, signals()).await?;
         return Ok(Exit::Shutdown);
     }
     let config = load_config(&args)?;
@@ -363,21 +324,21 @@ async fn run_apid(args: Args) -> Result<Exit, String> {
         }
         if a.ip().is_unspecified() {
             // Addressed by any of its interface addresses.
-            for ip in interface_ips() {
+            for ip in sys::interface_ips() {
                 own.push(ip.to_string());
                 own.push(format!("{ip}:{}", a.port()));
             }
         }
     }
-    let proxy = match apid::proxy_from_config(&config, own) {
+    let proxy = match api::proxy_from_config(&config, own) {
         Ok(p) => Some(p),
         Err(e) => {
             log(&format!("apid: proxying to other nodes is off: {e}"));
             None
         }
     };
-    let source = apid::gateway::CertSource::Machined;
-    apid::gateway::serve(source, listeners, false, proxy, socket, signals()).await?;
+    let source = api::gateway::CertSource::Machined;
+    api::gateway::serve(source, listeners, false, proxy, socket, signals()).await?;
     Ok(Exit::Shutdown)
 }
 
@@ -416,17 +377,19 @@ async fn run(args: Args) -> Result<Exit, String> {
         "apid" => return run_apid(args).await,
         "logship-bench" => {
             let endpoint = args.bench_endpoint.ok_or("--bench-endpoint is required")?;
-            let took = logship::bench(&endpoint, args.bench_records).await?;
+            let took = sys::logship::bench(&endpoint, args.bench_records).await?;
             println!("{}", took.as_millis());
             return Ok(Exit::Shutdown);
         }
         _ => {}
     }
-    reaper::start();
-    disk::set_runner(reaper::output);
+    sys::reaper::start();
+    disk::set_runner(sys::reaper::output);
+    let mut phases =
+        boot::Sequence::new(&["config", "controllers", "volumes", "files", "services"]);
     let state_file = args.state_dir.as_ref().map(|d| d.join("config.yaml"));
     // A config being tried (or the last good one back, when its trial boot ended unconfirmed).
-    let trial = state_file.as_deref().and_then(trial::at_boot);
+    let trial = state_file.as_deref().and_then(boot::trial::at_boot);
     let booted = boot_config(&args, state_file.as_ref());
     let maintenance = booted.is_none();
     if maintenance {
@@ -435,7 +398,9 @@ async fn run(args: Args) -> Result<Exit, String> {
     let config = booted.unwrap_or_default();
     // A machine booted from the image with a disk to install to installs before it runs
     // anything of the cluster's.
-    let install_to = (!maintenance).then(|| install::pending(&config)).flatten();
+    let install_to = (!maintenance)
+        .then(|| boot::install::pending(&config))
+        .flatten();
     let runs = !maintenance && install_to.is_none();
     let log_dir = args
         .log_dir
@@ -444,26 +409,49 @@ async fn run(args: Args) -> Result<Exit, String> {
     if let Some(d) = &log_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    if !maintenance && container::rooted() {
-        for problem in kernel::write_files(&config) {
-            log(&format!("machined: {problem}"));
-        }
-    }
-    let node = Arc::new(node::Node::start(&config, state_file.clone(), log_dir)?);
-    *node.ephemeral.lock().expect("ephemeral") = args.ephemeral_dir.clone();
-    if metal::installed() {
-        // EPHEMERAL before anything that uses /var.
-        let active = (!maintenance).then(|| config.clone());
-        volumes::mount_ephemeral(active.clone()).await;
-        if let Some(c) = &active {
-            if let Err(e) = volumes::remember_config(c) {
+    phases.done();
+    let node = Arc::new(node::Node::start(
+        &config,
+        state_file.clone(),
+        log_dir,
+        args.ephemeral_dir.clone(),
+        runs,
+    )?);
+    phases.done();
+    if boot::metal::installed() {
+        // EPHEMERAL before anything that uses /var (block.EphemeralMountController mounts it).
+        let state = node.state.clone();
+        boot::wait_for(Duration::MAX, || {
+            state
+                .spec_of::<types::runtime::MountStatusSpec>(disk::EPHEMERAL)
+                .is_some()
+        })
+        .await;
+        if !maintenance {
+            if let Err(e) = sys::luks::remember_config(&config) {
                 log(&format!("machined: STATE's encryption in META: {e}"));
             }
         }
-        volumes::publish(&node.state, active.as_ref()).await;
     }
-    if runs && container::rooted() {
-        match cri::services() {
+    phases.done();
+    if !maintenance && boot::container::rooted() {
+        // files.MachineFilesController writes them once /var is there.
+        let wanted = config
+            .pointer("/machine/files")
+            .and_then(|v| v.as_array())
+            .map_or(0, Vec::len);
+        let state = node.state.clone();
+        boot::wait_for(Duration::from_secs(10), || {
+            state
+                .specs_of::<types::runtime::MachineFileStatusSpec>()
+                .len()
+                >= wanted
+        })
+        .await;
+    }
+    phases.done();
+    if runs && boot::container::rooted() {
+        match sys::cri::services() {
             Ok(specs) => specs
                 .into_iter()
                 .for_each(|s| node.services.start_service(s)),
@@ -484,70 +472,6 @@ async fn run(args: Args) -> Result<Exit, String> {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let hostname = hostname.unwrap_or_else(|| "talos".into());
-    if runs && container::rooted() && matches!(config.machine_type(), "controlplane" | "init") {
-        // etcd needs the node's own network (it runs in container mode only): it starts once
-        // the network controllers have given the node an address.
-        let ephemeral = args
-            .ephemeral_dir
-            .clone()
-            .unwrap_or_else(|| container::EPHEMERAL_DIR.into());
-        let (node, config, hostname) = (node.clone(), config.clone(), hostname.clone());
-        tokio::spawn(async move {
-            let mut waited = 0u32;
-            let ip = loop {
-                if let Some(ip) = interface_ips().into_iter().next() {
-                    break ip;
-                }
-                waited += 1;
-                if waited.is_multiple_of(200) {
-                    tracing::info!("etcd is waiting for the node's address");
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            };
-            match etcd::Etcd::new(
-                &config,
-                &hostname,
-                ip,
-                &ephemeral,
-                std::path::Path::new("/system/secrets/etcd"),
-            ) {
-                Ok(e) => {
-                    let e = Arc::new(e.with_members(node.state.clone()));
-                    let mut spec = e.service();
-                    // Like upstream, etcd runs from an image when the config names one.
-                    if let Some(image) = config
-                        .pointer("/cluster/etcd/image")
-                        .and_then(|v| v.as_str())
-                        .filter(|i| !i.is_empty())
-                    {
-                        spec.depends_on.push("containerd".into());
-                        let registries_of = node.clone();
-                        spec.launcher = Some(ctrd::launcher(
-                            ctrd::ContainerSpec {
-                                id: etcd::SERVICE.into(),
-                                image: image.into(),
-                                binds: e.binds(),
-                                capabilities: Vec::new(),
-                                pids_limit: 4096,
-                                cpu_shares: 2048,
-                                memory_limit: 0,
-                            },
-                            Arc::new(move || {
-                                registries_of
-                                    .active_config()
-                                    .and_then(|c| machinery::cri::Registries::from_config(&c))
-                                    .unwrap_or_default()
-                            }),
-                        ));
-                    }
-                    node.services.start_service(spec);
-                    e.renew_certificates();
-                    let _ = node.etcd.set(e);
-                }
-                Err(e) => tracing::error!(error = %e, "etcd cannot start"),
-            }
-        });
-    }
     // machined binds the API's addresses (a reboot keeps them) and hands them to apid.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -588,29 +512,30 @@ async fn run(args: Args) -> Result<Exit, String> {
     } else {
         local.ip()
     };
-    apid_spec.health = Some(services::HealthCheck::Tcp(SocketAddr::new(
+    apid_spec.health = Some(services::supervisor::HealthCheck::Tcp(SocketAddr::new(
         health_ip,
         local.port(),
     )));
     node.services.start_service(apid_spec);
+    phases.done();
 
     if let Some(disk) = install_to {
-        tokio::spawn(install::run(node.clone(), config.clone(), disk));
+        tokio::spawn(boot::install::run(node.clone(), config.clone(), disk));
     }
-    if metal::installed() {
-        tokio::spawn(upgrade::prove(node.clone()));
+    if boot::metal::installed() {
+        tokio::spawn(boot::upgrade::prove(node.clone()));
     }
     if let (Some(timeout), Some(file)) = (trial, state_file.clone()) {
         if runs {
-            tokio::spawn(trial::watch(node.clone(), file, timeout));
+            tokio::spawn(boot::trial::watch(node.clone(), file, timeout));
         } else {
             // The tried config cannot run here: the last good one comes back at once.
-            trial::abandon(&file);
+            boot::trial::abandon(&file);
             node.reboot.notify_one();
         }
     }
     if maintenance {
-        if let Some(url) = netconfig::Cmdline::read().config_url {
+        if let Some(url) = sys::cmdline::Cmdline::read().config_url {
             tokio::spawn(fetch_config(node.clone(), url));
         }
     }
@@ -626,13 +551,13 @@ async fn run(args: Args) -> Result<Exit, String> {
         }
     };
     let services = node.services.clone();
-    apid::serve_local(node.clone(), unix, maintenance, shutdown).await?;
+    api::serve_local(node.clone(), unix, maintenance, shutdown).await?;
     // A node that stops for good (not a reboot) leaves the cluster's discovery at once.
     if matches!(*exit.lock().expect("exit"), Exit::Shutdown) {
         node.discovery.leave().await;
     }
     drop(listener);
-    if args.state_dir.is_none() && !container::rooted() {
+    if args.state_dir.is_none() && !boot::container::rooted() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     services.shutdown().await;
@@ -654,7 +579,7 @@ async fn run(args: Args) -> Result<Exit, String> {
 /// STATE.
 fn reboot(handover: Option<String>) -> ExitCode {
     use std::os::unix::process::CommandExt;
-    let exe = container::self_exe().expect("own path");
+    let exe = boot::container::self_exe().expect("own path");
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut cmd = std::process::Command::new(&exe);
     if let Some(cfg) = handover {
@@ -700,33 +625,33 @@ fn main() -> ExitCode {
                 }),
             )
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .with(logship::Layer)
+            .with(sys::logship::Layer)
             .init();
     }
-    if metal::is_init() {
-        if let Err(e) = metal::boot(container::SELF_EXE) {
-            metal::give_up(&format!("machined: {e}"));
+    if boot::metal::is_init() {
+        if let Err(e) = boot::metal::boot(boot::container::SELF_EXE) {
+            boot::metal::give_up(&format!("machined: {e}"));
         }
-        container::mark_rooted();
+        boot::container::mark_rooted();
     }
-    if metal::booted() && std::process::id() == 1 {
-        metal::load_node_modules();
+    if boot::metal::booted() && std::process::id() == 1 {
+        boot::metal::load_node_modules();
     }
     let mut args = Args::parse();
     // A machine booted from the image keeps its root in place across reboots (re-executions).
-    if metal::booted() || args.container.is_some() {
+    if boot::metal::booted() || args.container.is_some() {
         if let Some(dir) = args.container.clone() {
-            if let Err(e) = container::enter(&dir, args.netns.as_deref()) {
+            if let Err(e) = boot::container::enter(&dir, args.netns.as_deref()) {
                 log(&format!("machined: {e}"));
                 return ExitCode::FAILURE;
             }
         }
         args.state_dir
-            .get_or_insert_with(|| container::STATE_DIR.into());
+            .get_or_insert_with(|| boot::container::STATE_DIR.into());
         args.log_dir
-            .get_or_insert_with(|| container::LOG_DIR.into());
+            .get_or_insert_with(|| boot::container::LOG_DIR.into());
         args.ephemeral_dir
-            .get_or_insert_with(|| container::EPHEMERAL_DIR.into());
+            .get_or_insert_with(|| boot::container::EPHEMERAL_DIR.into());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -737,22 +662,23 @@ fn main() -> ExitCode {
     drop(rt);
     // The init of a machine never exits: it powers off (its services, which run this binary
     // too, just exit).
-    let metal = metal::booted() && std::process::id() == 1;
+    let metal = boot::metal::booted() && std::process::id() == 1;
     match result {
-        Ok(Exit::Shutdown) if metal => metal::power_off(),
+        Ok(Exit::Shutdown) if metal => boot::metal::power_off(),
         // An installed machine (or one that has just installed) restarts for real: its state
         // is on the disk; a config handed over from maintenance mode is a re-execution.
         Ok(Exit::Reboot(handover))
             if metal
-                && (install::done()
-                    || (metal::installed() && handover.as_deref().is_none_or(str::is_empty))) =>
+                && (boot::install::done()
+                    || (boot::metal::installed()
+                        && handover.as_deref().is_none_or(str::is_empty))) =>
         {
             log("machined: restarting the machine");
-            metal::restart()
+            boot::metal::restart()
         }
         Err(e) if metal => {
-            metal::console(&format!("machined: {e}"));
-            metal::power_off()
+            boot::metal::console(&format!("machined: {e}"));
+            boot::metal::power_off()
         }
         Ok(Exit::Shutdown) => ExitCode::SUCCESS,
         Ok(Exit::Reboot(handover)) => {

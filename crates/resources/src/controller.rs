@@ -35,6 +35,9 @@ pub struct Input {
     /// Narrow the input to one resource.
     pub id: Option<String>,
     pub kind: InputKind,
+    /// What part of the input's spec the controller reads (for the machine config: JSON
+    /// pointers into the v1alpha1 document); informational: every change wakes it.
+    pub paths: Vec<String>,
 }
 
 impl Input {
@@ -44,6 +47,7 @@ impl Input {
             ty: ty.into(),
             id: None,
             kind,
+            paths: Vec::new(),
         }
     }
 
@@ -57,6 +61,12 @@ impl Input {
 
     pub fn id(mut self, id: &str) -> Input {
         self.id = Some(id.into());
+        self
+    }
+
+    /// Declare the parts of the spec the controller reads.
+    pub fn paths(mut self, paths: &[&str]) -> Input {
+        self.paths = paths.iter().map(|p| p.to_string()).collect();
         self
     }
 

@@ -8,6 +8,7 @@ mod graph;
 mod query;
 mod resource;
 mod state;
+mod typed;
 mod watch;
 
 pub use controller::{
@@ -22,4 +23,5 @@ pub use graph::dependency_dot;
 pub use query::{LabelQuery, Op, Term};
 pub use resource::{Metadata, Phase, Pointer, Resource, Spec};
 pub use state::{Error, Result, State, WatchKindOptions, HISTORY};
+pub use typed::ResourceType;
 pub use watch::{Event, EventKind, Watcher, DEFAULT_WATCH_BUFFER, OVERRUN};

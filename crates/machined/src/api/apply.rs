@@ -1,0 +1,404 @@
+//! ApplyConfiguration: validate a new machine config, then apply it now, at the next boot, for
+//! a trial period, or with a reboot, as the mode says. `--dry-run` shows the diff instead.
+
+use resources::ResourceType;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::machine::apply_configuration_request::Mode;
+use api::machine::{ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse};
+use machinery::validate::{validate, Mode as RuntimeMode};
+use machinery::Config;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+
+use super::auth::Roles;
+use crate::node::Node;
+
+pub const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// v1alpha1 paths a running node applies without a reboot; any other change needs one.
+const LIVE_PATHS: &[&str] = &[
+    "/debug",
+    "/cluster",
+    "/machine/ca",
+    "/machine/acceptedCAs",
+    "/machine/time",
+    "/machine/certSANs",
+    "/machine/install",
+    "/machine/network",
+    "/machine/sysfs",
+    "/machine/sysctls",
+    "/machine/logging",
+    "/machine/controlPlane",
+    "/machine/kubelet",
+    "/machine/kernel",
+    "/machine/registries",
+    "/machine/pods",
+    "/machine/seccompProfiles",
+    "/machine/nodeAnnotations",
+    "/machine/nodeLabels",
+    "/machine/nodeTaints",
+    "/machine/features/kubernetesTalosAPIAccess",
+    "/machine/features/kubePrism",
+    "/machine/features/hostDNS",
+    "/machine/features/imageCache",
+    "/machine/features/nodeAddressSortAlgorithm",
+    // Key slots are changed on the partitions at once; the rest applies when one is formatted.
+    "/machine/systemDiskEncryption",
+];
+
+fn remove(v: &mut Value, ptr: &str) {
+    let (parent, key) = ptr.rsplit_once('/').unwrap_or(("", ptr));
+    let target = if parent.is_empty() {
+        Some(v)
+    } else {
+        v.pointer_mut(parent)
+    };
+    if let Some(Value::Object(m)) = target {
+        m.shift_remove(key);
+    }
+}
+
+fn differing(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                differing(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &sub,
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+/// The v1alpha1 fields that differ outside what can change live.
+pub fn reboot_fields(old: &Config, new: &Config) -> Vec<String> {
+    let strip = |c: &Config| {
+        let mut v = c.v1alpha1().cloned().unwrap_or(Value::Null);
+        for p in LIVE_PATHS {
+            remove(&mut v, p);
+        }
+        v
+    };
+    let mut out = Vec::new();
+    differing(&strip(old), &strip(new), "", &mut out);
+    out
+}
+
+/// Go's duration format for whole seconds (`1m0s`, `30s`, `1h2m3s`).
+pub fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
+}
+
+fn unified_diff(old: &str, new: &str) -> String {
+    if old == new {
+        return "No changes.".into();
+    }
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .header("a", "b")
+        .to_string()
+}
+
+pub struct Applier {
+    pub node: Arc<Node>,
+    /// The node has no config yet: anyone may apply one, and it is booted at once.
+    maintenance: bool,
+    busy: Mutex<()>,
+    rollback: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Applier {
+    pub fn new(node: Arc<Node>, maintenance: bool) -> Applier {
+        Applier {
+            node,
+            maintenance,
+            busy: Mutex::new(()),
+            rollback: Default::default(),
+        }
+    }
+
+    fn cancel_rollback(&self) {
+        if let Some(h) = self.rollback.lock().expect("rollback").take() {
+            h.abort();
+        }
+    }
+
+    pub async fn apply(
+        &self,
+        req: Request<ApplyConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        let _guard = self.busy.try_lock().map_err(|_| {
+            Status::failed_precondition("another apply configuration is already in progress")
+        })?;
+        if !self.maintenance && !req.extensions().get::<Roles>().is_some_and(Roles::is_admin) {
+            return Err(Status::permission_denied("not authorized"));
+        }
+        let r = req.into_inner();
+        let mode = Mode::try_from(r.mode).map_err(|_| {
+            Status::invalid_argument(format!(
+                "incorrect mode '{}' specified for the apply config call",
+                r.mode
+            ))
+        })?;
+        if mode != Mode::Try {
+            self.cancel_rollback();
+            // Another apply replaces a config being tried after a reboot: it is kept.
+            if let Some(f) = &self.node.state_file {
+                crate::boot::trial::forget(f);
+            }
+        }
+        let text = String::from_utf8(r.data)
+            .map_err(|_| Status::invalid_argument("the machine config is not UTF-8 text"))?;
+        let new = Config::parse(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if new.v1alpha1().is_none() {
+            return Err(Status::invalid_argument(
+                "the applied machine configuration doesn't contain v1alpha1 config, did you mean to patch the machine config instead?",
+            ));
+        }
+        let warnings: Vec<String> = validate(&new, RuntimeMode::Container)
+            .into_result(false)
+            .map_err(|e| Status::invalid_argument(format!("the machine config is invalid:\n{e}")))?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let links: std::collections::BTreeSet<String> = self
+            .node
+            .state
+            .list(
+                types::NETWORK_NS,
+                types::network::LinkStatusSpec::TYPE,
+                &resources::LabelQuery::all(),
+            )
+            .iter()
+            .map(|r| r.metadata.id.clone())
+            .collect();
+        let unknown = crate::controllers::network::sources::unknown_route_links(&new, &links);
+        if !unknown.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "the machine config is invalid:\n{}",
+                unknown.join("\n")
+            )));
+        }
+        if self.maintenance {
+            return self.leave_maintenance(&new, r.dry_run, warnings).await;
+        }
+        let old = self.node.active_config().map_err(Status::internal)?;
+        let needs_reboot = reboot_fields(&old, &new);
+        let timeout = r
+            .try_mode_timeout
+            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_TRY_TIMEOUT);
+        let (used, details) = match mode {
+            Mode::Auto if needs_reboot.is_empty() => (Mode::NoReboot, "Applied configuration without a reboot".to_string()),
+            Mode::NoReboot if needs_reboot.is_empty() => (Mode::NoReboot, "Applied configuration without a reboot".to_string()),
+            Mode::NoReboot => {
+                return Err(Status::failed_precondition(format!(
+                    "the changes need a reboot, so they cannot be applied in no-reboot mode: {}",
+                    needs_reboot.join(", ")
+                )))
+            }
+            Mode::Auto | Mode::Reboot => (Mode::Reboot, "Applied configuration with a reboot".to_string()),
+            Mode::Staged => (Mode::Staged, "Staged configuration to be applied after the next reboot".to_string()),
+            Mode::Try if needs_reboot.is_empty() => (
+                Mode::Try,
+                format!(
+                    "Applied configuration without a reboot\nThe config is applied in 'try' mode and will be automatically reverted back in {}",
+                    go_duration(timeout)
+                ),
+            ),
+            // Beyond upstream: tried across a reboot, kept only if the node comes up healthy.
+            Mode::Try if self.node.state_file.is_some() => (
+                Mode::Reboot,
+                format!(
+                    "Applied configuration with a reboot\nThe config is applied in 'try' mode: the node reboots into it and returns to the last good config by itself unless it is healthy within {}",
+                    go_duration(timeout)
+                ),
+            ),
+            Mode::Try => {
+                return Err(Status::failed_precondition(format!(
+                    "the changes need a reboot, so they cannot be tried: {}",
+                    needs_reboot.join(", ")
+                )))
+            }
+        };
+        let tried = mode == Mode::Try && used == Mode::Reboot;
+        // Disk encryption keys are changed on the partitions themselves, at once.
+        let keys_change = crate::boot::metal::installed()
+            && [disk::STATE, disk::EPHEMERAL].iter().any(|l| {
+                crate::sys::luks::configured(&old, l) != crate::sys::luks::configured(&new, l)
+            });
+        if keys_change && used != Mode::Staged {
+            if mode == Mode::Try {
+                return Err(Status::failed_precondition(
+                    "disk encryption changes cannot be tried: apply them with --mode=auto",
+                ));
+            }
+            crate::sys::luks::check(&old, &new).map_err(|e| {
+                Status::invalid_argument(format!("the machine config is invalid:\n{e}"))
+            })?;
+        }
+        if r.dry_run {
+            let diff = unified_diff(&old.encode_canonical(), &new.encode_canonical());
+            return Ok(reply(
+                used,
+                format!(
+                    "Dry run summary:\n{details} (skipped in dry-run).\nConfig diff:\n\n{diff}"
+                ),
+                Vec::new(),
+            ));
+        }
+        tracing::info!(mode = ?used, "apply config request");
+        if keys_change && matches!(used, Mode::NoReboot | Mode::Reboot) {
+            let (o, n) = (old.clone(), new.clone());
+            let done = crate::sys::blocking(move || crate::sys::luks::sync_all(&o, &n))
+                .await
+                .map_err(|e| Status::failed_precondition(format!("disk encryption: {e}")))?;
+            for d in done {
+                tracing::info!("disk encryption: {d}");
+            }
+        }
+        match used {
+            Mode::NoReboot => {
+                self.node.persist(&new).map_err(Status::internal)?;
+                self.node.set_active(&new).map_err(Status::internal)?;
+            }
+            Mode::Staged => self.node.persist(&new).map_err(Status::internal)?,
+            Mode::Try => {
+                self.node.set_active(&new).map_err(Status::internal)?;
+                let node = self.node.clone();
+                let handle = tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    tracing::info!("rolling back the configuration");
+                    if let Err(e) = node.set_active(&old) {
+                        tracing::error!(error = %e, "rollback failed");
+                    }
+                });
+                if let Some(prev) = self.rollback.lock().expect("rollback").replace(handle) {
+                    prev.abort();
+                }
+            }
+            Mode::Reboot | Mode::Auto => {
+                match &self.node.state_file {
+                    Some(f) if tried => crate::boot::trial::start(f, &old, &new, timeout)
+                        .map_err(Status::internal)?,
+                    _ => self.node.persist(&new).map_err(Status::internal)?,
+                }
+                let reboot = self.node.reboot.clone();
+                tokio::spawn(async move {
+                    // Let the reply reach the client first.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    reboot.notify_one();
+                });
+            }
+        }
+        Ok(reply(
+            if tried { Mode::Try } else { used },
+            details,
+            warnings,
+        ))
+    }
+}
+
+impl Applier {
+    /// In maintenance mode a valid config is persisted and booted (machined starts again with
+    /// it, in the same process).
+    async fn leave_maintenance(
+        &self,
+        new: &Config,
+        dry_run: bool,
+        warnings: Vec<String>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        let details = "Applied configuration without a reboot".to_string();
+        if dry_run {
+            return Ok(reply(
+                Mode::NoReboot,
+                format!("Dry run summary:\n{details} (skipped in dry-run).\n"),
+                Vec::new(),
+            ));
+        }
+        if self.node.state_file.is_some() {
+            if crate::boot::metal::installed() {
+                // STATE was wiped: it is encrypted now if the config asks.
+                let c = new.clone();
+                crate::sys::blocking(move || crate::sys::luks::encrypt_state(&c))
+                    .await
+                    .map_err(|e| Status::internal(format!("disk encryption: {e}")))?;
+            }
+            self.node.persist(new).map_err(Status::internal)?;
+        } else {
+            *self.node.handover.lock().expect("handover") = Some(new.encode());
+        }
+        let reboot = self.node.reboot.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            reboot.notify_one();
+        });
+        Ok(reply(Mode::NoReboot, details, warnings))
+    }
+}
+
+fn reply(
+    mode: Mode,
+    details: String,
+    warnings: Vec<String>,
+) -> Response<ApplyConfigurationResponse> {
+    Response::new(ApplyConfigurationResponse {
+        messages: vec![ApplyConfiguration {
+            metadata: None,
+            warnings,
+            mode: mode as i32,
+            mode_details: details,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reboot_fields_ignore_live_paths() {
+        let a = Config::parse(
+            "version: v1alpha1\nmachine:\n    type: worker\n    network:\n        hostname: a\n",
+        )
+        .unwrap();
+        let b = Config::parse(
+            "version: v1alpha1\nmachine:\n    type: worker\n    network:\n        hostname: b\n",
+        )
+        .unwrap();
+        assert!(reboot_fields(&a, &b).is_empty());
+        let c = Config::parse(
+            "version: v1alpha1\nmachine:\n    type: controlplane\n    env:\n        A: b\n",
+        )
+        .unwrap();
+        assert_eq!(reboot_fields(&a, &c), ["machine.env", "machine.type"]);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_secs(60)), "1m0s");
+        assert_eq!(go_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
+    }
+}

@@ -1,0 +1,3 @@
+//! Cluster membership: `discovery` (its settings, the affiliates and the members).
+
+pub mod discovery;

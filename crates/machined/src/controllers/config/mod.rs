@@ -1,0 +1,3 @@
+//! The machine config itself: `machine_type`.
+
+pub mod machine_type;

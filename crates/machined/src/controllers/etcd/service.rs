@@ -1,0 +1,107 @@
+//! etcd.ServiceController: runs the etcd service as EtcdSpec says once its PKI is on disk;
+//! a changed spec (a no-reboot change of `cluster.etcd.extraArgs`, a new address) restarts
+//! it with the new command line. The supervisor publishes the service's status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use resources::{Controller, ControllerError, Input, Output, ReconcileContext, State};
+use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
+use types::etcd::{EtcdSpecSpec, PkiStatusSpec, ETCD_ID};
+use types::runtime::ServiceStatusSpec;
+use types::secrets::EtcdCertsSpec;
+
+use crate::services::etcd::{self, Etcd};
+use crate::services::supervisor::Supervisor;
+use crate::sys::ctrd;
+
+pub struct ServiceController {
+    pub services: Supervisor,
+    /// The running etcd, for the API and the VIP.
+    pub etcd: etcd::Handle,
+    pub state: State,
+    pub ephemeral: PathBuf,
+    /// The spec etcd runs with now.
+    running: Option<EtcdSpecSpec>,
+}
+
+impl ServiceController {
+    pub fn new(services: Supervisor, etcd: etcd::Handle, state: State, ephemeral: PathBuf) -> Self {
+        ServiceController {
+            services,
+            etcd,
+            state,
+            ephemeral,
+            running: None,
+        }
+    }
+}
+
+/// Registries from the active config (read when an image is pulled).
+fn registries(state: &State) -> machinery::cri::Registries {
+    state
+        .spec_of::<MachineConfigSpec>(MACHINE_CONFIG_ID)
+        .and_then(|c| machinery::Config::parse(&c.0).ok())
+        .and_then(|c| machinery::cri::Registries::from_config(&c).ok())
+        .unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl Controller for ServiceController {
+    fn name(&self) -> &str {
+        "etcd.ServiceController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![
+            Input::of::<EtcdSpecSpec>().id(ETCD_ID),
+            Input::of::<PkiStatusSpec>().id(ETCD_ID),
+            Input::of::<EtcdCertsSpec>().id(ETCD_ID),
+        ]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::shared_of::<ServiceStatusSpec>()]
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        let (Some(spec), Some(pki), Some(certs)) = (
+            ctx.spec_of::<EtcdSpecSpec>(ETCD_ID)?,
+            ctx.spec_of::<PkiStatusSpec>(ETCD_ID)?,
+            ctx.spec_of::<EtcdCertsSpec>(ETCD_ID)?,
+        ) else {
+            return Ok(());
+        };
+        if !pki.ready || self.running.as_ref() == Some(&spec) {
+            return Ok(());
+        }
+        let e = Arc::new(Etcd::new(
+            &spec,
+            &certs,
+            &self.ephemeral,
+            self.state.clone(),
+        )?);
+        let mut service = e.service();
+        // Like upstream, etcd runs from an image when the config names one.
+        if !spec.image.is_empty() {
+            service.depends_on.push("containerd".into());
+            let state = self.state.clone();
+            service.launcher = Some(ctrd::launcher(
+                ctrd::ContainerSpec {
+                    id: etcd::SERVICE.into(),
+                    image: spec.image.clone(),
+                    binds: e.binds(),
+                    capabilities: Vec::new(),
+                    pids_limit: 4096,
+                    cpu_shares: 2048,
+                    memory_limit: 0,
+                },
+                Arc::new(move || registries(&state)),
+            ));
+        }
+        if self.running.is_some() {
+            tracing::info!("etcd's spec changed: restarting it");
+        }
+        *self.etcd.write().expect("etcd") = Some(e);
+        self.services.replace(service);
+        self.running = Some(spec);
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Reads every controller group shares: the machine config (declared with the config paths a
+//! controller consumes, from which apply-config derives what changes live) and the node's
+//! addresses.
+
+use std::net::IpAddr;
+
+use machinery::Config;
+use resources::{ControllerError, Input, ReconcileContext, ResourceType};
+use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
+use types::network::NodeAddressSpec;
+
+/// The machine config as an input, reading the v1alpha1 `paths` (JSON pointers) and, for a
+/// multi-document config, `kind:<Kind>` for documents of that kind.
+pub fn config(paths: &[&str]) -> Input {
+    Input::of::<MachineConfigSpec>()
+        .id(MACHINE_CONFIG_ID)
+        .paths(paths)
+}
+
+/// The active machine config, if any.
+pub fn machine_config(ctx: &ReconcileContext) -> Result<Option<Config>, ControllerError> {
+    match ctx.spec_of::<MachineConfigSpec>(MACHINE_CONFIG_ID)? {
+        Some(text) => Ok(Some(Config::parse(&text.0)?)),
+        None => Ok(None),
+    }
+}
+
+/// The IPs (prefixes dropped) of one of the node's NodeAddresses: `default`, `current` or
+/// `accumulative`.
+pub fn node_ips(ctx: &ReconcileContext, id: &str) -> Result<Vec<IpAddr>, ControllerError> {
+    Ok(ctx
+        .get(&NodeAddressSpec::pointer(id))?
+        .and_then(|r| r.spec::<NodeAddressSpec>().map(|a| a.addresses.clone()))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .collect())
+}
+
+/// The hostname the config sets, if any.
+pub fn configured_hostname(cfg: &Config) -> Option<String> {
+    cfg.pointer("/machine/network/hostname")
+        .or_else(|| {
+            cfg.kind("HostnameConfig")
+                .find_map(|d| d.value.get("hostname"))
+        })
+        .and_then(|v| v.as_str())
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+}
+
+/// A stable hostname derived from the machine token (the default layer).
+pub fn stable_hostname(cfg: &Config) -> String {
+    let seed = cfg
+        .pointer("/machine/token")
+        .and_then(|v| v.as_str())
+        .unwrap_or("talos");
+    let mut h: u32 = 2166136261;
+    for b in seed.bytes() {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    format!("talos-{:03x}-{:03x}", h >> 20, (h >> 8) & 0xfff)
+}

@@ -1,0 +1,3 @@
+//! Node runtime settings: `kernel_params` (sysctls).
+
+pub mod kernel_params;

@@ -1,0 +1,4 @@
+//! Secret material: the API's certificate (`api`) and etcd's PKI (`etcd`).
+
+pub mod api;
+pub mod etcd;

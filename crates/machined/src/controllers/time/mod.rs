@@ -1,0 +1,3 @@
+//! Time: `status`.
+
+pub mod status;

@@ -1,0 +1,5 @@
+//! Services: the supervisor (start, stop, restart, health, logs, status) and the services
+//! with logic of their own (`etcd`). Controllers decide which services run.
+
+pub mod etcd;
+pub mod supervisor;
