@@ -174,7 +174,6 @@ impl Supervisor {
     }
 
     /// Restart delays after a failure: from `min`, doubling, capped at `max`.
-
     #[cfg(test)]
     pub fn with_backoff(mut self, min: Duration, max: Duration) -> Supervisor {
         self.backoff = (min, max);
