@@ -6,6 +6,7 @@
 pub mod block;
 pub mod cluster;
 pub mod config;
+pub mod cri;
 pub mod etcd;
 pub mod files;
 pub mod inputs;
@@ -66,7 +67,7 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
         installed: w.installed,
     })?;
     if w.rooted {
-        rt.register(crate::sys::cri::CriConfigController {
+        rt.register(cri::config::CriConfigController {
             services: w.services.clone(),
         })?;
         rt.register(block::ephemeral::EphemeralMountController::new(

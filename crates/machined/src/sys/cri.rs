@@ -18,13 +18,10 @@ use containerd_client::with_namespace;
 use k8s_cri::v1 as cri;
 use machinery::cri::{self as conf, Registries};
 use machinery::Config;
-use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::controllers::inputs::machine_config;
-use crate::services::supervisor::{HealthCheck, ServiceSpec, Supervisor};
-use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
+use crate::services::supervisor::{HealthCheck, ServiceSpec};
 
 pub const SYSTEM_SOCKET: &str = "/system/run/containerd/containerd.sock";
 pub const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -171,42 +168,6 @@ fn which(program: &str) -> Option<PathBuf> {
         .into_iter()
         .map(|d| d.join(program))
         .find(|p| p.is_file())
-}
-
-/// Keeps the CRI configuration in step with the machine config; restarts `cri` when the
-/// merged configuration changes.
-pub struct CriConfigController {
-    pub services: Supervisor,
-}
-
-#[async_trait::async_trait]
-impl Controller for CriConfigController {
-    fn name(&self) -> &str {
-        "cri.ConfigController"
-    }
-    fn inputs(&self) -> Vec<Input> {
-        vec![Input::of::<MachineConfigSpec>().id(MACHINE_CONFIG_ID)]
-    }
-    fn outputs(&self) -> Vec<Output> {
-        Vec::new()
-    }
-    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let Some(cfg) = machine_config(ctx)? else {
-            return Ok(());
-        };
-        let running = self
-            .services
-            .list()
-            .iter()
-            .any(|s| s.id == "cri" && s.pid.is_some());
-        if write_cri_config(&cfg)? && running {
-            tracing::info!("the CRI configuration changed: restarting cri");
-            self.services
-                .restart("cri")
-                .map_err(|e| ControllerError::from(e.to_string()))?;
-        }
-        Ok(())
-    }
 }
 
 // ---- clients ----

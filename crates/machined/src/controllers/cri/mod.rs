@@ -1,0 +1,3 @@
+//! The container runtime: `config` (the CRI configuration).
+
+pub mod config;
