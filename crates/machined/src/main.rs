@@ -416,6 +416,7 @@ async fn run(args: Args) -> Result<Exit, String> {
         log_dir,
         args.ephemeral_dir.clone(),
         runs,
+        boot::CONFIG_AT_BOOT.to_vec(),
     )?);
     phases.done();
     if boot::metal::installed() {

@@ -36,7 +36,11 @@ pub struct Node {
     pub discovery: crate::controllers::cluster::discovery::Handle,
     /// etcd, on a control plane in container mode.
     pub etcd: crate::services::etcd::Handle,
-    /// The registered controllers' declarations (for `inspect dependencies`).
+    /// The config paths read only at boot (see `boot::CONFIG_AT_BOOT`): a change of one
+    /// needs a reboot.
+    pub boot_inputs: Vec<&'static str>,
+    /// The registered controllers' declarations (for `inspect dependencies`, and the config
+    /// paths they read, which change live).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
 }
@@ -48,6 +52,7 @@ impl Node {
         log_dir: Option<std::path::PathBuf>,
         ephemeral: Option<std::path::PathBuf>,
         runs: bool,
+        boot_inputs: Vec<&'static str>,
     ) -> Result<Node, String> {
         let state = State::new();
         let registry = Registry::new(state.clone()).map_err(|e| e.to_string())?;
@@ -97,7 +102,8 @@ impl Node {
 
         let events = crate::events::Events::default();
         let services = crate::services::supervisor::Supervisor::new(state.clone(), log_dir)
-            .with_events(events.clone());
+            .with_events(events.clone())
+            .with_env(config.string_map("/machine/env").into_iter().collect());
         let mut rt = Runtime::new(state.clone());
         let discovery = crate::controllers::cluster::discovery::Handle::default();
         let etcd = crate::services::etcd::Handle::default();
@@ -131,6 +137,7 @@ impl Node {
             ephemeral: std::sync::Mutex::new(ephemeral),
             forget: Default::default(),
             etcd,
+            boot_inputs,
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })

@@ -19,52 +19,70 @@ use crate::node::Node;
 
 pub const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// v1alpha1 paths a running node applies without a reboot; any other change needs one.
-const LIVE_PATHS: &[&str] = &[
-    "/debug",
-    "/cluster",
-    "/machine/ca",
-    "/machine/acceptedCAs",
-    "/machine/time",
-    "/machine/certSANs",
-    "/machine/install",
-    "/machine/network",
-    "/machine/sysfs",
-    "/machine/sysctls",
-    "/machine/logging",
-    "/machine/controlPlane",
-    "/machine/kubelet",
-    "/machine/kernel",
-    "/machine/registries",
-    "/machine/pods",
-    "/machine/seccompProfiles",
-    "/machine/nodeAnnotations",
-    "/machine/nodeLabels",
-    "/machine/nodeTaints",
-    "/machine/features/kubernetesTalosAPIAccess",
-    "/machine/features/kubePrism",
-    "/machine/features/hostDNS",
-    "/machine/features/imageCache",
-    "/machine/features/nodeAddressSortAlgorithm",
-    // Key slots are changed on the partitions at once; the rest applies when one is formatted.
-    "/machine/systemDiskEncryption",
-];
+/// Config paths API calls read when they run, so a change of them is live: an upgrade installs
+/// what `machine.install` says; apply syncs the disks' key slots at once (the rest of an
+/// encryption section applies when a partition is formatted).
+const READ_ON_DEMAND: &[&str] = &["/machine/install", "/machine/systemDiskEncryption"];
 
-fn remove(v: &mut Value, ptr: &str) {
-    let (parent, key) = ptr.rsplit_once('/').unwrap_or(("", ptr));
-    let target = if parent.is_empty() {
-        Some(v)
-    } else {
-        v.pointer_mut(parent)
-    };
-    if let Some(Value::Object(m)) = target {
-        m.shift_remove(key);
+/// Who reads which config paths (JSON pointers into the v1alpha1 document): the running
+/// controllers' declared inputs and the API's on-demand reads are `live`; what is read once
+/// at boot is `boot`.
+#[derive(Debug, Default)]
+pub struct Readers {
+    pub live: Vec<String>,
+    pub boot: Vec<String>,
+}
+
+impl Readers {
+    pub fn of(node: &Node) -> Readers {
+        let config = <types::config::MachineConfigSpec as ResourceType>::TYPE;
+        let mut live: Vec<String> = node
+            .controllers
+            .iter()
+            .flat_map(|c| &c.inputs)
+            .filter(|i| i.ty == config)
+            .flat_map(|i| i.paths.iter().cloned())
+            .collect();
+        live.extend(READ_ON_DEMAND.iter().map(|p| p.to_string()));
+        Readers {
+            live,
+            boot: node.boot_inputs.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+/// What a config change does on this node.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Changed fields read only at boot: they need a reboot.
+    pub reboot: Vec<String>,
+    /// Changed fields nothing on this node reads (yet): applied, without effect.
+    pub unread: Vec<String>,
+}
+
+/// Whether the changed field `field` (`machine.network.hostname`) is or lies under, or holds,
+/// the declared pointer `ptr` (`/machine/network`).
+fn overlaps(field: &str, ptr: &str) -> bool {
+    let declared = ptr.trim_start_matches('/').replace('/', ".");
+    let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}."));
+    !ptr.starts_with("kind:") && (under(field, &declared) || under(&declared, field))
+}
+
+/// A value's fields: an object's, none for null (a section added or removed as a whole
+/// differs in each of its fields).
+fn fields(v: &Value) -> Option<&serde_json::Map<String, Value>> {
+    static EMPTY: std::sync::LazyLock<serde_json::Map<String, Value>> =
+        std::sync::LazyLock::new(serde_json::Map::new);
+    match v {
+        Value::Object(m) => Some(m),
+        Value::Null => Some(&EMPTY),
+        _ => None,
     }
 }
 
 fn differing(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
+    match (fields(a), fields(b)) {
+        (Some(x), Some(y)) if a.is_object() || b.is_object() => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
                 let sub = if path.is_empty() {
@@ -85,17 +103,29 @@ fn differing(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The v1alpha1 fields that differ outside what can change live.
-pub fn reboot_fields(old: &Config, new: &Config) -> Vec<String> {
-    let strip = |c: &Config| {
-        let mut v = c.v1alpha1().cloned().unwrap_or(Value::Null);
-        for p in LIVE_PATHS {
-            remove(&mut v, p);
+/// The v1alpha1 fields that differ between `old` and `new`, by who reads them. Other
+/// documents are read by controllers only, so their changes are live.
+pub fn changes(old: &Config, new: &Config, readers: &Readers) -> Changes {
+    let v1 = |c: &Config| c.v1alpha1().cloned().unwrap_or(Value::Null);
+    let mut fields = Vec::new();
+    differing(&v1(old), &v1(new), "", &mut fields);
+    let mut out = Changes::default();
+    for f in fields {
+        if let Some(p) = readers.boot.iter().find(|p| overlaps(&f, p)) {
+            // Named as its reader declares it (`machine.env`, not each variable).
+            let declared = p.trim_start_matches('/').replace('/', ".");
+            let name = if f.starts_with(&declared) {
+                declared
+            } else {
+                f
+            };
+            if !out.reboot.contains(&name) {
+                out.reboot.push(name);
+            }
+        } else if !readers.live.iter().any(|p| overlaps(&f, p)) {
+            out.unread.push(f);
         }
-        v
-    };
-    let mut out = Vec::new();
-    differing(&strip(old), &strip(new), "", &mut out);
+    }
     out
 }
 
@@ -175,7 +205,7 @@ impl Applier {
                 "the applied machine configuration doesn't contain v1alpha1 config, did you mean to patch the machine config instead?",
             ));
         }
-        let warnings: Vec<String> = validate(&new, RuntimeMode::Container)
+        let mut warnings: Vec<String> = validate(&new, RuntimeMode::Container)
             .into_result(false)
             .map_err(|e| Status::invalid_argument(format!("the machine config is invalid:\n{e}")))?
             .iter()
@@ -203,7 +233,14 @@ impl Applier {
             return self.leave_maintenance(&new, r.dry_run, warnings).await;
         }
         let old = self.node.active_config().map_err(Status::internal)?;
-        let needs_reboot = reboot_fields(&old, &new);
+        let changes = changes(&old, &new, &Readers::of(&self.node));
+        if !changes.unread.is_empty() {
+            warnings.push(format!(
+                "not read by this node yet (kept in the config, no effect): {}",
+                changes.unread.join(", ")
+            ));
+        }
+        let needs_reboot = changes.reboot;
         let timeout = r
             .try_mode_timeout
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
@@ -377,22 +414,197 @@ fn reply(
 mod tests {
     use super::*;
 
+    /// The readers of a control plane's config, from the controllers it registers.
+    fn readers() -> Readers {
+        let state = resources::State::new();
+        let mut rt = resources::Runtime::new(state.clone());
+        crate::controllers::register(
+            &mut rt,
+            crate::controllers::Wiring {
+                rooted: true,
+                runs: true,
+                installed: true,
+                cmdline: Default::default(),
+                services: crate::services::supervisor::Supervisor::new(state.clone(), None),
+                discovery: Default::default(),
+                etcd: Default::default(),
+                state,
+                ephemeral: "/var".into(),
+            },
+        )
+        .unwrap();
+        let config = <types::config::MachineConfigSpec as ResourceType>::TYPE;
+        let mut live: Vec<String> = rt
+            .controllers()
+            .iter()
+            .flat_map(|c| &c.inputs)
+            .filter(|i| i.ty == config)
+            .flat_map(|i| i.paths.iter().cloned())
+            .collect();
+        live.extend(READ_ON_DEMAND.iter().map(|p| p.to_string()));
+        Readers {
+            live,
+            boot: crate::boot::CONFIG_AT_BOOT
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        }
+    }
+
+    fn worker(extra: &str) -> Config {
+        Config::parse(&format!(
+            "version: v1alpha1\nmachine:\n    type: worker\n{extra}"
+        ))
+        .unwrap()
+    }
+
     #[test]
     fn reboot_fields_ignore_live_paths() {
-        let a = Config::parse(
-            "version: v1alpha1\nmachine:\n    type: worker\n    network:\n        hostname: a\n",
-        )
-        .unwrap();
-        let b = Config::parse(
-            "version: v1alpha1\nmachine:\n    type: worker\n    network:\n        hostname: b\n",
-        )
-        .unwrap();
-        assert!(reboot_fields(&a, &b).is_empty());
+        let r = readers();
+        let a = worker("    network:\n        hostname: a\n");
+        let b = worker("    network:\n        hostname: b\n");
+        assert!(changes(&a, &b, &r).reboot.is_empty());
         let c = Config::parse(
             "version: v1alpha1\nmachine:\n    type: controlplane\n    env:\n        A: b\n",
         )
         .unwrap();
-        assert_eq!(reboot_fields(&a, &c), ["machine.env", "machine.type"]);
+        assert_eq!(changes(&a, &c, &r).reboot, ["machine.env", "machine.type"]);
+    }
+
+    /// Per section of the config: which changes apply live, which need a reboot, which
+    /// nothing reads yet.
+    #[test]
+    fn each_section_live_or_reboot_from_its_readers() {
+        let r = readers();
+        let base = worker("");
+        for (field, yaml, want) in [
+            (
+                "machine.network",
+                "    network:\n        hostname: x\n",
+                "live",
+            ),
+            ("machine.type", "", "reboot"),
+            ("machine.env", "    env:\n        A: b\n", "reboot"),
+            ("machine.token", "    token: abc.def\n", "reboot"),
+            ("machine.ca", "    ca:\n        crt: eA==\n", "reboot"),
+            ("machine.certSANs", "    certSANs: [a.example]\n", "live"),
+            (
+                "machine.sysctls",
+                "    sysctls:\n        net.a: \"1\"\n",
+                "live",
+            ),
+            (
+                "machine.time",
+                "    time:\n        servers: [t.example]\n",
+                "live",
+            ),
+            (
+                "machine.logging",
+                "    logging:\n        destinations: []\n",
+                "live",
+            ),
+            (
+                "machine.install",
+                "    install:\n        disk: /dev/vda\n",
+                "live",
+            ),
+            ("machine.files", "    files: []\n", "live"),
+            (
+                "machine.registries",
+                "    registries:\n        mirrors: {}\n",
+                "live",
+            ),
+            (
+                "machine.systemDiskEncryption",
+                "    systemDiskEncryption: {}\n",
+                "live",
+            ),
+            (
+                "machine.kubelet",
+                "    kubelet:\n        image: k\n",
+                "unread",
+            ),
+            (
+                "cluster.etcd",
+                "cluster:\n    etcd:\n        extraArgs:\n            a: b\n",
+                "live",
+            ),
+            (
+                "cluster.discovery",
+                "cluster:\n    discovery:\n        enabled: false\n",
+                "live",
+            ),
+            ("cluster.id", "cluster:\n    id: abc\n", "live"),
+            (
+                "cluster.apiServer",
+                "cluster:\n    apiServer:\n        image: k\n",
+                "unread",
+            ),
+        ] {
+            let new = if field == "machine.type" {
+                Config::parse("version: v1alpha1\nmachine:\n    type: controlplane\n").unwrap()
+            } else if yaml.starts_with("cluster") {
+                Config::parse(&format!(
+                    "version: v1alpha1\nmachine:\n    type: worker\n{yaml}"
+                ))
+                .unwrap()
+            } else {
+                worker(yaml)
+            };
+            let c = changes(&base, &new, &r);
+            let got = if !c.reboot.is_empty() {
+                "reboot"
+            } else if !c.unread.is_empty() {
+                "unread"
+            } else {
+                "live"
+            };
+            assert_eq!(got, want, "{field}: {c:?}");
+        }
+    }
+
+    /// Every config path a controller's source reads is among the paths some controller
+    /// declares (or that boot or the API declares): an undeclared read would make a live
+    /// change look unread, or a boot-time one look live.
+    #[test]
+    fn controllers_declare_the_config_paths_they_read() {
+        let r = readers();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let mut stack = vec![dir.join("controllers"), dir.join("sys")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        let mut undeclared = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, _) in text
+                .match_indices("\"/machine/")
+                .chain(text.match_indices("\"/cluster/"))
+            {
+                let lit: String = text[i + 1..].chars().take_while(|c| *c != '"').collect();
+                let field = lit
+                    .trim_start_matches('/')
+                    .split(['{', '/'])
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if !r.live.iter().chain(&r.boot).any(|p| overlaps(&field, p)) {
+                    undeclared.push(format!("{}: {lit}", f.display()));
+                }
+            }
+        }
+        assert!(
+            undeclared.is_empty(),
+            "read but not declared: {undeclared:#?}"
+        );
     }
 
     #[test]

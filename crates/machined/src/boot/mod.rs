@@ -9,6 +9,17 @@ pub mod upgrade;
 
 use std::time::{Duration, Instant};
 
+/// Config paths read once at boot (or by a service at its start), so a change of one needs
+/// a reboot: which services and controllers run (`machine.type`), the services' environment,
+/// and what the apid and trustd services read when they start (the machine CA and token).
+/// Paths the controllers declare as inputs change live (see `api::apply`).
+pub const CONFIG_AT_BOOT: &[&str] = &[
+    "/machine/type",
+    "/machine/env",
+    "/machine/token",
+    "/machine/ca",
+];
+
 /// The boot sequence's phases, logged as they finish like upstream's
 /// `phase config (1/5): done, 12ms`.
 pub struct Sequence {

@@ -148,6 +148,8 @@ pub struct Supervisor {
     log_dir: Option<PathBuf>,
     resources: ResourceState,
     backoff: (Duration, Duration),
+    /// `machine.env`: the environment of every service, as it was at boot.
+    env: Arc<Vec<(String, String)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +166,14 @@ impl Supervisor {
             log_dir,
             resources,
             backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+            env: Arc::default(),
         }
+    }
+
+    /// Give every service these environment variables (`machine.env`).
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Supervisor {
+        self.env = Arc::new(env);
+        self
     }
 
     /// Publish state changes on this event stream.
@@ -378,7 +387,7 @@ impl Supervisor {
                     argv.extend(args);
                     launch(argv).await
                 }
-                None => spawn(&spec, &args),
+                None => spawn(&spec, &args, &self.env),
             };
             let mut task = match launched {
                 Ok(t) => t,
@@ -652,9 +661,10 @@ fn depth(all: &HashMap<String, Entry>, id: &str) -> usize {
 
 /// Start a service as a child process: output piped, dying with machined, with the
 /// descriptors it inherits in place.
-fn spawn(spec: &ServiceSpec, args: &[String]) -> Result<Task, String> {
+fn spawn(spec: &ServiceSpec, args: &[String], env: &[(String, String)]) -> Result<Task, String> {
     let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -18,7 +18,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use crate::controllers::inputs::machine_config;
-use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
 
 /// Records a destination may hold while it cannot take them.
 pub const QUEUE: usize = 10_000;
@@ -434,7 +433,10 @@ impl Controller for LogShippingController {
         "runtime.LogShippingController"
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::of::<MachineConfigSpec>().id(MACHINE_CONFIG_ID)]
+        vec![crate::controllers::inputs::config(&[
+            "/machine/logging",
+            "kind:KmsgLogConfig",
+        ])]
     }
     fn outputs(&self) -> Vec<Output> {
         vec![Output::exclusive_of::<

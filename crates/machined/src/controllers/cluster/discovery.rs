@@ -30,8 +30,7 @@ use resources::{Controller, ControllerError, Input, Output, Pointer, ReconcileCo
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::controllers::inputs::machine_config;
-use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
+use crate::controllers::inputs::{self, machine_config};
 use types::NETWORK_NS;
 
 /// How long a peer may stay silent before it is marked unreachable.
@@ -341,7 +340,13 @@ impl Controller for ConfigController {
     }
     fn inputs(&self) -> Vec<Input> {
         vec![
-            Input::of::<MachineConfigSpec>().id(MACHINE_CONFIG_ID),
+            inputs::config(&[
+                "/cluster/id",
+                "/cluster/secret",
+                "/cluster/discovery",
+                "kind:DiscoveryIdentityConfig",
+                "kind:DiscoveryServiceConfig",
+            ]),
             Input::of::<types::cluster::IdentitySpec>(),
             Input::of::<types::network::HostnameStatusSpec>(),
             Input::of::<types::network::NodeAddressSpec>().id("current"),

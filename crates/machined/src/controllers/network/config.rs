@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use crate::controllers::network::sources::gather;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
-use crate::controllers::inputs::machine_config;
+use crate::controllers::inputs::{self, machine_config};
 use crate::controllers::network::layers::Layered;
-use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
 use types::network::{
     AddressSpecSpec, HostnameSpecSpec, LinkSpecSpec, LinkStatusSpec, OperatorSpecSpec,
     ResolverSpecSpec, RouteSpecSpec, TimeServerSpecSpec,
@@ -42,7 +41,21 @@ impl Controller for ConfigController {
     }
     fn inputs(&self) -> Vec<Input> {
         vec![
-            Input::of::<MachineConfigSpec>().id(MACHINE_CONFIG_ID),
+            inputs::config(&[
+                "/machine/network",
+                "/machine/time/servers",
+                "/machine/features/stableHostname",
+                "kind:LinkConfig",
+                "kind:VLANConfig",
+                "kind:BondConfig",
+                "kind:BridgeConfig",
+                "kind:DummyLinkConfig",
+                "kind:DHCPv4Config",
+                "kind:Layer2VIPConfig",
+                "kind:HostnameConfig",
+                "kind:ResolverConfig",
+                "kind:TimeSyncConfig",
+            ]),
             Input::of::<types::network::LinkStatusSpec>(),
             Input::of::<types::network::NodeAddressSpec>().id("default"),
         ]

@@ -11,8 +11,7 @@ use std::path::Path;
 
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
-use crate::controllers::inputs::machine_config;
-use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
+use crate::controllers::inputs::{self, machine_config};
 
 fn proc_path(key: &str) -> std::path::PathBuf {
     Path::new("/proc/sys").join(key.replace('.', "/"))
@@ -51,7 +50,7 @@ impl Controller for KernelParamController {
         "runtime.KernelParamController"
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::of::<MachineConfigSpec>().id(MACHINE_CONFIG_ID)]
+        vec![inputs::config(&["/machine/sysctls"])]
     }
     fn outputs(&self) -> Vec<Output> {
         vec![Output::exclusive_of::<types::runtime::KernelParamStatusSpec>()]

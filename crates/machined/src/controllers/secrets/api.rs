@@ -14,8 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use machinery::Config;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
-use crate::controllers::inputs::machine_config;
-use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
+use crate::controllers::inputs::{self, machine_config};
 
 pub const API_ID: &str = "api";
 
@@ -94,7 +93,13 @@ impl Controller for ApiCertController {
     }
     fn inputs(&self) -> Vec<Input> {
         vec![
-            Input::of::<MachineConfigSpec>().id(MACHINE_CONFIG_ID),
+            inputs::config(&[
+                "/machine/ca",
+                "/machine/acceptedCAs",
+                "/machine/certSANs",
+                "/machine/token",
+                "/cluster/controlPlane/endpoint",
+            ]),
             Input::of::<types::network::HostnameStatusSpec>(),
             Input::of::<types::network::NodeAddressSpec>().id("accumulative"),
         ]
@@ -160,6 +165,7 @@ mod tests {
     use super::*;
     use crate::node::MachineConfigSpec;
     use resources::{Resource, Runtime, State};
+    use types::config::MACHINE_CONFIG_ID;
     use types::network::NodeAddressSpec;
     use types::{CONFIG_NS, NETWORK_NS};
 
