@@ -422,7 +422,7 @@ async fn run(args: Args) -> Result<Exit, String> {
     if boot::metal::installed() {
         // EPHEMERAL before anything that uses /var (block.EphemeralMountController mounts it).
         let state = node.state.clone();
-        boot::wait_for(Duration::MAX, || {
+        sys::wait_for(None, || {
             state
                 .spec_of::<types::runtime::MountStatusSpec>(disk::EPHEMERAL)
                 .is_some()
@@ -442,7 +442,7 @@ async fn run(args: Args) -> Result<Exit, String> {
             .and_then(|v| v.as_array())
             .map_or(0, Vec::len);
         let state = node.state.clone();
-        boot::wait_for(Duration::from_secs(10), || {
+        sys::wait_for(Some(Duration::from_secs(10)), || {
             state
                 .specs_of::<types::runtime::MachineFileStatusSpec>()
                 .len()
@@ -452,7 +452,7 @@ async fn run(args: Args) -> Result<Exit, String> {
     }
     phases.done();
     if runs && boot::container::rooted() {
-        match sys::cri::services() {
+        match services::containerd::services() {
             Ok(specs) => specs
                 .into_iter()
                 .for_each(|s| node.services.start_service(s)),
@@ -678,7 +678,7 @@ fn main() -> ExitCode {
             boot::metal::restart()
         }
         Err(e) if metal => {
-            boot::metal::console(&format!("machined: {e}"));
+            sys::console(&format!("machined: {e}"));
             boot::metal::power_off()
         }
         Ok(Exit::Shutdown) => ExitCode::SUCCESS,

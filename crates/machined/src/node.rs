@@ -184,7 +184,7 @@ impl Node {
                 .into_iter()
                 .filter(|l| all || labels.iter().any(|x| x == l))
                 .collect();
-            crate::boot::metal::wipe_at_boot(&wiped)?;
+            crate::sys::wipe::wipe_at_boot(&wiped)?;
             return Ok(wiped.into_iter().map(str::to_string).collect());
         }
         let mut wiped = Vec::new();

@@ -129,16 +129,6 @@ pub fn changes(old: &Config, new: &Config, readers: &Readers) -> Changes {
     out
 }
 
-/// Go's duration format for whole seconds (`1m0s`, `30s`, `1h2m3s`).
-pub fn go_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, sec) => format!("{sec}s"),
-        (0, m, sec) => format!("{m}m{sec}s"),
-        (h, m, sec) => format!("{h}h{m}m{sec}s"),
-    }
-}
-
 fn unified_diff(old: &str, new: &str) -> String {
     if old == new {
         return "No changes.".into();
@@ -261,7 +251,7 @@ impl Applier {
                 Mode::Try,
                 format!(
                     "Applied configuration without a reboot\nThe config is applied in 'try' mode and will be automatically reverted back in {}",
-                    go_duration(timeout)
+                    crate::boot::trial::go_duration(timeout)
                 ),
             ),
             // Beyond upstream: tried across a reboot, kept only if the node comes up healthy.
@@ -269,7 +259,7 @@ impl Applier {
                 Mode::Reboot,
                 format!(
                     "Applied configuration with a reboot\nThe config is applied in 'try' mode: the node reboots into it and returns to the last good config by itself unless it is healthy within {}",
-                    go_duration(timeout)
+                    crate::boot::trial::go_duration(timeout)
                 ),
             ),
             Mode::Try => {
@@ -609,8 +599,17 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(go_duration(Duration::from_secs(60)), "1m0s");
-        assert_eq!(go_duration(Duration::from_secs(5)), "5s");
-        assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
+        assert_eq!(
+            crate::boot::trial::go_duration(Duration::from_secs(60)),
+            "1m0s"
+        );
+        assert_eq!(
+            crate::boot::trial::go_duration(Duration::from_secs(5)),
+            "5s"
+        );
+        assert_eq!(
+            crate::boot::trial::go_duration(Duration::from_secs(3723)),
+            "1h2m3s"
+        );
     }
 }

@@ -8,8 +8,18 @@ use tonic::Status;
 
 use crate::node::Node;
 use crate::services::etcd::{status as etcd_status, Etcd};
+use types::etcd::{EtcdConfigSpec, ETCD_ID};
 
-fn etcd(node: &Node) -> Result<Arc<Etcd>, Status> {
+/// The node's etcd. A control plane that runs etcd (it has an EtcdConfig) may still be
+/// preparing it (address, certificates): waited for a little.
+async fn etcd(node: &Node) -> Result<Arc<Etcd>, Status> {
+    let runs = node.state.spec_of::<EtcdConfigSpec>(ETCD_ID).is_some();
+    if runs {
+        crate::sys::wait_for(Some(std::time::Duration::from_secs(30)), || {
+            node.etcd().is_some()
+        })
+        .await;
+    }
     node.etcd().ok_or_else(|| {
         let ty = node
             .active_config()
@@ -33,7 +43,8 @@ pub async fn bootstrap(
             "bootstrap can only be performed on a control plane node",
         ));
     }
-    etcd(node)?
+    etcd(node)
+        .await?
         .bootstrap(r.recover_etcd, r.recover_skip_hash_check)
         .await?;
     Ok(pb::BootstrapResponse {
@@ -42,7 +53,11 @@ pub async fn bootstrap(
 }
 
 pub async fn member_list(node: &Node, _local: bool) -> Result<pb::EtcdMemberListResponse, Status> {
-    let mut c = etcd(node)?.client().await.map_err(Status::unavailable)?;
+    let mut c = etcd(node)
+        .await?
+        .client()
+        .await
+        .map_err(Status::unavailable)?;
     let list = c.member_list().await.map_err(etcd_status)?;
     let members = list
         .members()
@@ -68,7 +83,7 @@ pub async fn remove_member(
     node: &Node,
     id: u64,
 ) -> Result<pb::EtcdRemoveMemberByIdResponse, Status> {
-    let e = etcd(node)?;
+    let e = etcd(node).await?;
     let mut c = e.client().await.map_err(Status::unavailable)?;
     let list = c.member_list().await.map_err(etcd_status)?;
     if !list.members().iter().any(|m| m.id() == id) {
@@ -86,14 +101,18 @@ pub async fn remove_member(
 }
 
 pub async fn leave(node: &Node) -> Result<pb::EtcdLeaveClusterResponse, Status> {
-    etcd(node)?.leave(&node.services).await?;
+    etcd(node).await?.leave(&node.services).await?;
     Ok(pb::EtcdLeaveClusterResponse {
         messages: vec![pb::EtcdLeaveCluster { metadata: None }],
     })
 }
 
 pub async fn forfeit_leadership(node: &Node) -> Result<pb::EtcdForfeitLeadershipResponse, Status> {
-    let member = etcd(node)?.forfeit_leadership().await?.unwrap_or_default();
+    let member = etcd(node)
+        .await?
+        .forfeit_leadership()
+        .await?
+        .unwrap_or_default();
     Ok(pb::EtcdForfeitLeadershipResponse {
         messages: vec![pb::EtcdForfeitLeadership {
             metadata: None,
@@ -106,7 +125,7 @@ pub async fn recover(
     node: &Node,
     mut upload: tonic::Streaming<api::common::Data>,
 ) -> Result<pb::EtcdRecoverResponse, Status> {
-    let e = etcd(node)?;
+    let e = etcd(node).await?;
     let mut data = Vec::new();
     while let Some(chunk) = upload.next().await {
         data.extend_from_slice(&chunk?.bytes);
@@ -121,7 +140,11 @@ pub async fn recover(
 }
 
 pub async fn snapshot(node: &Node) -> Result<crate::api::services::DataStream, Status> {
-    let mut c = etcd(node)?.client().await.map_err(Status::unavailable)?;
+    let mut c = etcd(node)
+        .await?
+        .client()
+        .await
+        .map_err(Status::unavailable)?;
     let stream = c.snapshot().await.map_err(etcd_status)?;
     let out = futures::stream::unfold(stream, |mut s| async move {
         match s.message().await {
@@ -150,7 +173,11 @@ fn alarms(list: &[etcd_client::AlarmMember]) -> Vec<pb::EtcdMemberAlarm> {
 
 pub async fn alarm_list(node: &Node) -> Result<pb::EtcdAlarmListResponse, Status> {
     use etcd_client::{AlarmAction, AlarmType};
-    let mut c = etcd(node)?.client().await.map_err(Status::unavailable)?;
+    let mut c = etcd(node)
+        .await?
+        .client()
+        .await
+        .map_err(Status::unavailable)?;
     let r = c
         .alarm(AlarmAction::Get, AlarmType::None, None)
         .await
@@ -165,7 +192,11 @@ pub async fn alarm_list(node: &Node) -> Result<pb::EtcdAlarmListResponse, Status
 
 pub async fn alarm_disarm(node: &Node) -> Result<pb::EtcdAlarmDisarmResponse, Status> {
     use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
-    let mut c = etcd(node)?.client().await.map_err(Status::unavailable)?;
+    let mut c = etcd(node)
+        .await?
+        .client()
+        .await
+        .map_err(Status::unavailable)?;
     let active = c
         .alarm(AlarmAction::Get, AlarmType::None, None)
         .await
@@ -189,7 +220,11 @@ pub async fn alarm_disarm(node: &Node) -> Result<pb::EtcdAlarmDisarmResponse, St
 }
 
 pub async fn defragment(node: &Node) -> Result<pb::EtcdDefragmentResponse, Status> {
-    let mut c = etcd(node)?.client().await.map_err(Status::unavailable)?;
+    let mut c = etcd(node)
+        .await?
+        .client()
+        .await
+        .map_err(Status::unavailable)?;
     c.defragment().await.map_err(etcd_status)?;
     Ok(pb::EtcdDefragmentResponse {
         messages: vec![pb::EtcdDefragment { metadata: None }],
@@ -197,7 +232,11 @@ pub async fn defragment(node: &Node) -> Result<pb::EtcdDefragmentResponse, Statu
 }
 
 pub async fn status(node: &Node) -> Result<pb::EtcdStatusResponse, Status> {
-    let mut c = etcd(node)?.client().await.map_err(Status::unavailable)?;
+    let mut c = etcd(node)
+        .await?
+        .client()
+        .await
+        .map_err(Status::unavailable)?;
     let st = c.status().await.map_err(etcd_status)?;
     Ok(pb::EtcdStatusResponse {
         messages: vec![pb::EtcdStatus {

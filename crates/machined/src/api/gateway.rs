@@ -98,7 +98,7 @@ pub fn local_channel(path: PathBuf) -> Result<Channel, String> {
 /// Where apid's server certificate comes from.
 pub enum CertSource {
     /// A fixed one (maintenance mode).
-    Static(super::ServerCert),
+    Static(crate::sys::pki::ServerCert),
     /// machined's ApiCertificates resource, followed as it is renewed.
     Machined,
 }
@@ -129,7 +129,9 @@ fn certs(pem_text: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static
         .collect()
 }
 
-pub fn certified(cert: &super::ServerCert) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+pub fn certified(
+    cert: &crate::sys::pki::ServerCert,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
     let key = pem::parse(&cert.key).map_err(|e| e.to_string())?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into_contents().into());
     let signing = provider()
@@ -172,7 +174,7 @@ pub fn server_config(
 }
 
 /// machined's current API certificate.
-async fn fetch(channel: &Channel) -> Result<super::ServerCert, String> {
+async fn fetch(channel: &Channel) -> Result<crate::sys::pki::ServerCert, String> {
     let mut req = tonic::Request::new(api::cosi::GetRequest {
         namespace: types::SECRETS_NS.into(),
         r#type: types::secrets::ApiCertsSpec::TYPE.into(),
@@ -205,7 +207,7 @@ async fn fetch(channel: &Channel) -> Result<super::ServerCert, String> {
             .map(String::from)
             .ok_or_else(|| format!("the certificate resource has no {k}"))
     };
-    Ok(super::ServerCert {
+    Ok(crate::sys::pki::ServerCert {
         crt: field("crt")?,
         key: field("key")?,
         client_ca: Some(field("ca")?),

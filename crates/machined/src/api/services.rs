@@ -75,7 +75,7 @@ pub fn logs(sup: &Supervisor, id: &str, tail: i32, follow: bool) -> Result<DataS
     if !follow {
         return Ok(Box::pin(first));
     }
-    let rest = async_stream(move |tx| async move {
+    let rest = crate::sys::async_stream(move |tx| async move {
         loop {
             match rx.recv().await {
                 Ok(chunk) => {
@@ -91,22 +91,10 @@ pub fn logs(sup: &Supervisor, id: &str, tail: i32, follow: bool) -> Result<DataS
     Ok(Box::pin(futures::StreamExt::chain(first, rest)))
 }
 
-/// A stream fed by a task through a small channel.
-pub fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T> + Send
-where
-    T: Send + 'static,
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
-}
-
 /// A CRI container's log file: the messages of its last `tail` lines (all when negative),
 /// then, when following, what is appended (the file is polled; a rotated file is reopened).
 pub fn container_logs(path: std::path::PathBuf, tail: i32, follow: bool) -> DataStream {
-    Box::pin(async_stream(move |tx| async move {
+    Box::pin(crate::sys::async_stream(move |tx| async move {
         let messages = |text: &str| -> Vec<u8> {
             text.lines()
                 .flat_map(|l| [crate::sys::cri::cri_log_message(l).as_bytes(), b"\n"])

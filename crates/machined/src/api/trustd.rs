@@ -43,7 +43,7 @@ fn certificate(
 ) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, String> {
     let mut all = vec![bound, "127.0.0.1".parse().expect("ip")];
     all.extend_from_slice(ips);
-    let cert = crate::api::issue_local(
+    let cert = crate::sys::pki::issue_local(
         cfg,
         "trustd",
         &["localhost".to_string(), "trustd".to_string()],

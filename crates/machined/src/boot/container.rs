@@ -22,10 +22,7 @@ use nix::unistd::{fork, ForkResult};
 /// not try again.
 const ROOTED: &str = "TALOS_CONTAINER_ROOTED";
 
-/// Where container-mode machined keeps things, inside the node's root.
-pub const STATE_DIR: &str = "/system/state";
-pub const LOG_DIR: &str = "/var/log";
-pub const EPHEMERAL_DIR: &str = "/var";
+pub use crate::sys::{EPHEMERAL_DIR, LOG_DIR, STATE_DIR};
 
 /// Where a container-mode node finds this binary.
 pub const SELF_EXE: &str = "/system/bin/machined";
@@ -291,13 +288,4 @@ fn read_only_recursive(path: &Path) -> Result<(), String> {
         return Err(err("read-only root", std::io::Error::last_os_error()));
     }
     Ok(())
-}
-
-/// The node's hostname in its UTS namespace.
-pub fn set_hostname(name: &str) {
-    if rooted() {
-        if let Err(e) = nix::unistd::sethostname(name) {
-            tracing::warn!(error = %e, "cannot set the hostname");
-        }
-    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use machinery::config::Config;
 
-use crate::boot::metal::console;
+use crate::sys::console;
 
 /// Set once an install has finished: the next restart boots the disk.
 static DONE: AtomicBool = AtomicBool::new(false);

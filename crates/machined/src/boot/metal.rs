@@ -8,7 +8,6 @@
 //! `/var` follows once the config is read ([`crate::volumes`]).
 //! From there on the node is the same as in container mode ([`crate::boot::container::rooted`]).
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -34,12 +33,7 @@ pub fn is_init() -> bool {
     std::process::id() == 1 && Path::new(ROOTFS).exists() && !crate::boot::container::rooted()
 }
 
-/// Print to the console (the kernel's, when nothing else is there).
-pub fn console(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-fn err(what: &str, e: impl std::fmt::Display) -> String {
+pub(crate) fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("boot: {what}: {e}")
 }
 
@@ -114,50 +108,6 @@ pub fn installed() -> bool {
             .unwrap_or(false)
 }
 
-/// On STATE: the partitions a reset asked to wipe, wiped at the next boot (before anything
-/// uses them).
-const WIPE: &str = "/system/state/.wipe";
-
-/// Wipe these partitions (by label) at the next boot.
-pub fn wipe_at_boot(labels: &[&str]) -> Result<(), String> {
-    machinery::fsutil::write_atomic(Path::new(WIPE), labels.join("\n").as_bytes(), 0o600)
-        .map_err(|e| format!("{WIPE}: {e}"))
-}
-
-/// Mount an XFS file system (STATE, EPHEMERAL) at `at`.
-pub fn mount_xfs(dev: &Path, at: &str) -> Result<(), String> {
-    mount(
-        Some(dev),
-        at,
-        Some("xfs"),
-        MsFlags::MS_NOATIME,
-        None::<&str>,
-    )
-    .map_err(|e| err(&format!("mount {} on {at}", dev.display()), e))
-}
-
-/// Whether a reset asked for partition `label` to be wiped at this boot; the request is
-/// taken (so it is done once).
-pub fn take_wipe(label: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(WIPE) else {
-        return false;
-    };
-    let rest: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != label)
-        .collect();
-    if rest.len() == text.lines().filter(|l| !l.trim().is_empty()).count() {
-        return false;
-    }
-    if rest.is_empty() {
-        let _ = std::fs::remove_file(WIPE);
-    } else {
-        let _ = machinery::fsutil::write_atomic(Path::new(WIPE), rest.join("\n").as_bytes(), 0o600);
-    }
-    true
-}
-
 /// Mount the system disk's STATE on `/system/state` when the machine is installed: opened
 /// with the encryption META keeps when it is encrypted, formatted when empty; a reset's wipe
 /// of STATE happens first. (EPHEMERAL follows once the config is read:
@@ -169,11 +119,11 @@ fn mount_system_disk() -> Result<(), String> {
     let state_dir = crate::boot::container::STATE_DIR;
     let enc = crate::sys::luks::state_encryption_in_meta();
     let dev = crate::sys::luks::prepare(&state, disk::STATE, enc.as_ref())?;
-    mount_xfs(&dev, state_dir)?;
-    if take_wipe(disk::STATE) {
+    crate::sys::mount_xfs(&dev, state_dir)?;
+    if crate::sys::wipe::take_wipe(disk::STATE) {
         // What else was to be wiped is still to be, on the new STATE.
-        let rest = std::fs::read_to_string(WIPE).unwrap_or_default();
-        console(&format!(
+        let rest = std::fs::read_to_string(crate::sys::wipe::WIPE).unwrap_or_default();
+        crate::sys::console(&format!(
             "boot: wiping {} ({})",
             disk::STATE,
             state.display()
@@ -184,10 +134,14 @@ fn mount_system_disk() -> Result<(), String> {
             disk::meta::set(&meta, disk::meta::STATE_ENCRYPTION, None)?;
         }
         let dev = crate::sys::luks::prepare(&state, disk::STATE, None)?;
-        mount_xfs(&dev, state_dir)?;
+        crate::sys::mount_xfs(&dev, state_dir)?;
         if !rest.trim().is_empty() {
-            machinery::fsutil::write_atomic(Path::new(WIPE), rest.as_bytes(), 0o600)
-                .map_err(|e| err(WIPE, e))?;
+            machinery::fsutil::write_atomic(
+                Path::new(crate::sys::wipe::WIPE),
+                rest.as_bytes(),
+                0o600,
+            )
+            .map_err(|e| err(crate::sys::wipe::WIPE, e))?;
         }
     }
     Ok(())
@@ -206,11 +160,11 @@ pub fn power_off() -> ! {
 /// the default slot, which is the previous system when this one was an upgrade on trial.
 /// Otherwise the machine powers off.
 pub fn give_up(why: &str) -> ! {
-    console(why);
+    crate::sys::console(why);
     let from_disk =
         std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| disk::booted_slot(&c).is_some());
     if from_disk {
-        console("boot: restarting in 10 s");
+        crate::sys::console("boot: restarting in 10 s");
         std::thread::sleep(std::time::Duration::from_secs(10));
         restart()
     }
@@ -234,7 +188,7 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
     let release = kernel_release();
     let modules = Path::new("/lib/modules").join(&release);
     for p in load_modules(&modules, Path::new(EARLY_MODULES)) {
-        console(&format!("boot: module {p}"));
+        crate::sys::console(&format!("boot: module {p}"));
     }
     // The root filesystem must be the one the image was made with.
     let want = std::fs::read_to_string(ROOTFS_DIGEST)
@@ -245,7 +199,7 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
     let have = std::fs::File::open(ROOTFS)
         .and_then(oci::sha256_of)
         .map_err(|e| err(ROOTFS, e))?;
-    console(&format!(
+    crate::sys::console(&format!(
         "boot: root filesystem checked in {} ms",
         started.elapsed().as_millis()
     ));
@@ -291,7 +245,7 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
             .iter()
             .filter_map(|d| Some(d.file_name()?.to_string_lossy().into_owned()))
             .collect();
-        console(&format!("boot: system extensions {}", names.join(", ")));
+        crate::sys::console(&format!("boot: system extensions {}", names.join(", ")));
     }
     let at = |p: &str| format!("{root}{p}");
     for (t, opts) in [
@@ -420,7 +374,7 @@ pub fn load_node_modules() {
     std::thread::spawn(|| {
         let modules = Path::new("/lib/modules").join(kernel_release());
         for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
-            console(&format!("boot: module {p}"));
+            crate::sys::console(&format!("boot: module {p}"));
         }
         let _ = NODE_MODULES_LOADED.set(());
     });

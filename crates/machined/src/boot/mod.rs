@@ -60,15 +60,3 @@ fn pretty(d: Duration) -> String {
         format!("{:.2}s", d.as_secs_f64())
     }
 }
-
-/// Wait until `ready` holds (checked every 20 ms), at most `limit`; whether it held.
-pub async fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}

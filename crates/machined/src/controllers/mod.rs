@@ -53,7 +53,7 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
     network::register(rt, w.rooted, w.cmdline)?;
     rt.register(network::vip::VipController::new(w.etcd.clone()))?;
     rt.register(runtime::kernel_params::KernelParamController::new(w.rooted))?;
-    rt.register(crate::sys::logship::LogShippingController {
+    rt.register(runtime::log_shipping::LogShippingController {
         cmdline_kernel: logging_kernel,
     })?;
     rt.register(cluster::discovery::ConfigController {
@@ -72,7 +72,7 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
         })?;
         rt.register(block::ephemeral::EphemeralMountController::new(
             w.installed,
-            crate::boot::container::EPHEMERAL_DIR,
+            crate::sys::EPHEMERAL_DIR,
         ))?;
         rt.register(files::machine_files::MachineFilesController::default())?;
     }

@@ -129,14 +129,14 @@ impl Etcd {
 
     /// What etcd sees of the node when it runs as a container: its data and certificates, at
     /// the same paths.
-    pub fn binds(&self) -> Vec<crate::sys::ctrd::Bind> {
+    pub fn binds(&self) -> Vec<crate::sys::ctrd_container::Bind> {
         vec![
-            crate::sys::ctrd::Bind {
+            crate::sys::ctrd_container::Bind {
                 source: self.data_dir.clone(),
                 destination: self.data_dir.clone(),
                 writable: true,
             },
-            crate::sys::ctrd::Bind {
+            crate::sys::ctrd_container::Bind {
                 source: self.pki_dir.clone(),
                 destination: self.pki_dir.clone(),
                 writable: false,
@@ -224,7 +224,7 @@ impl Etcd {
         );
         for m in members
             .iter()
-            .filter_map(|r| r.spec::<crate::controllers::cluster::discovery::MemberSpec>())
+            .filter_map(|r| r.spec::<types::cluster::MemberSpec>())
         {
             if m.machine_type == "worker" || !m.reachable {
                 continue;

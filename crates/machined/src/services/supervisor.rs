@@ -8,9 +8,7 @@ pub use types::runtime::ServiceStatusSpec;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -44,7 +42,8 @@ impl ServiceState {
     }
 }
 
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+use crate::sys::process;
+pub use crate::sys::{BoxFuture, Task};
 
 /// Says what a preparing service is waiting for (an event in state Preparing).
 pub type Note = Arc<dyn Fn(String) + Send + Sync>;
@@ -59,15 +58,6 @@ pub enum HealthCheck {
     Tcp(SocketAddr),
     /// Healthy while this resolves to Ok; the error is the health message.
     Probe(Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>),
-}
-
-/// A started task: its pid, its output, how it ends and what to undo after.
-pub struct Task {
-    pub pid: u32,
-    pub outputs: Vec<Box<dyn AsyncRead + Unpin + Send>>,
-    pub exited: BoxFuture<std::process::ExitStatus>,
-    /// Runs once the task has ended.
-    pub cleanup: Option<BoxFuture<()>>,
 }
 
 /// Starts a service some other way than as a child process (a container): given the
@@ -387,7 +377,7 @@ impl Supervisor {
                     argv.extend(args);
                     launch(argv).await
                 }
-                None => spawn(&spec, &args, &self.env),
+                None => process::spawn(&spec.program, &args, &self.env, &spec.fds),
             };
             let mut task = match launched {
                 Ok(t) => t,
@@ -425,13 +415,13 @@ impl Supervisor {
                 None => {
                     // Asked to stop (or restart).
                     self.event(&id, ServiceState::Stopping, "Stopping service");
-                    terminate(pid, exited).await;
-                    drain(pumps, task.cleanup).await;
+                    process::terminate(pid, exited).await;
+                    process::drain(pumps, task.cleanup).await;
                     self.event(&id, ServiceState::Finished, "Service finished successfully");
                     delay = self.backoff.0;
                 }
                 Some(status) => {
-                    drain(pumps, task.cleanup).await;
+                    process::drain(pumps, task.cleanup).await;
                     let why = match status.code() {
                         Some(c) => format!("exited with code {c}"),
                         None => "was killed by a signal".into(),
@@ -657,88 +647,6 @@ fn depth(all: &HashMap<String, Entry>, id: &str) -> usize {
                 .unwrap_or(0)
         })
         .unwrap_or(0)
-}
-
-/// Start a service as a child process: output piped, dying with machined, with the
-/// descriptors it inherits in place.
-fn spawn(spec: &ServiceSpec, args: &[String], env: &[(String, String)]) -> Result<Task, String> {
-    let mut cmd = std::process::Command::new(&spec.program);
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // A service never outlives machined, however machined ends.
-    // SAFETY: prctl(2), getppid(2), fcntl(2) and dup2(2) only, between fork and exec.
-    let fds = spec.fds.clone();
-    let parent = nix::unistd::getpid();
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)?;
-            // machined may have died between the fork and the line above: then the signal
-            // never comes, and the service must not start as an orphan.
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
-            }
-            disk::place_descriptors(&fds)
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-    let pid = child.id();
-    let mut outputs: Vec<Box<dyn AsyncRead + Unpin + Send>> = Vec::new();
-    if let Some(o) = child
-        .stdout
-        .take()
-        .and_then(|o| tokio::process::ChildStdout::from_std(o).ok())
-    {
-        outputs.push(Box::new(o));
-    }
-    if let Some(o) = child
-        .stderr
-        .take()
-        .and_then(|o| tokio::process::ChildStderr::from_std(o).ok())
-    {
-        outputs.push(Box::new(o));
-    }
-    Ok(Task {
-        pid,
-        outputs,
-        exited: Box::pin(crate::sys::reaper::wait(pid)),
-        cleanup: None,
-    })
-}
-
-/// After a task ended: let its output come through (a descendant may hold it open: bounded),
-/// then undo what starting it made.
-async fn drain(pumps: Vec<tokio::task::JoinHandle<()>>, cleanup: Option<BoxFuture<()>>) {
-    for p in pumps {
-        let abort = p.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(1), p)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
-    }
-    if let Some(c) = cleanup {
-        c.await;
-    }
-}
-
-/// SIGTERM, then SIGKILL after 10 s; returns once the process is reaped.
-async fn terminate(pid: u32, exited: impl std::future::Future<Output = std::process::ExitStatus>) {
-    use nix::sys::signal::{kill, Signal};
-    let pid_t = nix::unistd::Pid::from_raw(pid as i32);
-    let _ = kill(pid_t, Signal::SIGTERM);
-    let mut exited = std::pin::pin!(exited);
-    if tokio::time::timeout(Duration::from_secs(10), &mut exited)
-        .await
-        .is_err()
-    {
-        let _ = kill(pid_t, Signal::SIGKILL);
-        exited.await;
-    }
 }
 
 /// Write `spec` to machined's own resource `id` of type `ty` in the runtime namespace:

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1 as ctrd;
@@ -21,18 +20,16 @@ use machinery::Config;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::services::supervisor::{HealthCheck, ServiceSpec};
-
 pub const SYSTEM_SOCKET: &str = "/system/run/containerd/containerd.sock";
 pub const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const SYSTEM_NS: &str = "system";
 pub const CRI_NS: &str = "k8s.io";
-const SYSTEM_CONFIG: &str = "/system/etc/containerd/config.toml";
-const CRI_CONFIG: &str = "/etc/cri/containerd.toml";
+pub const SYSTEM_CONFIG: &str = "/system/etc/containerd/config.toml";
+pub const CRI_CONFIG: &str = "/etc/cri/containerd.toml";
 const CONF_D: &str = "/etc/cri/conf.d";
-const MERGED: &str = "/etc/cri/conf.d/cri.toml";
+pub const MERGED: &str = "/etc/cri/conf.d/cri.toml";
 
-fn daemon_config(root: &str, state: &str, socket: &str, extra: &str) -> String {
+pub fn daemon_config(root: &str, state: &str, socket: &str, extra: &str) -> String {
     format!(
         r#"version = 2
 root = "{root}"
@@ -50,7 +47,7 @@ state = "{state}"
     )
 }
 
-fn write(path: &str, text: &str) -> Result<(), String> {
+pub fn write(path: &str, text: &str) -> Result<(), String> {
     let p = Path::new(path);
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -101,67 +98,7 @@ pub fn write_cri_config(cfg: &Config) -> Result<bool, String> {
     Ok(true)
 }
 
-fn socket_probe(socket: &'static str) -> HealthCheck {
-    HealthCheck::Probe(Arc::new(move || {
-        Box::pin(async move {
-            tokio::net::UnixStream::connect(socket)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("{socket}: {e}"))
-        })
-    }))
-}
-
-/// The two containerd services. The system one's configuration is written here; the CRI one
-/// waits for its configuration from [`CriConfigController`].
-pub fn services() -> Result<[ServiceSpec; 2], String> {
-    let program = which("containerd").ok_or("containerd is not installed (Debian: containerd)")?;
-    write(
-        SYSTEM_CONFIG,
-        &daemon_config(
-            "/system/var/lib/containerd",
-            "/system/run/containerd",
-            SYSTEM_SOCKET,
-            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
-        ),
-    )?;
-    write(
-        CRI_CONFIG,
-        &daemon_config(
-            "/var/lib/containerd",
-            "/run/containerd",
-            CRI_SOCKET,
-            &format!("imports = [\"{MERGED}\"]\n"),
-        ),
-    )?;
-    let spec = |id: &str, config: &str, socket: &'static str| ServiceSpec {
-        id: id.into(),
-        program: program.clone(),
-        args: vec!["--config".into(), config.into()],
-        depends_on: Vec::new(),
-        health: Some(socket_probe(socket)),
-        prepare: None,
-        fds: Vec::new(),
-        launcher: None,
-    };
-    let mut cri = spec("cri", CRI_CONFIG, CRI_SOCKET);
-    cri.prepare = Some(Arc::new(|note| {
-        Box::pin(async move {
-            let mut said = false;
-            while !Path::new(MERGED).is_file() {
-                if !said {
-                    note("waiting for the CRI configuration".into());
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok(Vec::new())
-        })
-    }));
-    Ok([spec("containerd", SYSTEM_CONFIG, SYSTEM_SOCKET), cri])
-}
-
-fn which(program: &str) -> Option<PathBuf> {
+pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_else(|| vec!["/usr/sbin".into(), "/usr/bin".into()])
@@ -342,7 +279,7 @@ pub async fn pull(socket: &str, reference: &str) -> Result<PullStream, Status> {
         sandbox_config: None,
     };
     let socket = socket.to_string();
-    let stream = crate::api::async_stream(move |tx| async move {
+    let stream = crate::sys::async_stream(move |tx| async move {
         let started = Instant::now();
         let mut pulling = Box::pin(async move {
             let deadline = Instant::now() + Duration::from_secs(15);

@@ -13,11 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
-
-use crate::controllers::inputs::machine_config;
 
 /// Records a destination may hold while it cannot take them.
 pub const QUEUE: usize = 10_000;
@@ -54,9 +51,14 @@ pub fn shipper() -> &'static Shipper {
 
 static KERNEL: std::sync::OnceLock<Shipper> = std::sync::OnceLock::new();
 
+/// The kernel log's shipper, if it was started.
+pub fn kernel_shipper_started() -> Option<&'static Shipper> {
+    KERNEL.get()
+}
+
 /// The kernel log's shipper (its destinations: KmsgLogConfig, `talos.logging.kernel=`); the
 /// first call starts reading `/dev/kmsg`.
-fn kernel_shipper() -> &'static Shipper {
+pub fn kernel_shipper() -> &'static Shipper {
     KERNEL.get_or_init(|| {
         let s = Shipper::default();
         let reader = s.clone();
@@ -265,7 +267,7 @@ impl Shipper {
         }
     }
 
-    fn statuses(&self) -> Vec<LogDestinationStatusSpec> {
+    pub fn statuses(&self) -> Vec<LogDestinationStatusSpec> {
         let inner = self.inner.lock().expect("shipper");
         inner
             .destinations
@@ -419,90 +421,6 @@ pub async fn bench(endpoint: &str, records: u64) -> Result<Duration, String> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(started.elapsed())
-}
-
-/// Keeps the shippers' destinations in step with the config (and the kernel command line's
-/// `talos.logging.kernel=`) and publishes their counters.
-pub struct LogShippingController {
-    pub cmdline_kernel: Vec<String>,
-}
-
-#[async_trait::async_trait]
-impl Controller for LogShippingController {
-    fn name(&self) -> &str {
-        "runtime.LogShippingController"
-    }
-    fn inputs(&self) -> Vec<Input> {
-        vec![crate::controllers::inputs::config(&[
-            "/machine/logging",
-            "kind:KmsgLogConfig",
-        ])]
-    }
-    fn outputs(&self) -> Vec<Output> {
-        vec![Output::exclusive_of::<
-            types::runtime::LogDestinationStatusSpec,
-        >()]
-    }
-    fn cleanup_untouched(&self) -> bool {
-        true
-    }
-    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let cfg = machine_config(ctx)?;
-        let wanted: Vec<(String, serde_json::Map<String, serde_json::Value>)> = cfg
-            .as_ref()
-            .and_then(|c| c.pointer("/machine/logging/destinations").cloned())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter(|d| {
-                d.get("format")
-                    .and_then(|f| f.as_str())
-                    .unwrap_or("json_lines")
-                    == "json_lines"
-            })
-            .filter_map(|d| {
-                let endpoint = d.get("endpoint")?.as_str()?.to_string();
-                let extra = d
-                    .get("extraTags")
-                    .and_then(|t| t.as_object().cloned())
-                    .unwrap_or_default();
-                Some((endpoint, extra))
-            })
-            .collect();
-        let mut kernel: Vec<String> = cfg
-            .as_ref()
-            .map(|c| {
-                c.kind("KmsgLogConfig")
-                    .filter_map(|d| d.value.get("url")?.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        kernel.extend(self.cmdline_kernel.iter().cloned());
-        kernel.sort();
-        kernel.dedup();
-        let busy = !wanted.is_empty() || !kernel.is_empty();
-        shipper().configure(wanted);
-        if !kernel.is_empty() || KERNEL.get().is_some() {
-            kernel_shipper().configure(
-                kernel
-                    .into_iter()
-                    .map(|u| (u, Default::default()))
-                    .collect(),
-            );
-        }
-        let statuses = shipper()
-            .statuses()
-            .into_iter()
-            .chain(KERNEL.get().map(Shipper::statuses).unwrap_or_default());
-        for s in statuses {
-            let id = s.endpoint.clone();
-            ctx.put::<LogDestinationStatusSpec>(&id, s)?;
-        }
-        if busy {
-            ctx.requeue_after(Duration::from_secs(1));
-        }
-        Ok(())
-    }
 }
 
 /// Sends machined's own log records to the shipper (as service `machined`).

@@ -21,7 +21,7 @@ use machinery::config::Config;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::boot::metal::console;
+use crate::sys::console;
 
 /// A partition's encryption, as the config has it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ impl Key {
         if self.lock_to_state != Some(true) {
             return Ok(secret);
         }
-        let salt = state_salt(Path::new(crate::boot::container::STATE_DIR))?;
+        let salt = state_salt(Path::new(crate::sys::STATE_DIR))?;
         Ok(salted(&salt, &secret))
     }
 }
@@ -594,12 +594,12 @@ pub fn encrypt_state(config: &Config) -> Result<(), String> {
     if disk::content(&dev)? == disk::Content::Luks {
         return Ok(());
     }
-    let at = crate::boot::container::STATE_DIR;
+    let at = crate::sys::STATE_DIR;
     nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| format!("unmount {at}: {e}"))?;
     disk::erase(&dev)?;
     let mapped = prepare(&dev, disk::STATE, Some(&enc))?;
-    crate::boot::metal::mount_xfs(&mapped, at)?;
+    crate::sys::mount_xfs(&mapped, at)?;
     remember_state(Some(&enc))
 }
 

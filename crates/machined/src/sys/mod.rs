@@ -4,11 +4,20 @@
 pub mod cmdline;
 pub mod cri;
 pub mod ctrd;
+pub mod ctrd_container;
 pub mod extensions;
 pub mod logship;
 pub mod luks;
 pub mod netlink;
+pub mod pki;
+pub mod process;
 pub mod reaper;
+pub mod wipe;
+
+/// Where a booted node (container mode or a machine) keeps things, inside its root.
+pub const STATE_DIR: &str = "/system/state";
+pub const LOG_DIR: &str = "/var/log";
+pub const EPHEMERAL_DIR: &str = "/var";
 
 /// Run `f` (external tools, disk I/O) off the async runtime; a panic in it becomes its error.
 pub async fn blocking<T: Send + 'static>(
@@ -44,4 +53,66 @@ pub fn mounts() -> Vec<(String, String)> {
             Some((src.to_string(), at.to_string()))
         })
         .collect()
+}
+
+/// Wait until `ready` holds (checked every 20 ms), at most `limit` (`None`: for as long as
+/// it takes); whether it held.
+pub async fn wait_for(limit: Option<std::time::Duration>, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = limit.map(|l| std::time::Instant::now() + l);
+    while !ready() {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// A stream fed by a task through a small channel.
+pub fn async_stream<T, F, Fut>(f: F) -> impl futures::Stream<Item = T> + Send
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+/// Print to the console (the kernel's, when nothing else is there).
+pub fn console(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// Mount an XFS file system (STATE, EPHEMERAL) at `at`.
+pub fn mount_xfs(dev: &std::path::Path, at: &str) -> Result<(), String> {
+    nix::mount::mount(
+        Some(dev),
+        at,
+        Some("xfs"),
+        nix::mount::MsFlags::MS_NOATIME,
+        None::<&str>,
+    )
+    .map_err(|e| format!("boot: mount {} on {at}: {e}", dev.display()))
+}
+
+/// A boxed future.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// A started task: its pid, its output, how it ends and what to undo after.
+pub struct Task {
+    pub pid: u32,
+    pub outputs: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
+    pub exited: BoxFuture<std::process::ExitStatus>,
+    /// Runs once the task has ended.
+    pub cleanup: Option<BoxFuture<()>>,
+}
+
+/// Set the hostname of the node's UTS namespace.
+pub fn set_hostname(name: &str) {
+    if let Err(e) = nix::unistd::sethostname(name) {
+        tracing::warn!(error = %e, "cannot set the hostname");
+    }
 }

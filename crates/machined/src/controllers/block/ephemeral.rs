@@ -9,8 +9,8 @@ use disk::luks;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use types::runtime::MountStatusSpec;
 
-use crate::boot::metal::console;
 use crate::controllers::inputs;
+use crate::sys::console;
 use crate::sys::luks::{configured, erase, mapping, prepare};
 
 pub struct EphemeralMountController {
@@ -70,7 +70,7 @@ impl Controller for EphemeralMountController {
             .iter()
             .any(|(src, m)| m == self.at && ours.contains(&Some(PathBuf::from(src))));
         if !mounted {
-            if crate::boot::metal::take_wipe(disk::EPHEMERAL) {
+            if crate::sys::wipe::take_wipe(disk::EPHEMERAL) {
                 console(&format!(
                     "boot: wiping {} ({})",
                     disk::EPHEMERAL,
@@ -88,7 +88,7 @@ impl Controller for EphemeralMountController {
             let (d, e, at) = (dev.clone(), enc.clone(), self.at);
             let result = crate::sys::blocking(move || {
                 let mapped = prepare(&d, disk::EPHEMERAL, e.as_ref())?;
-                crate::boot::metal::mount_xfs(&mapped, at)
+                crate::sys::mount_xfs(&mapped, at)
             })
             .await;
             if let Err(e) = result {
@@ -103,7 +103,7 @@ impl Controller for EphemeralMountController {
                 }
                 return Err(e.into());
             }
-            let _ = std::fs::create_dir_all(crate::boot::container::LOG_DIR);
+            let _ = std::fs::create_dir_all(crate::sys::LOG_DIR);
             if self.reported.take().is_some() {
                 console("boot: EPHEMERAL mounted");
             }

@@ -13,7 +13,7 @@ use types::secrets::EtcdCertsSpec;
 
 use crate::services::etcd::{self, Etcd};
 use crate::services::supervisor::Supervisor;
-use crate::sys::ctrd;
+use crate::sys::ctrd_container;
 
 pub struct ServiceController {
     pub services: Supervisor,
@@ -83,8 +83,8 @@ impl Controller for ServiceController {
         if !spec.image.is_empty() {
             service.depends_on.push("containerd".into());
             let state = self.state.clone();
-            service.launcher = Some(ctrd::launcher(
-                ctrd::ContainerSpec {
+            service.launcher = Some(crate::services::container::launcher(
+                ctrd_container::ContainerSpec {
                     id: etcd::SERVICE.into(),
                     image: spec.image.clone(),
                     binds: e.binds(),

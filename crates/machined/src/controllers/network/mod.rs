@@ -58,7 +58,11 @@ pub fn register(rt: &mut Runtime, apply: bool, cmdline: Cmdline) -> Result<(), R
     rt.register(route::RouteSpecController::new(apply))?;
     rt.register(link::LinkSpecController::new(apply))?;
     rt.register(hostname::HostnameController {
-        set: crate::boot::container::set_hostname,
+        set: if apply {
+            crate::sys::set_hostname
+        } else {
+            |_| {}
+        },
     })?;
     Ok(())
 }

@@ -9,8 +9,9 @@ use types::network::HostnameStatusSpec;
 pub use types::secrets::ApiCertsSpec;
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::sys::pki::{now, two_thirds, validity};
 use machinery::Config;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
@@ -21,36 +22,6 @@ pub const API_ID: &str = "api";
 /// When to issue a new API certificate: after two thirds of its validity.
 pub fn api_renew_at(c: &ApiCertsSpec) -> u64 {
     two_thirds(c.not_before, c.not_after)
-}
-
-fn two_thirds(from: u64, to: u64) -> u64 {
-    from + to.saturating_sub(from) * 2 / 3
-}
-
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A certificate's validity, seconds since the epoch.
-fn validity(crt_pem: &str) -> Result<(u64, u64), String> {
-    let block = pem::parse(crt_pem).map_err(|e| e.to_string())?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(block.contents()).map_err(|e| e.to_string())?;
-    let v = cert.validity();
-    Ok((
-        v.not_before.timestamp().max(0) as u64,
-        v.not_after.timestamp().max(0) as u64,
-    ))
-}
-
-/// When a certificate should be renewed: two thirds into its validity.
-pub fn renew_at(crt_pem: &str) -> Result<u64, String> {
-    let (from, to) = validity(crt_pem)?;
-    Ok(two_thirds(from, to))
 }
 
 pub struct ApiCertController {
@@ -139,9 +110,9 @@ impl Controller for ApiCertController {
             return Ok(());
         }
         let issued = if local {
-            crate::api::issue_local(&cfg, &hostname, &dns, &ips, self.ttl)?
+            crate::sys::pki::issue_local(&cfg, &hostname, &dns, &ips, self.ttl)?
         } else {
-            crate::api::issue_via_trustd(&cfg, &hostname, &dns, &ips).await?
+            crate::sys::pki::issue_via_trustd(&cfg, &hostname, &dns, &ips).await?
         };
         let (not_before, not_after) = validity(&issued.crt)?;
         let spec = ApiCertsSpec {

@@ -14,7 +14,7 @@ use types::etcd::{EtcdSpecSpec, ETCD_ID};
 use types::secrets::EtcdCertsSpec;
 
 use crate::controllers::inputs;
-use crate::controllers::secrets::api::{now, renew_at};
+use crate::sys::pki::{now, renew_at};
 
 /// Remembers whom the current certificates were issued for.
 #[derive(Default)]
