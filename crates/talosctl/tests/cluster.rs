@@ -364,6 +364,97 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     assert_eq!(c.ok(&["etcd", "members"]), members);
     assert_eq!(c.get("/test/a"), "1");
 
+    // etcd as resources, and the controllers that make and run it (with the volume, files and
+    // service controllers) in the dependency graph.
+    let spec = c.ok(&["get", "etcdspec", "-o", "yaml"]);
+    assert!(
+        spec.contains("advertisedAddresses:\n        - 10.5.0.2\n")
+            && spec.contains("--listen-peer-urls=https://10.5.0.2:2380"),
+        "{spec}"
+    );
+    assert!(c.ok(&["get", "pkistatus"]).contains("true"));
+    let deps = c.ok(&["inspect", "dependencies"]);
+    for controller in [
+        "etcd.ConfigController",
+        "etcd.SpecController",
+        "secrets.EtcdController",
+        "etcd.PKIController",
+        "etcd.ServiceController",
+        "block.EphemeralMountController",
+        "block.VolumeStatusController",
+        "files.MachineFilesController",
+    ] {
+        assert!(
+            deps.contains(&format!("\"{controller}\"")),
+            "{controller}: {deps}"
+        );
+    }
+    // Edges of the graph: controller -> its outputs, inputs -> controller.
+    let node = |label: &str| -> String {
+        deps.lines()
+            .find(|l| l.contains(&format!("[label=\"{label}\"")))
+            .and_then(|l| l.trim().split('[').next())
+            .unwrap_or_else(|| panic!("{label} not in {deps}"))
+            .to_string()
+    };
+    let edge = |from: &str, to: &str| deps.contains(&format!("\t{} -> {}[", node(from), node(to)));
+    assert!(
+        edge("etcd.SpecController", "EtcdSpecs.etcd.talos.dev"),
+        "{deps}"
+    );
+    assert!(
+        edge("EtcdSpecs.etcd.talos.dev", "etcd.ServiceController"),
+        "{deps}"
+    );
+    assert!(
+        edge("etcd.ServiceController", "Services.v1alpha1.talos.dev"),
+        "{deps}"
+    );
+    assert!(
+        edge(
+            "block.VolumeStatusController",
+            "VolumeStatuses.block.talos.dev"
+        ),
+        "{deps}"
+    );
+    assert!(
+        edge(
+            "MountStatuses.runtime.talos.dev",
+            "files.MachineFilesController"
+        ),
+        "{deps}"
+    );
+    // A no-reboot change of etcd's extra arguments reaches its command line; its data stays.
+    let args = r#"{"cluster":{"etcd":{"extraArgs":{"heartbeat-interval":"150"}}}}"#;
+    let applied = c.ok(&["patch", "machineconfig", "--mode=no-reboot", "-p", args]);
+    assert!(applied.contains("without a reboot"), "{applied}");
+    wait_until(
+        "etcd restarted with its new argument",
+        Duration::from_secs(60),
+        || {
+            String::from_utf8_lossy(&c.talosctl(&["processes"]).stdout)
+                .contains("--heartbeat-interval=150")
+        },
+    );
+    wait_until("etcd back", Duration::from_secs(60), || {
+        c.etcdctl(&["get", "--print-value-only", "/test/a"])
+            .status
+            .success()
+    });
+    assert_eq!(c.get("/test/a"), "1");
+    // A change read only at boot is refused in no-reboot mode, naming the field.
+    let env = c.fails(&[
+        "patch",
+        "machineconfig",
+        "--mode=no-reboot",
+        "-p",
+        r#"{"machine":{"env":{"A":"b"}}}"#,
+    ]);
+    assert!(
+        env.contains("need a reboot") && env.contains("machine.env"),
+        "{env}"
+    );
+
     // Network status resources match what the kernel has in the node's namespace.
     let netns = format!("{}-controlplane-1", c.name);
     let kernel = |what: &str| -> serde_json::Value {

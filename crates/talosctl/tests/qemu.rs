@@ -408,11 +408,11 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         dir.join("talosconfig").display().to_string(),
     );
     // Upgrades come from registry.test, which the machines reach through a mirror on the
-    // gateway.
+    // gateway. A file under /var must land on EPHEMERAL, not under it.
     let mirror = dir.join("mirror.yaml");
     std::fs::write(
         &mirror,
-        format!("machine:\n  registries:\n    mirrors:\n      registry.test:\n        endpoints: [\"http://10.5.0.1:{REGISTRY_PORT}\"]\n"),
+        format!("machine:\n  registries:\n    mirrors:\n      registry.test:\n        endpoints: [\"http://10.5.0.1:{REGISTRY_PORT}\"]\n  files:\n    - path: /var/etc/qemu-hello.conf\n      op: create\n      permissions: 420\n      content: \"hello from machine.files\\n\"\n"),
     )
     .unwrap();
     // Every machine boots the kernel with its config from the provisioner, installs itself
@@ -500,6 +500,11 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
     assert!(
         mounts.contains("/dev/mapper/luks2-EPHEMERAL /var xfs"),
         "{mounts}"
+    );
+    // machine.files written once EPHEMERAL is mounted on /var (before, it would be hidden).
+    assert_eq!(
+        on_worker(&["read", "/var/etc/qemu-hello.conf"]),
+        "hello from machine.files\n"
     );
     let boots = |node: &str| c.console(node).matches("Linux version").count();
     assert_eq!(boots(&worker), 2, "a first boot and one from the disk");

@@ -160,6 +160,16 @@ pub async fn watch(node: Arc<crate::node::Node>, state_file: PathBuf, timeout: D
     }
 }
 
+/// Go's duration format for whole seconds (`1m0s`, `30s`, `1h2m3s`).
+pub fn go_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,15 +203,5 @@ mod tests {
         assert_eq!(at_boot(&state), None);
         assert_eq!(std::fs::read_to_string(&state).unwrap(), new.encode());
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// Go's duration format for whole seconds (`1m0s`, `30s`, `1h2m3s`).
-pub fn go_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, sec) => format!("{sec}s"),
-        (0, m, sec) => format!("{m}m{sec}s"),
-        (h, m, sec) => format!("{h}h{m}m{sec}s"),
     }
 }

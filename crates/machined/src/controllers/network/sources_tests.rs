@@ -86,16 +86,16 @@ fn defaults_run_dhcp_on_nics_only_when_nothing_is_configured() {
 #[test]
 fn routes_need_a_link_the_node_has_or_makes() {
     let cfg = config(
-        "version: v1alpha1\nmachine:\n  network:\n    interfaces:\n      - interface: eth0\n        routes: [{network: 10.1.0.0/16, gateway: 10.5.0.1}]\n      - interface: eth7\n        routes: [{network: 10.2.0.0/16, gateway: 10.5.0.1}]\n      - interface: br0\n        bridge: {interfaces: [eth0]}\n        routes: [{network: 10.3.0.0/16}]\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth9\nroutes:\n  - destination: 10.4.0.0/16\n",
-    );
+            "version: v1alpha1\nmachine:\n  network:\n    interfaces:\n      - interface: eth0\n        routes: [{network: 10.1.0.0/16, gateway: 10.5.0.1}]\n      - interface: eth7\n        routes: [{network: 10.2.0.0/16, gateway: 10.5.0.1}]\n      - interface: br0\n        bridge: {interfaces: [eth0]}\n        routes: [{network: 10.3.0.0/16}]\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth9\nroutes:\n  - destination: 10.4.0.0/16\n",
+        );
     let kernel = BTreeSet::from(["lo".to_string(), "eth0".to_string()]);
     assert_eq!(
-        unknown_route_links(&cfg, &kernel),
-        [
-            "machine.network.interfaces[1].routes[0]: route to unknown link \"eth7\" (this node has: eth0, lo)",
-            "LinkConfig \"eth9\".routes[0]: route to unknown link \"eth9\" (this node has: eth0, lo)",
-        ]
-    );
+            unknown_route_links(&cfg, &kernel),
+            [
+                "machine.network.interfaces[1].routes[0]: route to unknown link \"eth7\" (this node has: eth0, lo)",
+                "LinkConfig \"eth9\".routes[0]: route to unknown link \"eth9\" (this node has: eth0, lo)",
+            ]
+        );
 }
 
 fn config(text: &str) -> Config {
@@ -109,27 +109,27 @@ fn machine_config_and_network_documents() {
 machine:
   type: worker
   network:
-nameservers: [10.0.0.53]
-interfaces:
-  - interface: eth1
-    ignore: true
-  - interface: br0
-    bridge:
-      interfaces: [eth0]
-      stp:
-        enabled: true
-    addresses: [192.168.5.2/24]
-    routes:
-      - network: 10.9.0.0/16
-        gateway: 192.168.5.1
-        metric: 50
-    vlans:
-      - vlanId: 7
-        dhcp: true
-  - deviceSelector:
-      hardwareAddr: "aa:bb:cc:00:00:0*"
-      physical: true
-    mtu: 9000
+    nameservers: [10.0.0.53]
+    interfaces:
+      - interface: eth1
+        ignore: true
+      - interface: br0
+        bridge:
+          interfaces: [eth0]
+          stp:
+            enabled: true
+        addresses: [192.168.5.2/24]
+        routes:
+          - network: 10.9.0.0/16
+            gateway: 192.168.5.1
+            metric: 50
+        vlans:
+          - vlanId: 7
+            dhcp: true
+      - deviceSelector:
+          hardwareAddr: "aa:bb:cc:00:00:0*"
+          physical: true
+        mtu: 9000
 ---
 apiVersion: v1alpha1
 kind: LinkConfig
