@@ -9,6 +9,8 @@ pub use types::TAG;
 use types::{CONFIG_NS, RUNTIME_NS};
 
 use machinery::Config;
+
+use crate::boot::mode::RunMode;
 use resources::{ControllerInfo, Registry, Resource, Runtime, RuntimeHandle, State};
 
 /// A booted node's state: definitions registered, boot resources published, controllers running.
@@ -39,21 +41,39 @@ pub struct Node {
     /// The config paths read only at boot (see `boot::CONFIG_AT_BOOT`): a change of one
     /// needs a reboot.
     pub boot_inputs: Vec<&'static str>,
+    /// How the node runs.
+    pub mode: RunMode,
     /// The registered controllers' declarations (for `inspect dependencies`, and the config
     /// paths they read, which change live).
     pub controllers: Vec<ControllerInfo>,
     _controllers: RuntimeHandle,
 }
 
+/// What the boot hands the node it starts.
+pub struct Setup {
+    pub mode: RunMode,
+    /// Where the persisted config (STATE) lives, if anywhere.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Where services' logs are written.
+    pub log_dir: Option<std::path::PathBuf>,
+    /// The EPHEMERAL directory, if the node has one.
+    pub ephemeral: Option<std::path::PathBuf>,
+    /// The node runs its cluster's services (it has a config and is not about to install).
+    pub runs: bool,
+    /// The config paths read only at boot.
+    pub boot_inputs: Vec<&'static str>,
+}
+
 impl Node {
-    pub fn start(
-        config: &Config,
-        state_file: Option<std::path::PathBuf>,
-        log_dir: Option<std::path::PathBuf>,
-        ephemeral: Option<std::path::PathBuf>,
-        runs: bool,
-        boot_inputs: Vec<&'static str>,
-    ) -> Result<Node, String> {
+    pub fn start(config: &Config, setup: Setup) -> Result<Node, String> {
+        let Setup {
+            mode,
+            state_file,
+            log_dir,
+            ephemeral,
+            runs,
+            boot_inputs,
+        } = setup;
         let state = State::new();
         let registry = Registry::new(state.clone()).map_err(|e| e.to_string())?;
         for (ns, desc) in types::NAMESPACES {
@@ -110,9 +130,9 @@ impl Node {
         crate::controllers::register(
             &mut rt,
             crate::controllers::Wiring {
-                rooted: crate::boot::container::rooted(),
+                rooted: mode.rooted(),
                 runs,
-                installed: crate::boot::metal::installed(),
+                installed: mode.installed(),
                 cmdline: crate::sys::cmdline::Cmdline::read(),
                 services: services.clone(),
                 discovery: discovery.clone(),
@@ -138,6 +158,7 @@ impl Node {
             forget: Default::default(),
             etcd,
             boot_inputs,
+            mode,
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })
@@ -178,7 +199,7 @@ impl Node {
     /// Wipe STATE and/or EPHEMERAL (by label; both when none is named).
     pub fn wipe(&self, labels: &[String]) -> Result<Vec<String>, String> {
         let all = labels.is_empty();
-        if crate::boot::metal::installed() {
+        if self.mode.installed() {
             // The partitions themselves are made anew when the machine restarts.
             let wiped: Vec<&str> = ["STATE", "EPHEMERAL"]
                 .into_iter()

@@ -139,6 +139,36 @@ fn unified_diff(old: &str, new: &str) -> String {
         .to_string()
 }
 
+/// After a key change: wait (briefly) until the volumes' status, which
+/// block.VolumeStatusController reads from the partitions, shows the slots `cfg` has, so the
+/// client's next read sees what it applied.
+async fn volume_status_settled(node: &Node, cfg: &Config) {
+    let slots = |label: &str| -> Option<Vec<u32>> {
+        let mut s: Vec<u32> = crate::sys::luks::configured(cfg, label)?
+            .keys
+            .iter()
+            .map(|k| k.slot)
+            .collect();
+        s.sort();
+        Some(s)
+    };
+    let shown = |label: &str| -> Option<Vec<u32>> {
+        let status = node
+            .state
+            .spec_of::<types::runtime::VolumeStatusSpec>(label)?;
+        Some(status.encryption_key_slots.iter().map(|k| k.slot).collect())
+    };
+    let settled = crate::sys::wait_for(Some(Duration::from_secs(10)), || {
+        [disk::STATE, disk::EPHEMERAL]
+            .iter()
+            .all(|l| slots(l).is_none() || shown(l) == slots(l))
+    })
+    .await;
+    if !settled {
+        tracing::warn!("the volumes' status does not show the new key slots yet");
+    }
+}
+
 pub struct Applier {
     pub node: Arc<Node>,
     /// The node has no config yet: anyone may apply one, and it is booted at once.
@@ -271,7 +301,7 @@ impl Applier {
         };
         let tried = mode == Mode::Try && used == Mode::Reboot;
         // Disk encryption keys are changed on the partitions themselves, at once.
-        let keys_change = crate::boot::metal::installed()
+        let keys_change = self.node.mode.installed()
             && [disk::STATE, disk::EPHEMERAL].iter().any(|l| {
                 crate::sys::luks::configured(&old, l) != crate::sys::luks::configured(&new, l)
             });
@@ -309,6 +339,9 @@ impl Applier {
             Mode::NoReboot => {
                 self.node.persist(&new).map_err(Status::internal)?;
                 self.node.set_active(&new).map_err(Status::internal)?;
+                if keys_change {
+                    volume_status_settled(&self.node, &new).await;
+                }
             }
             Mode::Staged => self.node.persist(&new).map_err(Status::internal)?,
             Mode::Try => {
@@ -365,7 +398,7 @@ impl Applier {
             ));
         }
         if self.node.state_file.is_some() {
-            if crate::boot::metal::installed() {
+            if self.node.mode.installed() {
                 // STATE was wiped: it is encrypted now if the config asks.
                 let c = new.clone();
                 crate::sys::blocking(move || crate::sys::luks::encrypt_state(&c))

@@ -425,7 +425,7 @@ impl MachineService for Machine {
         }
         oci::Reference::parse(&r.image)
             .map_err(|e| Status::invalid_argument(format!("--image {}: {e}", r.image)))?;
-        crate::boot::upgrade::check().map_err(Status::failed_precondition)?;
+        crate::boot::upgrade::check(self.node.mode).map_err(Status::failed_precondition)?;
         // A control plane whose EPHEMERAL goes leaves etcd first (and joins again, empty, on
         // the new system); one that cannot leave is told before anything is done.
         let member = self.node.etcd().filter(|e| e.is_member() && !r.preserve);
@@ -447,10 +447,12 @@ impl MachineService for Machine {
         }
         let config = self.node.active_config().map_err(Status::internal)?;
         let image = r.image.clone();
+        let mode = self.node.mode;
         crate::boot::metal::node_modules_loaded().await;
-        let slot = crate::sys::blocking(move || crate::boot::upgrade::install(&config, &image))
-            .await
-            .map_err(Status::internal)?;
+        let slot =
+            crate::sys::blocking(move || crate::boot::upgrade::install(&config, &image, mode))
+                .await
+                .map_err(Status::internal)?;
         if let Some(e) = member {
             e.leave(&self.node.services).await?;
         }
@@ -485,8 +487,9 @@ impl MachineService for Machine {
         &self,
         _req: Request<api::machine::RollbackRequest>,
     ) -> Result<Response<api::machine::RollbackResponse>, Status> {
+        let mode = self.node.mode;
         crate::boot::metal::node_modules_loaded().await;
-        tokio::task::spawn_blocking(crate::boot::upgrade::rollback)
+        tokio::task::spawn_blocking(move || crate::boot::upgrade::rollback(mode))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(Status::failed_precondition)?;

@@ -22,8 +22,8 @@ pub fn done() -> bool {
 
 /// The disk to install to, when this machine should install (booted from the image, not
 /// from an installed disk, and the config names a disk it has).
-pub fn pending(config: &Config) -> Option<PathBuf> {
-    if !crate::boot::metal::booted() || crate::boot::metal::installed() {
+pub fn pending(config: &Config, mode: crate::boot::mode::RunMode) -> Option<PathBuf> {
+    if mode != (crate::boot::mode::RunMode::Machine { installed: false }) {
         return None;
     }
     let disk = match target(config) {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod container;
 pub mod install;
 pub mod metal;
+pub mod mode;
 pub mod roles;
 pub mod trial;
 pub mod upgrade;
@@ -95,6 +96,7 @@ pub async fn signals() {
 /// The boot sequence of a node (machined's own role): config, controllers, volumes, files,
 /// services; then serve until a shutdown or a reboot.
 pub async fn run(args: Args) -> Result<Exit, String> {
+    let mode = mode::RunMode::detect();
     crate::sys::reaper::start();
     disk::set_runner(crate::sys::reaper::output);
     let mut phases = Sequence::new(&["config", "controllers", "volumes", "files", "services"]);
@@ -109,7 +111,9 @@ pub async fn run(args: Args) -> Result<Exit, String> {
     let config = booted.unwrap_or_default();
     // A machine booted from the image with a disk to install to installs before it runs
     // anything of the cluster's.
-    let install_to = (!maintenance).then(|| install::pending(&config)).flatten();
+    let install_to = (!maintenance)
+        .then(|| install::pending(&config, mode))
+        .flatten();
     let runs = !maintenance && install_to.is_none();
     let log_dir = args
         .log_dir
@@ -121,14 +125,17 @@ pub async fn run(args: Args) -> Result<Exit, String> {
     phases.done();
     let node = Arc::new(crate::node::Node::start(
         &config,
-        state_file.clone(),
-        log_dir,
-        args.ephemeral_dir.clone(),
-        runs,
-        CONFIG_AT_BOOT.to_vec(),
+        crate::node::Setup {
+            mode,
+            state_file: state_file.clone(),
+            log_dir,
+            ephemeral: args.ephemeral_dir.clone(),
+            runs,
+            boot_inputs: CONFIG_AT_BOOT.to_vec(),
+        },
     )?);
     phases.done();
-    if metal::installed() {
+    if mode.installed() {
         // EPHEMERAL before anything that uses /var (block.EphemeralMountController mounts it).
         let state = node.state.clone();
         crate::sys::wait_for(None, || {
@@ -144,7 +151,7 @@ pub async fn run(args: Args) -> Result<Exit, String> {
         }
     }
     phases.done();
-    if !maintenance && container::rooted() {
+    if !maintenance && mode.rooted() {
         // files.MachineFilesController writes them once /var is there.
         let wanted = config
             .pointer("/machine/files")
@@ -160,7 +167,7 @@ pub async fn run(args: Args) -> Result<Exit, String> {
         .await;
     }
     phases.done();
-    if runs && container::rooted() {
+    if runs && mode.rooted() {
         match crate::services::containerd::services() {
             Ok(specs) => specs
                 .into_iter()
@@ -196,7 +203,7 @@ pub async fn run(args: Args) -> Result<Exit, String> {
         log(&format!("apid listening on {addr} (inherited)"));
         fds.push(*fd);
     }
-    let dir = socket_dir(&args);
+    let dir = socket_dir(&args, mode);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -230,7 +237,7 @@ pub async fn run(args: Args) -> Result<Exit, String> {
     if let Some(disk) = install_to {
         tokio::spawn(install::run(node.clone(), config.clone(), disk));
     }
-    if metal::installed() {
+    if mode.installed() {
         tokio::spawn(upgrade::prove(node.clone()));
     }
     if let (Some(timeout), Some(file)) = (trial, state_file.clone()) {
@@ -268,7 +275,7 @@ pub async fn run(args: Args) -> Result<Exit, String> {
         node.discovery.leave().await;
     }
     drop(listener);
-    if args.state_dir.is_none() && !container::rooted() {
+    if args.state_dir.is_none() && !mode.rooted() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     services.shutdown().await;

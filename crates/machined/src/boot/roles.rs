@@ -58,8 +58,8 @@ pub fn trustd_service(args: &Args, state_file: Option<&PathBuf>) -> Result<Servi
 }
 
 /// Where machined's socket for apid lives.
-pub fn socket_dir(args: &Args) -> PathBuf {
-    if container::rooted() {
+pub fn socket_dir(args: &Args, mode: crate::boot::mode::RunMode) -> PathBuf {
+    if mode.rooted() {
         return PathBuf::from("/system/run/machined");
     }
     match &args.state_dir {

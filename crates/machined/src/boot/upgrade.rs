@@ -10,6 +10,7 @@
 //!
 //! A rollback makes the other slot the default and reboots into it.
 
+use crate::boot::mode::RunMode;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +24,9 @@ const PROVE_WITHIN: Duration = Duration::from_secs(600);
 const WORK: &str = "/tmp/upgrade";
 
 /// The BOOT partition and the slot this machine started from.
-fn slots() -> Result<(PathBuf, &'static str), String> {
-    if !crate::boot::metal::installed() {
-        let how = if crate::boot::metal::booted() {
+fn slots(mode: RunMode) -> Result<(PathBuf, &'static str), String> {
+    if !mode.installed() {
+        let how = if mode.machine() {
             "it runs from memory"
         } else {
             "it runs in a container"
@@ -42,14 +43,14 @@ fn slots() -> Result<(PathBuf, &'static str), String> {
 }
 
 /// Check that this machine can be upgraded (before anything is done).
-pub fn check() -> Result<(), String> {
-    slots().map(|_| ())
+pub fn check(mode: RunMode) -> Result<(), String> {
+    slots(mode).map(|_| ())
 }
 
 /// Install `image` into the slot this machine did not start from, to be started once at the
 /// next boot. Returns the slot written.
-pub fn install(config: &Config, image: &str) -> Result<&'static str, String> {
-    let (boot, current) = slots()?;
+pub fn install(config: &Config, image: &str, mode: RunMode) -> Result<&'static str, String> {
+    let (boot, current) = slots(mode)?;
     let target = disk::other_slot(current);
     crate::log(&format!("upgrade: pulling {image}"));
     let work = Path::new(WORK);
@@ -82,8 +83,8 @@ pub fn install(config: &Config, image: &str) -> Result<&'static str, String> {
 }
 
 /// Make the slot this machine did not start from the default (it must hold a system).
-pub fn rollback() -> Result<&'static str, String> {
-    let (boot, current) = slots()?;
+pub fn rollback(mode: RunMode) -> Result<&'static str, String> {
+    let (boot, current) = slots(mode)?;
     let target = disk::other_slot(current);
     disk::set_default(&boot, target).map_err(|e| format!("cannot roll back: {e}"))?;
     crate::log(&format!("rollback: boot slot {target} is the default"));
@@ -94,7 +95,7 @@ pub fn rollback() -> Result<&'static str, String> {
 /// after an upgrade), that slot becomes the default once the node is steadily healthy; when
 /// it is not healthy in time, the machine restarts into the default slot.
 pub async fn prove(node: Arc<crate::node::Node>) {
-    let Ok((boot, slot)) = slots() else {
+    let Ok((boot, slot)) = slots(node.mode) else {
         return;
     };
     crate::boot::metal::node_modules_loaded().await;
