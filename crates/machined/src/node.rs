@@ -35,7 +35,7 @@ pub struct Node {
     /// Set by a reset: the next boot forgets the config it was given.
     pub forget: std::sync::atomic::AtomicBool,
     /// The cluster discovery client.
-    pub discovery: crate::controllers::cluster::discovery::Handle,
+    pub discovery: crate::sys::discovery::Handle,
     /// etcd, on a control plane in container mode.
     pub etcd: crate::services::etcd::Handle,
     /// The config paths read only at boot (see `boot::CONFIG_AT_BOOT`): a change of one
@@ -111,8 +111,8 @@ impl Node {
             types::CLUSTER_NS,
             types::cluster::IdentitySpec::TYPE,
             "local",
-            crate::controllers::cluster::discovery::IdentitySpec {
-                node_id: crate::controllers::cluster::discovery::node_id(
+            types::cluster::IdentitySpec {
+                node_id: crate::sys::discovery::node_id(
                     state_file.as_ref().and_then(|f| f.parent()),
                 ),
             },
@@ -125,7 +125,7 @@ impl Node {
             .with_events(events.clone())
             .with_env(config.string_map("/machine/env").into_iter().collect());
         let mut rt = Runtime::new(state.clone());
-        let discovery = crate::controllers::cluster::discovery::Handle::default();
+        let discovery = crate::sys::discovery::Handle::default();
         let etcd = crate::services::etcd::Handle::default();
         crate::controllers::register(
             &mut rt,

@@ -44,6 +44,9 @@ pub struct MemberSpec {
     pub reachable: bool,
 }
 
+/// The id of the DiscoveryConfig resource.
+pub const DISCOVERY_ID: &str = "discovery";
+
 /// Discovery's settings, from `cluster.discovery` or `DiscoveryServiceConfig` (sensitive: it
 /// holds the cluster secret).
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -71,6 +71,7 @@ pub fn definitions() -> Vec<Definition> {
         cluster::IdentitySpec::definition(),
         cluster::AffiliateSpec::definition(),
         cluster::MemberSpec::definition(),
+        cluster::DiscoveryConfigSpec::definition(),
         k8s::NodenameSpec::definition(),
         runtime::LogDestinationStatusSpec::definition(),
         network::HostnameStatusSpec::definition(),

@@ -173,6 +173,51 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// Serve each new API certificate machined issues, as its resource changes.
+async fn follow(
+    channel: &Channel,
+    resolver: &Reloadable,
+    current: &mut String,
+) -> Result<(), String> {
+    let mut req = tonic::Request::new(api::cosi::WatchRequest {
+        namespace: types::SECRETS_NS.into(),
+        r#type: types::secrets::ApiCertsSpec::TYPE.into(),
+        id: Some(crate::controllers::secrets::api::API_ID.into()),
+        options: None,
+        api_version: 1,
+    });
+    req.metadata_mut().insert(
+        proxy::ROLE_HEADER,
+        super::auth::ADMIN.parse().expect("role"),
+    );
+    let mut events = api::cosi::state_client::StateClient::new(channel.clone())
+        .watch(req)
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    // Whatever changed before the watch was open.
+    let mut next = Some(fetch(channel).await?);
+    loop {
+        if let Some(c) = next.take().filter(|c| c.crt != *current) {
+            if let Ok(k) = certified(&c) {
+                *resolver.0.write().expect("certificate") = k;
+                *current = c.crt;
+                tracing::info!("serving the renewed API certificate");
+            }
+        }
+        let Some(batch) = events
+            .message()
+            .await
+            .map_err(|s| s.message().to_string())?
+        else {
+            return Ok(());
+        };
+        if batch.event.iter().any(|e| e.resource.is_some()) {
+            next = Some(fetch(channel).await?);
+        }
+    }
+}
+
 /// machined's current API certificate.
 async fn fetch(channel: &Channel) -> Result<crate::sys::pki::ServerCert, String> {
     let mut req = tonic::Request::new(api::cosi::GetRequest {
@@ -279,21 +324,16 @@ pub async fn serve(
     let resolver = Arc::new(Reloadable(std::sync::RwLock::new(certified(&first)?)));
     let config = server_config(resolver.clone(), first.client_ca.as_deref())?;
     if first.client_ca.is_some() {
-        // Follow renewals.
+        // Follow renewals: a watch on the certificate resource (machined's socket); a broken
+        // watch is opened again.
         let (channel, resolver) = (channel.clone(), resolver.clone());
         let mut current = first.crt.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                if let Ok(c) = fetch(&channel).await {
-                    if c.crt != current {
-                        if let Ok(k) = certified(&c) {
-                            *resolver.0.write().expect("certificate") = k;
-                            current = c.crt;
-                            tracing::info!("serving the renewed API certificate");
-                        }
-                    }
+                if let Err(e) = follow(&channel, &resolver, &mut current).await {
+                    tracing::debug!(error = %e, "the API certificate's watch ended");
                 }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
     }

@@ -35,7 +35,7 @@ pub struct Wiring {
     pub installed: bool,
     pub cmdline: Cmdline,
     pub services: Supervisor,
-    pub discovery: cluster::discovery::Handle,
+    pub discovery: crate::sys::discovery::Handle,
     pub etcd: crate::services::etcd::Handle,
     pub state: State,
     /// Where EPHEMERAL is (etcd's data lives there).
@@ -56,10 +56,11 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
     rt.register(runtime::log_shipping::LogShippingController {
         cmdline_kernel: logging_kernel,
     })?;
-    rt.register(cluster::discovery::ConfigController {
+    rt.register(cluster::config::ConfigController)?;
+    rt.register(cluster::service::ServiceController {
         handle: w.discovery.clone(),
     })?;
-    rt.register(cluster::discovery::MemberController {
+    rt.register(cluster::members::MemberController {
         handle: w.discovery,
         waiting: false,
     })?;

@@ -5,6 +5,7 @@ pub mod cmdline;
 pub mod cri;
 pub mod ctrd;
 pub mod ctrd_container;
+pub mod discovery;
 pub mod extensions;
 pub mod logship;
 pub mod luks;

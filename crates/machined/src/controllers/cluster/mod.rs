@@ -1,3 +1,6 @@
-//! Cluster membership: `discovery` (its settings, the affiliates and the members).
+//! Cluster membership: `config` (DiscoveryConfig from the machine config), `service` (the
+//! discovery client's settings), `members` (Affiliates and Members).
 
-pub mod discovery;
+pub mod config;
+pub mod members;
+pub mod service;

@@ -29,7 +29,6 @@ struct Held {
 
 pub struct VipController {
     etcd: crate::services::etcd::Handle,
-    hostname: Option<String>,
     held: Option<Held>,
     announced: u32,
     /// Since when the current holder (by lease) has not answered.
@@ -44,7 +43,6 @@ impl VipController {
     pub fn new(etcd: crate::services::etcd::Handle) -> VipController {
         VipController {
             etcd,
-            hostname: None,
             held: None,
             announced: 0,
             silent: None,
@@ -178,7 +176,10 @@ impl Controller for VipController {
         vec![
             Input::of::<types::network::OperatorSpecSpec>(),
             Input::of::<types::network::LinkStatusSpec>(),
-            Input::of::<types::network::HostnameStatusSpec>(),
+            Input::of::<types::network::HostnameStatusSpec>().id("hostname"),
+            // The node's own address, as etcd advertises it (stable while the VIP comes and
+            // goes on the same link).
+            Input::of::<types::etcd::EtcdSpecSpec>().id(types::etcd::ETCD_ID),
         ]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -203,22 +204,15 @@ impl Controller for VipController {
         let Some(e) = self.etcd.read().expect("etcd").clone() else {
             return Ok(());
         };
-        if self.hostname.is_none() {
-            self.hostname = ctx
-                .get(&types::network::HostnameStatusSpec::pointer("hostname"))?
-                .and_then(|r| {
-                    r.spec::<types::network::HostnameStatusSpec>()
-                        .map(|h| h.hostname.clone())
-                });
-        }
-        let me = format!(
-            "{} {}",
-            self.hostname.clone().unwrap_or_default(),
-            crate::sys::interface_ips()
-                .first()
-                .map(|i| i.to_string())
-                .unwrap_or_default()
-        );
+        let hostname = ctx
+            .spec_of::<types::network::HostnameStatusSpec>("hostname")?
+            .map(|h| h.hostname)
+            .unwrap_or_default();
+        let address = ctx
+            .spec_of::<types::etcd::EtcdSpecSpec>(types::etcd::ETCD_ID)?
+            .and_then(|s| s.advertised_addresses.first().cloned())
+            .unwrap_or_default();
+        let me = format!("{hostname} {address}");
         let key = format!("/talos/vip/{ip}");
         let holding = if self.held.is_some() {
             let kept = self.keep().await;
