@@ -131,7 +131,7 @@ fn reboot(handover: Option<String>, listen: Option<SocketAddr>) -> ExitCode {
 }
 
 /// The role this process plays: the node (the boot sequence), or one of its services.
-async fn run(args: Args) -> Result<Exit, String> {
+async fn run(args: Args, modules: boot::metal::Modules) -> Result<Exit, String> {
     match args.role.as_str() {
         "trustd" => run_trustd(args).await,
         "apid" => run_apid(args).await,
@@ -141,7 +141,7 @@ async fn run(args: Args) -> Result<Exit, String> {
             println!("{}", took.as_millis());
             Ok(Exit::Shutdown)
         }
-        _ => boot::run(args).await,
+        _ => boot::run(args, modules).await,
     }
 }
 
@@ -166,9 +166,11 @@ fn main() -> ExitCode {
         }
         boot::container::mark_rooted();
     }
-    if boot::metal::booted() && std::process::id() == 1 {
-        boot::metal::load_node_modules();
-    }
+    let modules = if boot::metal::booted() && std::process::id() == 1 {
+        boot::metal::load_node_modules()
+    } else {
+        boot::metal::Modules::none()
+    };
     let mut args = Args::parse();
     // A machine booted from the image keeps its root in place across reboots (re-executions).
     if boot::metal::booted() || args.container.is_some() {
@@ -190,7 +192,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = rt.block_on(run(args));
+    let result = rt.block_on(run(args, modules));
     drop(rt);
     // The init of a machine never exits: it powers off (its services, which run this binary
     // too, just exit).
@@ -199,11 +201,13 @@ fn main() -> ExitCode {
         Ok(Exit::Shutdown) if metal => boot::metal::power_off(),
         // An installed machine (or one that has just installed) restarts for real: its state
         // is on the disk; a config handed over from maintenance mode is a re-execution.
-        Ok(Exit::Reboot { handover, .. })
-            if metal
-                && (boot::install::done()
-                    || (boot::metal::installed()
-                        && handover.as_deref().is_none_or(str::is_empty))) =>
+        Ok(Exit::Reboot {
+            handover,
+            installed,
+            ..
+        }) if metal
+            && (installed
+                || (boot::metal::installed() && handover.as_deref().is_none_or(str::is_empty))) =>
         {
             log("machined: restarting the machine");
             boot::metal::restart()
@@ -213,7 +217,9 @@ fn main() -> ExitCode {
             boot::metal::power_off()
         }
         Ok(Exit::Shutdown) => ExitCode::SUCCESS,
-        Ok(Exit::Reboot { handover, listen }) => {
+        Ok(Exit::Reboot {
+            handover, listen, ..
+        }) => {
             log("machined: rebooting");
             reboot(handover, listen)
         }

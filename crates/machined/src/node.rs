@@ -43,6 +43,10 @@ pub struct Node {
     pub boot_inputs: Vec<&'static str>,
     /// How the node runs.
     pub mode: RunMode,
+    /// The node's kernel modules: what needs one of them waits for them.
+    pub modules: crate::boot::metal::Modules,
+    /// Set once this machine has installed itself: the next restart boots the disk.
+    pub install_done: std::sync::atomic::AtomicBool,
     /// The registered controllers' declarations (for `inspect dependencies`, and the config
     /// paths they read, which change live).
     pub controllers: Vec<ControllerInfo>,
@@ -62,6 +66,8 @@ pub struct Setup {
     pub runs: bool,
     /// The config paths read only at boot.
     pub boot_inputs: Vec<&'static str>,
+    /// The node's kernel modules (loaded beside the boot on a machine).
+    pub modules: crate::boot::metal::Modules,
 }
 
 impl Node {
@@ -73,6 +79,7 @@ impl Node {
             ephemeral,
             runs,
             boot_inputs,
+            modules,
         } = setup;
         let state = State::new();
         let registry = Registry::new(state.clone()).map_err(|e| e.to_string())?;
@@ -159,6 +166,8 @@ impl Node {
             etcd,
             boot_inputs,
             mode,
+            modules,
+            install_done: Default::default(),
             controllers: rt.controllers().to_vec(),
             _controllers: rt.start(),
         })

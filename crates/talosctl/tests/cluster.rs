@@ -373,6 +373,13 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         "{spec}"
     );
     assert!(c.ok(&["get", "pkistatus"]).contains("true"));
+    wait_until("the local etcd member", Duration::from_secs(30), || {
+        let out = c.talosctl(&["get", "etcdmember", "local", "-o", "yaml"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("memberID: "))
+            .is_some_and(|id| members.contains(id))
+    });
     let deps = c.ok(&["inspect", "dependencies"]);
     for controller in [
         "etcd.ConfigController",

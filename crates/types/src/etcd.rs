@@ -58,3 +58,18 @@ resource_type!(EtcdSpecSpec, "EtcdSpecs.etcd.talos.dev", ETCD_NS,
         ("ListenClientAddresses", "{.listenClientAddresses}")]);
 resource_type!(PkiStatusSpec, "PKIStatuses.etcd.talos.dev", ETCD_NS,
     columns [("Ready", "{.ready}"), ("Secrets Version", "{.version}")]);
+
+/// This node's etcd member (id `local`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EtcdMemberSpec {
+    /// The member ID, hex as etcdctl prints it.
+    #[serde(rename = "memberID")]
+    pub member_id: String,
+}
+
+resource_type!(
+    EtcdMemberSpec,
+    "EtcdMembers.etcd.talos.dev",
+    ETCD_NS,
+    columns[("Member ID", "{.memberID}")]
+);

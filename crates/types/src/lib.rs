@@ -101,6 +101,7 @@ pub fn definitions() -> Vec<Definition> {
         etcd::EtcdConfigSpec::definition(),
         etcd::EtcdSpecSpec::definition(),
         etcd::PkiStatusSpec::definition(),
+        etcd::EtcdMemberSpec::definition(),
     ]
 }
 

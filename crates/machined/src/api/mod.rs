@@ -448,7 +448,7 @@ impl MachineService for Machine {
         let config = self.node.active_config().map_err(Status::internal)?;
         let image = r.image.clone();
         let mode = self.node.mode;
-        crate::boot::metal::node_modules_loaded().await;
+        self.node.modules.loaded().await;
         let slot =
             crate::sys::blocking(move || crate::boot::upgrade::install(&config, &image, mode))
                 .await
@@ -488,7 +488,7 @@ impl MachineService for Machine {
         _req: Request<api::machine::RollbackRequest>,
     ) -> Result<Response<api::machine::RollbackResponse>, Status> {
         let mode = self.node.mode;
-        crate::boot::metal::node_modules_loaded().await;
+        self.node.modules.loaded().await;
         tokio::task::spawn_blocking(move || crate::boot::upgrade::rollback(mode))
             .await
             .map_err(|e| Status::internal(e.to_string()))?

@@ -6,19 +6,12 @@
 //! The machine then restarts into the installed system.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use machinery::config::Config;
 
 use crate::sys::console;
-
-/// Set once an install has finished: the next restart boots the disk.
-static DONE: AtomicBool = AtomicBool::new(false);
-
-pub fn done() -> bool {
-    DONE.load(Ordering::SeqCst)
-}
 
 /// The disk to install to, when this machine should install (booted from the image, not
 /// from an installed disk, and the config names a disk it has).
@@ -235,7 +228,7 @@ pub async fn run(node: Arc<crate::node::Node>, config: Config, disk: PathBuf) {
         }
     }
     // The boot partition is ext4, a module of the node's.
-    crate::boot::metal::node_modules_loaded().await;
+    node.modules.loaded().await;
     let target = disk.clone();
     let result = crate::sys::blocking(move || write(&config, &target)).await;
     match result {
@@ -245,7 +238,7 @@ pub async fn run(node: Arc<crate::node::Node>, config: Config, disk: PathBuf) {
                 disk.display(),
                 started.elapsed().as_secs_f64()
             ));
-            DONE.store(true, Ordering::SeqCst);
+            node.install_done.store(true, Ordering::SeqCst);
             node.reboot.notify_one();
         }
         Err(e) => {

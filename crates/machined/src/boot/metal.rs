@@ -10,6 +10,7 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::mount::{mount, MsFlags};
 
@@ -370,23 +371,41 @@ pub fn boot(self_exe: &str) -> Result<(), String> {
 /// Load the node's modules beside the boot (the network waits for its links anyway). Called
 /// at every start of the machine's init: a re-execution (a reboot in place) ends the thread of
 /// the start before, so the list is gone through again (loaded ones are skipped).
-pub fn load_node_modules() {
-    std::thread::spawn(|| {
+pub fn load_node_modules() -> Modules {
+    let done = Modules::default();
+    let set = done.clone();
+    std::thread::spawn(move || {
         let modules = Path::new("/lib/modules").join(kernel_release());
         for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
             crate::sys::console(&format!("boot: module {p}"));
         }
-        let _ = NODE_MODULES_LOADED.set(());
+        set.0.notify_waiters();
+        let _ = set.1.set(());
     });
+    done
 }
 
-/// Set once the node's modules are loaded (or failed to load).
-static NODE_MODULES_LOADED: tokio::sync::SetOnce<()> = tokio::sync::SetOnce::const_new();
+/// Whether the node's modules are loaded (or failed to load): what mounts the boot partition
+/// (ext4, one of them) waits for them. Only a machine booted from the image loads them; for
+/// any other node they count as loaded.
+#[derive(Clone, Default)]
+pub struct Modules(Arc<tokio::sync::Notify>, Arc<std::sync::OnceLock<()>>);
 
-/// Wait until the node's modules are loaded: what mounts the boot partition (ext4, one of
-/// them) waits for them. Only a machine booted from the image loads them.
-pub async fn node_modules_loaded() {
-    if booted() {
-        NODE_MODULES_LOADED.wait().await;
+impl Modules {
+    /// Modules that need no loading.
+    pub fn none() -> Modules {
+        let m = Modules::default();
+        let _ = m.1.set(());
+        m
+    }
+
+    pub async fn loaded(&self) {
+        loop {
+            let notified = self.0.notified();
+            if self.1.get().is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 }

@@ -81,6 +81,8 @@ pub enum Exit {
     Reboot {
         handover: Option<String>,
         listen: Option<SocketAddr>,
+        /// The machine has just installed itself: it restarts from its disk.
+        installed: bool,
     },
 }
 
@@ -95,7 +97,7 @@ pub async fn signals() {
 
 /// The boot sequence of a node (machined's own role): config, controllers, volumes, files,
 /// services; then serve until a shutdown or a reboot.
-pub async fn run(args: Args) -> Result<Exit, String> {
+pub async fn run(args: Args, modules: metal::Modules) -> Result<Exit, String> {
     let mode = mode::RunMode::detect();
     crate::sys::reaper::start();
     disk::set_runner(crate::sys::reaper::output);
@@ -132,6 +134,7 @@ pub async fn run(args: Args) -> Result<Exit, String> {
             ephemeral: args.ephemeral_dir.clone(),
             runs,
             boot_inputs: CONFIG_AT_BOOT.to_vec(),
+            modules,
         },
     )?);
     phases.done();
@@ -265,6 +268,7 @@ pub async fn run(args: Args) -> Result<Exit, String> {
             _ = reboot.notified() => *exit_set.lock().expect("exit") = Exit::Reboot {
                 handover: None,
                 listen: Some(local),
+                installed: false,
             },
         }
     };
@@ -279,8 +283,14 @@ pub async fn run(args: Args) -> Result<Exit, String> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     services.shutdown().await;
-    if let Exit::Reboot { handover, .. } = &mut *exit.lock().expect("exit") {
+    if let Exit::Reboot {
+        handover,
+        installed,
+        ..
+    } = &mut *exit.lock().expect("exit")
+    {
         *handover = node.handover.lock().expect("handover").take();
+        *installed = node.install_done.load(std::sync::atomic::Ordering::SeqCst);
     }
     if node.forget.load(std::sync::atomic::Ordering::SeqCst) {
         // After a reset the node boots without the config it was given.

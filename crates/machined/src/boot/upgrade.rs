@@ -98,7 +98,7 @@ pub async fn prove(node: Arc<crate::node::Node>) {
     let Ok((boot, slot)) = slots(node.mode) else {
         return;
     };
-    crate::boot::metal::node_modules_loaded().await;
+    node.modules.loaded().await;
     let default = {
         let boot = boot.clone();
         crate::sys::blocking(move || disk::default_slot(&boot)).await

@@ -55,6 +55,7 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
     rt.register(runtime::kernel_params::KernelParamController::new(w.rooted))?;
     rt.register(runtime::log_shipping::LogShippingController {
         cmdline_kernel: logging_kernel,
+        kernel: None,
     })?;
     rt.register(cluster::config::ConfigController)?;
     rt.register(cluster::service::ServiceController {
@@ -87,6 +88,9 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
         rt.register(secrets::etcd::EtcdController::default())?;
         rt.register(etcd::pki::PkiController {
             dir: PathBuf::from(ETCD_PKI_DIR),
+        })?;
+        rt.register(etcd::member::MemberController {
+            etcd: w.etcd.clone(),
         })?;
         rt.register(etcd::service::ServiceController::new(
             w.services,

@@ -42,6 +42,8 @@ pub struct Shipper {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// The tracing layer (installed before anything else runs) and the services' output share
+/// this one shipper for the life of the process.
 static GLOBAL: std::sync::OnceLock<Shipper> = std::sync::OnceLock::new();
 
 /// The process's shipper.
@@ -49,22 +51,13 @@ pub fn shipper() -> &'static Shipper {
     GLOBAL.get_or_init(Shipper::default)
 }
 
-static KERNEL: std::sync::OnceLock<Shipper> = std::sync::OnceLock::new();
-
-/// The kernel log's shipper, if it was started.
-pub fn kernel_shipper_started() -> Option<&'static Shipper> {
-    KERNEL.get()
-}
-
-/// The kernel log's shipper (its destinations: KmsgLogConfig, `talos.logging.kernel=`); the
-/// first call starts reading `/dev/kmsg`.
-pub fn kernel_shipper() -> &'static Shipper {
-    KERNEL.get_or_init(|| {
-        let s = Shipper::default();
-        let reader = s.clone();
-        std::thread::spawn(move || read_kmsg(&reader));
-        s
-    })
+/// A shipper of the kernel's log (its destinations: KmsgLogConfig, `talos.logging.kernel=`),
+/// reading `/dev/kmsg` from now on.
+pub fn kernel_shipper() -> Shipper {
+    let s = Shipper::default();
+    let reader = s.clone();
+    std::thread::spawn(move || read_kmsg(&reader));
+    s
 }
 
 const FACILITIES: [&str; 24] = [

@@ -5,13 +5,15 @@ use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use types::runtime::LogDestinationStatusSpec;
 
 use crate::controllers::inputs;
-use crate::sys::logship::{kernel_shipper, kernel_shipper_started, shipper, Shipper};
+use crate::sys::logship::{kernel_shipper, shipper, Shipper};
 use std::time::Duration;
 
 /// Keeps the shippers' destinations in step with the config (and the kernel command line's
 /// `talos.logging.kernel=`) and publishes their counters.
 pub struct LogShippingController {
     pub cmdline_kernel: Vec<String>,
+    /// The kernel log's shipper, started when a destination first wants it.
+    pub kernel: Option<Shipper>,
 }
 
 #[async_trait::async_trait]
@@ -69,8 +71,8 @@ impl Controller for LogShippingController {
         kernel.dedup();
         let busy = !wanted.is_empty() || !kernel.is_empty();
         shipper().configure(wanted);
-        if !kernel.is_empty() || kernel_shipper_started().is_some() {
-            kernel_shipper().configure(
+        if !kernel.is_empty() || self.kernel.is_some() {
+            self.kernel.get_or_insert_with(kernel_shipper).configure(
                 kernel
                     .into_iter()
                     .map(|u| (u, Default::default()))
@@ -78,7 +80,8 @@ impl Controller for LogShippingController {
             );
         }
         let statuses = shipper().statuses().into_iter().chain(
-            kernel_shipper_started()
+            self.kernel
+                .as_ref()
                 .map(Shipper::statuses)
                 .unwrap_or_default(),
         );
