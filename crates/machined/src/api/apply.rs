@@ -35,9 +35,13 @@ pub struct Readers {
 
 impl Readers {
     pub fn of(node: &Node) -> Readers {
+        Readers::new(&node.controllers, &node.boot_inputs)
+    }
+
+    /// From the controllers' declared machine-config inputs and the paths read at boot.
+    pub fn new(controllers: &[resources::ControllerInfo], boot: &[&str]) -> Readers {
         let config = <types::config::MachineConfigSpec as ResourceType>::TYPE;
-        let mut live: Vec<String> = node
-            .controllers
+        let mut live: Vec<String> = controllers
             .iter()
             .flat_map(|c| &c.inputs)
             .filter(|i| i.ty == config)
@@ -46,7 +50,7 @@ impl Readers {
         live.extend(READ_ON_DEMAND.iter().map(|p| p.to_string()));
         Readers {
             live,
-            boot: node.boot_inputs.iter().map(|p| p.to_string()).collect(),
+            boot: boot.iter().map(|p| p.to_string()).collect(),
         }
     }
 }
@@ -456,22 +460,7 @@ mod tests {
             },
         )
         .unwrap();
-        let config = <types::config::MachineConfigSpec as ResourceType>::TYPE;
-        let mut live: Vec<String> = rt
-            .controllers()
-            .iter()
-            .flat_map(|c| &c.inputs)
-            .filter(|i| i.ty == config)
-            .flat_map(|i| i.paths.iter().cloned())
-            .collect();
-        live.extend(READ_ON_DEMAND.iter().map(|p| p.to_string()));
-        Readers {
-            live,
-            boot: crate::boot::CONFIG_AT_BOOT
-                .iter()
-                .map(|p| p.to_string())
-                .collect(),
-        }
+        Readers::new(rt.controllers(), crate::boot::CONFIG_AT_BOOT)
     }
 
     fn worker(extra: &str) -> Config {
