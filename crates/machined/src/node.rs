@@ -6,12 +6,11 @@ pub use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
 use types::network::HostnameStatusSpec;
 use types::runtime::{ExtensionStatusSpec, VersionSpec};
 pub use types::TAG;
-use types::{CONFIG_NS, RUNTIME_NS};
 
 use machinery::Config;
 
 use crate::boot::mode::RunMode;
-use resources::{ControllerInfo, Registry, Resource, Runtime, RuntimeHandle, State};
+use resources::{ControllerInfo, Registry, Runtime, RuntimeHandle, State};
 
 /// A booted node's state: definitions registered, boot resources published, controllers running.
 pub struct Node {
@@ -91,41 +90,29 @@ impl Node {
         for def in types::definitions() {
             registry.register(def).map_err(|e| e.to_string())?;
         }
-        let mut version = Resource::new(
-            RUNTIME_NS,
-            VersionSpec::TYPE,
+        // What the boot knows: created once, owned by machined (no controller derives them).
+        fn fact<T: ResourceType>(state: &State, id: &str, spec: T) -> Result<(), String> {
+            let mut r = T::resource(id, spec);
+            r.metadata.owner = "machined".into();
+            state.create(r).map(drop).map_err(|e| e.to_string())
+        }
+        fact(
+            &state,
             "version",
             VersionSpec {
                 version: TAG.into(),
             },
-        );
-        version.metadata.owner = "machined".into();
-        state.create(version).map_err(|e| e.to_string())?;
+        )?;
         for (i, spec) in crate::sys::extensions::booted().into_iter().enumerate() {
-            let mut r = Resource::new(RUNTIME_NS, ExtensionStatusSpec::TYPE, &i.to_string(), spec);
-            r.metadata.owner = "machined".into();
-            state.create(r).map_err(|e| e.to_string())?;
+            fact::<ExtensionStatusSpec>(&state, &i.to_string(), spec)?;
         }
-        let mut mc = Resource::new(
-            CONFIG_NS,
-            MachineConfigSpec::TYPE,
+        fact(
+            &state,
             MACHINE_CONFIG_ID,
             MachineConfigSpec(config.encode_canonical()),
-        );
-        mc.metadata.owner = "machined".into();
-        state.create(mc).map_err(|e| e.to_string())?;
-        let mut identity = Resource::new(
-            types::CLUSTER_NS,
-            types::cluster::IdentitySpec::TYPE,
-            "local",
-            types::cluster::IdentitySpec {
-                node_id: crate::sys::discovery::node_id(
-                    state_file.as_ref().and_then(|f| f.parent()),
-                ),
-            },
-        );
-        identity.metadata.owner = "machined".into();
-        state.create(identity).map_err(|e| e.to_string())?;
+        )?;
+        let node_id = crate::sys::discovery::node_id(state_file.as_ref().and_then(|f| f.parent()));
+        fact(&state, "local", types::cluster::IdentitySpec { node_id })?;
 
         let events = crate::events::Events::default();
         let services = crate::services::supervisor::Supervisor::new(state.clone(), log_dir)

@@ -58,6 +58,11 @@ impl Input {
         Input::new(T::NAMESPACE, T::TYPE, InputKind::Weak)
     }
 
+    /// A weak input on every resource of type `T` in namespace `ns`.
+    pub fn of_in<T: ResourceType>(ns: &str) -> Input {
+        Input::new(ns, T::TYPE, InputKind::Weak)
+    }
+
     /// A strong input on every resource of type `T` in its default namespace.
     pub fn strong_of<T: ResourceType>() -> Input {
         Input::new(T::NAMESPACE, T::TYPE, InputKind::Strong)
@@ -73,6 +78,16 @@ impl Output {
     /// A shared output of type `T` in its default namespace.
     pub fn shared_of<T: ResourceType>() -> Output {
         Output::shared(T::NAMESPACE, T::TYPE)
+    }
+
+    /// The exclusive output of type `T` in namespace `ns`.
+    pub fn exclusive_in<T: ResourceType>(ns: &str) -> Output {
+        Output::exclusive(ns, T::TYPE)
+    }
+
+    /// A shared output of type `T` in namespace `ns`.
+    pub fn shared_in<T: ResourceType>(ns: &str) -> Output {
+        Output::shared(ns, T::TYPE)
     }
 }
 
@@ -118,6 +133,16 @@ impl ReconcileContext {
     /// Write output `id` of type `T` (default namespace); an unchanged spec writes nothing.
     pub fn put<T: ResourceType>(&mut self, id: &str, spec: T) -> Result<Arc<Resource>, Error> {
         self.modify(T::NAMESPACE, T::TYPE, id, |_| spec)
+    }
+
+    /// Write output `id` of type `T` in namespace `ns`; an unchanged spec writes nothing.
+    pub fn put_in<T: ResourceType>(
+        &mut self,
+        ns: &str,
+        id: &str,
+        spec: T,
+    ) -> Result<Arc<Resource>, Error> {
+        self.modify(ns, T::TYPE, id, |_| spec)
     }
 
     /// Destroy output `id` of type `T` (default namespace).

@@ -238,13 +238,9 @@ impl Applier {
         let links: std::collections::BTreeSet<String> = self
             .node
             .state
-            .list(
-                types::NETWORK_NS,
-                types::network::LinkStatusSpec::TYPE,
-                &resources::LabelQuery::all(),
-            )
-            .iter()
-            .map(|r| r.metadata.id.clone())
+            .specs_of::<types::network::LinkStatusSpec>()
+            .into_iter()
+            .map(|(id, _)| id)
             .collect();
         let unknown = crate::controllers::network::sources::unknown_route_links(&new, &links);
         if !unknown.is_empty() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use resources::ResourceType;
 use tonic::Status;
+use types::cluster::MemberSpec;
 use types::etcd::{EtcdSpecSpec, ETCD_ID};
 use types::runtime::BootstrapRequestSpec;
 use types::secrets::EtcdCertsSpec;
@@ -217,15 +218,7 @@ impl Etcd {
     /// the cluster's members.
     fn candidates(&self) -> Vec<String> {
         let mut out = self.candidates.clone();
-        let members = self.state.list(
-            types::CLUSTER_NS,
-            types::cluster::MemberSpec::TYPE,
-            &resources::LabelQuery::all(),
-        );
-        for m in members
-            .iter()
-            .filter_map(|r| r.spec::<types::cluster::MemberSpec>())
-        {
+        for (_, m) in self.state.specs_of::<MemberSpec>() {
             if m.machine_type == "worker" || !m.reachable {
                 continue;
             }

@@ -231,7 +231,7 @@ impl Supervisor {
             healthy: running && health.healthy,
             unknown: health.unknown,
         };
-        if let Err(e) = publish_status(&self.resources, ServiceStatusSpec::TYPE, id, spec) {
+        if let Err(e) = publish_status(&self.resources, id, spec) {
             tracing::warn!(service = id, error = %e, "cannot publish service status");
         }
     }
@@ -649,19 +649,18 @@ fn depth(all: &HashMap<String, Entry>, id: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Write `spec` to machined's own resource `id` of type `ty` in the runtime namespace:
-/// created when missing, updated when its spec differs, left alone when it is the same.
-fn publish_status<S: PartialEq + resources::Spec>(
+/// Write service `id`'s status (the supervisor is its declared owner): created when missing,
+/// updated when it differs, left alone when it is the same.
+fn publish_status(
     state: &ResourceState,
-    ty: &str,
     id: &str,
-    spec: S,
+    spec: ServiceStatusSpec,
 ) -> resources::Result<()> {
-    match state.get(&resources::Pointer::new(types::RUNTIME_NS, ty, id)) {
-        Ok(cur) if cur.spec::<S>() == Some(&spec) => Ok(()),
+    match state.get(&ServiceStatusSpec::pointer(id)) {
+        Ok(cur) if cur.spec::<ServiceStatusSpec>() == Some(&spec) => Ok(()),
         Ok(cur) => state.update(cur.with_spec(spec)).map(drop),
         Err(_) => {
-            let mut r = resources::Resource::new(types::RUNTIME_NS, ty, id, spec);
+            let mut r = ServiceStatusSpec::resource(id, spec);
             r.metadata.owner = "machined".into();
             state.create(r).map(drop)
         }

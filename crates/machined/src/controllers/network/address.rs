@@ -1,6 +1,5 @@
 //! network.AddressSpecController.
 
-use resources::ResourceType;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -71,7 +70,7 @@ impl Controller for AddressSpecController {
             return Ok(());
         }
         let h = &handle(&mut self.conn)?.clone();
-        let wanted: Vec<AddressSpecSpec> = specs(ctx, NETWORK_NS, AddressSpecSpec::TYPE)?;
+        let wanted = specs::<AddressSpecSpec>(ctx, NETWORK_NS)?;
         let mut problems = Vec::new();
         for spec in &wanted {
             let Some(index) = link_state(h, &spec.link_name).await?.map(|(i, _)| i) else {

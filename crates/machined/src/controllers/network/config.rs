@@ -1,6 +1,5 @@
 //! network.ConfigController: the specs of every source, written into `network-config`.
 
-use resources::ResourceType;
 use std::collections::BTreeMap;
 
 use crate::controllers::network::sources::gather;
@@ -13,7 +12,6 @@ use types::network::{
     ResolverSpecSpec, RouteSpecSpec, TimeServerSpecSpec,
 };
 use types::NETWORK_CONFIG_NS;
-use types::NETWORK_NS;
 
 use crate::sys::cmdline::Cmdline;
 
@@ -22,14 +20,10 @@ pub struct ConfigController {
     pub cmdline: Cmdline,
 }
 
-fn put<S: Layered>(
-    ctx: &mut ReconcileContext,
-    ty: &str,
-    specs: Vec<S>,
-) -> Result<(), ControllerError> {
+fn put<S: Layered>(ctx: &mut ReconcileContext, specs: Vec<S>) -> Result<(), ControllerError> {
     for spec in specs {
         let id = format!("{}/{}", spec.layer(), spec.merged_id());
-        ctx.modify(NETWORK_CONFIG_NS, ty, &id, |_| spec)?;
+        ctx.put_in(NETWORK_CONFIG_NS, &id, spec)?;
     }
     Ok(())
 }
@@ -63,13 +57,13 @@ impl Controller for ConfigController {
     fn outputs(&self) -> Vec<Output> {
         vec![
             // Shared with the operators (DHCP, VIP), each owning its own specs.
-            Output::shared(NETWORK_CONFIG_NS, types::network::AddressSpecSpec::TYPE),
-            Output::shared(NETWORK_CONFIG_NS, types::network::RouteSpecSpec::TYPE),
-            Output::exclusive(NETWORK_CONFIG_NS, types::network::LinkSpecSpec::TYPE),
-            Output::exclusive(NETWORK_CONFIG_NS, types::network::ResolverSpecSpec::TYPE),
-            Output::exclusive(NETWORK_CONFIG_NS, types::network::TimeServerSpecSpec::TYPE),
-            Output::exclusive(NETWORK_CONFIG_NS, types::network::OperatorSpecSpec::TYPE),
-            Output::exclusive(NETWORK_CONFIG_NS, types::network::HostnameSpecSpec::TYPE),
+            Output::shared_in::<AddressSpecSpec>(NETWORK_CONFIG_NS),
+            Output::shared_in::<RouteSpecSpec>(NETWORK_CONFIG_NS),
+            Output::exclusive_in::<LinkSpecSpec>(NETWORK_CONFIG_NS),
+            Output::exclusive_in::<ResolverSpecSpec>(NETWORK_CONFIG_NS),
+            Output::exclusive_in::<TimeServerSpecSpec>(NETWORK_CONFIG_NS),
+            Output::exclusive_in::<OperatorSpecSpec>(NETWORK_CONFIG_NS),
+            Output::exclusive_in::<HostnameSpecSpec>(NETWORK_CONFIG_NS),
         ]
     }
     fn cleanup_untouched(&self) -> bool {
@@ -77,15 +71,8 @@ impl Controller for ConfigController {
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
         let cfg = machine_config(ctx)?;
-        let links: BTreeMap<String, LinkStatusSpec> = ctx
-            .list(
-                NETWORK_NS,
-                LinkStatusSpec::TYPE,
-                &resources::LabelQuery::all(),
-            )?
-            .iter()
-            .filter_map(|r| Some((r.metadata.id.clone(), r.spec::<LinkStatusSpec>()?.clone())))
-            .collect();
+        let links: BTreeMap<String, LinkStatusSpec> =
+            ctx.specs_of::<LinkStatusSpec>()?.into_iter().collect();
         let node_address = crate::controllers::inputs::node_ips(ctx, "default")?
             .first()
             .copied();
@@ -93,13 +80,13 @@ impl Controller for ConfigController {
         for w in &specs.warnings {
             tracing::warn!("{w}");
         }
-        put(ctx, AddressSpecSpec::TYPE, specs.addresses)?;
-        put(ctx, RouteSpecSpec::TYPE, specs.routes)?;
-        put(ctx, LinkSpecSpec::TYPE, specs.links)?;
-        put(ctx, ResolverSpecSpec::TYPE, specs.resolvers)?;
-        put(ctx, TimeServerSpecSpec::TYPE, specs.time_servers)?;
-        put(ctx, OperatorSpecSpec::TYPE, specs.operators)?;
-        put(ctx, HostnameSpecSpec::TYPE, specs.hostnames)?;
+        put(ctx, specs.addresses)?;
+        put(ctx, specs.routes)?;
+        put(ctx, specs.links)?;
+        put(ctx, specs.resolvers)?;
+        put(ctx, specs.time_servers)?;
+        put(ctx, specs.operators)?;
+        put(ctx, specs.hostnames)?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use dhcproto::v4::{
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
 use crate::controllers::network::layers::Layered;
-use types::network::RouteSpecSpec;
+use types::network::{AddressSpecSpec, RouteSpecSpec};
 use types::NETWORK_CONFIG_NS;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -175,8 +175,8 @@ impl Controller for OperatorController {
     }
     fn outputs(&self) -> Vec<Output> {
         vec![
-            Output::shared(NETWORK_CONFIG_NS, types::network::AddressSpecSpec::TYPE),
-            Output::shared(NETWORK_CONFIG_NS, types::network::RouteSpecSpec::TYPE),
+            Output::shared_in::<AddressSpecSpec>(NETWORK_CONFIG_NS),
+            Output::shared_in::<RouteSpecSpec>(NETWORK_CONFIG_NS),
         ]
     }
     fn cleanup_untouched(&self) -> bool {
@@ -230,12 +230,7 @@ impl Controller for OperatorController {
                 )
                 .expect("an address");
                 let id = format!("dhcp4/{link}/{}", address.address);
-                ctx.modify(
-                    NETWORK_CONFIG_NS,
-                    types::network::AddressSpecSpec::TYPE,
-                    &id,
-                    |_| address,
-                )?;
+                ctx.put_in::<AddressSpecSpec>(NETWORK_CONFIG_NS, &id, address)?;
                 if let Some(router) = lease.router {
                     let route = RouteSpecSpec {
                         family: "inet4".into(),
@@ -252,7 +247,7 @@ impl Controller for OperatorController {
                         layer: "operator".into(),
                     };
                     let id = format!("dhcp4/{link}/{}", route.merged_id());
-                    ctx.modify(NETWORK_CONFIG_NS, RouteSpecSpec::TYPE, &id, |_| route)?;
+                    ctx.put_in::<RouteSpecSpec>(NETWORK_CONFIG_NS, &id, route)?;
                 }
             }
         }

@@ -2,11 +2,10 @@
 
 use resources::ResourceType;
 
-use resources::{Controller, ControllerError, Input, LabelQuery, Output, ReconcileContext};
+use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 
 use crate::controllers::inputs::node_ips;
 use types::network::*;
-use types::NETWORK_NS;
 
 /// Where the node's resolver and hosts files live (bound over /etc in container mode).
 pub const RESOLV_CONF: &str = "/system/etc/resolv.conf";
@@ -88,10 +87,9 @@ impl Controller for EtcFilesController {
             .and_then(|r| r.spec::<types::network::HostnameStatusSpec>().cloned());
         let addresses = node_ips(ctx, "current")?;
         let default_route = ctx
-            .list(NETWORK_NS, RouteStatusSpec::TYPE, &LabelQuery::all())?
+            .specs_of::<RouteStatusSpec>()?
             .iter()
-            .filter_map(|r| r.spec::<RouteStatusSpec>())
-            .any(|r| r.dst.is_empty() && !r.gateway.is_empty());
+            .any(|(_, r)| r.dst.is_empty() && !r.gateway.is_empty());
         let mut etc_ready = false;
         if let (Some(r), Some(h)) = (&resolver, &hostname) {
             let status = ResolverStatusSpec {

@@ -3,7 +3,7 @@
 
 use resources::ResourceType;
 
-use resources::{ControllerError, LabelQuery, ReconcileContext};
+use resources::{ControllerError, ReconcileContext};
 use serde::Serialize;
 
 use types::network::*;
@@ -28,16 +28,8 @@ impl Layered for OperatorSpecSpec {
 }
 
 /// The specs of one type in a namespace.
-pub fn specs<S: Clone + Send + Sync + std::fmt::Debug + 'static>(
-    ctx: &ReconcileContext,
-    ns: &str,
-    ty: &str,
-) -> Result<Vec<S>, ControllerError> {
-    Ok(ctx
-        .list(ns, ty, &LabelQuery::all())?
-        .iter()
-        .filter_map(|r| r.spec::<S>().cloned())
-        .collect())
+pub fn specs<S: ResourceType>(ctx: &ReconcileContext, ns: &str) -> Result<Vec<S>, ControllerError> {
+    Ok(ctx.specs_in::<S>(ns)?.into_iter().map(|(_, s)| s).collect())
 }
 
 /// The merged operator specs of one kind.
@@ -45,12 +37,10 @@ pub fn operators(
     ctx: &ReconcileContext,
     operator: &str,
 ) -> Result<Vec<OperatorSpecSpec>, ControllerError> {
-    Ok(
-        specs::<OperatorSpecSpec>(ctx, NETWORK_NS, OperatorSpecSpec::TYPE)?
-            .into_iter()
-            .filter(|o| o.operator == operator)
-            .collect(),
-    )
+    Ok(specs::<OperatorSpecSpec>(ctx, NETWORK_NS)?
+        .into_iter()
+        .filter(|o| o.operator == operator)
+        .collect())
 }
 
 /// A spec from a configuration layer.

@@ -1,6 +1,5 @@
 //! network.LinkSpecController.
 
-use resources::ResourceType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -68,7 +67,7 @@ impl Controller for LinkSpecController {
             return Ok(());
         }
         let h = handle(&mut self.conn)?.clone();
-        let wanted: Vec<LinkSpecSpec> = specs(ctx, NETWORK_NS, LinkSpecSpec::TYPE)?;
+        let wanted = specs::<LinkSpecSpec>(ctx, NETWORK_NS)?;
         let mut missing = false;
         for spec in wanted.iter().filter(|s| s.logical) {
             if link_state(&h, &spec.name).await?.is_some() {

@@ -28,10 +28,10 @@ impl<S: Layered> Controller for MergeController<S> {
         self.name
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::weak(NETWORK_CONFIG_NS, S::TYPE)]
+        vec![Input::of_in::<S>(NETWORK_CONFIG_NS)]
     }
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::exclusive(NETWORK_NS, S::TYPE)]
+        vec![Output::exclusive_in::<S>(NETWORK_NS)]
     }
     fn cleanup_untouched(&self) -> bool {
         true
@@ -54,7 +54,7 @@ impl<S: Layered> Controller for MergeController<S> {
             }
         }
         for (id, spec) in merged {
-            ctx.modify(NETWORK_NS, S::TYPE, &id, |_| spec)?;
+            ctx.put_in::<S>(NETWORK_NS, &id, spec)?;
         }
         Ok(())
     }

@@ -1,6 +1,5 @@
 //! network.RouteSpecController.
 
-use resources::ResourceType;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -63,7 +62,7 @@ impl Controller for RouteSpecController {
             return Ok(());
         }
         let h = handle(&mut self.conn)?.clone();
-        let wanted: Vec<RouteSpecSpec> = specs(ctx, NETWORK_NS, RouteSpecSpec::TYPE)?;
+        let wanted = specs::<RouteSpecSpec>(ctx, NETWORK_NS)?;
         let present = kernel_routes(&h).await?;
         let mut missing_links = Vec::new();
         for spec in &wanted {

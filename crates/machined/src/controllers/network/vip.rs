@@ -183,10 +183,7 @@ impl Controller for VipController {
         ]
     }
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::shared(
-            NETWORK_CONFIG_NS,
-            types::network::AddressSpecSpec::TYPE,
-        )]
+        vec![Output::shared_in::<AddressSpecSpec>(NETWORK_CONFIG_NS)]
     }
     fn cleanup_untouched(&self) -> bool {
         true
@@ -248,12 +245,7 @@ impl Controller for VipController {
             )
             .expect("an address")
         };
-        ctx.modify(
-            NETWORK_CONFIG_NS,
-            AddressSpecSpec::TYPE,
-            &format!("vip/{link}/{ip}/32"),
-            |_| spec,
-        )?;
+        ctx.put_in::<AddressSpecSpec>(NETWORK_CONFIG_NS, &format!("vip/{link}/{ip}/32"), spec)?;
         // Tell the segment a few times that the address moved here.
         if self.announced < 3 {
             let status = ctx

@@ -135,10 +135,9 @@ impl Controller for ApiCertController {
 mod tests {
     use super::*;
     use crate::node::MachineConfigSpec;
-    use resources::{Resource, Runtime, State};
+    use resources::{Runtime, State};
     use types::config::MACHINE_CONFIG_ID;
     use types::network::NodeAddressSpec;
-    use types::{CONFIG_NS, NETWORK_NS};
 
     #[tokio::test]
     async fn the_api_certificate_is_issued_and_renewed_before_it_expires() {
@@ -152,17 +151,13 @@ mod tests {
         .unwrap();
         let state = State::new();
         state
-            .create(Resource::new(
-                CONFIG_NS,
-                MachineConfigSpec::TYPE,
+            .create(MachineConfigSpec::resource(
                 MACHINE_CONFIG_ID,
                 MachineConfigSpec(cfg.encode_canonical()),
             ))
             .unwrap();
         state
-            .create(Resource::new(
-                NETWORK_NS,
-                HostnameStatusSpec::TYPE,
+            .create(HostnameStatusSpec::resource(
                 "hostname",
                 HostnameStatusSpec {
                     hostname: "node-1".into(),
@@ -172,9 +167,7 @@ mod tests {
             .unwrap();
         let mut rt = Runtime::new(state.clone());
         state
-            .create(Resource::new(
-                NETWORK_NS,
-                NodeAddressSpec::TYPE,
+            .create(NodeAddressSpec::resource(
                 "accumulative",
                 types::network::NodeAddressSpec {
                     addresses: vec!["10.5.0.2/24".into()],
