@@ -1,4 +1,5 @@
-//! etcd.ServiceController: runs the etcd service as EtcdSpec says once its PKI is on disk;
+//! etcd.ServiceController: runs the etcd service as EtcdSpec says once its PKI is on disk and
+//! EPHEMERAL (where its data lives) is mounted;
 //! a changed spec (a no-reboot change of `cluster.etcd.extraArgs`, a new address) restarts
 //! it with the new command line. The supervisor publishes the service's status.
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext, State};
 use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
 use types::etcd::{EtcdSpecSpec, PkiStatusSpec, ETCD_ID};
-use types::runtime::ServiceStatusSpec;
+use types::runtime::{MountStatusSpec, ServiceStatusSpec};
 use types::secrets::EtcdCertsSpec;
 
 use crate::services::etcd::{self, Etcd};
@@ -56,6 +57,8 @@ impl Controller for ServiceController {
             Input::of::<EtcdSpecSpec>().id(ETCD_ID),
             Input::of::<PkiStatusSpec>().id(ETCD_ID),
             Input::of::<EtcdCertsSpec>().id(ETCD_ID),
+            // etcd's data lives on EPHEMERAL: never under the mount.
+            Input::of::<MountStatusSpec>().id(disk::EPHEMERAL),
         ]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -69,7 +72,8 @@ impl Controller for ServiceController {
         ) else {
             return Ok(());
         };
-        if !pki.ready || self.running.as_ref() == Some(&spec) {
+        let mounted = ctx.spec_of::<MountStatusSpec>(disk::EPHEMERAL)?.is_some();
+        if !pki.ready || !mounted || self.running.as_ref() == Some(&spec) {
             return Ok(());
         }
         let e = Arc::new(Etcd::new(
