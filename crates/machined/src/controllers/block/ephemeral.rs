@@ -82,7 +82,17 @@ impl Controller for EphemeralMountController {
                 }
             }
             if config.is_none() && disk::content(&dev).is_ok_and(|c| c == disk::Content::Luks) {
-                console("boot: EPHEMERAL is encrypted and there is no config to open it with: /var stays in memory");
+                if self.reported.is_none() {
+                    console("boot: EPHEMERAL is encrypted and there is no config to open it with: /var stays in memory");
+                    self.reported = Some("in memory".into());
+                }
+                let status = MountStatusSpec {
+                    source: "tmpfs".into(),
+                    target: self.at.into(),
+                    filesystem_type: "tmpfs".into(),
+                    encrypted: false,
+                };
+                ctx.put(id, status)?;
                 return Ok(());
             }
             let (d, e, at) = (dev.clone(), enc.clone(), self.at);
