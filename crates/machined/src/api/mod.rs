@@ -715,7 +715,18 @@ pub async fn serve_local(
         let conn = l.accept().await.map(|(s, _)| s);
         Some((conn, l))
     });
-    Server::builder()
+    // Calls under way get a moment to finish once the node stops; open streams (apid's watch
+    // of its certificate, a client's `get --watch`) are cut then rather than waited for.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let grace = async move {
+        let _ = stopped.await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    };
+    let server = Server::builder()
         .layer(auth::LocalLayer { maintenance })
         .add_service(MachineServiceServer::new(Machine {
             node: node.clone(),
@@ -732,9 +743,11 @@ pub async fn serve_local(
         .add_service(api::cosi::state_server::StateServer::new(
             state::StateService { node },
         ))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| e.to_string())
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    tokio::select! {
+        served = server => served.map_err(|e| e.to_string()),
+        _ = grace => Ok(()),
+    }
 }
 
 /// Signal the node (reboot, reset, shut down) a moment after the reply has gone out.

@@ -379,8 +379,8 @@ pub fn load_node_modules() -> Modules {
         for p in load_modules(&modules, &modules.join(NODE_MODULES)) {
             crate::sys::console(&format!("boot: module {p}"));
         }
-        set.0.notify_waiters();
         let _ = set.1.set(());
+        set.0.notify_waiters();
     });
     done
 }
