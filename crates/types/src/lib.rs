@@ -44,18 +44,24 @@ pub const NAMESPACES: &[(&str, &str)] = &[
 ];
 
 /// Implement [`ResourceType`] for a spec struct:
-/// `resource_type!(Spec, "Types.x.talos.dev", NS, aliases [..], columns [(..)], sensitive)`.
+/// `resource_type!(Spec, "Types.x.talos.dev", NS, aliases [..], columns [(..)])`, or
+/// `resource_type!(Spec, "Types.x.talos.dev", NS, sensitive)` for secret material.
 macro_rules! resource_type {
+    ($spec:ty, $ty:literal, $ns:expr, sensitive) => {
+        impl resources::ResourceType for $spec {
+            const TYPE: &'static str = $ty;
+            const NAMESPACE: &'static str = $ns;
+            const SENSITIVE: bool = true;
+        }
+    };
     ($spec:ty, $ty:literal, $ns:expr
         $(, aliases [$($alias:literal),* $(,)?])?
-        $(, columns [$(($col:literal, $path:literal)),* $(,)?])?
-        $(, sensitive $($sensitive:literal)?)?) => {
+        $(, columns [$(($col:literal, $path:literal)),* $(,)?])?) => {
         impl resources::ResourceType for $spec {
             const TYPE: &'static str = $ty;
             const NAMESPACE: &'static str = $ns;
             $(const ALIASES: &'static [&'static str] = &[$($alias),*];)?
             $(const COLUMNS: &'static [(&'static str, &'static str)] = &[$(($col, $path)),*];)?
-            $(const SENSITIVE: bool = true $(|| $sensitive)?;)?
         }
     };
 }
@@ -107,6 +113,19 @@ pub fn definitions() -> Vec<Definition> {
 
 #[cfg(test)]
 mod tests {
+    use resources::ResourceType;
+
+    #[test]
+    fn secret_material_is_sensitive() {
+        assert!(crate::config::MachineConfigSpec::definition().is_sensitive());
+        assert!(crate::secrets::ApiCertsSpec::definition().is_sensitive());
+        assert!(crate::secrets::EtcdCertsSpec::definition().is_sensitive());
+        assert!(crate::cluster::DiscoveryConfigSpec::definition().is_sensitive());
+        assert!(!crate::etcd::EtcdSpecSpec::definition().is_sensitive());
+        let mounts = crate::runtime::MountStatusSpec::definition();
+        assert_eq!(mounts.all_aliases, ["mounts"]);
+    }
+
     #[test]
     fn every_type_once_in_a_known_namespace() {
         let defs = super::definitions();
