@@ -373,6 +373,26 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         "{spec}"
     );
     assert!(c.ok(&["get", "pkistatus"]).contains("true"));
+    // An empty YAML string, however the encoder writes it.
+    let empty = |text: &str, key: &str| {
+        text.lines().any(|l| {
+            let l = l.trim();
+            l == format!("{key}: \"\"") || l == format!("{key}: ''") || l == format!("{key}:")
+        })
+    };
+    let etcd_config = c.ok(&["get", "etcdconfig", "-o", "yaml"]);
+    assert!(empty(&etcd_config, "image"), "{etcd_config}");
+    // /var is the node's own in container mode; machine.files went there once it was.
+    let mounts = c.ok(&["get", "mounts"]);
+    assert!(
+        mounts.contains("EPHEMERAL") && mounts.contains("/var"),
+        "{mounts}"
+    );
+    let files = c.ok(&["get", "machinefilestatuses", "-o", "yaml"]);
+    assert!(
+        files.contains("path: /var/etc/hello.conf") && empty(&files, "error"),
+        "{files}"
+    );
     wait_until("the local etcd member", Duration::from_secs(30), || {
         let out = c.talosctl(&["get", "etcdmember", "local", "-o", "yaml"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
