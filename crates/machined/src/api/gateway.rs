@@ -173,23 +173,29 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// A request to machined's own state, as os:admin (machined trusts its local socket).
+fn as_admin<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        proxy::ROLE_HEADER,
+        super::auth::ADMIN.parse().expect("role"),
+    );
+    req
+}
+
 /// Serve each new API certificate machined issues, as its resource changes.
 async fn follow(
     channel: &Channel,
     resolver: &Reloadable,
     current: &mut String,
 ) -> Result<(), String> {
-    let mut req = tonic::Request::new(api::cosi::WatchRequest {
+    let req = as_admin(api::cosi::WatchRequest {
         namespace: types::SECRETS_NS.into(),
         r#type: types::secrets::ApiCertsSpec::TYPE.into(),
         id: Some(crate::controllers::secrets::api::API_ID.into()),
         options: None,
         api_version: 1,
     });
-    req.metadata_mut().insert(
-        proxy::ROLE_HEADER,
-        super::auth::ADMIN.parse().expect("role"),
-    );
     let mut events = api::cosi::state_client::StateClient::new(channel.clone())
         .watch(req)
         .await
@@ -212,34 +218,39 @@ async fn follow(
         else {
             return Ok(());
         };
-        if batch.event.iter().any(|e| e.resource.is_some()) {
-            next = Some(fetch(channel).await?);
+        // The events carry the resource: the newest created or updated one is the
+        // certificate to serve.
+        let issued = [api::cosi::EventType::Created, api::cosi::EventType::Updated];
+        if let Some(r) = batch
+            .event
+            .into_iter()
+            .rev()
+            .filter(|e| issued.iter().any(|t| *t as i32 == e.event_type))
+            .find_map(|e| e.resource)
+        {
+            next = Some(cert_of(r)?);
         }
     }
 }
 
 /// machined's current API certificate.
 async fn fetch(channel: &Channel) -> Result<crate::sys::pki::ServerCert, String> {
-    let mut req = tonic::Request::new(api::cosi::GetRequest {
+    let req = as_admin(api::cosi::GetRequest {
         namespace: types::SECRETS_NS.into(),
         r#type: types::secrets::ApiCertsSpec::TYPE.into(),
         id: crate::controllers::secrets::api::API_ID.into(),
         options: None,
     });
-    req.metadata_mut().insert(
-        proxy::ROLE_HEADER,
-        super::auth::ADMIN.parse().expect("role"),
-    );
     let r = api::cosi::state_client::StateClient::new(channel.clone())
         .get(req)
         .await
         .map_err(|s| s.message().to_string())?;
-    let yaml = r
-        .into_inner()
-        .resource
-        .and_then(|r| r.spec)
-        .map(|s| s.yaml_spec)
-        .unwrap_or_default();
+    cert_of(r.into_inner().resource.unwrap_or_default())
+}
+
+/// The certificate an ApiCertificates resource holds.
+fn cert_of(r: api::cosi::Resource) -> Result<crate::sys::pki::ServerCert, String> {
+    let yaml = r.spec.map(|s| s.yaml_spec).unwrap_or_default();
     let doc = machinery::yaml::parse_stream(&yaml)
         .map_err(|e| format!("{e:?}"))?
         .into_iter()
