@@ -4,7 +4,7 @@
 //! other control planes join an existing cluster by themselves: as a learner, promoted once in
 //! sync. Before each start the service's pre-stage decides which of these applies.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +24,6 @@ const BOOTSTRAP_OWNER: &str = "api";
 
 pub const SERVICE: &str = "etcd";
 
-fn bracket(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
 const PROGRAM: &str = "etcd";
 
 pub struct Etcd {
@@ -90,11 +84,11 @@ impl Etcd {
     }
 
     fn peer_url(&self) -> String {
-        format!("https://{}:2380", bracket(self.ip))
+        format!("https://{}", SocketAddr::new(self.ip, 2380))
     }
 
     fn client_url(&self) -> String {
-        format!("https://{}:2379", bracket(self.ip))
+        format!("https://{}", SocketAddr::new(self.ip, 2379))
     }
 
     /// Whether this node has etcd data (it is, or was, a member).
@@ -223,7 +217,7 @@ impl Etcd {
                 continue;
             }
             for a in m.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                let url = format!("https://{}:2379", bracket(a));
+                let url = format!("https://{}", SocketAddr::new(a, 2379));
                 if a != self.ip && !out.contains(&url) {
                     out.push(url);
                 }

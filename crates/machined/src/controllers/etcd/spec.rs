@@ -3,7 +3,7 @@
 //! line (`cluster.etcd.extraArgs` merged over the defaults), and the control planes it may
 //! join through.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
@@ -19,13 +19,6 @@ pub struct SpecController {
     pub pki_dir: PathBuf,
 }
 
-fn bracket(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
 /// etcd's command line: the defaults, then `extra` (replacing a default of the same name).
 pub fn args(
     name: &str,
@@ -35,8 +28,8 @@ pub fn args(
     extra: &std::collections::BTreeMap<String, String>,
 ) -> Vec<String> {
     let pki = |f: &str| format!("{pki_dir}/{f}");
-    let peer = format!("https://{}:2380", bracket(ip));
-    let client = format!("https://{}:2379", bracket(ip));
+    let peer = format!("https://{}", SocketAddr::new(ip, 2380));
+    let client = format!("https://{}", SocketAddr::new(ip, 2379));
     let mut listen_client = vec![client.clone()];
     if !ip.is_loopback() {
         listen_client.push("https://127.0.0.1:2379".into());
@@ -127,19 +120,22 @@ impl Controller for SpecController {
             if let Ok(host) = machinery::generate::endpoint_host(ep) {
                 let own = host.parse::<IpAddr>().is_ok_and(|h| h == ip) || host == name;
                 if !own {
-                    let host = match host.parse::<IpAddr>() {
-                        Ok(h) => bracket(h),
-                        Err(_) => host,
+                    let url = match host.parse::<IpAddr>() {
+                        Ok(h) => format!("https://{}", SocketAddr::new(h, 2379)),
+                        Err(_) => format!("https://{host}:2379"),
                     };
-                    join_candidates.push(format!("https://{host}:2379"));
+                    join_candidates.push(url);
                 }
             }
         }
         let spec = EtcdSpecSpec {
             args: args(&name, ip, &data_dir, &pki_dir, &config.extra_args),
             advertised_addresses: vec![ip.to_string()],
-            listen_peer_addresses: vec![format!("{}:2380", bracket(ip))],
-            listen_client_addresses: vec![format!("{}:2379", bracket(ip)), "127.0.0.1:2379".into()],
+            listen_peer_addresses: vec![SocketAddr::new(ip, 2380).to_string()],
+            listen_client_addresses: vec![
+                SocketAddr::new(ip, 2379).to_string(),
+                "127.0.0.1:2379".into(),
+            ],
             name,
             image: config.image,
             data_dir,
