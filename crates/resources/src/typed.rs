@@ -62,11 +62,6 @@ impl Input {
     pub fn of_in<T: ResourceType>(ns: &str) -> Input {
         Input::new(ns, T::TYPE, InputKind::Weak)
     }
-
-    /// A strong input on every resource of type `T` in its default namespace.
-    pub fn strong_of<T: ResourceType>() -> Input {
-        Input::new(T::NAMESPACE, T::TYPE, InputKind::Strong)
-    }
 }
 
 impl Output {
@@ -143,11 +138,6 @@ impl ReconcileContext {
         spec: T,
     ) -> Result<Arc<Resource>, Error> {
         self.modify(ns, T::TYPE, id, |_| spec)
-    }
-
-    /// Destroy output `id` of type `T` (default namespace).
-    pub fn remove<T: ResourceType>(&mut self, id: &str) -> Result<(), Error> {
-        self.destroy(&T::pointer(id))
     }
 }
 
