@@ -36,28 +36,3 @@ pub fn node_ips(ctx: &ReconcileContext, id: &str) -> Result<Vec<IpAddr>, Control
         .filter_map(|a| a.split('/').next()?.parse().ok())
         .collect())
 }
-
-/// The hostname the config sets, if any.
-pub fn configured_hostname(cfg: &Config) -> Option<String> {
-    cfg.pointer("/machine/network/hostname")
-        .or_else(|| {
-            cfg.kind("HostnameConfig")
-                .find_map(|d| d.value.get("hostname"))
-        })
-        .and_then(|v| v.as_str())
-        .filter(|h| !h.is_empty())
-        .map(String::from)
-}
-
-/// A stable hostname derived from the machine token (the default layer).
-pub fn stable_hostname(cfg: &Config) -> String {
-    let seed = cfg
-        .pointer("/machine/token")
-        .and_then(|v| v.as_str())
-        .unwrap_or("talos");
-    let mut h: u32 = 2166136261;
-    for b in seed.bytes() {
-        h = (h ^ b as u32).wrapping_mul(16777619);
-    }
-    format!("talos-{:03x}-{:03x}", h >> 20, (h >> 8) & 0xfff)
-}

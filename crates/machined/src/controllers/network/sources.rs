@@ -359,7 +359,7 @@ fn configuration(
     let v1 = cfg.v1alpha1_typed().unwrap_or_default();
     let machine = v1.machine.unwrap_or_default();
     let network = machine.network.unwrap_or_default();
-    if let Some(h) = crate::controllers::inputs::configured_hostname(cfg) {
+    if let Some(h) = configured_hostname(cfg) {
         specs.hostnames.push(hostname_spec(&h, L));
     }
     let mut nameservers = network.nameservers.unwrap_or_default();
@@ -570,10 +570,7 @@ fn defaults(
             == Some(true);
     if stable {
         if let Some(c) = cfg {
-            specs.hostnames.push(hostname_spec(
-                &crate::controllers::inputs::stable_hostname(c),
-                L,
-            ));
+            specs.hostnames.push(hostname_spec(&stable_hostname(c), L));
         }
     } else if auto.as_deref() != Some("off") {
         if let Some(ip) = node_address {
@@ -663,6 +660,31 @@ pub fn unknown_route_links(cfg: &Config, kernel: &BTreeSet<String>) -> Vec<Strin
         );
     }
     out
+}
+
+/// The hostname the config sets, if any.
+fn configured_hostname(cfg: &Config) -> Option<String> {
+    cfg.pointer("/machine/network/hostname")
+        .or_else(|| {
+            cfg.kind("HostnameConfig")
+                .find_map(|d| d.value.get("hostname"))
+        })
+        .and_then(|v| v.as_str())
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+}
+
+/// A stable hostname derived from the machine token (the default layer).
+fn stable_hostname(cfg: &Config) -> String {
+    let seed = cfg
+        .pointer("/machine/token")
+        .and_then(|v| v.as_str())
+        .unwrap_or("talos");
+    let mut h: u32 = 2166136261;
+    for b in seed.bytes() {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    format!("talos-{:03x}-{:03x}", h >> 20, (h >> 8) & 0xfff)
 }
 
 #[cfg(test)]
