@@ -1,5 +1,7 @@
 //! Kubernetes on the node.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::{resource_type, K8S_NS};
@@ -19,3 +21,149 @@ resource_type!(
     aliases["nodename"],
     columns[("Nodename", "{.nodename}")]
 );
+
+use crate::CONTROLPLANE_NS;
+
+/// Ids of the control plane components' resources.
+pub const APISERVER_ID: &str = "kube-apiserver";
+pub const CONTROLLER_MANAGER_ID: &str = "kube-controller-manager";
+pub const SCHEDULER_ID: &str = "kube-scheduler";
+/// The id prefix of a component's config with its full command line.
+pub const FINAL_PREFIX: &str = "final-";
+
+/// A host path mounted into a control plane pod.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraVolume {
+    pub name: String,
+    pub host_path: String,
+    pub mount_path: String,
+    #[serde(rename = "readonly")]
+    pub read_only: bool,
+}
+
+/// Requests and limits by resource name (`cpu`, `memory`), as quantities.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Resources {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+/// kube-apiserver's settings (id `kube-apiserver`), and its full command line in
+/// `final-kube-apiserver`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerConfigSpec {
+    pub image: String,
+    pub cloud_provider: String,
+    pub control_plane_endpoint: String,
+    pub etcd_servers: Vec<String>,
+    pub local_port: u16,
+    #[serde(rename = "serviceCIDR")]
+    pub service_cidrs: Vec<String>,
+    pub extra_args: BTreeMap<String, Vec<String>>,
+    pub extra_volumes: Vec<ExtraVolume>,
+    pub environment_variables: BTreeMap<String, String>,
+    pub advertised_address: String,
+    pub resources: Resources,
+    pub startup_probes_enabled: bool,
+    pub use_authentication_config: bool,
+    /// The command line: only in the final form.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+/// kube-controller-manager's settings, and its command line in the final form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerManagerConfigSpec {
+    pub enabled: bool,
+    pub image: String,
+    pub cloud_provider: String,
+    #[serde(rename = "podCIDRs")]
+    pub pod_cidrs: Vec<String>,
+    #[serde(rename = "serviceCIDRs")]
+    pub service_cidrs: Vec<String>,
+    pub extra_args: BTreeMap<String, Vec<String>>,
+    pub extra_volumes: Vec<ExtraVolume>,
+    pub environment_variables: BTreeMap<String, String>,
+    pub resources: Resources,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+/// kube-scheduler's settings, its configuration file, and its command line in the final form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerConfigSpec {
+    pub enabled: bool,
+    pub image: String,
+    pub extra_args: BTreeMap<String, Vec<String>>,
+    pub extra_volumes: Vec<ExtraVolume>,
+    pub environment_variables: BTreeMap<String, String>,
+    pub resources: Resources,
+    /// `cluster.scheduler.config`; in the final form the whole KubeSchedulerConfiguration.
+    pub config: serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+resource_type!(
+    ApiServerConfigSpec,
+    "APIServerConfigs.kubernetes.talos.dev",
+    CONTROLPLANE_NS,
+    sensitive
+);
+resource_type!(
+    ControllerManagerConfigSpec,
+    "ControllerManagerConfigs.kubernetes.talos.dev",
+    CONTROLPLANE_NS
+);
+resource_type!(
+    SchedulerConfigSpec,
+    "SchedulerConfigs.kubernetes.talos.dev",
+    CONTROLPLANE_NS
+);
+
+/// A static pod the kubelet runs (the whole Pod object).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaticPodSpec {
+    pub pod: serde_json::Value,
+}
+
+resource_type!(StaticPodSpec, "StaticPods.kubernetes.talos.dev", K8S_NS);
+
+/// Where the static pod server serves the node's static pods (id `static-pods`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaticPodServerStatusSpec {
+    pub url: String,
+}
+
+pub const STATIC_POD_SERVER_ID: &str = "static-pods";
+
+resource_type!(
+    StaticPodServerStatusSpec,
+    "StaticPodServerStatuses.kubernetes.talos.dev",
+    K8S_NS
+);
+
+/// Which version of the inputs a control plane's files on disk are (ids `static-pods` for
+/// the secrets, configs and static pods).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigStatusSpec {
+    pub ready: bool,
+    pub version: String,
+}
+
+resource_type!(ConfigStatusSpec, "ConfigStatuses.kubernetes.talos.dev", CONTROLPLANE_NS,
+    columns [("Ready", "{.ready}"), ("Secrets Version", "{.version}")]);
+
+/// The same for the secrets written under /system/secrets/kubernetes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretsStatusSpec {
+    pub ready: bool,
+    pub version: String,
+}
+
+resource_type!(SecretsStatusSpec, "SecretStatuses.kubernetes.talos.dev", CONTROLPLANE_NS,
+    columns [("Ready", "{.ready}"), ("Secrets Version", "{.version}")]);

@@ -27,6 +27,7 @@ pub const RUNTIME_NS: &str = "runtime";
 pub const SECRETS_NS: &str = "secrets";
 pub const CLUSTER_NS: &str = "cluster";
 pub const K8S_NS: &str = "k8s";
+pub const CONTROLPLANE_NS: &str = "controlplane";
 pub const ETCD_NS: &str = "etcd";
 pub const FILES_NS: &str = "files";
 
@@ -38,7 +39,8 @@ pub const NAMESPACES: &[(&str, &str)] = &[
     (RUNTIME_NS, "Talos v1alpha1 subsystems glue resources."),
     (SECRETS_NS, "Resources with secret material."),
     (CLUSTER_NS, "Cluster membership resources."),
-    (K8S_NS, "Kubernetes all around resources."),
+    (K8S_NS, "Kubernetes all node types resources."),
+    (CONTROLPLANE_NS, "Kubernetes control plane resources."),
     (ETCD_NS, "etcd resources."),
     (FILES_NS, "Files manipulation resources."),
 ];
@@ -79,6 +81,13 @@ pub fn definitions() -> Vec<Definition> {
         cluster::MemberSpec::definition(),
         cluster::DiscoveryConfigSpec::definition(),
         k8s::NodenameSpec::definition(),
+        k8s::ApiServerConfigSpec::definition(),
+        k8s::ControllerManagerConfigSpec::definition(),
+        k8s::SchedulerConfigSpec::definition(),
+        k8s::StaticPodSpec::definition(),
+        k8s::StaticPodServerStatusSpec::definition(),
+        k8s::ConfigStatusSpec::definition(),
+        k8s::SecretsStatusSpec::definition(),
         runtime::LogDestinationStatusSpec::definition(),
         network::HostnameStatusSpec::definition(),
         runtime::VersionSpec::definition(),
