@@ -3,18 +3,7 @@
 
 use std::collections::BTreeMap;
 
-/// How a flag from `extraArgs` combines with Talos's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Merge {
-    /// The user's value replaces Talos's (the default).
-    Overwrite,
-    /// Comma-separated values: Talos's first, then the user's not already there.
-    Additive,
-    /// The user's values are passed as further occurrences of the flag.
-    Append,
-    /// Talos owns the flag; setting it is an error.
-    Denied,
-}
+pub use machinery::kubernetes::Merge;
 
 /// A flag `extraArgs` may not set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod generate;
+pub mod kubernetes;
 pub mod patch;
 pub mod pki;
 pub mod secrets;

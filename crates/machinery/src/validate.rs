@@ -300,6 +300,50 @@ fn v1alpha1(c: &mut Checker, v: &Value, mode: Mode, has_installer_doc: bool) {
         }
     }
     registries(c, v);
+    kubernetes(c, v);
+}
+
+/// Kubernetes components: flags Talos owns, host volumes, the kubelet's extra configuration.
+fn kubernetes(c: &mut Checker, v: &Value) {
+    use crate::kubernetes as k;
+    let components: [(&str, &str, fn(&str) -> k::Merge); 4] = [
+        ("/cluster/apiServer", "cluster.apiServer", k::api_server_flag),
+        ("/cluster/controllerManager", "cluster.controllerManager", k::controller_manager_flag),
+        ("/cluster/scheduler", "cluster.scheduler", k::scheduler_flag),
+        ("/machine/kubelet", "machine.kubelet", k::kubelet_flag),
+    ];
+    for (ptr, path, policy) in components {
+        if let Some(args) = v.pointer(&format!("{ptr}/extraArgs")).and_then(Value::as_object) {
+            for flag in args.keys() {
+                if policy(flag.trim_start_matches('-')) == k::Merge::Denied {
+                    c.error(
+                        &format!("{path}.extraArgs.{flag}"),
+                        format!("extra arg \"{flag}\" is not allowed: Talos manages it"),
+                    );
+                }
+            }
+        }
+        for (i, vol) in items(v, &format!("{ptr}/extraVolumes")).iter().enumerate() {
+            for key in ["hostPath", "mountPath"] {
+                if str_at(vol, &format!("/{key}")).is_none() {
+                    c.error(
+                        &format!("{path}.extraVolumes[{i}].{key}"),
+                        format!("{key} is required"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(extra) = v.pointer("/machine/kubelet/extraConfig") {
+        for (field, message) in k::kubelet_extra_config_problems(extra) {
+            let at = if field.is_empty() {
+                "machine.kubelet.extraConfig".to_string()
+            } else {
+                format!("machine.kubelet.extraConfig.{field}")
+            };
+            c.error(&at, message);
+        }
+    }
 }
 
 /// `machine.registries`: mirror names and endpoint URLs, credentials and TLS material.
@@ -904,6 +948,23 @@ mod tests {
         );
         assert!(text.contains("ttl: invalid duration \"soon\""), "{text}");
         assert!(text.contains("invalid discovery endpoint"), "{text}");
+    }
+
+    #[test]
+    fn kubernetes_mistakes_are_named() {
+        let src = "version: v1alpha1\nmachine:\n    type: controlplane\n    token: t\n    ca:\n        crt: x\n        key: y\n    kubelet:\n        extraArgs:\n            config: /tmp/k.yaml\n        extraConfig:\n            maxPods: 250\n            staticPodPath: /tmp\n            maxPod: 3\ncluster:\n    controlPlane:\n        endpoint: https://10.5.0.2:6443\n    apiServer:\n        extraArgs:\n            etcd-servers: https://10.0.0.1:2379\n            oidc-issuer-url: https://oidc\n        extraVolumes:\n            - hostPath: /var/lib/audit\n";
+        let text = container_errors(src);
+        for want in [
+            "machine.kubelet.extraArgs.config: extra arg \"config\" is not allowed: Talos manages it",
+            "machine.kubelet.extraConfig.staticPodPath: kubelet configuration field \"staticPodPath\" can't be overridden: Talos sets it",
+            "machine.kubelet.extraConfig.maxPod: unknown KubeletConfiguration field \"maxPod\"",
+            "cluster.apiServer.extraArgs.etcd-servers: extra arg \"etcd-servers\" is not allowed: Talos manages it",
+            "cluster.apiServer.extraVolumes[0].mountPath: mountPath is required",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("oidc-issuer-url"), "{text}");
+        assert!(!text.contains("maxPods"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,344 @@
+//! What the machine config may and may not say to Kubernetes components: which command-line
+//! flags Talos owns (and how the rest merge with its own), and the KubeletConfiguration
+//! (kubelet.config.k8s.io/v1beta1) fields `machine.kubelet.extraConfig` may set.
+
+use serde_json::Value;
+
+/// How a flag from `extraArgs` combines with Talos's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// The user's value replaces Talos's (the default).
+    Overwrite,
+    /// Comma-separated values: Talos's first, then the user's not already there.
+    Additive,
+    /// The user's values are passed as further occurrences of the flag.
+    Append,
+    /// Talos owns the flag; setting it is an error.
+    Denied,
+}
+
+/// kube-apiserver's flags.
+pub fn api_server_flag(flag: &str) -> Merge {
+    match flag {
+        "enable-admission-plugins" | "feature-gates" | "authorization-mode" => Merge::Additive,
+        "etcd-servers"
+        | "client-ca-file"
+        | "requestheader-client-ca-file"
+        | "proxy-client-cert-file"
+        | "proxy-client-key-file"
+        | "encryption-provider-config"
+        | "etcd-cafile"
+        | "etcd-certfile"
+        | "etcd-keyfile"
+        | "kubelet-client-certificate"
+        | "kubelet-client-key"
+        | "service-account-key-file"
+        | "service-account-signing-key-file"
+        | "tls-cert-file"
+        | "tls-min-version"
+        | "tls-private-key-file"
+        | "authorization-config"
+        | "authentication-config" => Merge::Denied,
+        _ => Merge::Overwrite,
+    }
+}
+
+/// kube-controller-manager's flags.
+pub fn controller_manager_flag(flag: &str) -> Merge {
+    match flag {
+        "service-cluster-ip-range" | "controllers" => Merge::Additive,
+        "cluster-signing-cert-file"
+        | "cluster-signing-key-file"
+        | "authentication-kubeconfig"
+        | "authorization-kubeconfig"
+        | "root-ca-file"
+        | "service-account-private-key-file" => Merge::Denied,
+        _ => Merge::Overwrite,
+    }
+}
+
+/// kube-scheduler's flags.
+pub fn scheduler_flag(flag: &str) -> Merge {
+    match flag {
+        "kubeconfig" | "authentication-kubeconfig" | "authorization-kubeconfig" | "config" => {
+            Merge::Denied
+        }
+        _ => Merge::Overwrite,
+    }
+}
+
+/// The kubelet's flags.
+pub fn kubelet_flag(flag: &str) -> Merge {
+    match flag {
+        "bootstrap-kubeconfig" | "kubeconfig" | "container-runtime" | "container-runtime-endpoint"
+        | "config" | "cert-dir" => Merge::Denied,
+        _ => Merge::Overwrite,
+    }
+}
+
+/// The JSON type of a KubeletConfiguration field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int,
+    Float,
+    /// Strings, durations (`5m0s`) and quantities.
+    String,
+    List,
+    Object,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Bool => "a boolean",
+            Kind::Int => "an integer",
+            Kind::Float => "a number",
+            Kind::String => "a string",
+            Kind::List => "a list",
+            Kind::Object => "a mapping",
+        }
+    }
+}
+
+/// Every field of KubeletConfiguration v1beta1 (as of Kubernetes 1.34) and its type.
+pub const KUBELET_FIELDS: &[(&str, Kind)] = {
+    use Kind::*;
+    &[
+        ("apiVersion", String),
+        ("kind", String),
+        ("enableServer", Bool),
+        ("staticPodPath", String),
+        ("podLogsDir", String),
+        ("syncFrequency", String),
+        ("fileCheckFrequency", String),
+        ("httpCheckFrequency", String),
+        ("staticPodURL", String),
+        ("staticPodURLHeader", Object),
+        ("address", String),
+        ("port", Int),
+        ("readOnlyPort", Int),
+        ("tlsCertFile", String),
+        ("tlsPrivateKeyFile", String),
+        ("tlsCipherSuites", List),
+        ("tlsMinVersion", String),
+        ("rotateCertificates", Bool),
+        ("serverTLSBootstrap", Bool),
+        ("authentication", Object),
+        ("authorization", Object),
+        ("registryPullQPS", Int),
+        ("registryBurst", Int),
+        ("imagePullCredentialsVerificationPolicy", String),
+        ("preloadedImagesVerificationAllowlist", List),
+        ("eventRecordQPS", Int),
+        ("eventBurst", Int),
+        ("enableDebuggingHandlers", Bool),
+        ("enableContentionProfiling", Bool),
+        ("healthzPort", Int),
+        ("healthzBindAddress", String),
+        ("oomScoreAdj", Int),
+        ("clusterDomain", String),
+        ("clusterDNS", List),
+        ("streamingConnectionIdleTimeout", String),
+        ("nodeStatusUpdateFrequency", String),
+        ("nodeStatusReportFrequency", String),
+        ("nodeLeaseDurationSeconds", Int),
+        ("imageMinimumGCAge", String),
+        ("imageMaximumGCAge", String),
+        ("imageGCHighThresholdPercent", Int),
+        ("imageGCLowThresholdPercent", Int),
+        ("volumeStatsAggPeriod", String),
+        ("kubeletCgroups", String),
+        ("systemCgroups", String),
+        ("cgroupRoot", String),
+        ("cgroupsPerQOS", Bool),
+        ("cgroupDriver", String),
+        ("cpuManagerPolicy", String),
+        ("singleProcessOOMKill", Bool),
+        ("cpuManagerPolicyOptions", Object),
+        ("cpuManagerReconcilePeriod", String),
+        ("memoryManagerPolicy", String),
+        ("topologyManagerPolicy", String),
+        ("topologyManagerScope", String),
+        ("topologyManagerPolicyOptions", Object),
+        ("qosReserved", Object),
+        ("runtimeRequestTimeout", String),
+        ("hairpinMode", String),
+        ("maxPods", Int),
+        ("podCIDR", String),
+        ("podPidsLimit", Int),
+        ("resolvConf", String),
+        ("runOnce", Bool),
+        ("cpuCFSQuota", Bool),
+        ("cpuCFSQuotaPeriod", String),
+        ("nodeStatusMaxImages", Int),
+        ("maxOpenFiles", Int),
+        ("contentType", String),
+        ("kubeAPIQPS", Int),
+        ("kubeAPIBurst", Int),
+        ("serializeImagePulls", Bool),
+        ("maxParallelImagePulls", Int),
+        ("evictionHard", Object),
+        ("evictionSoft", Object),
+        ("evictionSoftGracePeriod", Object),
+        ("evictionPressureTransitionPeriod", String),
+        ("evictionMaxPodGracePeriod", Int),
+        ("evictionMinimumReclaim", Object),
+        ("mergeDefaultEvictionSettings", Bool),
+        ("podsPerCore", Int),
+        ("enableControllerAttachDetach", Bool),
+        ("protectKernelDefaults", Bool),
+        ("makeIPTablesUtilChains", Bool),
+        ("iptablesMasqueradeBit", Int),
+        ("iptablesDropBit", Int),
+        ("featureGates", Object),
+        ("failSwapOn", Bool),
+        ("memorySwap", Object),
+        ("containerLogMaxSize", String),
+        ("containerLogMaxFiles", Int),
+        ("containerLogMaxWorkers", Int),
+        ("containerLogMonitorInterval", String),
+        ("configMapAndSecretChangeDetectionStrategy", String),
+        ("systemReserved", Object),
+        ("kubeReserved", Object),
+        ("reservedSystemCPUs", String),
+        ("showHiddenMetricsForVersion", String),
+        ("systemReservedCgroup", String),
+        ("kubeReservedCgroup", String),
+        ("enforceNodeAllocatable", List),
+        ("allowedUnsafeSysctls", List),
+        ("volumePluginDir", String),
+        ("providerID", String),
+        ("kernelMemcgNotification", Bool),
+        ("logging", Object),
+        ("enableSystemLogHandler", Bool),
+        ("enableSystemLogQuery", Bool),
+        ("shutdownGracePeriod", String),
+        ("shutdownGracePeriodCriticalPods", String),
+        ("shutdownGracePeriodByPodPriority", List),
+        ("crashLoopBackOff", Object),
+        ("reservedMemory", List),
+        ("enableProfilingHandler", Bool),
+        ("enableDebugFlagsHandler", Bool),
+        ("seccompDefault", Bool),
+        ("memoryThrottlingFactor", Float),
+        ("registerWithTaints", List),
+        ("registerNode", Bool),
+        ("tracing", Object),
+        ("localStorageCapacityIsolation", Bool),
+        ("containerRuntimeEndpoint", String),
+        ("imageServiceEndpoint", String),
+        ("failCgroupV1", Bool),
+        ("userNamespaces", Object),
+    ]
+};
+
+/// Fields Talos sets itself, which `extraConfig` may not override.
+pub const KUBELET_PROTECTED_FIELDS: &[&str] = &[
+    "apiVersion",
+    "authentication",
+    "authorization",
+    "cgroupRoot",
+    "kind",
+    "kubeletCgroups",
+    "port",
+    "protectKernelDefaults",
+    "resolvConf",
+    "rotateCertificates",
+    "systemCgroups",
+    "staticPodPath",
+    "seccompDefault",
+];
+
+/// Each problem of `machine.kubelet.extraConfig`: (field, message) for fields that are
+/// protected, unknown to KubeletConfiguration, or of the wrong type.
+pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
+    let Some(fields) = extra.as_object() else {
+        return if extra.is_null() {
+            Vec::new()
+        } else {
+            vec![(String::new(), "must be a mapping of KubeletConfiguration fields".into())]
+        };
+    };
+    let mut problems = Vec::new();
+    for (name, value) in fields {
+        if KUBELET_PROTECTED_FIELDS.contains(&name.as_str()) {
+            problems.push((
+                name.clone(),
+                format!("kubelet configuration field \"{name}\" can't be overridden: Talos sets it"),
+            ));
+            continue;
+        }
+        let Some((_, kind)) = KUBELET_FIELDS.iter().find(|(f, _)| f == name) else {
+            problems.push((
+                name.clone(),
+                format!("unknown KubeletConfiguration field \"{name}\""),
+            ));
+            continue;
+        };
+        let ok = match kind {
+            Kind::Bool => value.is_boolean(),
+            Kind::Int => value.is_i64() || value.is_u64(),
+            Kind::Float => value.is_number(),
+            Kind::String => value.is_string(),
+            Kind::List => value.is_array(),
+            Kind::Object => value.is_object(),
+        } || value.is_null();
+        if !ok {
+            problems.push((
+                name.clone(),
+                format!(
+                    "kubelet configuration field \"{name}\" must be {}, not {value}",
+                    kind.noun()
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn extra_config_fields_are_checked_by_name_protection_and_type() {
+        let problems = kubelet_extra_config_problems(&json!({
+            "serverTLSBootstrap": true,
+            "maxPods": 250,
+            "staticPodPath": "/tmp",
+            "maxPod": 1,
+            "failSwapOn": "no",
+        }));
+        let by_field: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|(f, m)| (f.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            by_field,
+            [
+                ("staticPodPath", "kubelet configuration field \"staticPodPath\" can't be overridden: Talos sets it"),
+                ("maxPod", "unknown KubeletConfiguration field \"maxPod\""),
+                ("failSwapOn", "kubelet configuration field \"failSwapOn\" must be a boolean, not \"no\""),
+            ]
+        );
+    }
+
+    #[test]
+    fn protected_fields_are_kubelet_fields() {
+        for f in KUBELET_PROTECTED_FIELDS {
+            assert!(KUBELET_FIELDS.iter().any(|(n, _)| n == f), "{f}");
+        }
+    }
+
+    #[test]
+    fn owned_flags_are_denied() {
+        assert_eq!(api_server_flag("etcd-servers"), Merge::Denied);
+        assert_eq!(api_server_flag("oidc-issuer-url"), Merge::Overwrite);
+        assert_eq!(api_server_flag("feature-gates"), Merge::Additive);
+        assert_eq!(kubelet_flag("config"), Merge::Denied);
+        assert_eq!(scheduler_flag("config"), Merge::Denied);
+        assert_eq!(controller_manager_flag("root-ca-file"), Merge::Denied);
+    }
+}
