@@ -72,11 +72,7 @@ pub fn version_of_image(image: &str) -> String {
         _ => return String::new(),
     };
     let v = tag.trim_start_matches('v');
-    let core: String = v
-        .split(['-', '+'])
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let core: String = v.split(['-', '+']).next().unwrap_or_default().to_string();
     if core.split('.').count() >= 2 && core.split('.').all(|p| p.parse::<u32>().is_ok()) {
         core
     } else {
@@ -292,11 +288,7 @@ fn render(c: Component) -> Result<Pod, Error> {
         ..Default::default()
     }];
     // `$` would start a Kubernetes variable reference.
-    env.extend(
-        c.env
-            .iter()
-            .map(|(k, v)| env_var(k, v.replace('$', "$$"))),
-    );
+    env.extend(c.env.iter().map(|(k, v)| env_var(k, v.replace('$', "$$"))));
     let memory_limit = c.resources.limits.get("memory").map(|q| quantity::value(q));
     if let Some(Ok(limit)) = memory_limit.filter(|l| matches!(l, Ok(v) if *v > 0)) {
         env.push(env_var(

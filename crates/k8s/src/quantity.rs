@@ -3,7 +3,9 @@
 
 /// A quantity that does not parse, named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid quantity {0:?}: want a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, ...)")]
+#[error(
+    "invalid quantity {0:?}: want a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, ...)"
+)]
 pub struct Invalid(pub String);
 
 /// The value of a quantity in its base unit (bytes, cores), rounded up as Kubernetes does.

@@ -70,11 +70,47 @@ pub fn scheduler_flag(flag: &str) -> Merge {
 /// The kubelet's flags.
 pub fn kubelet_flag(flag: &str) -> Merge {
     match flag {
-        "bootstrap-kubeconfig" | "kubeconfig" | "container-runtime" | "container-runtime-endpoint"
-        | "config" | "cert-dir" => Merge::Denied,
+        "bootstrap-kubeconfig"
+        | "kubeconfig"
+        | "container-runtime"
+        | "container-runtime-endpoint"
+        | "config"
+        | "cert-dir" => Merge::Denied,
         _ => Merge::Overwrite,
     }
 }
+
+/// A component's section of the machine config and its flag policy.
+pub struct Component {
+    /// JSON pointer of the section (`/cluster/apiServer`).
+    pub pointer: &'static str,
+    /// The same as users write it (`cluster.apiServer`).
+    pub path: &'static str,
+    pub flag: fn(&str) -> Merge,
+}
+
+pub const COMPONENTS: &[Component] = &[
+    Component {
+        pointer: "/cluster/apiServer",
+        path: "cluster.apiServer",
+        flag: api_server_flag,
+    },
+    Component {
+        pointer: "/cluster/controllerManager",
+        path: "cluster.controllerManager",
+        flag: controller_manager_flag,
+    },
+    Component {
+        pointer: "/cluster/scheduler",
+        path: "cluster.scheduler",
+        flag: scheduler_flag,
+    },
+    Component {
+        pointer: "/machine/kubelet",
+        path: "machine.kubelet",
+        flag: kubelet_flag,
+    },
+];
 
 /// The JSON type of a KubeletConfiguration field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +293,10 @@ pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
         return if extra.is_null() {
             Vec::new()
         } else {
-            vec![(String::new(), "must be a mapping of KubeletConfiguration fields".into())]
+            vec![(
+                String::new(),
+                "must be a mapping of KubeletConfiguration fields".into(),
+            )]
         };
     };
     let mut problems = Vec::new();
@@ -265,7 +304,9 @@ pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
         if KUBELET_PROTECTED_FIELDS.contains(&name.as_str()) {
             problems.push((
                 name.clone(),
-                format!("kubelet configuration field \"{name}\" can't be overridden: Talos sets it"),
+                format!(
+                    "kubelet configuration field \"{name}\" can't be overridden: Talos sets it"
+                ),
             ));
             continue;
         }

@@ -306,14 +306,16 @@ fn v1alpha1(c: &mut Checker, v: &Value, mode: Mode, has_installer_doc: bool) {
 /// Kubernetes components: flags Talos owns, host volumes, the kubelet's extra configuration.
 fn kubernetes(c: &mut Checker, v: &Value) {
     use crate::kubernetes as k;
-    let components: [(&str, &str, fn(&str) -> k::Merge); 4] = [
-        ("/cluster/apiServer", "cluster.apiServer", k::api_server_flag),
-        ("/cluster/controllerManager", "cluster.controllerManager", k::controller_manager_flag),
-        ("/cluster/scheduler", "cluster.scheduler", k::scheduler_flag),
-        ("/machine/kubelet", "machine.kubelet", k::kubelet_flag),
-    ];
-    for (ptr, path, policy) in components {
-        if let Some(args) = v.pointer(&format!("{ptr}/extraArgs")).and_then(Value::as_object) {
+    for &k::Component {
+        pointer: ptr,
+        path,
+        flag: policy,
+    } in k::COMPONENTS
+    {
+        if let Some(args) = v
+            .pointer(&format!("{ptr}/extraArgs"))
+            .and_then(Value::as_object)
+        {
             for flag in args.keys() {
                 if policy(flag.trim_start_matches('-')) == k::Merge::Denied {
                     c.error(
