@@ -3,6 +3,8 @@
 //! it. machined's controllers feed these from resources and write the results.
 
 pub mod args;
+pub mod files;
+pub mod flags;
 pub mod pods;
 pub mod quantity;
 pub mod yaml;
