@@ -25,13 +25,16 @@ pub fn encryption_config(secretbox: &str, aescbc: &str) -> Value {
     })
 }
 
-/// The API server's AuthorizationConfiguration: Node and RBAC, then the config's authorizers.
-pub fn authorization_config(extra: &[Value]) -> Value {
-    let mut authorizers = vec![
-        json!({"type": "Node", "name": "node"}),
-        json!({"type": "RBAC", "name": "rbac"}),
-    ];
-    authorizers.extend(extra.iter().cloned());
+/// A configuration object of the machine config with its `apiVersion` and `kind` set.
+pub fn with_kind(config: &serde_json::Map<String, Value>, api_version: &str, kind: &str) -> Value {
+    let mut out = Value::Object(config.clone());
+    out["apiVersion"] = api_version.into();
+    out["kind"] = kind.into();
+    out
+}
+
+/// The API server's AuthorizationConfiguration of these authorizers, in order.
+pub fn authorization_config(authorizers: &[Value]) -> Value {
     json!({
         "apiVersion": "apiserver.config.k8s.io/v1",
         "kind": "AuthorizationConfiguration",
@@ -52,7 +55,9 @@ pub fn admission_config(plugins: &[Value]) -> Value {
 pub fn audit_policy(policy: Option<&Value>) -> Value {
     match policy {
         Some(p) if p.is_object() => p.clone(),
-        _ => json!({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{"level": "Metadata"}]}),
+        _ => {
+            json!({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{"level": "Metadata"}]})
+        }
     }
 }
 

@@ -31,14 +31,20 @@ pub fn api_server(cfg: &ApiServerConfigSpec) -> Result<ApiServerConfigSpec, Deni
         ("enable-admission-plugins", "NodeRestriction".into()),
         ("requestheader-client-ca-file", secret("aggregator-ca.crt")),
         ("requestheader-allowed-names", "front-proxy-client".into()),
-        ("requestheader-extra-headers-prefix", "X-Remote-Extra-".into()),
+        (
+            "requestheader-extra-headers-prefix",
+            "X-Remote-Extra-".into(),
+        ),
         ("requestheader-group-headers", "X-Remote-Group".into()),
         ("requestheader-username-headers", "X-Remote-User".into()),
         ("proxy-client-cert-file", secret("front-proxy-client.crt")),
         ("proxy-client-key-file", secret("front-proxy-client.key")),
         ("enable-bootstrap-token-auth", "true".into()),
         ("tls-min-version", "VersionTLS13".into()),
-        ("encryption-provider-config", secret("encryptionconfig.yaml")),
+        (
+            "encryption-provider-config",
+            secret("encryptionconfig.yaml"),
+        ),
         ("audit-policy-file", config("auditpolicy.yaml")),
         ("audit-log-path", path(AUDIT_LOG_DIR, "kube-apiserver.log")),
         ("audit-log-maxage", "30".into()),
@@ -133,7 +139,10 @@ pub fn controller_manager(
         ("authorization-kubeconfig", secret("kubeconfig")),
         ("leader-elect", "true".into()),
         ("root-ca-file", secret("ca.crt")),
-        ("service-account-private-key-file", secret("service-account.key")),
+        (
+            "service-account-private-key-file",
+            secret("service-account.key"),
+        ),
         ("profiling", "false".into()),
         ("terminated-pod-gc-threshold", "100".into()),
         ("tls-min-version", "VersionTLS13".into()),
@@ -164,7 +173,10 @@ pub fn scheduler(cfg: &SchedulerConfigSpec) -> Result<SchedulerConfigSpec, Denie
     }
     let kubeconfig = path(SCHEDULER_SECRETS_DIR, "kubeconfig");
     let mut a = Args::new([
-        ("config", path(SCHEDULER_CONFIG_DIR, "scheduler-config.yaml")),
+        (
+            "config",
+            path(SCHEDULER_CONFIG_DIR, "scheduler-config.yaml"),
+        ),
         ("authentication-tolerate-lookup-failure", "false".into()),
         ("authentication-kubeconfig", kubeconfig.clone()),
         ("authorization-kubeconfig", kubeconfig.clone()),
@@ -237,7 +249,9 @@ mod tests {
             ..base.clone()
         };
         let args = api_server(&with_mode).unwrap().args;
-        assert!(args.iter().any(|a| a == "--authorization-mode=Node,RBAC,Webhook"));
+        assert!(args
+            .iter()
+            .any(|a| a == "--authorization-mode=Node,RBAC,Webhook"));
         assert!(!args.iter().any(|a| a.starts_with("--authorization-config")));
 
         let denied = ApiServerConfigSpec {
@@ -264,8 +278,8 @@ mod tests {
                 "clientConnection": {"kubeconfig": "/system/secrets/kubernetes/kube-scheduler/kubeconfig"},
             })
         );
-        assert!(out
-            .args
-            .contains(&"--config=/system/config/kubernetes/kube-scheduler/scheduler-config.yaml".to_string()));
+        assert!(out.args.contains(
+            &"--config=/system/config/kubernetes/kube-scheduler/scheduler-config.yaml".to_string()
+        ));
     }
 }

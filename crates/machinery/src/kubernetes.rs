@@ -383,3 +383,44 @@ mod tests {
         assert_eq!(controller_manager_flag("root-ca-file"), Merge::Denied);
     }
 }
+
+/// A Kubernetes setting of the config: the field (JSON pointer) of the first document of
+/// `kind` when the config has one (the multi-document form), else the v1alpha1 path.
+pub fn setting<'a>(
+    cfg: &'a crate::Config,
+    v1alpha1: &str,
+    kind: &'a str,
+    field: &str,
+) -> Option<&'a Value> {
+    match cfg.kind(kind).next() {
+        Some(doc) => doc.value.pointer(field),
+        None => cfg.pointer(v1alpha1),
+    }
+    .filter(|v| !v.is_null())
+}
+
+/// A PEM of the config: a multi-document kind's PEM text, or v1alpha1's base64 of it.
+pub fn pem_setting(
+    cfg: &crate::Config,
+    v1alpha1_b64: &str,
+    kind: &str,
+    field: &str,
+) -> crate::Result<String> {
+    if let Some(doc) = cfg.kind(kind).next() {
+        return Ok(doc
+            .value
+            .pointer(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string());
+    }
+    match cfg.pointer(v1alpha1_b64).and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => crate::secrets::unb64(s).map_err(|e| {
+            crate::Error::msg(format!(
+                "{}: {e}",
+                v1alpha1_b64.trim_start_matches('/').replace('/', ".")
+            ))
+        }),
+        _ => Ok(String::new()),
+    }
+}

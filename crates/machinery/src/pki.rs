@@ -90,6 +90,11 @@ impl Key {
         self.pair.serialize_pem()
     }
 
+    /// The public key (`PUBLIC KEY` PEM).
+    pub fn public_key_pem(&self) -> String {
+        self.pair.public_key_pem()
+    }
+
     pub fn pair(&self) -> &KeyPair {
         &self.pair
     }

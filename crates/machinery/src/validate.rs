@@ -758,7 +758,37 @@ fn discovery_ttl(ttl: &str) -> Option<String> {
     }
 }
 
+/// The multi-document Kubernetes kinds: flags Talos owns, the kubelet's configuration.
+fn kubernetes_doc(c: &mut Checker, kind: &str, v: &Value) {
+    use crate::kubernetes as k;
+    let policy: Option<fn(&str) -> k::Merge> = match kind {
+        "KubeAPIServerConfig" => Some(k::api_server_flag),
+        "KubeControllerManagerConfig" => Some(k::controller_manager_flag),
+        "KubeSchedulerConfig" => Some(k::scheduler_flag),
+        "KubeletConfig" => Some(k::kubelet_flag),
+        _ => None,
+    };
+    if let (Some(policy), Some(args)) = (policy, v.get("extraArgs").and_then(Value::as_object)) {
+        for flag in args.keys() {
+            if policy(flag.trim_start_matches('-')) == k::Merge::Denied {
+                c.error(
+                    &format!("{kind}.extraArgs.{flag}"),
+                    format!("extra arg \"{flag}\" is not allowed: Talos manages it"),
+                );
+            }
+        }
+    }
+    if kind == "KubeletConfig" {
+        if let Some(config) = v.get("config") {
+            for (field, message) in k::kubelet_extra_config_problems(config) {
+                c.error(&format!("{kind}.config.{field}"), message);
+            }
+        }
+    }
+}
+
 fn multidoc(c: &mut Checker, kind: &str, v: &Value) {
+    kubernetes_doc(c, kind, v);
     match kind {
         "VolumeConfig" => volume_config(c, v),
         "KubeClusterConfig" => {

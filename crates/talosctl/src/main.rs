@@ -12,6 +12,7 @@ mod gen;
 mod get;
 mod health;
 mod inspect;
+mod kubeconfig;
 mod machineconfig;
 mod services;
 mod system;
@@ -111,6 +112,8 @@ enum Command {
     Bootstrap(etcd::BootstrapArgs),
     /// Manage the etcd cluster.
     Etcd(etcd::EtcdArgs),
+    /// Download the admin kubeconfig from a control plane node.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Check the cluster's health.
     Health(health::HealthArgs),
     /// Create, show, scale and destroy local clusters.
@@ -166,6 +169,7 @@ fn main() -> ExitCode {
         Command::Dashboard(a) => dashboard::dashboard(a),
         Command::Bootstrap(a) => block_on(etcd::bootstrap(a)),
         Command::Etcd(a) => block_on(etcd::run(a)),
+        Command::Kubeconfig(a) => block_on(kubeconfig::run(a)),
         Command::Health(a) => block_on(health::run(a)),
         Command::Cluster(a) => cluster::run(a),
         Command::QemuLaunch(a) => {

@@ -756,6 +756,185 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
 }
 
 #[test]
+fn kubernetes_on_the_node_static_pods_kubelet_specs_and_kubeconfig() {
+    if !can_run() {
+        return;
+    }
+    let c = TestCluster::new("k");
+    let all = r#"{"apiVersion":"v1alpha1","kind":"KubeletConfig","config":{"maxPods":150,"serverTLSBootstrap":true}}"#;
+    let workers =
+        r#"{"apiVersion":"v1alpha1","kind":"KubeNodeConfig","taints":{"gpu":"true:NoSchedule"}}"#;
+    let oidc = r#"{"apiVersion":"v1alpha1","kind":"KubeAPIServerConfig","extraArgs":{"oidc-issuer-url":"https://oidc.example"}}"#;
+    c.create(
+        "1",
+        "1",
+        &[
+            "--config-patch",
+            all,
+            "--config-patch-worker",
+            workers,
+            "--config-patch-control-plane",
+            oidc,
+        ],
+    );
+    // The control plane renders its three pods once etcd is healthy; the worker none.
+    wait_until(
+        "the control plane's static pods",
+        Duration::from_secs(60),
+        || {
+            let out = c.talosctl(&["get", "staticpods", "-n", "10.5.0.2"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ]
+            .iter()
+            .all(|p| text.contains(p))
+        },
+    );
+    let pod = c.ok(&[
+        "get",
+        "staticpods",
+        "kube-apiserver",
+        "-n",
+        "10.5.0.2",
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        pod.contains("--oidc-issuer-url=https://oidc.example"),
+        "{pod}"
+    );
+    assert!(pod.contains("talos.dev/secrets-version"), "{pod}");
+    let worker_pods = c.ok(&["get", "staticpods", "-n", "10.5.0.3"]);
+    assert!(!worker_pods.contains("kube-"), "{worker_pods}");
+    let server = c.ok(&[
+        "get",
+        "staticpodserverstatus",
+        "-n",
+        "10.5.0.2",
+        "-o",
+        "yaml",
+    ]);
+    assert!(server.contains("url: http://127.0.0.1:"), "{server}");
+
+    // The kubelet's configuration: extraConfig on every node, the worker's taints on it.
+    let spec = c.ok(&["get", "kubeletspecs", "-n", "10.5.0.2", "-o", "yaml"]);
+    assert!(
+        spec.contains("maxPods: 150") && spec.contains("serverTLSBootstrap: true"),
+        "{spec}"
+    );
+    assert!(spec.contains("--node-ip=10.5.0.2"), "{spec}");
+    assert!(
+        spec.contains("key: node-role.kubernetes.io/control-plane") && !spec.contains("key: gpu"),
+        "{spec}"
+    );
+    let worker_spec = c.ok(&["get", "kubeletspecs", "-n", "10.5.0.3", "-o", "yaml"]);
+    assert!(
+        worker_spec.contains("key: gpu") && worker_spec.contains("effect: NoSchedule"),
+        "{worker_spec}"
+    );
+
+    // The control plane's files, owned by the users the components run as.
+    let listing = c.ok(&[
+        "list",
+        "-n",
+        "10.5.0.2",
+        "-l",
+        "/system/secrets/kubernetes/kube-apiserver",
+    ]);
+    assert!(
+        listing.contains("apiserver.crt") && listing.contains("etcd-client.key"),
+        "{listing}"
+    );
+
+    // talosctl kubeconfig: a file kubectl reads, with a client certificate of system:masters
+    // that the cluster's CA signed.
+    let kubeconfig = c.dir.join("kc");
+    c.ok(&["kubeconfig", "-n", "10.5.0.2", kubeconfig.to_str().unwrap()]);
+    let worker = c.fails(&[
+        "kubeconfig",
+        "-n",
+        "10.5.0.3",
+        c.dir.join("kc2").to_str().unwrap(),
+    ]);
+    assert!(worker.contains("control plane nodes only"), "{worker}");
+    if let Ok(view) = Command::new("kubectl")
+        .args(["config", "view", "--minify", "--raw", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&view.stdout).to_string();
+        assert!(
+            view.status.success(),
+            "{}",
+            String::from_utf8_lossy(&view.stderr)
+        );
+        assert!(text.contains("server: https://10.5.0.2:6443"), "{text}");
+        assert!(
+            text.contains(&format!("current-context: admin@{}", c.name)),
+            "{text}"
+        );
+        let field = |key: &str| -> Vec<u8> {
+            let b64 = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+                .unwrap_or_else(|| panic!("{key} in {text}"));
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap()
+        };
+        std::fs::write(c.dir.join("ca.crt"), field("certificate-authority-data")).unwrap();
+        std::fs::write(c.dir.join("admin.crt"), field("client-certificate-data")).unwrap();
+        let verify = Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(c.dir.join("ca.crt"))
+            .arg(c.dir.join("admin.crt"))
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let subject = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-in"])
+            .arg(c.dir.join("admin.crt"))
+            .output()
+            .unwrap();
+        let subject = String::from_utf8_lossy(&subject.stdout).to_string();
+        assert!(subject.contains("O = system:masters"), "{subject}");
+    }
+
+    // Bad input is refused at apply, named, and changes nothing.
+    for (patch, named) in [
+        (
+            r#"{"machine":{"kubelet":{"extraConfig":{"staticPodPath":"/tmp"}}}}"#,
+            "machine.kubelet.extraConfig.staticPodPath",
+        ),
+        (
+            r#"{"apiVersion":"v1alpha1","kind":"KubeletConfig","config":{"maxPod":1}}"#,
+            "KubeletConfig.config.maxPod",
+        ),
+        (
+            r#"{"apiVersion":"v1alpha1","kind":"KubeAPIServerConfig","extraArgs":{"etcd-servers":"https://x:2379"}}"#,
+            "KubeAPIServerConfig.extraArgs.etcd-servers",
+        ),
+        (
+            r#"{"cluster":{"apiServer":{"extraVolumes":[{"hostPath":"/var/lib/x"}]}}}"#,
+            "cluster.apiServer.extraVolumes[0].mountPath",
+        ),
+    ] {
+        let err = c.fails(&["patch", "machineconfig", "-n", "10.5.0.2", "-p", patch]);
+        assert!(err.contains(named), "{named}: {err}");
+    }
+    assert_eq!(
+        c.ok(&["get", "kubeletspecs", "-n", "10.5.0.2", "-o", "yaml"]),
+        spec
+    );
+    c.destroy_and_check();
+}
+
+#[test]
 fn three_control_planes_keep_quorum_scale_and_recover() {
     if !can_run() {
         return;

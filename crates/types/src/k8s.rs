@@ -167,3 +167,62 @@ pub struct SecretsStatusSpec {
 
 resource_type!(SecretsStatusSpec, "SecretStatuses.kubernetes.talos.dev", CONTROLPLANE_NS,
     columns [("Ready", "{.ready}"), ("Secrets Version", "{.version}")]);
+
+/// The id of the kubelet's resources.
+pub const KUBELET_ID: &str = "kubelet";
+
+/// A mount into the kubelet's container (`machine.kubelet.extraMounts`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KubeletMount {
+    pub destination: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// `machine.kubelet` and what it needs from the rest of the config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletConfigSpec {
+    pub image: String,
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub extra_args: BTreeMap<String, Vec<String>>,
+    pub extra_mounts: Vec<KubeletMount>,
+    pub extra_config: serde_json::Value,
+    pub cloud_provider_external: bool,
+    pub default_runtime_seccomp_enabled: bool,
+    pub skip_node_registration: bool,
+    pub static_pod_list_url: String,
+    #[serde(rename = "registerWithFQDN")]
+    pub register_with_fqdn: bool,
+    /// `machine.nodeTaints` as `key=value:Effect`.
+    pub node_taints: Vec<String>,
+    pub valid_subnets: Vec<String>,
+}
+
+/// What the kubelet service runs: its image, command line, mounts and KubeletConfiguration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletSpecSpec {
+    pub image: String,
+    pub args: Vec<String>,
+    pub extra_mounts: Vec<KubeletMount>,
+    pub expected_nodename: String,
+    pub config: serde_json::Value,
+}
+
+resource_type!(
+    KubeletConfigSpec,
+    "KubeletConfigs.kubernetes.talos.dev",
+    K8S_NS,
+    sensitive
+);
+resource_type!(
+    KubeletSpecSpec,
+    "KubeletSpecs.kubernetes.talos.dev",
+    K8S_NS,
+    sensitive
+);

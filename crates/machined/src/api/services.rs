@@ -60,6 +60,11 @@ pub fn not_found(e: ServiceError) -> Status {
 
 pub type DataStream = Pin<Box<dyn Stream<Item = Result<Data, Status>> + Send>>;
 
+/// A stream of one chunk.
+pub fn one(bytes: Vec<u8>) -> DataStream {
+    Box::pin(futures::stream::once(async move { data(bytes) }))
+}
+
 fn data(bytes: Vec<u8>) -> Result<Data, Status> {
     Ok(Data {
         metadata: None::<Metadata>,

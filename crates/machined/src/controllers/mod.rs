@@ -10,6 +10,7 @@ pub mod cri;
 pub mod etcd;
 pub mod files;
 pub mod inputs;
+pub mod k8s;
 pub mod network;
 pub mod runtime;
 pub mod secrets;
@@ -57,6 +58,7 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
         cmdline_kernel: logging_kernel,
         kernel: None,
     })?;
+    k8s::register(rt, w.rooted && w.runs)?;
     rt.register(cluster::config::ConfigController)?;
     rt.register(cluster::service::ServiceController {
         handle: w.discovery.clone(),

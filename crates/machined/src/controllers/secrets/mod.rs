@@ -1,4 +1,6 @@
-//! Secret material: the API's certificate (`api`) and etcd's PKI (`etcd`).
+//! Secret material: the API's certificate (`api`), etcd's PKI (`etcd`) and Kubernetes's
+//! (`kubernetes`).
 
 pub mod api;
 pub mod etcd;
+pub mod kubernetes;

@@ -1,0 +1,31 @@
+//! Kubernetes on the node: the control plane's configs and static pods (`control_plane`,
+//! `render`, `static_pods`) and the kubelet's (`kubelet`).
+
+pub mod control_plane;
+pub mod kubelet;
+pub mod render;
+pub mod static_pods;
+
+use resources::{Runtime, RuntimeError};
+
+use crate::controllers::secrets::kubernetes as k8s_secrets;
+
+/// Register the Kubernetes controllers; those writing the control plane's files only on a
+/// node that owns its file system (`rooted`).
+pub fn register(rt: &mut Runtime, rooted: bool) -> Result<(), RuntimeError> {
+    rt.register(k8s_secrets::KubernetesRootController)?;
+    rt.register(k8s_secrets::KubeletController)?;
+    rt.register(k8s_secrets::KubernetesCertsController::default())?;
+    rt.register(control_plane::ControlPlaneController)?;
+    rt.register(control_plane::ControlPlaneFinalController)?;
+    rt.register(kubelet::KubeletConfigController)?;
+    rt.register(kubelet::KubeletSpecController)?;
+    rt.register(static_pods::StaticPodConfigController)?;
+    rt.register(static_pods::StaticPodServerController::default())?;
+    if rooted {
+        rt.register(render::RenderSecretsController)?;
+        rt.register(render::RenderConfigsController)?;
+        rt.register(static_pods::ControlPlaneStaticPodController)?;
+    }
+    Ok(())
+}
