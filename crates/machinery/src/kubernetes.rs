@@ -338,6 +338,58 @@ pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
     problems
 }
 
+/// A Kubernetes setting of the config: the field (JSON pointer) of the first document of
+/// `kind` when the config has one (the multi-document form), else the v1alpha1 path.
+pub fn setting<'a>(
+    cfg: &'a crate::Config,
+    v1alpha1: &str,
+    kind: &'a str,
+    field: &str,
+) -> Option<&'a Value> {
+    match cfg.kind(kind).next() {
+        Some(doc) => doc.value.pointer(field),
+        None => cfg.pointer(v1alpha1),
+    }
+    .filter(|v| !v.is_null())
+}
+
+/// A PEM of the config: a multi-document kind's PEM text, or v1alpha1's base64 of it.
+pub fn pem_setting(
+    cfg: &crate::Config,
+    v1alpha1_b64: &str,
+    kind: &str,
+    field: &str,
+) -> crate::Result<String> {
+    if let Some(doc) = cfg.kind(kind).next() {
+        return Ok(doc
+            .value
+            .pointer(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string());
+    }
+    match cfg.pointer(v1alpha1_b64).and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => crate::secrets::unb64(s).map_err(|e| {
+            crate::Error::msg(format!(
+                "{}: {e}",
+                v1alpha1_b64.trim_start_matches('/').replace('/', ".")
+            ))
+        }),
+        _ => Ok(String::new()),
+    }
+}
+
+/// `configured` when set, else `repository` at the default Kubernetes version.
+pub fn image_or_default(configured: Option<&str>, repository: &str) -> String {
+    match configured {
+        Some(i) if !i.is_empty() => i.to_string(),
+        _ => format!(
+            "{repository}:v{}",
+            crate::generate::DEFAULT_KUBERNETES_VERSION
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,46 +433,5 @@ mod tests {
         assert_eq!(kubelet_flag("config"), Merge::Denied);
         assert_eq!(scheduler_flag("config"), Merge::Denied);
         assert_eq!(controller_manager_flag("root-ca-file"), Merge::Denied);
-    }
-}
-
-/// A Kubernetes setting of the config: the field (JSON pointer) of the first document of
-/// `kind` when the config has one (the multi-document form), else the v1alpha1 path.
-pub fn setting<'a>(
-    cfg: &'a crate::Config,
-    v1alpha1: &str,
-    kind: &'a str,
-    field: &str,
-) -> Option<&'a Value> {
-    match cfg.kind(kind).next() {
-        Some(doc) => doc.value.pointer(field),
-        None => cfg.pointer(v1alpha1),
-    }
-    .filter(|v| !v.is_null())
-}
-
-/// A PEM of the config: a multi-document kind's PEM text, or v1alpha1's base64 of it.
-pub fn pem_setting(
-    cfg: &crate::Config,
-    v1alpha1_b64: &str,
-    kind: &str,
-    field: &str,
-) -> crate::Result<String> {
-    if let Some(doc) = cfg.kind(kind).next() {
-        return Ok(doc
-            .value
-            .pointer(field)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string());
-    }
-    match cfg.pointer(v1alpha1_b64).and_then(Value::as_str) {
-        Some(s) if !s.is_empty() => crate::secrets::unb64(s).map_err(|e| {
-            crate::Error::msg(format!(
-                "{}: {e}",
-                v1alpha1_b64.trim_start_matches('/').replace('/', ".")
-            ))
-        }),
-        _ => Ok(String::new()),
     }
 }

@@ -158,6 +158,9 @@ pub struct ConfigStatusSpec {
 resource_type!(ConfigStatusSpec, "ConfigStatuses.kubernetes.talos.dev", CONTROLPLANE_NS,
     columns [("Ready", "{.ready}"), ("Secrets Version", "{.version}")]);
 
+/// The id of the statuses of the files the static pods read.
+pub const STATIC_POD_FILES_ID: &str = "static-pods";
+
 /// The same for the secrets written under /system/secrets/kubernetes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SecretsStatusSpec {

@@ -530,7 +530,7 @@ mod tests {
             (
                 "machine.kubelet",
                 "    kubelet:\n        image: k\n",
-                "unread",
+                "live",
             ),
             (
                 "cluster.etcd",
@@ -546,6 +546,11 @@ mod tests {
             (
                 "cluster.apiServer",
                 "cluster:\n    apiServer:\n        image: k\n",
+                "live",
+            ),
+            (
+                "cluster.coreDNS",
+                "cluster:\n    coreDNS:\n        disabled: true\n",
                 "unread",
             ),
         ] {

@@ -15,11 +15,6 @@ use types::k8s::{
 
 use crate::controllers::inputs;
 
-/// The Kubernetes version of images the config leaves out.
-pub fn default_version() -> String {
-    format!("v{}", machinery::generate::DEFAULT_KUBERNETES_VERSION)
-}
-
 const PATHS: &[&str] = &[
     "kind:KubeAPIServerConfig",
     "kind:KubeControllerManagerConfig",
@@ -149,10 +144,10 @@ fn resources(cfg: &Config, section: Section) -> Resources {
 }
 
 fn image(cfg: &Config, section: Section, name: &str) -> String {
-    match section.get(cfg, "image").and_then(Value::as_str) {
-        Some(i) if !i.is_empty() => i.to_string(),
-        _ => format!("registry.k8s.io/{name}:{}", default_version()),
-    }
+    machinery::kubernetes::image_or_default(
+        section.get(cfg, "image").and_then(Value::as_str),
+        &format!("registry.k8s.io/{name}"),
+    )
 }
 
 fn flag(cfg: &Config, ptr: &str) -> bool {

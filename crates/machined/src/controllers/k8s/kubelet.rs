@@ -15,7 +15,6 @@ use types::k8s::{
 };
 
 use crate::controllers::inputs;
-use crate::controllers::k8s::control_plane::default_version;
 
 /// Where the kubelet's files live.
 pub const KUBELET_CONFIG: &str = "/etc/kubernetes/kubelet.yaml";
@@ -114,11 +113,10 @@ pub fn kubelet_config_of(cfg: &machinery::Config) -> KubeletConfigSpec {
         })
         .collect();
     KubeletConfigSpec {
-        image: k("image")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .unwrap_or_else(|| format!("ghcr.io/siderolabs/kubelet:{}", default_version())),
+        image: machinery::kubernetes::image_or_default(
+            k("image").and_then(Value::as_str),
+            "ghcr.io/siderolabs/kubelet",
+        ),
         cluster_dns,
         cluster_domain: setting(
             cfg,

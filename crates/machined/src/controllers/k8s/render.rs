@@ -16,6 +16,7 @@ use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use serde_json::Value;
 use types::k8s::{
     ConfigStatusSpec, SchedulerConfigSpec, SecretsStatusSpec, FINAL_PREFIX, SCHEDULER_ID,
+    STATIC_POD_FILES_ID,
 };
 use types::secrets::{
     KubernetesCertsSpec, KubernetesDynamicCertsSpec, KubernetesRootSpec, K8S_CERTS_ID,
@@ -23,9 +24,6 @@ use types::secrets::{
 };
 
 use crate::controllers::inputs;
-
-/// The id of the statuses of the files the static pods read.
-pub const STATIC_POD_FILES_ID: &str = "static-pods";
 
 /// Write `files` (name, contents) into `dir` owned by `uid`, mode 0400, atomically; returns
 /// a digest of the contents.

@@ -15,12 +15,11 @@ use serde_json::{json, Value};
 use types::k8s::{
     ApiServerConfigSpec, ConfigStatusSpec, ControllerManagerConfigSpec, SchedulerConfigSpec,
     SecretsStatusSpec, StaticPodServerStatusSpec, StaticPodSpec, APISERVER_ID,
-    CONTROLLER_MANAGER_ID, FINAL_PREFIX, SCHEDULER_ID, STATIC_POD_SERVER_ID,
+    CONTROLLER_MANAGER_ID, FINAL_PREFIX, SCHEDULER_ID, STATIC_POD_FILES_ID, STATIC_POD_SERVER_ID,
 };
 use types::runtime::ServiceStatusSpec;
 
 use crate::controllers::inputs;
-use crate::controllers::k8s::render::STATIC_POD_FILES_ID;
 
 fn final_id(id: &str) -> String {
     format!("{FINAL_PREFIX}{id}")
