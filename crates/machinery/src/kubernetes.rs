@@ -390,6 +390,26 @@ pub fn image_or_default(configured: Option<&str>, repository: &str) -> String {
     }
 }
 
+/// `extraArgs` of the config: a value is a string, or a list for a repeated flag.
+pub fn extra_args(v: Option<&Value>) -> std::collections::BTreeMap<String, Vec<String>> {
+    let scalar = |v: &Value| {
+        v.as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string())
+    };
+    v.and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let values = match v {
+                Value::Array(items) => items.iter().map(scalar).collect(),
+                other => vec![scalar(other)],
+            };
+            (k.clone(), values)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,26 +96,6 @@ fn strings(v: Option<&Value>, default: &str) -> Vec<String> {
     }
 }
 
-/// `extraArgs`: a value is a string, or a list for a repeated flag.
-pub fn extra_args(v: Option<&Value>) -> BTreeMap<String, Vec<String>> {
-    let scalar = |v: &Value| {
-        v.as_str()
-            .map(String::from)
-            .unwrap_or_else(|| v.to_string())
-    };
-    v.and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| {
-            let values = match v {
-                Value::Array(items) => items.iter().map(scalar).collect(),
-                other => vec![scalar(other)],
-            };
-            (k.clone(), values)
-        })
-        .collect()
-}
-
 /// `extraVolumes`, named after their mount paths as upstream does.
 fn extra_volumes(cfg: &Config, section: &str) -> Vec<ExtraVolume> {
     cfg.pointer(&format!("{section}/extraVolumes"))
@@ -185,7 +165,7 @@ pub fn configs_of(
         etcd_servers: vec!["https://localhost:2379".into()],
         local_port: port,
         service_cidrs: services.clone(),
-        extra_args: extra_args(api.get(cfg, "extraArgs")),
+        extra_args: machinery::kubernetes::extra_args(api.get(cfg, "extraArgs")),
         extra_volumes: extra_volumes(cfg, api.v1alpha1),
         environment_variables: string_map(api.get(cfg, "env")),
         advertised_address: String::new(),
@@ -215,7 +195,7 @@ pub fn configs_of(
         cloud_provider: cloud.into(),
         pod_cidrs: pods,
         service_cidrs: services,
-        extra_args: extra_args(cm.get(cfg, "extraArgs")),
+        extra_args: machinery::kubernetes::extra_args(cm.get(cfg, "extraArgs")),
         extra_volumes: extra_volumes(cfg, cm.v1alpha1),
         environment_variables: string_map(cm.get(cfg, "env")),
         resources: resources(cfg, cm),
@@ -225,7 +205,7 @@ pub fn configs_of(
     let scheduler = SchedulerConfigSpec {
         enabled: enabled(sc, "/machine/controlPlane/scheduler/disabled"),
         image: image(cfg, sc, "kube-scheduler"),
-        extra_args: extra_args(sc.get(cfg, "extraArgs")),
+        extra_args: machinery::kubernetes::extra_args(sc.get(cfg, "extraArgs")),
         extra_volumes: extra_volumes(cfg, sc.v1alpha1),
         environment_variables: string_map(sc.get(cfg, "env")),
         resources: resources(cfg, sc),
