@@ -4,8 +4,6 @@
 //! KubeletConfiguration (Talos's defaults, then `extraConfig`, which apply has checked
 //! against the complete field list), pointing at the static pod server.
 
-use std::collections::BTreeMap;
-
 use machinery::kubernetes::kubelet_flag;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use serde_json::{json, Value};
@@ -50,23 +48,7 @@ pub fn kubelet_config_of(cfg: &machinery::Config) -> KubeletConfigSpec {
         setting(cfg, &format!("/machine/kubelet/{p}"), kind, &field)
     };
     let flag = |p: &str| k(p).and_then(Value::as_bool);
-    let scalar = |v: &Value| {
-        v.as_str()
-            .map(String::from)
-            .unwrap_or_else(|| v.to_string())
-    };
-    let extra_args: BTreeMap<String, Vec<String>> = k("extraArgs")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(name, v)| {
-            let values = match v {
-                Value::Array(items) => items.iter().map(scalar).collect(),
-                other => vec![scalar(other)],
-            };
-            (name.clone(), values)
-        })
-        .collect();
+    let extra_args = machinery::kubernetes::extra_args(k("extraArgs"));
     let extra_mounts = k("extraMounts")
         .and_then(Value::as_array)
         .into_iter()
