@@ -71,10 +71,17 @@ pub struct Kubeconfig<'a> {
     pub user: &'a str,
     /// The context's name.
     pub context: &'a str,
-    pub crt: &'a str,
-    pub key: &'a str,
+    pub auth: Auth<'a>,
     /// The namespace of the context, if any.
     pub namespace: Option<&'a str>,
+}
+
+/// How a kubeconfig's user proves who it is.
+pub enum Auth<'a> {
+    /// A client certificate and its key (PEM).
+    Cert { crt: &'a str, key: &'a str },
+    /// A bearer token (the kubelet's bootstrap token, `<id>.<secret>`).
+    Token(&'a str),
 }
 
 /// A kubeconfig (`kind: Config`) with the credentials inline.
@@ -91,9 +98,12 @@ pub fn kubeconfig(k: &Kubeconfig) -> Value {
             "server": k.server,
             "certificate-authority-data": b64(k.ca),
         }}],
-        "users": [{"name": k.user, "user": {
-            "client-certificate-data": b64(k.crt),
-            "client-key-data": b64(k.key),
+        "users": [{"name": k.user, "user": match k.auth {
+            Auth::Cert { crt, key } => json!({
+                "client-certificate-data": b64(crt),
+                "client-key-data": b64(key),
+            }),
+            Auth::Token(token) => json!({"token": token}),
         }}],
         "contexts": [{"name": k.context, "context": context}],
         "current-context": k.context,

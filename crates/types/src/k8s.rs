@@ -174,6 +174,13 @@ resource_type!(SecretsStatusSpec, "SecretStatuses.kubernetes.talos.dev", CONTROL
 /// The id of the kubelet's resources.
 pub const KUBELET_ID: &str = "kubelet";
 
+/// Where the kubelet's files live on the node.
+pub const KUBELET_CONFIG: &str = "/etc/kubernetes/kubelet.yaml";
+pub const KUBELET_BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubeconfig";
+pub const KUBELET_KUBECONFIG: &str = "/etc/kubernetes/kubeconfig-kubelet";
+pub const KUBELET_CA: &str = "/etc/kubernetes/pki/ca.crt";
+pub const KUBELET_PKI_DIR: &str = "/var/lib/kubelet/pki";
+
 /// A mount into the kubelet's container (`machine.kubelet.extraMounts`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KubeletMount {

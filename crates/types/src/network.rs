@@ -227,9 +227,19 @@ resource_type!(RouteStatusSpec, "RouteStatuses.net.talos.dev", NETWORK_NS,
         ("Link", "{.outLinkName}"), ("Metric", "{.priority}")]);
 resource_type!(AddressSpecSpec, "AddressSpecs.net.talos.dev", NETWORK_NS);
 resource_type!(RouteSpecSpec, "RouteSpecs.net.talos.dev", NETWORK_NS);
-resource_type!(LinkSpecSpec, "LinkSpecs.net.talos.dev", NETWORK_NS);
+resource_type!(
+    LinkSpecSpec,
+    "LinkSpecs.net.talos.dev",
+    NETWORK_NS,
+    sensitive
+);
 resource_type!(HostnameSpecSpec, "HostnameSpecs.net.talos.dev", NETWORK_NS);
-resource_type!(OperatorSpecSpec, "OperatorSpecs.net.talos.dev", NETWORK_NS);
+resource_type!(
+    OperatorSpecSpec,
+    "OperatorSpecs.net.talos.dev",
+    NETWORK_NS,
+    sensitive
+);
 resource_type!(ResolverSpecSpec, "ResolverSpecs.net.talos.dev", NETWORK_NS,
     columns [("Layer", "{.layer}"), ("Resolvers", "{.dnsServers}"),
         ("Search Domains", "{.searchDomains}")]);
@@ -237,7 +247,7 @@ resource_type!(ResolverStatusSpec, "ResolverStatuses.net.talos.dev", NETWORK_NS,
     aliases ["resolvers"],
     columns [("Resolvers", "{.dnsServers}"), ("Search Domains", "{.searchDomains}")]);
 resource_type!(TimeServerSpecSpec, "TimeServerSpecs.net.talos.dev", NETWORK_NS,
-    columns [("Layer", "{.layer}"), ("Timeservers", "{.timeServers}"), ("UseNTS", "{.useNTS}")]);
+    columns [("Timeservers", "{.timeServers}"), ("UseNTS", "{.useNTS}")]);
 resource_type!(TimeServerStatusSpec, "TimeServerStatuses.net.talos.dev", NETWORK_NS,
     aliases ["timeserver", "timeservers"],
     columns [("Timeservers", "{.timeServers}"), ("UseNTS", "{.useNTS}")]);

@@ -148,7 +148,7 @@ resource_type!(
     VersionSpec,
     "Versions.runtime.talos.dev",
     RUNTIME_NS,
-    columns[("Version", "{.version}")]
+    columns[("Name", "{.name}"), ("Version", "{.version}")]
 );
 resource_type!(
     TimeStatusSpec,

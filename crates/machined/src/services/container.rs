@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use machinery::cri::Registries;
+use resources::State;
+use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
 
 use crate::services::supervisor::Launcher;
 use crate::sys::ctrd_container::{start_container, ContainerSpec};
@@ -32,5 +34,17 @@ pub fn launcher(
             );
             Ok(task)
         })
+    })
+}
+
+/// The registry settings of the active config, read each time an image is pulled.
+pub fn registries_of(state: &State) -> Arc<dyn Fn() -> Registries + Send + Sync> {
+    let state = state.clone();
+    Arc::new(move || {
+        state
+            .spec_of::<MachineConfigSpec>(MACHINE_CONFIG_ID)
+            .and_then(|c| machinery::Config::parse(&c.0).ok())
+            .and_then(|c| Registries::from_config(&c).ok())
+            .unwrap_or_default()
     })
 }

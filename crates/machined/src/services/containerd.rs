@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::services::supervisor::{HealthCheck, ServiceSpec};
+use crate::services::supervisor::{HealthCheck, ServiceSpec, ServiceState};
 use std::path::Path;
 use std::time::Duration;
 
@@ -60,7 +60,10 @@ pub fn services() -> Result<[ServiceSpec; 2], String> {
             let mut said = false;
             while !Path::new(MERGED).is_file() {
                 if !said {
-                    note("waiting for the CRI configuration".into());
+                    note(
+                        ServiceState::Preparing,
+                        "waiting for the CRI configuration".into(),
+                    );
                     said = true;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -17,7 +17,7 @@ use types::etcd::{EtcdSpecSpec, ETCD_ID};
 use types::runtime::BootstrapRequestSpec;
 use types::secrets::EtcdCertsSpec;
 
-use crate::services::supervisor::{HealthCheck, Note, ServiceSpec};
+use crate::services::supervisor::{HealthCheck, Note, ServiceSpec, ServiceState};
 
 /// Who writes the bootstrap request (the API, on `talosctl bootstrap`).
 const BOOTSTRAP_OWNER: &str = "api";
@@ -194,7 +194,7 @@ impl Etcd {
                 Ok(args) => return Ok(args),
                 Err(e) => {
                     if !announced {
-                        note(format!(
+                        note(ServiceState::Preparing, format!(
                             "etcd is waiting to join the cluster ({e}); if this node is the first control plane, run `talosctl bootstrap` against it"
                         ));
                         announced = true;

@@ -45,8 +45,9 @@ impl ServiceState {
 use crate::sys::process;
 pub use crate::sys::{BoxFuture, Task};
 
-/// Says what a preparing service is waiting for (an event in state Preparing).
-pub type Note = Arc<dyn Fn(String) + Send + Sync>;
+/// Says what a preparing service is doing or waiting for (an event in that state: Preparing,
+/// or Waiting while something outside it, such as its image, is not there yet).
+pub type Note = Arc<dyn Fn(ServiceState, String) + Send + Sync>;
 
 /// Runs before each start of a service; resolves to extra arguments, or fails the start.
 pub type Prepare = Arc<dyn Fn(Note) -> BoxFuture<Result<Vec<String>, String>> + Send + Sync>;
@@ -164,6 +165,11 @@ impl Supervisor {
     pub fn with_env(mut self, env: Vec<(String, String)>) -> Supervisor {
         self.env = Arc::new(env);
         self
+    }
+
+    /// `machine.env` as `NAME=value` (for services that run as containers).
+    pub fn env(&self) -> Vec<String> {
+        self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
 
     /// Publish state changes on this event stream.
@@ -346,8 +352,7 @@ impl Supervisor {
             if let Some(prepare) = &spec.prepare {
                 let sup = self.clone();
                 let note_id = id.clone();
-                let note: Note =
-                    Arc::new(move |msg| sup.event(&note_id, ServiceState::Preparing, msg));
+                let note: Note = Arc::new(move |state, msg| sup.event(&note_id, state, msg));
                 let prepared = tokio::select! {
                     r = prepare(note) => Some(r),
                     _ = wake.notified() => None,

@@ -28,20 +28,86 @@ pub struct Bind {
     pub writable: bool,
 }
 
+/// A mount of any type into a service container, with its own options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    pub kind: String,
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub options: Vec<String>,
+}
+
 /// How a service runs as a container.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
     pub id: String,
     pub image: String,
     pub binds: Vec<Bind>,
-    /// Capabilities kept (all others are dropped).
+    /// Mounts after the binds (type and options as given).
+    pub mounts: Vec<Mount>,
+    /// Capabilities kept (all others are dropped); ignored when privileged.
     pub capabilities: Vec<String>,
     pub pids_limit: i64,
     /// CPU shares relative to other services (1024 is the default).
     pub cpu_shares: u64,
     /// Memory limit in bytes; 0 for none.
     pub memory_limit: i64,
+    /// Share the node's PID namespace (its network it always shares).
+    pub host_pid: bool,
+    /// Every capability and device, nothing masked, sysfs writable: what the kubelet needs
+    /// to manage the node's pods.
+    pub privileged: bool,
+    pub oom_score_adj: Option<i32>,
+    /// Environment beyond the image's.
+    pub env: Vec<String>,
+    /// The cgroup under the node's (`system/<id>` when empty).
+    pub cgroup: String,
 }
+
+/// Every capability a process may be granted (Linux 5.9+).
+const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
 
 /// The cgroup machined itself runs in (the node's, in container mode), where service
 /// containers go under `system/`.
@@ -72,7 +138,7 @@ pub fn runtime_spec(spec: &ContainerSpec, args: &[String], env: &[String]) -> se
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if spec.privileged { "rw" } else { "ro" }]}),
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}),
     ];
     for b in &spec.binds {
@@ -83,7 +149,19 @@ pub fn runtime_spec(spec: &ContainerSpec, args: &[String], env: &[String]) -> se
             "options": ["rbind", "nosuid", "nodev", if b.writable { "rw" } else { "ro" }],
         }));
     }
-    let caps = &spec.capabilities;
+    for m in &spec.mounts {
+        mounts.push(json!({
+            "destination": m.destination,
+            "type": m.kind,
+            "source": m.source,
+            "options": m.options,
+        }));
+    }
+    let caps: Vec<&str> = if spec.privileged {
+        ALL_CAPABILITIES.to_vec()
+    } else {
+        spec.capabilities.iter().map(String::as_str).collect()
+    };
     // As many open files as the node may have (raising it needs CAP_SYS_RESOURCE).
     let mut limit = nix::libc::rlimit {
         rlim_cur: 0,
@@ -96,14 +174,22 @@ pub fn runtime_spec(spec: &ContainerSpec, args: &[String], env: &[String]) -> se
         1024
     };
     let mut resources = json!({
-        "devices": [{"allow": false, "access": "rwm"}],
+        "devices": [{"allow": spec.privileged, "access": "rwm"}],
         "pids": {"limit": spec.pids_limit},
         "cpu": {"shares": spec.cpu_shares},
     });
     if spec.memory_limit > 0 {
         resources["memory"] = json!({"limit": spec.memory_limit});
     }
-    json!({
+    let mut namespaces = vec![json!({"type": "ipc"}), json!({"type": "mount"})];
+    if !spec.host_pid {
+        namespaces.insert(0, json!({"type": "pid"}));
+    }
+    let cgroup = match spec.cgroup.as_str() {
+        "" => format!("system/{}", spec.id),
+        c => c.to_string(),
+    };
+    let mut s = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -113,18 +199,44 @@ pub fn runtime_spec(spec: &ContainerSpec, args: &[String], env: &[String]) -> se
             "cwd": "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-            "noNewPrivileges": true,
+            "noNewPrivileges": !spec.privileged,
         },
         "root": {"path": "rootfs", "readonly": true},
         "mounts": mounts,
         "linux": {
-            "cgroupsPath": format!("{}/system/{}", own_cgroup(), spec.id),
+            "cgroupsPath": format!("{}/{cgroup}", own_cgroup()),
             "resources": resources,
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
-            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            "namespaces": namespaces,
         },
-    })
+    });
+    if spec.privileged {
+        // Mounts made for pods must reach the node, and the node's the kubelet.
+        s["linux"]["rootfsPropagation"] = json!("shared");
+    } else {
+        s["linux"]["maskedPaths"] = json!([
+            "/proc/acpi",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/proc/scsi",
+            "/sys/firmware"
+        ]);
+        s["linux"]["readonlyPaths"] = json!([
+            "/proc/asound",
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger"
+        ]);
+    }
+    if let Some(adj) = spec.oom_score_adj {
+        s["process"]["oomScoreAdj"] = json!(adj);
+    }
+    s
 }
 
 /// Remove what a previous run of a container left (task, container, snapshot).
@@ -237,6 +349,7 @@ pub async fn start_container(
     }
     args.extend(argv.iter().skip(1).cloned());
     let mut env = config.config.env.clone();
+    env.extend(spec.env.iter().cloned());
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
@@ -353,7 +466,7 @@ mod tests {
             capabilities: Vec::new(),
             pids_limit: 1024,
             cpu_shares: 2048,
-            memory_limit: 0,
+            ..Default::default()
         };
         let s = runtime_spec(&spec, &["/usr/local/bin/etcd".into()], &[]);
         assert_eq!(

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext, State};
-use types::config::{MachineConfigSpec, MACHINE_CONFIG_ID};
 use types::etcd::{EtcdSpecSpec, PkiStatusSpec, ETCD_ID};
 use types::runtime::{MountStatusSpec, ServiceStatusSpec};
 use types::secrets::EtcdCertsSpec;
@@ -36,15 +35,6 @@ impl ServiceController {
             running: None,
         }
     }
-}
-
-/// Registries from the active config (read when an image is pulled).
-fn registries(state: &State) -> machinery::cri::Registries {
-    state
-        .spec_of::<MachineConfigSpec>(MACHINE_CONFIG_ID)
-        .and_then(|c| machinery::Config::parse(&c.0).ok())
-        .and_then(|c| machinery::cri::Registries::from_config(&c).ok())
-        .unwrap_or_default()
 }
 
 #[async_trait::async_trait]
@@ -86,7 +76,6 @@ impl Controller for ServiceController {
         // Like upstream, etcd runs from an image when the config names one.
         if !spec.image.is_empty() {
             service.depends_on.push("containerd".into());
-            let state = self.state.clone();
             service.launcher = Some(crate::services::container::launcher(
                 ctrd_container::ContainerSpec {
                     id: etcd::SERVICE.into(),
@@ -95,9 +84,9 @@ impl Controller for ServiceController {
                     capabilities: Vec::new(),
                     pids_limit: 4096,
                     cpu_shares: 2048,
-                    memory_limit: 0,
+                    ..Default::default()
                 },
-                Arc::new(move || registries(&state)),
+                crate::services::container::registries_of(&self.state),
             ));
         }
         if self.running.is_some() {

@@ -9,18 +9,12 @@ use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use serde_json::{json, Value};
 use types::k8s::{
     KubeletConfigSpec, KubeletMount, KubeletSpecSpec, NodenameSpec, StaticPodServerStatusSpec,
-    KUBELET_ID, STATIC_POD_SERVER_ID,
+    KUBELET_BOOTSTRAP_KUBECONFIG, KUBELET_CA, KUBELET_CONFIG, KUBELET_ID, KUBELET_KUBECONFIG,
+    KUBELET_PKI_DIR, STATIC_POD_SERVER_ID,
 };
 
 use crate::controllers::inputs;
-
-/// Where the kubelet's files live.
-pub const KUBELET_CONFIG: &str = "/etc/kubernetes/kubelet.yaml";
-pub const KUBELET_BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubeconfig";
-pub const KUBELET_KUBECONFIG: &str = "/etc/kubernetes/kubeconfig-kubelet";
-pub const KUBELET_CA: &str = "/etc/kubernetes/pki/ca.crt";
-pub const KUBELET_PKI_DIR: &str = "/var/lib/kubelet/pki";
-pub const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
+use crate::sys::cri::CRI_SOCKET;
 
 pub struct KubeletConfigController;
 

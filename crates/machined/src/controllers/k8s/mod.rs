@@ -1,18 +1,25 @@
 //! Kubernetes on the node: the control plane's configs and static pods (`control_plane`,
-//! `render`, `static_pods`) and the kubelet's (`kubelet`).
+//! `render`, `static_pods`) and the kubelet's (`kubelet`, `kubelet_service`).
 
 pub mod control_plane;
 pub mod kubelet;
+pub mod kubelet_service;
 pub mod render;
 pub mod static_pods;
 
-use resources::{Runtime, RuntimeError};
+use resources::{Runtime, RuntimeError, State};
 
 use crate::controllers::secrets::kubernetes as k8s_secrets;
+use crate::services::supervisor::Supervisor;
 
-/// Register the Kubernetes controllers; those writing the control plane's files only on a
+/// Register the Kubernetes controllers; those writing files and running the kubelet only on a
 /// node that owns its file system (`rooted`).
-pub fn register(rt: &mut Runtime, rooted: bool) -> Result<(), RuntimeError> {
+pub fn register(
+    rt: &mut Runtime,
+    rooted: bool,
+    services: &Supervisor,
+    state: &State,
+) -> Result<(), RuntimeError> {
     rt.register(k8s_secrets::KubernetesRootController)?;
     rt.register(k8s_secrets::KubeletController)?;
     rt.register(k8s_secrets::KubernetesCertsController::default())?;
@@ -26,6 +33,10 @@ pub fn register(rt: &mut Runtime, rooted: bool) -> Result<(), RuntimeError> {
         rt.register(render::RenderSecretsController)?;
         rt.register(render::RenderConfigsController)?;
         rt.register(static_pods::ControlPlaneStaticPodController)?;
+        rt.register(kubelet_service::KubeletServiceController::new(
+            services.clone(),
+            state.clone(),
+        ))?;
     }
     Ok(())
 }

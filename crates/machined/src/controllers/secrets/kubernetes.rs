@@ -399,8 +399,10 @@ pub fn kubeconfig_for(
             ca: &ca,
             user: context,
             context,
-            crt: &cert.crt,
-            key: &cert.key,
+            auth: k8s::files::Auth::Cert {
+                crt: &cert.crt,
+                key: &cert.key,
+            },
             namespace: None,
         },
     )))
