@@ -138,9 +138,6 @@ pub fn fill_aliases(ty: &str, explicit: &[&str]) -> (Vec<String>, Vec<String>) {
     for i in 2..parts.len() {
         all.push(parts[..i].join(".").to_lowercase());
     }
-    // An explicit alias that is also an automatic one is listed once.
-    let mut seen = std::collections::HashSet::new();
-    aliases.retain(|a| seen.insert(a.clone()));
     all.extend(aliases.iter().cloned());
     (aliases, all)
 }

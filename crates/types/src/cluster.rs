@@ -65,15 +65,12 @@ resource_type!(
     IdentitySpec,
     "Identities.cluster.talos.dev",
     CLUSTER_NS,
-    aliases["identity"],
     columns[("ID", "{.nodeId}")]
 );
 resource_type!(AffiliateSpec, "Affiliates.cluster.talos.dev", CLUSTER_NS,
-    aliases ["affiliate"],
     columns [("Hostname", "{.hostname}"), ("Machine Type", "{.machineType}"),
         ("Addresses", "{.addresses}")]);
 resource_type!(MemberSpec, "Members.cluster.talos.dev", CLUSTER_NS,
-    aliases ["member"],
     columns [("Hostname", "{.hostname}"), ("Machine Type", "{.machineType}"),
         ("OS", "{.operatingSystem}"), ("Addresses", "{.addresses}")]);
 resource_type!(

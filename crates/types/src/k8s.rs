@@ -18,7 +18,6 @@ resource_type!(
     NodenameSpec,
     "Nodenames.kubernetes.talos.dev",
     K8S_NS,
-    aliases["nodename"],
     columns[("Nodename", "{.nodename}")]
 );
 

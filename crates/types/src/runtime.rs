@@ -168,7 +168,6 @@ resource_type!(ExtensionStatusSpec, "ExtensionStatuses.runtime.talos.dev", RUNTI
     aliases ["extensions"],
     columns [("Name", "{.metadata.name}"), ("Version", "{.metadata.version}")]);
 resource_type!(VolumeStatusSpec, "VolumeStatuses.block.talos.dev", RUNTIME_NS,
-    aliases ["volumestatus", "vs"],
     columns [("Type", "{.type}"), ("Phase", "{.phase}"), ("Location", "{.location}"),
         ("Size", "{.prettySize}")]);
 resource_type!(ServiceStatusSpec, "Services.v1alpha1.talos.dev", RUNTIME_NS,
