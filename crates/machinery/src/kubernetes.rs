@@ -410,10 +410,47 @@ pub fn extra_args(v: Option<&Value>) -> std::collections::BTreeMap<String, Vec<S
         .collect()
 }
 
+/// KubePrism's port when it is on: `machine.features.kubePrism` (enabled, port) or a
+/// KubePrismConfig document (its presence turns it on; port 7445 unless said).
+pub fn kube_prism_port(cfg: &crate::Config) -> Option<u16> {
+    let (enabled, port) = match cfg.kind("KubePrismConfig").next() {
+        Some(doc) => (
+            doc.value.get("enabled").and_then(Value::as_bool) != Some(false),
+            doc.value.get("port"),
+        ),
+        None => (
+            cfg.pointer("/machine/features/kubePrism/enabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            cfg.pointer("/machine/features/kubePrism/port"),
+        ),
+    };
+    let port = port
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(7445);
+    enabled.then_some(port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kube_prism_is_on_by_feature_or_document() {
+        let port = |text: &str| kube_prism_port(&crate::Config::parse(text).unwrap());
+        let v1 = |f: &str| {
+            format!("version: v1alpha1\nmachine:\n    type: worker\n    features:\n        kubePrism: {f}\n")
+        };
+        assert_eq!(port(&v1("{enabled: true, port: 7446}")), Some(7446));
+        assert_eq!(port(&v1("{enabled: true}")), Some(7445));
+        assert_eq!(port(&v1("{enabled: false, port: 7446}")), None);
+        let doc = "version: v1alpha1\nmachine:\n    type: worker\n---\napiVersion: v1alpha1\nkind: KubePrismConfig\n";
+        assert_eq!(port(doc), Some(7445));
+        assert_eq!(port(&format!("{doc}port: 7000\n")), Some(7000));
+    }
 
     #[test]
     fn extra_config_fields_are_checked_by_name_protection_and_type() {

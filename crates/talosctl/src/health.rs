@@ -232,7 +232,7 @@ pub async fn check(info: &ClusterInfo, deadline: Instant) -> Result<()> {
     let checks: Vec<Check> = vec![
         (
             "etcd to be healthy",
-            Box::new(|| Box::pin(etcd_healthy(info))),
+            Box::new(|| Box::pin(healthy_on_control_planes(info, "etcd"))),
         ),
         (
             "etcd members to be consistent across nodes",
@@ -258,7 +258,7 @@ pub async fn check(info: &ClusterInfo, deadline: Instant) -> Result<()> {
         ),
         (
             "kubelet to be healthy",
-            Box::new(|| Box::pin(async { Ok(Outcome::Skip) })),
+            Box::new(|| Box::pin(kubelet_healthy(info))),
         ),
         (
             "time to be in sync",
@@ -368,23 +368,49 @@ fn service_problem(node: &str, s: &api::machine::ServiceInfo) -> Option<String> 
     }
 }
 
-async fn etcd_healthy(info: &ClusterInfo) -> std::result::Result<Outcome, String> {
+/// `id` Running and healthy on every control plane.
+async fn healthy_on_control_planes(
+    info: &ClusterInfo,
+    id: &str,
+) -> std::result::Result<Outcome, String> {
     let all = futures::future::join_all(info.control_planes.iter().map(|n| async move {
         let services = services_of(info, n).await?;
-        let etcd = services
+        let service = services
             .iter()
-            .find(|s| s.id == "etcd")
-            .ok_or_else(|| format!("{n}: service \"etcd\" not found"))?;
-        match service_problem(n, etcd) {
+            .find(|s| s.id == id)
+            .ok_or_else(|| format!("{n}: service \"{id}\" not found"))?;
+        match service_problem(n, service) {
             Some(p) => Err(p),
-            None if etcd.health.as_ref().is_none_or(|h| h.unknown) => {
-                Err(format!("{n}: service \"etcd\" health is not known yet"))
+            None if service.health.as_ref().is_none_or(|h| h.unknown) => {
+                Err(format!("{n}: service \"{id}\" health is not known yet"))
             }
             None => Ok(()),
         }
     }))
     .await;
     first_error(all)
+}
+
+/// The kubelet Running and healthy on every control plane; skipped when the node talked to
+/// runs no kubelet (no KubeletConfig).
+async fn kubelet_healthy(info: &ClusterInfo) -> std::result::Result<Outcome, String> {
+    let Some(first) = info.control_planes.first() else {
+        return Ok(Outcome::Skip);
+    };
+    let t = info.target(first)?;
+    let config = client::state(&t)
+        .get(GetRequest {
+            namespace: "k8s".into(),
+            r#type: "KubeletConfigs.kubernetes.talos.dev".into(),
+            id: "kubelet".into(),
+            options: None,
+        })
+        .await;
+    match config {
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(Outcome::Skip),
+        Err(s) => Err(rpc_error(first, s)),
+        Ok(_) => healthy_on_control_planes(info, "kubelet").await,
+    }
 }
 
 fn first_error(all: Vec<std::result::Result<(), String>>) -> std::result::Result<Outcome, String> {

@@ -16,7 +16,19 @@ use common::{in_netns, wait_until, Registry};
 struct TestCluster {
     name: String,
     dir: PathBuf,
+    /// Serves the stand-in kubelet to the cluster's nodes.
+    kubelet_registry: std::sync::Mutex<Option<Registry>>,
 }
+
+/// No kubelet can be had here: the tests' clusters run this image as their kubelet.
+const STAND_IN_KUBELET: &str = "kubelet.test/stand-in:1";
+/// A patch setting the kubelet's image (in the KubeletConfig document `gen config` writes).
+fn kubelet_image_patch(image: &str) -> String {
+    format!(r#"{{"apiVersion":"v1alpha1","kind":"KubeletConfig","image":"{image}"}}"#)
+}
+
+/// Where the nodes find it (a registry on the cluster's gateway).
+const STAND_IN_PORT: u16 = 5999;
 
 impl TestCluster {
     fn new(tag: &str) -> TestCluster {
@@ -26,7 +38,11 @@ impl TestCluster {
         let dir = std::env::temp_dir().join(format!("talos-cluster-test-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        TestCluster { name, dir }
+        TestCluster {
+            name,
+            dir,
+            kubelet_registry: Default::default(),
+        }
     }
 
     fn state(&self) -> String {
@@ -67,7 +83,31 @@ impl TestCluster {
             "3m",
         ];
         args.extend_from_slice(extra);
-        self.ok(&args)
+        let mirror = format!("kubelet.test=http://10.5.0.1:{STAND_IN_PORT}");
+        let kubelet = kubelet_image_patch(STAND_IN_KUBELET);
+        args.extend(["--registry-mirror", &mirror, "--config-patch", &kubelet]);
+        // The stand-in's registry comes up with the cluster's network, while create waits
+        // for the kubelets to be healthy.
+        let (name, dir) = (self.name.clone(), self.dir.clone());
+        let serving = std::thread::spawn(move || {
+            wait_until("the cluster's gateway", Duration::from_secs(60), || {
+                Path::new("/run/netns").join(&name).exists()
+                    && in_netns(&name, || std::net::TcpListener::bind("10.5.0.1:0").is_ok())
+                        .join()
+                        .unwrap()
+            });
+            let registry = Registry::start(&name, &dir, STAND_IN_PORT, None);
+            push_image(
+                &name,
+                &format!("10.5.0.1:{STAND_IN_PORT}/stand-in:1"),
+                stand_in_kubelet(),
+                None,
+            );
+            registry
+        });
+        let out = self.ok(&args);
+        *self.kubelet_registry.lock().unwrap() = Some(serving.join().unwrap());
+        out
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -221,6 +261,7 @@ impl TestCluster {
     /// Destroy, then check that nothing the cluster made remains.
     fn destroy_and_check(&self) {
         let rec = self.record();
+        self.kubelet_registry.lock().unwrap().take();
         self.ok(&["cluster", "destroy"]);
         let netns: Vec<String> = std::iter::once(rec["netns"].as_str().unwrap().to_string())
             .chain(
@@ -283,19 +324,69 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if let Ok(mut r) = self.kubelet_registry.lock() {
+            r.take();
+        }
         let _ = self.talosctl(&["cluster", "destroy", "--force"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// A stand-in API server in a namespace: answers each connection with its name; stops when
+/// dropped.
+struct NamedServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NamedServer {
+    fn start(netns: &str, addr: &str, name: &'static str) -> NamedServer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (addr, stopping) = (addr.to_string(), stop.clone());
+        let (bound_tx, bound) = std::sync::mpsc::channel();
+        let thread = in_netns(netns, move || {
+            use std::io::Write;
+            let l = std::net::TcpListener::bind(&addr).unwrap();
+            l.set_nonblocking(true).unwrap();
+            bound_tx.send(()).unwrap();
+            while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.write_all(name.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        bound.recv_timeout(Duration::from_secs(10)).unwrap();
+        NamedServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NamedServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Cluster tests need root, etcd, the machined binary, and for the kubelet's stand-in (and
+/// other containers) containerd and a registry.
 fn can_run() -> bool {
     let ok = std::fs::metadata("/run").is_ok_and(|_| unsafe { nix::libc::geteuid() } == 0)
         && Path::new("/usr/bin/etcd").exists()
+        && Path::new("/usr/bin/docker-registry").exists()
+        && Path::new("/usr/bin/containerd").exists()
         && Path::new(env!("CARGO_BIN_EXE_talosctl"))
             .with_file_name("machined")
             .exists();
     if !ok && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("cluster tests need root, etcd (etcd-server) and the machined binary built");
+        panic!("cluster tests need root, etcd (etcd-server), containerd, docker-registry and the machined binary built");
     }
     ok
 }
@@ -905,6 +996,132 @@ fn kubernetes_on_the_node_static_pods_kubelet_specs_and_kubeconfig() {
         assert!(subject.contains("O = system:masters"), "{subject}");
     }
 
+    // The kubelet runs as a container of the system containerd: the stand-in image with the
+    // kubelet's command line, in the node's PID namespace, with the node's paths mounted.
+    let containers = c.ok(&["containers", "-n", "10.5.0.2"]);
+    let pid = containers
+        .lines()
+        .find(|l| l.contains(STAND_IN_KUBELET) && l.contains("RUNNING"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.parse::<u32>().ok()))
+        .unwrap_or_else(|| panic!("the kubelet's container in {containers}"));
+    let proc = |file: &str| c.ok(&["read", "-n", "10.5.0.2", &format!("/proc/{pid}/{file}")]);
+    let cmdline = proc("cmdline").replace('\0', " ");
+    for arg in [
+        "--config=/etc/kubernetes/kubelet.yaml",
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubeconfig",
+        "--node-ip=10.5.0.2",
+    ] {
+        assert!(cmdline.contains(arg), "{arg} in {cmdline}");
+    }
+    let nspid = proc("status");
+    let nspid = nspid.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(
+        nspid.split_whitespace().count(),
+        2,
+        "host PID namespace: {nspid}"
+    );
+    let mounts = proc("mountinfo");
+    for at in [
+        " /var/lib/kubelet ",
+        " /etc/kubernetes ",
+        " /var/log/pods ",
+        " /dev ",
+    ] {
+        assert!(mounts.contains(at), "{at} in {mounts}");
+    }
+    let logs = c.ok(&["logs", "kubelet", "-n", "10.5.0.2"]);
+    assert!(
+        logs.contains("kubelet stand-in: --bootstrap-kubeconfig"),
+        "{logs}"
+    );
+    // Its files: the KubeletConfiguration with extraConfig, a bootstrap kubeconfig through
+    // KubePrism with the bootstrap token.
+    let kubelet_yaml = c.ok(&["read", "-n", "10.5.0.3", "/etc/kubernetes/kubelet.yaml"]);
+    assert!(kubelet_yaml.contains("maxPods: 150"), "{kubelet_yaml}");
+    let bootstrap = c.ok(&[
+        "read",
+        "-n",
+        "10.5.0.3",
+        "/etc/kubernetes/bootstrap-kubeconfig",
+    ]);
+    assert!(
+        bootstrap.contains("server: https://localhost:7445") && bootstrap.contains("token: "),
+        "{bootstrap}"
+    );
+
+    // An image that cannot be pulled leaves the kubelet Waiting, the image and why said, and
+    // health reports it.
+    c.ok(&[
+        "patch",
+        "machineconfig",
+        "-n",
+        "10.5.0.2",
+        "-p",
+        &kubelet_image_patch("kubelet.test/missing:1"),
+    ]);
+    wait_until("the kubelet waiting", Duration::from_secs(60), || {
+        let out = c.talosctl(&["service", "kubelet", "-n", "10.5.0.2"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("Waiting") && text.contains("Waiting for image \"kubelet.test/missing:1\"")
+    });
+    let health = c.health("3s");
+    let report = String::from_utf8_lossy(&health.stderr);
+    assert!(!health.status.success());
+    assert!(
+        report.contains("waiting for kubelet to be healthy: 10.5.0.2: service \"kubelet\" not in expected state \"Running\": current state [Waiting] Waiting for image \"kubelet.test/missing:1\""),
+        "{report}"
+    );
+    c.ok(&[
+        "patch",
+        "machineconfig",
+        "-n",
+        "10.5.0.2",
+        "-p",
+        &kubelet_image_patch(STAND_IN_KUBELET),
+    ]);
+    c.healthy("1m");
+
+    // KubePrism: the worker knows the API server from the endpoint and discovery; on the
+    // control plane two stand-in API servers (the endpoint's address and the local one) take
+    // connections through 127.0.0.1:7445, the other when one dies.
+    let endpoints = c.ok(&["get", "kubeprismendpoints", "-n", "10.5.0.3"]);
+    assert!(
+        endpoints.contains("10.5.0.2") && endpoints.contains("6443"),
+        "{endpoints}"
+    );
+    let netns = c.node_field("controlplane-1", "netns");
+    let servers = [
+        NamedServer::start(&netns, "10.5.0.2:6443", "endpoint"),
+        NamedServer::start(&netns, "127.0.0.1:6443", "local"),
+    ];
+    wait_until("KubePrism healthy", Duration::from_secs(30), || {
+        c.ok(&["get", "kubeprismstatuses", "-n", "10.5.0.2"])
+            .lines()
+            .any(|l| l.contains("localhost:7445") && l.ends_with("true"))
+    });
+    let ask = || {
+        in_netns(&netns, || {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect("127.0.0.1:7445").unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .join()
+        .unwrap()
+    };
+    let first = ask();
+    let (dead, other) = match first.as_str() {
+        "endpoint" => (0, "local"),
+        "local" => (1, "endpoint"),
+        _ => panic!("KubePrism answered {first:?}"),
+    };
+    let [a, b] = servers;
+    drop(if dead == 0 { a } else { b });
+    for _ in 0..3 {
+        assert_eq!(ask(), other);
+    }
+
     // Bad input is refused at apply, named, and changes nothing.
     for (patch, named) in [
         (
@@ -927,9 +1144,11 @@ fn kubernetes_on_the_node_static_pods_kubelet_specs_and_kubeconfig() {
         let err = c.fails(&["patch", "machineconfig", "-n", "10.5.0.2", "-p", patch]);
         assert!(err.contains(named), "{named}: {err}");
     }
+    // (The spec is as it was before the image went and came back.)
+    let spec_of = |yaml: &str| yaml.split_once("\nspec:").unwrap().1.to_string();
     assert_eq!(
-        c.ok(&["get", "kubeletspecs", "-n", "10.5.0.2", "-o", "yaml"]),
-        spec
+        spec_of(&c.ok(&["get", "kubeletspecs", "-n", "10.5.0.2", "-o", "yaml"])),
+        spec_of(&spec)
     );
     c.destroy_and_check();
 }
@@ -1016,15 +1235,7 @@ fn snapshot_recovers_onto_a_fresh_cluster() {
     a.destroy_and_check();
 
     let b = TestCluster::new("d");
-    b.ok(&[
-        "cluster",
-        "create",
-        "--controlplanes",
-        "1",
-        "--workers",
-        "0",
-        "--skip-bootstrap",
-    ]);
+    b.create("1", "0", &["--skip-bootstrap"]);
     b.ok(&["bootstrap", "--recover-from", snap.to_str().unwrap()]);
     b.healthy("1m");
     assert_eq!(b.get("/keep/one"), "1");
@@ -1483,23 +1694,8 @@ fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
     c.destroy_and_check();
 }
 
-/// Whether cluster tests with a registry and containerd can run (CI must).
-fn can_run_containers() -> bool {
-    if !can_run() {
-        return false;
-    }
-    let ok =
-        Path::new("/usr/bin/docker-registry").exists() && Path::new("/usr/bin/containerd").exists();
-    assert!(
-        ok || std::env::var("CI").as_deref() != Ok("true"),
-        "needs docker-registry and containerd"
-    );
-    ok
-}
-
-/// An OCI image made here: one layer holding Debian's static busybox, which prints a line and
-/// sleeps.
-fn test_image() -> oci::Image {
+/// An OCI image of Debian's static busybox (with these applets) running `script`.
+fn busybox_image(applets: &[&str], script: &str) -> oci::Image {
     let mut entries = vec![
         oci::Entry::Dir("bin".into()),
         oci::Entry::File {
@@ -1508,7 +1704,7 @@ fn test_image() -> oci::Image {
             mode: 0o755,
         },
     ];
-    for applet in ["sh", "sleep", "echo"] {
+    for applet in applets {
         entries.push(oci::Entry::Symlink {
             path: format!("bin/{applet}"),
             target: "busybox".into(),
@@ -1517,23 +1713,42 @@ fn test_image() -> oci::Image {
     oci::Image::build(
         &[oci::layer(&entries)],
         oci::RunConfig {
-            cmd: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo hello from the test image; exec sleep 3600".into(),
-            ],
+            cmd: vec!["/bin/sh".into(), "-c".into(), script.into(), "sh".into()],
             ..Default::default()
         },
+    )
+}
+
+/// An OCI image made here that prints a line and sleeps.
+fn test_image() -> oci::Image {
+    busybox_image(
+        &["sh", "sleep", "echo"],
+        "echo hello from the test image; exec sleep 3600",
+    )
+}
+
+/// The kubelet's stand-in: says the arguments it was given and answers the kubelet's health
+/// check on 127.0.0.1:10248 (its shell stays, with the kubelet's arguments, as its process).
+fn stand_in_kubelet() -> oci::Image {
+    busybox_image(
+        &["sh", "echo", "mkdir", "httpd"],
+        "echo \"kubelet stand-in: $*\"; mkdir -p /tmp/www && echo ok > /tmp/www/healthz && httpd -f -p 127.0.0.1:10248 -h /tmp/www & wait",
     )
 }
 
 /// Push the test image as `<registry>/<repo>:1` over plain HTTP (from inside the cluster's
 /// namespace), with these credentials when given.
 fn push(c: &TestCluster, registry: &str, repo: &str, auth: Option<(&str, &str)>) {
+    push_image(&c.name, &format!("{registry}/{repo}:1"), test_image(), auth);
+}
+
+/// Push `image` as `reference` over plain HTTP from inside the namespace `netns`.
+fn push_image(netns: &str, reference: &str, image: oci::Image, auth: Option<(&str, &str)>) {
+    let reference = oci::Reference::parse(reference).unwrap();
     let mut registries = machinery::cri::Registries::default();
     if let Some((username, password)) = auth {
         registries.hosts.insert(
-            registry.to_string(),
+            reference.registry.clone(),
             machinery::cri::HostConfig {
                 auth: Some(machinery::cri::Auth {
                     username: username.into(),
@@ -1544,10 +1759,9 @@ fn push(c: &TestCluster, registry: &str, repo: &str, auth: Option<(&str, &str)>)
             },
         );
     }
-    let reference = oci::Reference::parse(&format!("{registry}/{repo}:1")).unwrap();
-    in_netns(&c.name, move || {
+    in_netns(netns, move || {
         oci::registry::Client::new(registries)
-            .push(&reference, &test_image(), true)
+            .push(&reference, &image, true)
             .unwrap();
     })
     .join()
@@ -1556,7 +1770,7 @@ fn push(c: &TestCluster, registry: &str, repo: &str, auth: Option<(&str, &str)>)
 
 #[test]
 fn images_come_through_mirrors_with_credentials_and_a_cri_container_runs() {
-    if !can_run_containers() {
+    if !can_run() {
         return;
     }
     let c = TestCluster::new("r");
@@ -1791,7 +2005,7 @@ async fn run_pod(socket: &str, cgroup: &str) -> Result<(String, String), tonic::
 
 #[test]
 fn etcd_runs_as_a_container_from_the_image_the_imager_built() {
-    if !can_run_containers() {
+    if !can_run() {
         return;
     }
     let c = TestCluster::new("i");

