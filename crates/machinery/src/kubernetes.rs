@@ -339,18 +339,18 @@ pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
 }
 
 /// A Kubernetes setting of the config: the field (JSON pointer) of the first document of
-/// `kind` when the config has one (the multi-document form), else the v1alpha1 path.
+/// `kind` (the multi-document form) when it sets it, else the v1alpha1 path.
 pub fn setting<'a>(
     cfg: &'a crate::Config,
     v1alpha1: &str,
     kind: &'a str,
     field: &str,
 ) -> Option<&'a Value> {
-    match cfg.kind(kind).next() {
-        Some(doc) => doc.value.pointer(field),
-        None => cfg.pointer(v1alpha1),
-    }
-    .filter(|v| !v.is_null())
+    cfg.kind(kind)
+        .next()
+        .and_then(|doc| doc.value.pointer(field))
+        .filter(|v| !v.is_null())
+        .or_else(|| cfg.pointer(v1alpha1).filter(|v| !v.is_null()))
 }
 
 /// A PEM of the config: a multi-document kind's PEM text, or v1alpha1's base64 of it.

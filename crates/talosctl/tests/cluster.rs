@@ -421,7 +421,10 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         fwd.contains("\"current\": \"1\"") && fwd.contains("\"unsupported\": false"),
         "{fwd}"
     );
-    let panic = c.ok(&["get", "kps", "kernel.panic", "-o", "json"]);
+    // As upstream, `kps` names KernelParamStatuses and KubePrismStatuses both.
+    let ambiguous = c.fails(&["get", "kps", "kernel.panic"]);
+    assert!(ambiguous.contains("is ambiguous"), "{ambiguous}");
+    let panic = c.ok(&["get", "kernelparamstatus", "kernel.panic", "-o", "json"]);
     assert!(panic.contains("\"unsupported\": true"), "{panic}");
     assert_ne!(
         std::fs::read_to_string("/proc/sys/kernel/panic")
