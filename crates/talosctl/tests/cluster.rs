@@ -11,7 +11,10 @@ use machinery::pki::{self, Key, KeyKind, LeafSpec};
 use machinery::secrets::SecretsBundle;
 
 mod common;
-use common::{in_netns, wait_until, Registry};
+use common::{
+    busybox_image, in_netns, kubelet_image_patch, stand_in_kubelet, wait_for_gateway, wait_until,
+    Registry,
+};
 
 struct TestCluster {
     name: String,
@@ -22,11 +25,6 @@ struct TestCluster {
 
 /// No kubelet can be had here: the tests' clusters run this image as their kubelet.
 const STAND_IN_KUBELET: &str = "kubelet.test/stand-in:1";
-/// A patch setting the kubelet's image (in the KubeletConfig document `gen config` writes).
-fn kubelet_image_patch(image: &str) -> String {
-    format!(r#"{{"apiVersion":"v1alpha1","kind":"KubeletConfig","image":"{image}"}}"#)
-}
-
 /// Where the nodes find it (a registry on the cluster's gateway).
 const STAND_IN_PORT: u16 = 5999;
 
@@ -90,12 +88,7 @@ impl TestCluster {
         // for the kubelets to be healthy.
         let (name, dir) = (self.name.clone(), self.dir.clone());
         let serving = std::thread::spawn(move || {
-            wait_until("the cluster's gateway", Duration::from_secs(60), || {
-                Path::new("/run/netns").join(&name).exists()
-                    && in_netns(&name, || std::net::TcpListener::bind("10.5.0.1:0").is_ok())
-                        .join()
-                        .unwrap()
-            });
+            wait_for_gateway(&name, Duration::from_secs(60));
             let registry = Registry::start(&name, &dir, STAND_IN_PORT, None);
             push_image(
                 &name,
@@ -1697,45 +1690,11 @@ fn service_logs_are_shipped_as_json_lines_and_survive_a_dead_receiver() {
     c.destroy_and_check();
 }
 
-/// An OCI image of Debian's static busybox (with these applets) running `script`.
-fn busybox_image(applets: &[&str], script: &str) -> oci::Image {
-    let mut entries = vec![
-        oci::Entry::Dir("bin".into()),
-        oci::Entry::File {
-            path: "bin/busybox".into(),
-            data: std::fs::read("/bin/busybox").unwrap(),
-            mode: 0o755,
-        },
-    ];
-    for applet in applets {
-        entries.push(oci::Entry::Symlink {
-            path: format!("bin/{applet}"),
-            target: "busybox".into(),
-        });
-    }
-    oci::Image::build(
-        &[oci::layer(&entries)],
-        oci::RunConfig {
-            cmd: vec!["/bin/sh".into(), "-c".into(), script.into(), "sh".into()],
-            ..Default::default()
-        },
-    )
-}
-
 /// An OCI image made here that prints a line and sleeps.
 fn test_image() -> oci::Image {
     busybox_image(
         &["sh", "sleep", "echo"],
         "echo hello from the test image; exec sleep 3600",
-    )
-}
-
-/// The kubelet's stand-in: says the arguments it was given and answers the kubelet's health
-/// check on 127.0.0.1:10248 (its shell stays, with the kubelet's arguments, as its process).
-fn stand_in_kubelet() -> oci::Image {
-    busybox_image(
-        &["sh", "echo", "mkdir", "httpd"],
-        "echo \"kubelet stand-in: $*\"; mkdir -p /tmp/www && echo ok > /tmp/www/healthz && httpd -f -p 127.0.0.1:10248 -h /tmp/www & wait",
     )
 }
 

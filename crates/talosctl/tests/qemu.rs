@@ -417,6 +417,14 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
     .unwrap();
     // Every machine boots the kernel with its config from the provisioner, installs itself
     // from the provisioner's installer and restarts from its disk; then bootstrap and health.
+    // The registry comes up with the cluster's network, while create waits for health (the
+    // kubelet's image among what it serves).
+    let (netns, images_dir) = (c.name.clone(), dir.clone());
+    let serving = std::thread::spawn(move || {
+        common::wait_for_gateway(&netns, Duration::from_secs(600));
+        serve_images(&netns, &images_dir)
+    });
+    let kubelet = common::kubelet_image_patch("registry.test/talos/stand-in:1");
     let started = Instant::now();
     let out = c.cluster(&[
         "create",
@@ -432,6 +440,8 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         "15m",
         "--config-patch",
         &format!("@{}", mirror.display()),
+        "--config-patch",
+        &kubelet,
         // STATE and EPHEMERAL encrypted, each with a key sealed by the cluster's key service
         // (tried first: EPHEMERAL waits for the network to unseal it) and one derived from
         // the machine's UUID (what opens STATE before the network is up).
@@ -448,6 +458,7 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
     );
     assert!(out.status.success(), "{shown}{phases}");
     eprintln!("{phases}cluster create: {:?}", started.elapsed());
+    let registry = serving.join().unwrap();
     assert!(
         phases.contains("waiting for the machines to install themselves and restart: done"),
         "{phases}"
@@ -546,7 +557,6 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         );
     }
 
-    let registry = serve_images(&c, &dir);
     upgrades_and_rollbacks(&c, &dir, &worker, &registry);
 
     // A reset wipes STATE and EPHEMERAL (made anew at the next boot): maintenance mode, the
@@ -811,16 +821,16 @@ fn migrations(c: &QemuCluster, dir: &Path, worker: &str) {
 const REGISTRY_PORT: u16 = 5001;
 
 /// The test's registry on the gateway, serving two installers (`good`, and `broken`, whose
-/// root filesystem does not pass its check) and two system extensions (`hello` for this
-/// system, `future` for a later one).
-fn serve_images(c: &QemuCluster, dir: &Path) -> common::Registry {
-    let registry = common::Registry::start(&c.name, dir, REGISTRY_PORT, None);
+/// root filesystem does not pass its check), two system extensions (`hello` for this
+/// system, `future` for a later one) and the machines' stand-in kubelet.
+fn serve_images(netns: &str, dir: &Path) -> common::Registry {
+    let registry = common::Registry::start(netns, dir, REGISTRY_PORT, None);
     let kernel = dir.join("vmlinuz");
     // Into the registry on the gateway (reached from the cluster's namespace).
     let push = |name: &str, image: oci::Image| {
         let reference =
             oci::Reference::parse(&format!("10.5.0.1:{REGISTRY_PORT}/talos/{name}")).unwrap();
-        common::in_netns(&c.name, move || {
+        common::in_netns(netns, move || {
             oci::registry::Client::new(Default::default())
                 .push(&reference, &image, true)
                 .unwrap();
@@ -856,6 +866,7 @@ fn serve_images(c: &QemuCluster, dir: &Path) -> common::Registry {
         let image = oci::Image::build(&[layer], Default::default());
         push(&format!("{name}:1"), image);
     }
+    push("stand-in:1", common::stand_in_kubelet());
     registry
 }
 

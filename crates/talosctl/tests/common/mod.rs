@@ -1,4 +1,5 @@
-//! What the cluster tests share: threads and a registry inside a cluster's network namespace.
+//! What the cluster tests share: threads and a registry inside a cluster's network namespace,
+//! test images, and the stand-in kubelet their clusters run (no kubelet can be had here).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -85,4 +86,55 @@ pub fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) -> Durat
         std::thread::sleep(Duration::from_millis(50));
     }
     started.elapsed()
+}
+
+/// An OCI image of Debian's static busybox (with these applets) running `script`.
+pub fn busybox_image(applets: &[&str], script: &str) -> oci::Image {
+    let mut entries = vec![
+        oci::Entry::Dir("bin".into()),
+        oci::Entry::File {
+            path: "bin/busybox".into(),
+            data: std::fs::read("/bin/busybox").unwrap(),
+            mode: 0o755,
+        },
+    ];
+    for applet in applets {
+        entries.push(oci::Entry::Symlink {
+            path: format!("bin/{applet}"),
+            target: "busybox".into(),
+        });
+    }
+    oci::Image::build(
+        &[oci::layer(&entries)],
+        oci::RunConfig {
+            cmd: vec!["/bin/sh".into(), "-c".into(), script.into(), "sh".into()],
+            ..Default::default()
+        },
+    )
+}
+
+/// The kubelet's stand-in: says the arguments it was given and answers the kubelet's health
+/// check on 127.0.0.1:10248 (its shell stays, with the kubelet's arguments, as its process).
+pub fn stand_in_kubelet() -> oci::Image {
+    busybox_image(
+        &["sh", "echo", "mkdir", "httpd"],
+        "echo \"kubelet stand-in: $*\"; mkdir -p /tmp/www && echo ok > /tmp/www/healthz && httpd -f -p 127.0.0.1:10248 -h /tmp/www & wait",
+    )
+}
+
+/// A patch setting the kubelet's image (in the KubeletConfig document `gen config` writes).
+pub fn kubelet_image_patch(image: &str) -> String {
+    format!(r#"{{"apiVersion":"v1alpha1","kind":"KubeletConfig","image":"{image}"}}"#)
+}
+
+/// Wait until the cluster's namespace `netns` exists with its gateway (10.5.0.1) up, as
+/// `cluster create` makes it.
+pub fn wait_for_gateway(netns: &str, limit: Duration) {
+    wait_until("the cluster's gateway", limit, || {
+        let name = netns.to_string();
+        Path::new("/run/netns").join(netns).exists()
+            && in_netns(&name, || std::net::TcpListener::bind("10.5.0.1:0").is_ok())
+                .join()
+                .unwrap()
+    });
 }
