@@ -4,6 +4,7 @@
 # node's eth0 carries the address is measured, several times (a fresh cluster each time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 scripts/setup
 cargo build --release -q -p machined -p talosctl -p discovery
 bin=$PWD/target/release
@@ -20,9 +21,12 @@ results=()
 for r in $(seq "$runs"); do
     echo "run $r: creating" >&2
     "$bin/talosctl" cluster create --name "$name" --state "$dir/state" --talosconfig "$dir/talosconfig" \
-        --controlplanes 3 --workers 0 --api-port 0 --wait-timeout 5m \
+        --controlplanes 3 --workers 0 --api-port 0 --wait=false \
         --config-patch-control-plane '{"machine":{"network":{"interfaces":[{"interface":"eth0","vip":{"ip":"10.5.0.50"}}]}}}' \
         >"$dir/create.log" 2>&1 || { cat "$dir/create.log"; exit 1; }
+    TALOSCONFIG="$dir/talosconfig" os_healthy "$bin/talosctl" health --wait-timeout 5m \
+        --control-plane-nodes 10.5.0.2,10.5.0.3,10.5.0.4 >"$dir/health.log" 2>&1 \
+        || { cat "$dir/health.log"; exit 1; }
     holder=""
     waited=0
     until [ -n "$holder" ]; do

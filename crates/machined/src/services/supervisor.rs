@@ -531,6 +531,10 @@ impl Supervisor {
                     (changed, e.health.clone())
                 };
                 if changed {
+                    match health.healthy {
+                        true => tracing::info!(service = id, "healthy"),
+                        false => tracing::info!(service = id, "unhealthy: {}", health.last_message),
+                    }
                     sup.publish(&id, true, &health);
                 }
                 tokio::time::sleep(Duration::from_millis(if ok { 2000 } else { 200 })).await;

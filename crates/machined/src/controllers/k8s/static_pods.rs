@@ -225,7 +225,12 @@ impl Controller for StaticPodServerController {
         let mut list = ctx.specs_of::<StaticPodSpec>()?;
         list.sort_by(|a, b| a.0.cmp(&b.0));
         let body = serde_json::to_vec(&pod_list(&list)).map_err(|e| e.to_string())?;
-        *pods.lock().map_err(|_| "static pod server: poisoned")? = body;
+        let mut served = pods.lock().map_err(|_| "static pod server: poisoned")?;
+        if *served != body {
+            *served = body;
+            tracing::info!(pods = list.len(), "static pods served");
+        }
+        drop(served);
         ctx.put(
             STATIC_POD_SERVER_ID,
             StaticPodServerStatusSpec { url: url.clone() },
