@@ -209,7 +209,6 @@ pub struct KubeletConfigSpec {
     pub register_with_fqdn: bool,
     /// `machine.nodeTaints` as `key=value:Effect`.
     pub node_taints: Vec<String>,
-    pub valid_subnets: Vec<String>,
 }
 
 /// What the kubelet service runs: its image, command line, mounts and KubeletConfiguration.
@@ -274,3 +273,26 @@ resource_type!(KubePrismConfigSpec, "KubePrismConfigs.kubernetes.talos.dev", K8S
     columns [("Host", "{.host}"), ("Port", "{.port}"), ("Endpoints", "{.endpoints}")]);
 resource_type!(KubePrismStatusesSpec, "KubePrismStatuses.kubernetes.talos.dev", K8S_NS,
     columns [("HOST", "{.host}"), ("HEALTHY", "{.healthy}")]);
+
+/// Which of the node's addresses the kubelet may register (id `kubelet`): inside one of
+/// `validSubnets` (`!cidr` excludes), outside every `excludeSubnets` (the pod and service
+/// subnets, the shared IPs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeIpConfigSpec {
+    pub valid_subnets: Vec<String>,
+    pub exclude_subnets: Vec<String>,
+}
+
+/// The addresses the kubelet registers (id `kubelet`): at most one of each family.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeIpSpec {
+    pub addresses: Vec<String>,
+}
+
+resource_type!(
+    NodeIpConfigSpec,
+    "NodeIPConfigs.kubernetes.talos.dev",
+    K8S_NS
+);
+resource_type!(NodeIpSpec, "NodeIPs.kubernetes.talos.dev", K8S_NS);

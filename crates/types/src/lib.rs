@@ -93,6 +93,8 @@ pub fn definitions() -> Vec<Definition> {
         k8s::KubePrismEndpointsSpec::definition(),
         k8s::KubePrismConfigSpec::definition(),
         k8s::KubePrismStatusesSpec::definition(),
+        k8s::NodeIpConfigSpec::definition(),
+        k8s::NodeIpSpec::definition(),
         secrets::KubernetesRootSpec::definition(),
         secrets::KubernetesDynamicCertsSpec::definition(),
         secrets::KubernetesCertsSpec::definition(),

@@ -8,9 +8,9 @@ use machinery::kubernetes::kubelet_flag;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use serde_json::{json, Value};
 use types::k8s::{
-    KubeletConfigSpec, KubeletMount, KubeletSpecSpec, NodenameSpec, StaticPodServerStatusSpec,
-    KUBELET_BOOTSTRAP_KUBECONFIG, KUBELET_CA, KUBELET_CONFIG, KUBELET_ID, KUBELET_KUBECONFIG,
-    KUBELET_PKI_DIR, STATIC_POD_SERVER_ID,
+    KubeletConfigSpec, KubeletMount, KubeletSpecSpec, NodeIpSpec, NodenameSpec,
+    StaticPodServerStatusSpec, KUBELET_BOOTSTRAP_KUBECONFIG, KUBELET_CA, KUBELET_CONFIG,
+    KUBELET_ID, KUBELET_KUBECONFIG, KUBELET_PKI_DIR, STATIC_POD_SERVER_ID,
 };
 
 use crate::controllers::inputs;
@@ -34,9 +34,7 @@ pub fn kubelet_config_of(cfg: &machinery::Config) -> KubeletConfigSpec {
     let k = |p: &str| {
         let (kind, field) = match p {
             "extraConfig" => ("KubeletConfig", "/config".to_string()),
-            "nodeIP/validSubnets" | "skipNodeRegistration" | "registerWithFQDN" => {
-                ("KubeNodeConfig", format!("/{p}"))
-            }
+            "skipNodeRegistration" | "registerWithFQDN" => ("KubeNodeConfig", format!("/{p}")),
             _ => ("KubeletConfig", format!("/{p}")),
         };
         setting(cfg, &format!("/machine/kubelet/{p}"), kind, &field)
@@ -117,7 +115,6 @@ pub fn kubelet_config_of(cfg: &machinery::Config) -> KubeletConfigSpec {
         static_pod_list_url: String::new(),
         register_with_fqdn: flag("registerWithFQDN").unwrap_or(false),
         node_taints,
-        valid_subnets: strings(k("nodeIP/validSubnets")),
     }
 }
 
@@ -229,7 +226,7 @@ impl Controller for KubeletSpecController {
             Input::of::<KubeletConfigSpec>().id(KUBELET_ID),
             Input::of::<NodenameSpec>(),
             Input::of::<StaticPodServerStatusSpec>().id(STATIC_POD_SERVER_ID),
-            Input::of::<types::network::NodeAddressSpec>(),
+            Input::of::<NodeIpSpec>().id(KUBELET_ID),
         ]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -263,9 +260,8 @@ impl Controller for KubeletSpecController {
             args.set("cloud-provider", "external");
         }
         if !cfg.extra_args.contains_key("node-ip") {
-            let ips = node_ips(ctx, &cfg.valid_subnets)?;
-            if !ips.is_empty() {
-                args.set("node-ip", ips.join(","));
+            if let Some(ips) = ctx.spec_of::<NodeIpSpec>(KUBELET_ID)? {
+                args.set("node-ip", ips.addresses.join(","));
             }
         }
         args.merge(&cfg.extra_args, kubelet_flag)
@@ -283,48 +279,5 @@ impl Controller for KubeletSpecController {
             },
         )?;
         Ok(())
-    }
-}
-
-/// The node's addresses the kubelet registers with: the first of each family in the valid
-/// subnets (all addresses when none are set; `!cidr` excludes).
-fn node_ips(ctx: &ReconcileContext, valid: &[String]) -> Result<Vec<String>, ControllerError> {
-    let ips = inputs::node_ips(ctx, "current")?;
-    let parse = |s: &str| machinery::validate::parse_cidr(s.trim_start_matches('!'), true);
-    let contains = |cidr: &str, ip: &std::net::IpAddr| match parse(cidr) {
-        Some((net, bits)) => in_subnet(ip, &net, bits),
-        None => false,
-    };
-    let mut picked: Vec<String> = Vec::new();
-    let mut families = (false, false);
-    for ip in &ips {
-        let included = valid.iter().filter(|c| !c.starts_with('!')).count() == 0
-            || valid.iter().any(|c| !c.starts_with('!') && contains(c, ip));
-        let excluded = valid.iter().any(|c| c.starts_with('!') && contains(c, ip));
-        let seen = if ip.is_ipv4() {
-            &mut families.0
-        } else {
-            &mut families.1
-        };
-        if included && !excluded && !*seen {
-            *seen = true;
-            picked.push(ip.to_string());
-        }
-    }
-    Ok(picked)
-}
-
-fn in_subnet(ip: &std::net::IpAddr, net: &std::net::IpAddr, bits: u8) -> bool {
-    use std::net::IpAddr::*;
-    match (ip, net) {
-        (V4(a), V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - bits as u32).unwrap_or(0);
-            u32::from(*a) & mask == u32::from(*b) & mask
-        }
-        (V6(a), V6(b)) => {
-            let mask = u128::MAX.checked_shl(128 - bits as u32).unwrap_or(0);
-            u128::from(*a) & mask == u128::from(*b) & mask
-        }
-        _ => false,
     }
 }

@@ -5,6 +5,7 @@ pub mod control_plane;
 pub mod kubelet;
 pub mod kubelet_service;
 pub mod kubeprism;
+pub mod nodeip;
 pub mod render;
 pub mod static_pods;
 
@@ -28,6 +29,8 @@ pub fn register(
     rt.register(control_plane::ControlPlaneFinalController)?;
     rt.register(kubelet::KubeletConfigController)?;
     rt.register(kubelet::KubeletSpecController)?;
+    rt.register(nodeip::NodeIpConfigController)?;
+    rt.register(nodeip::NodeIpController)?;
     rt.register(static_pods::StaticPodConfigController)?;
     rt.register(kubeprism::KubePrismEndpointsController)?;
     rt.register(kubeprism::KubePrismConfigController)?;
