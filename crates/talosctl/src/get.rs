@@ -103,16 +103,32 @@ async fn resolve(t: &Target, name: &str) -> Result<Def> {
     }
 }
 
-/// A small JSONPath: `{@}`, `{.a.b}`, `{.list[:]}` and `{.list[N]}`.
+/// The dot-separated segments of a path, dots inside brackets kept.
+fn segments(path: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in path.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            '.' if depth == 0 => {
+                out.push(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&path[start..]);
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// A small JSONPath: `{@}`, `{.a.b}`, `{.list[:]}`, `{.list[N]}` and
+/// `{.list[?(@.key=="value")]}`.
 pub fn jsonpath(spec: &Value, path: &str) -> String {
     let inner = path.trim().trim_start_matches('{').trim_end_matches('}');
     let mut cur = vec![spec.clone()];
     if inner != "@" {
-        for seg in inner
-            .trim_start_matches('.')
-            .split('.')
-            .filter(|s| !s.is_empty())
-        {
+        for seg in segments(inner) {
             let (key, index) = match seg.split_once('[') {
                 Some((k, rest)) => (k, Some(rest.trim_end_matches(']'))),
                 None => (seg, None),
@@ -127,6 +143,15 @@ pub fn jsonpath(spec: &Value, path: &str) -> String {
                 match (index, v) {
                     (None, v) => next.push(v),
                     (Some(":" | "*"), Value::Array(items)) => next.extend(items),
+                    (Some(f), Value::Array(items)) if f.starts_with("?(@.") => {
+                        let cond = f.trim_start_matches("?(@.").trim_end_matches(')');
+                        if let Some((key, want)) = cond.split_once("==") {
+                            let want = want.trim().trim_matches('"');
+                            next.extend(items.into_iter().filter(|i| {
+                                i.get(key.trim()).and_then(Value::as_str) == Some(want)
+                            }));
+                        }
+                    }
                     (Some(i), Value::Array(items)) => {
                         if let Some(x) = i.parse::<usize>().ok().and_then(|i| items.get(i)) {
                             next.push(x.clone());
@@ -393,5 +418,13 @@ mod tests {
         assert_eq!(jsonpath(&v, "{.nested.x}"), "1");
         assert_eq!(jsonpath(&v, "{.missing}"), "");
         assert_eq!(jsonpath(&json!("worker"), "{@}"), "worker");
+        let status = json!({"conditions": [
+            {"type": "Initialized", "status": "True"},
+            {"type": "Ready", "status": "False"},
+        ]});
+        assert_eq!(
+            jsonpath(&status, "{.conditions[?(@.type==\"Ready\")].status}"),
+            "False"
+        );
     }
 }

@@ -296,3 +296,17 @@ resource_type!(
     K8S_NS
 );
 resource_type!(NodeIpSpec, "NodeIPs.kubernetes.talos.dev", K8S_NS);
+
+/// What the kubelet says of one of the node's static pods (id `<namespace>/<name>`): its
+/// PodStatus as the kubelet reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct StaticPodStatusSpec(pub serde_json::Value);
+
+resource_type!(
+    StaticPodStatusSpec,
+    "StaticPodStatuses.kubernetes.talos.dev",
+    K8S_NS,
+    aliases["podstatus"],
+    columns[("Ready", "{.conditions[?(@.type==\"Ready\")].status}")]
+);

@@ -95,6 +95,7 @@ pub fn definitions() -> Vec<Definition> {
         k8s::KubePrismStatusesSpec::definition(),
         k8s::NodeIpConfigSpec::definition(),
         k8s::NodeIpSpec::definition(),
+        k8s::StaticPodStatusSpec::definition(),
         secrets::KubernetesRootSpec::definition(),
         secrets::KubernetesDynamicCertsSpec::definition(),
         secrets::KubernetesCertsSpec::definition(),

@@ -7,6 +7,7 @@ pub mod ctrd;
 pub mod ctrd_container;
 pub mod discovery;
 pub mod extensions;
+pub mod kubelet_api;
 pub mod lb;
 pub mod logship;
 pub mod luks;

@@ -7,6 +7,7 @@ pub mod kubelet_service;
 pub mod kubeprism;
 pub mod nodeip;
 pub mod render;
+pub mod static_pod_status;
 pub mod static_pods;
 
 use resources::{Runtime, RuntimeError, State};
@@ -40,6 +41,7 @@ pub fn register(
         rt.register(render::RenderConfigsController)?;
         rt.register(static_pods::ControlPlaneStaticPodController)?;
         rt.register(kubeprism::KubePrismController::default())?;
+        rt.register(static_pod_status::KubeletStaticPodController::default())?;
         rt.register(kubelet_service::KubeletServiceController::new(
             services.clone(),
             state.clone(),
