@@ -105,8 +105,9 @@ pub fn container(spec: &KubeletSpecSpec, env: &[String]) -> ContainerSpec {
     }
 }
 
-/// Make the directories the kubelet's mounts come from.
-pub fn make_dirs(spec: &KubeletSpecSpec) -> Result<(), String> {
+/// Make the directories the kubelet's mounts come from (before each start: they live on
+/// EPHEMERAL).
+fn make_dirs(spec: &KubeletSpecSpec) -> Result<(), String> {
     let extra = spec
         .extra_mounts
         .iter()
@@ -133,6 +134,7 @@ pub fn service(
     let program = argv.next().cloned().unwrap_or_default();
     let image = spec.image.clone();
     let pulling = registries.clone();
+    let dirs = spec.clone();
     ServiceSpec {
         id: SERVICE.into(),
         program: program.into(),
@@ -141,7 +143,9 @@ pub fn service(
         health: Some(HealthCheck::Probe(Arc::new(|| Box::pin(healthz())))),
         prepare: Some(Arc::new(move |note| {
             let (image, registries) = (image.clone(), pulling.clone());
+            let made = make_dirs(&dirs);
             Box::pin(async move {
+                made?;
                 image_present(&image, registries, note).await;
                 Ok(Vec::new())
             })

@@ -9,7 +9,7 @@ use resources::{Controller, ControllerError, Input, Output, ReconcileContext, St
 use types::k8s::{
     KubeletSpecSpec, KUBELET_BOOTSTRAP_KUBECONFIG, KUBELET_CA, KUBELET_CONFIG, KUBELET_ID,
 };
-use types::runtime::ServiceStatusSpec;
+use types::runtime::{MountStatusSpec, ServiceStatusSpec};
 use types::secrets::KubeletSecretsSpec;
 
 use crate::services::kubelet;
@@ -70,6 +70,8 @@ impl Controller for KubeletServiceController {
         vec![
             Input::of::<KubeletSpecSpec>().id(KUBELET_ID),
             Input::of::<KubeletSecretsSpec>().id(KUBELET_ID),
+            // The kubelet's data lives on EPHEMERAL: never under the mount.
+            Input::of::<MountStatusSpec>().id(disk::EPHEMERAL),
         ]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -83,7 +85,8 @@ impl Controller for KubeletServiceController {
             return Ok(());
         };
         let wanted = (spec, secrets);
-        if self.running.as_ref() == Some(&wanted) {
+        let mounted = ctx.spec_of::<MountStatusSpec>(disk::EPHEMERAL)?.is_some();
+        if !mounted || self.running.as_ref() == Some(&wanted) {
             return Ok(());
         }
         let (spec, secrets) = &wanted;
@@ -94,7 +97,6 @@ impl Controller for KubeletServiceController {
             machinery::fsutil::write_atomic(Path::new(path), data.as_bytes(), 0o600)
                 .map_err(|e| format!("{path}: {e}"))?;
         }
-        kubelet::make_dirs(spec)?;
         if self.running.is_some() {
             tracing::info!("the kubelet's spec changed: restarting it");
         }
