@@ -338,6 +338,15 @@ pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
     problems
 }
 
+/// The strings of a list setting (anything else in it is left out).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
 /// A Kubernetes setting of the config: the field (JSON pointer) of the first document of
 /// `kind` (the multi-document form) when it sets it, else the v1alpha1 path.
 pub fn setting<'a>(

@@ -1047,14 +1047,17 @@ fn kubernetes_on_the_node_static_pods_kubelet_specs_and_kubeconfig() {
 
     // An image that cannot be pulled leaves the kubelet Waiting, the image and why said, and
     // health reports it.
-    c.ok(&[
-        "patch",
-        "machineconfig",
-        "-n",
-        "10.5.0.2",
-        "-p",
-        &kubelet_image_patch("kubelet.test/missing:1"),
-    ]);
+    let kubelet_image = |image: &str| {
+        c.ok(&[
+            "patch",
+            "machineconfig",
+            "-n",
+            "10.5.0.2",
+            "-p",
+            &kubelet_image_patch(image),
+        ])
+    };
+    kubelet_image("kubelet.test/missing:1");
     wait_until("the kubelet waiting", Duration::from_secs(60), || {
         let out = c.talosctl(&["service", "kubelet", "-n", "10.5.0.2"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1067,14 +1070,7 @@ fn kubernetes_on_the_node_static_pods_kubelet_specs_and_kubeconfig() {
         report.contains("waiting for kubelet to be healthy: 10.5.0.2: service \"kubelet\" not in expected state \"Running\": current state [Waiting] Waiting for image \"kubelet.test/missing:1\""),
         "{report}"
     );
-    c.ok(&[
-        "patch",
-        "machineconfig",
-        "-n",
-        "10.5.0.2",
-        "-p",
-        &kubelet_image_patch(STAND_IN_KUBELET),
-    ]);
+    kubelet_image(STAND_IN_KUBELET);
     c.healthy("1m");
 
     // KubePrism: the worker knows the API server from the endpoint and discovery; on the

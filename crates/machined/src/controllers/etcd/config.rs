@@ -34,14 +34,7 @@ impl Controller for ConfigController {
         if !matches!(cfg.machine_type(), "controlplane" | "init") {
             return Ok(());
         }
-        let list = |p: &str| -> Vec<String> {
-            cfg.pointer(p)
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        };
+        let list = |p: &str| machinery::kubernetes::strings(cfg.pointer(p));
         let spec = EtcdConfigSpec {
             image: cfg
                 .pointer("/cluster/etcd/image")

@@ -83,12 +83,7 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
 }
 
 fn strings(v: Option<&Value>, default: &str) -> Vec<String> {
-    let v: Vec<String> = v
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
+    let v = machinery::kubernetes::strings(v);
     if v.is_empty() && !default.is_empty() {
         vec![default.to_string()]
     } else {

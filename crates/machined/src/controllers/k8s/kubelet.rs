@@ -4,7 +4,7 @@
 //! KubeletConfiguration (Talos's defaults, then `extraConfig`, which apply has checked
 //! against the complete field list), pointing at the static pod server.
 
-use machinery::kubernetes::kubelet_flag;
+use machinery::kubernetes::{kubelet_flag, strings};
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use serde_json::{json, Value};
 use types::k8s::{
@@ -17,14 +17,6 @@ use crate::controllers::inputs;
 use crate::sys::cri::CRI_SOCKET;
 
 pub struct KubeletConfigController;
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect()
-}
 
 /// The kubelet's share of a machine config.
 pub fn kubelet_config_of(cfg: &machinery::Config) -> KubeletConfigSpec {

@@ -28,7 +28,6 @@ pub fn register(
     rt.register(k8s_secrets::KubernetesCertsController::default())?;
     rt.register(control_plane::ControlPlaneController)?;
     rt.register(control_plane::ControlPlaneFinalController)?;
-    rt.register(kubelet::KubeletConfigController)?;
     rt.register(kubelet::KubeletSpecController)?;
     rt.register(nodeip::NodeIpConfigController)?;
     rt.register(nodeip::NodeIpController)?;
@@ -37,6 +36,8 @@ pub fn register(
     rt.register(kubeprism::KubePrismConfigController)?;
     rt.register(static_pods::StaticPodServerController::default())?;
     if rooted {
+        // A node that runs no kubelet has no KubeletConfig (`health` skips its kubelet).
+        rt.register(kubelet::KubeletConfigController)?;
         rt.register(render::RenderSecretsController)?;
         rt.register(render::RenderConfigsController)?;
         rt.register(static_pods::ControlPlaneStaticPodController)?;

@@ -6,20 +6,12 @@
 
 use std::net::IpAddr;
 
-use machinery::kubernetes::setting;
+use machinery::kubernetes::{setting, strings};
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use serde_json::Value;
 use types::k8s::{NodeIpConfigSpec, NodeIpSpec, KUBELET_ID};
 
 use crate::controllers::inputs;
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect()
-}
 
 /// The kubelet's node IP settings of a config.
 pub fn node_ip_config_of(cfg: &machinery::Config) -> NodeIpConfigSpec {

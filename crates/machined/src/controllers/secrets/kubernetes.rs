@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use machinery::kubernetes::strings;
 use machinery::pki::{self, CertAndKey, Key, KeyKind, LeafSpec};
 use machinery::secrets::unb64;
 use machinery::Config;
@@ -41,14 +42,6 @@ fn setting<'a>(cfg: &'a Config, v1alpha1: &str, kind: &'a str, field: &str) -> O
     machinery::kubernetes::setting(cfg, v1alpha1, kind, field)
 }
 
-fn strings_of(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect()
-}
-
 fn pem(cfg: &Config, v1alpha1: &str, kind: &str, field: &str) -> Result<String, String> {
     machinery::kubernetes::pem_setting(cfg, v1alpha1, kind, field).map_err(|e| e.to_string())
 }
@@ -74,7 +67,7 @@ pub fn root_of(cfg: &Config) -> Result<KubernetesRootSpec, String> {
     )
     .and_then(Value::as_u64)
     .unwrap_or(6443);
-    let mut service_subnets = strings_of(setting(
+    let mut service_subnets = strings(setting(
         cfg,
         "/cluster/network/serviceSubnets",
         "KubeNetworkConfig",
@@ -97,7 +90,7 @@ pub fn root_of(cfg: &Config) -> Result<KubernetesRootSpec, String> {
     .and_then(Value::as_str)
     .filter(|d| !d.is_empty())
     .unwrap_or("cluster.local");
-    let mut accepted_cas = strings_of(
+    let mut accepted_cas = strings(
         cfg.kind("KubeAPIServerCAConfig")
             .next()
             .and_then(|d| d.value.get("acceptedCAs")),
@@ -125,7 +118,7 @@ pub fn root_of(cfg: &Config) -> Result<KubernetesRootSpec, String> {
         .to_string(),
         endpoint: cfg.control_plane_endpoint().unwrap_or_default().to_string(),
         local_endpoint: format!("https://localhost:{port}"),
-        cert_sans: strings_of(setting(
+        cert_sans: strings(setting(
             cfg,
             "/cluster/apiServer/certSANs",
             "KubeAPIServerConfig",
