@@ -20,7 +20,11 @@ impl Controller for HostnameController {
     fn inputs(&self) -> Vec<Input> {
         vec![
             Input::of::<HostnameSpecSpec>().id("hostname"),
-            inputs::config(&["/machine/kubelet/registerWithFQDN"]),
+            inputs::config(&[
+                "/machine/kubelet/registerWithFQDN",
+                "/machine/kubelet/skipNodeRegistration",
+                "kind:KubeNodeConfig",
+            ]),
         ]
     }
     fn outputs(&self) -> Vec<Output> {
@@ -35,9 +39,21 @@ impl Controller for HostnameController {
         };
         (self.set)(&h.hostname);
         // The node's name in Kubernetes: its hostname, or its FQDN when asked for.
-        let fqdn = inputs::machine_config(ctx)?
-            .and_then(|c| c.pointer("/machine/kubelet/registerWithFQDN")?.as_bool())
-            == Some(true);
+        let cfg = inputs::machine_config(ctx)?;
+        let flag = |field: &str| {
+            cfg.as_ref()
+                .and_then(|c| {
+                    machinery::kubernetes::setting(
+                        c,
+                        &format!("/machine/kubelet/{field}"),
+                        "KubeNodeConfig",
+                        &format!("/{field}"),
+                    )
+                })
+                .and_then(|v| v.as_bool())
+                == Some(true)
+        };
+        let fqdn = flag("registerWithFQDN");
         let nodename = NodenameSpec {
             nodename: if fqdn && !h.domainname.is_empty() {
                 format!("{}.{}", h.hostname, h.domainname)
@@ -45,7 +61,7 @@ impl Controller for HostnameController {
                 h.hostname.clone()
             }
             .to_lowercase(),
-            skip_node_registration: false,
+            skip_node_registration: flag("skipNodeRegistration"),
         };
         ctx.put("nodename", nodename)?;
         let spec = HostnameStatusSpec {
