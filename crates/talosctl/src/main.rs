@@ -1,6 +1,7 @@
 //! talosctl: the Talos command-line client.
 
 mod apply;
+mod argv;
 mod client;
 mod cluster;
 mod config_cmd;
@@ -135,7 +136,11 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory;
+    let cli = Cli::parse_from(argv::normalize(
+        std::env::args_os().collect(),
+        &Cli::command(),
+    ));
     let result = match cli.command {
         Command::Gen(a) => gen::run(a),
         Command::Machineconfig(a) => machineconfig::run(a),
@@ -198,5 +203,50 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every command path, with its aliases.
+    fn paths(cmd: &clap::Command, prefix: Vec<String>, out: &mut Vec<(Vec<String>, bool)>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let takes_nodes = sub.get_arguments().any(|a| a.get_long() == Some("nodes"));
+            for name in std::iter::once(sub.get_name()).chain(sub.get_all_aliases()) {
+                let mut path = prefix.clone();
+                path.push(name.to_string());
+                out.push((path.clone(), takes_nodes));
+                paths(sub, path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn connection_flags_go_before_or_after_every_command_that_takes_them() {
+        let tree = Cli::command();
+        let mut all = Vec::new();
+        paths(&tree, Vec::new(), &mut all);
+        assert!(all.len() > 60, "{}", all.len());
+        for (path, _) in all.iter().filter(|(_, takes_nodes)| *takes_nodes) {
+            for (before, after) in [
+                (vec!["-n", "10.5.0.2", "-e", "127.0.0.1"], vec![]),
+                (vec![], vec!["-n", "10.5.0.2", "-e", "127.0.0.1"]),
+                (
+                    vec!["--nodes=10.5.0.2,10.5.0.3", "--talosconfig", "tc"],
+                    vec!["-n", "10.5.0.4"],
+                ),
+            ] {
+                let mut args = vec!["talosctl".to_string()];
+                args.extend(before.iter().map(|s| s.to_string()));
+                args.extend(path.iter().cloned());
+                args.extend(after.iter().map(|s| s.to_string()));
+                let argv = argv::normalize(args.iter().map(Into::into).collect(), &tree);
+                // A missing positional is this test's doing; an unknown flag is not.
+                if let Err(e) = Cli::command().try_get_matches_from(argv) {
+                    use clap::error::ErrorKind::*;
+                    assert!(
+                        !matches!(e.kind(), UnknownArgument | ArgumentConflict | InvalidValue),
+                        "{args:?}: {e}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -655,6 +655,13 @@ fn get_resources_from_a_node() {
         node_cmd(&d, tc, &all)
     };
     let text = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
+    // The connection flags go before the subcommand too, as the Talos docs write them.
+    let before = node_cmd(&d, "talosconfig", &["-e", ep, "-n", ep, "get", "hostname"]);
+    assert!(
+        before.status.success() && text(&before).contains("HostnameStatus"),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
     // Aliases, display types and full type names resolve alike.
     // "hs" is both HostnameSpec and HostnameStatus: ambiguous, as upstream says.
     let hs = get("talosconfig", &["hs"]);
@@ -1517,16 +1524,17 @@ fn reset_wipes_state_and_returns_to_maintenance() {
         &["reset", "--system-labels-to-wipe", "BOOT", "-e", &ep],
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown partition label"));
+    // As the Talos docs write it: the endpoint first, `--reboot=true`.
     let out = node_cmd(
         &d,
         "talosconfig",
         &[
-            "reset",
-            "--reboot",
-            "--system-labels-to-wipe",
-            "STATE",
             "-e",
             &ep,
+            "reset",
+            "--system-labels-to-wipe",
+            "STATE",
+            "--reboot=true",
         ],
     );
     assert!(
