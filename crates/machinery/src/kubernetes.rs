@@ -313,7 +313,10 @@ pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
         let Some((_, kind)) = KUBELET_FIELDS.iter().find(|(f, _)| f == name) else {
             problems.push((
                 name.clone(),
-                format!("unknown KubeletConfiguration field \"{name}\""),
+                format!(
+                    "unknown KubeletConfiguration field \"{name}\"{}",
+                    crate::suggest::suggestion(name, KUBELET_FIELDS.iter().map(|(f, _)| *f))
+                ),
             ));
             continue;
         };
@@ -478,7 +481,10 @@ mod tests {
             by_field,
             [
                 ("staticPodPath", "kubelet configuration field \"staticPodPath\" can't be overridden: Talos sets it"),
-                ("maxPod", "unknown KubeletConfiguration field \"maxPod\""),
+                (
+                    "maxPod",
+                    "unknown KubeletConfiguration field \"maxPod\" (did you mean \"maxPods\"?)"
+                ),
                 ("failSwapOn", "kubelet configuration field \"failSwapOn\" must be a boolean, not \"no\""),
             ]
         );

@@ -17,6 +17,7 @@ pub mod kubernetes;
 pub mod patch;
 pub mod pki;
 pub mod secrets;
+pub mod suggest;
 pub mod validate;
 pub mod yaml;
 

@@ -989,14 +989,14 @@ mod tests {
         for want in [
             "machine.kubelet.extraArgs.config: extra arg \"config\" is not allowed: Talos manages it",
             "machine.kubelet.extraConfig.staticPodPath: kubelet configuration field \"staticPodPath\" can't be overridden: Talos sets it",
-            "machine.kubelet.extraConfig.maxPod: unknown KubeletConfiguration field \"maxPod\"",
+            "machine.kubelet.extraConfig.maxPod: unknown KubeletConfiguration field \"maxPod\" (did you mean \"maxPods\"?)",
             "cluster.apiServer.extraArgs.etcd-servers: extra arg \"etcd-servers\" is not allowed: Talos manages it",
             "cluster.apiServer.extraVolumes[0].mountPath: mountPath is required",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("oidc-issuer-url"), "{text}");
-        assert!(!text.contains("maxPods"), "{text}");
+        assert!(!text.contains("extraConfig.maxPods"), "{text}");
     }
 
     #[test]

@@ -354,7 +354,7 @@ fn validate_reports_every_problem() {
     assert_eq!(
         lines,
         [
-            "error: c.yaml:4:11: machine.tokn: unknown field \"tokn\"",
+            "error: c.yaml:4:11: machine.tokn: unknown field \"tokn\" (did you mean \"token\"?)",
             "error: c.yaml:7:21: cluster.network.podSubnets: expected a list, found string \"nope\"",
         ]
     );

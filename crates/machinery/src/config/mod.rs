@@ -403,9 +403,16 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "4:3: machine.netwrk: unknown field \"netwrk\"",
+                "4:3: machine.netwrk: unknown field \"netwrk\" (did you mean \"network\"?)",
                 "6:11: machine.install.wipe: expected a boolean (true or false), found number 3",
             ]
+        );
+        // A field spelled as Kubernetes spells it, where Talos's is lower case.
+        let src = "version: v1alpha1\nmachine:\n  type: controlplane\ncluster:\n  apiServer:\n    extraVolumes:\n      - hostPath: /var/lib/a\n        mountPath: /var/lib/a\n        readOnly: true\n";
+        let e = Config::parse(src).unwrap_err();
+        assert_eq!(
+            e.problems[0].to_string(),
+            "9:19: cluster.apiServer.extraVolumes[0].readOnly: unknown field \"readOnly\" (did you mean \"readonly\"?)"
         );
     }
 

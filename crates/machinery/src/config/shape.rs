@@ -124,7 +124,13 @@ pub fn check(v: &Value, ty: &Ty, path: &str, allow_patch: bool, out: &mut Vec<Sh
                         Some(f) => check(item, &f.ty, &join(path, k), allow_patch, out),
                         None => out.push(ShapeProblem {
                             path: join(path, k),
-                            message: format!("unknown field \"{k}\""),
+                            message: format!(
+                                "unknown field \"{k}\"{}",
+                                crate::suggest::suggestion(
+                                    k,
+                                    shapes.fields(name).iter().map(|f| f.name.as_str())
+                                )
+                            ),
                         }),
                     }
                 }
