@@ -3,40 +3,12 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use k8s::pods::{self, Versions};
-use types::k8s::{ApiServerConfigSpec, ControllerManagerConfigSpec, SchedulerConfigSpec};
 
-fn inputs() -> (
-    ApiServerConfigSpec,
-    ControllerManagerConfigSpec,
-    SchedulerConfigSpec,
-) {
-    (
-        ApiServerConfigSpec {
-            image: "registry.k8s.io/kube-apiserver:v1.35.0".into(),
-            control_plane_endpoint: "https://10.5.0.2:6443".into(),
-            etcd_servers: vec!["https://localhost:2379".into()],
-            local_port: 6443,
-            service_cidrs: vec!["10.96.0.0/12".into()],
-            startup_probes_enabled: true,
-            ..Default::default()
-        },
-        ControllerManagerConfigSpec {
-            enabled: true,
-            image: "registry.k8s.io/kube-controller-manager:v1.35.0".into(),
-            pod_cidrs: vec!["10.244.0.0/16".into()],
-            service_cidrs: vec!["10.96.0.0/12".into()],
-            ..Default::default()
-        },
-        SchedulerConfigSpec {
-            enabled: true,
-            image: "registry.k8s.io/kube-scheduler:v1.35.0".into(),
-            ..Default::default()
-        },
-    )
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn render(c: &mut Criterion) {
-    let (a, m, s) = inputs();
+    let (a, m, s) = common::defaults();
     let v = Versions::default();
     c.bench_function("render three static pods", |b| {
         b.iter(|| {

@@ -11,6 +11,9 @@ use types::k8s::{
     ApiServerConfigSpec, ControllerManagerConfigSpec, ExtraVolume, Resources, SchedulerConfigSpec,
 };
 
+mod common;
+use common::defaults;
+
 fn validator() -> Option<()> {
     let ok = Command::new("kubernetes-validate")
         .arg("--version")
@@ -69,38 +72,6 @@ fn final_pods(
             k8s::yaml::to_string(&pods::scheduler(&sc, &v).unwrap()),
         ),
     ]
-}
-
-fn defaults() -> (
-    ApiServerConfigSpec,
-    ControllerManagerConfigSpec,
-    SchedulerConfigSpec,
-) {
-    let image =
-        |n: &str| machinery::kubernetes::image_or_default(None, &format!("registry.k8s.io/{n}"));
-    (
-        ApiServerConfigSpec {
-            image: image("kube-apiserver"),
-            control_plane_endpoint: "https://10.5.0.2:6443".into(),
-            etcd_servers: vec!["https://localhost:2379".into()],
-            local_port: 6443,
-            service_cidrs: vec!["10.96.0.0/12".into()],
-            startup_probes_enabled: true,
-            ..Default::default()
-        },
-        ControllerManagerConfigSpec {
-            enabled: true,
-            image: image("kube-controller-manager"),
-            pod_cidrs: vec!["10.244.0.0/16".into()],
-            service_cidrs: vec!["10.96.0.0/12".into()],
-            ..Default::default()
-        },
-        SchedulerConfigSpec {
-            enabled: true,
-            image: image("kube-scheduler"),
-            ..Default::default()
-        },
-    )
 }
 
 #[test]

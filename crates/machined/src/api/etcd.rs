@@ -21,11 +21,8 @@ async fn etcd(node: &Node) -> Result<Arc<Etcd>, Status> {
         .await;
     }
     node.etcd().ok_or_else(|| {
-        let ty = node
-            .active_config()
-            .map(|c| c.machine_type().to_string())
-            .unwrap_or_default();
-        if matches!(ty.as_str(), "controlplane" | "init") {
+        let control_plane = node.active_config().is_ok_and(|c| c.is_control_plane());
+        if control_plane {
             Status::failed_precondition("etcd is not run by this node (only in container mode)")
         } else {
             Status::failed_precondition("etcd runs only on control plane nodes")
@@ -38,7 +35,7 @@ pub async fn bootstrap(
     r: pb::BootstrapRequest,
 ) -> Result<pb::BootstrapResponse, Status> {
     let ty = node.active_config().map_err(Status::internal)?;
-    if !matches!(ty.machine_type(), "controlplane" | "init") {
+    if !ty.is_control_plane() {
         return Err(Status::failed_precondition(
             "bootstrap can only be performed on a control plane node",
         ));

@@ -178,7 +178,7 @@ pub async fn run(args: Args, modules: metal::Modules) -> Result<Exit, String> {
             Err(e) => log(&format!("machined: containerd cannot start: {e}")),
         }
     }
-    if runs && matches!(config.machine_type(), "controlplane" | "init") {
+    if runs && config.is_control_plane() {
         node.services
             .start_service(trustd_service(&args, state_file.as_ref())?);
     }

@@ -25,6 +25,11 @@ pub fn machine_config(ctx: &ReconcileContext) -> Result<Option<Config>, Controll
     }
 }
 
+/// The active machine config when the machine is a control plane.
+pub fn control_plane_config(ctx: &ReconcileContext) -> Result<Option<Config>, ControllerError> {
+    Ok(machine_config(ctx)?.filter(Config::is_control_plane))
+}
+
 /// The IPs (prefixes dropped) of one of the node's NodeAddresses: `default`, `current` or
 /// `accumulative`.
 pub fn node_ips(ctx: &ReconcileContext, id: &str) -> Result<Vec<IpAddr>, ControllerError> {

@@ -361,6 +361,11 @@ impl Config {
             .unwrap_or("")
     }
 
+    /// Whether the machine is a control plane (`controlplane`, or the legacy `init`).
+    pub fn is_control_plane(&self) -> bool {
+        matches!(self.machine_type(), "controlplane" | "init")
+    }
+
     /// The map of strings at `pointer` (such as `/machine/sysctls`); values that are not
     /// strings come as their JSON text.
     pub fn string_map(&self, pointer: &str) -> std::collections::BTreeMap<String, String> {

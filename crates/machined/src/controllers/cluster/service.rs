@@ -61,14 +61,13 @@ impl Controller for ServiceController {
                 {
                     {
                         let ty = cfg.machine_type().to_string();
-                        let control_plane = matches!(ty.as_str(), "controlplane" | "init")
-                            .then_some(plain::ControlPlane {
-                                api_server_port: cfg
-                                    .control_plane_endpoint()
-                                    .and_then(|e| e.rsplit_once(':'))
-                                    .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
-                                    .unwrap_or(6443),
-                            });
+                        let control_plane = cfg.is_control_plane().then_some(plain::ControlPlane {
+                            api_server_port: cfg
+                                .control_plane_endpoint()
+                                .and_then(|e| e.rsplit_once(':'))
+                                .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+                                .unwrap_or(6443),
+                        });
                         Some(Settings {
                             endpoint,
                             ttl,

@@ -28,12 +28,9 @@ impl Controller for ConfigController {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let Some(cfg) = inputs::machine_config(ctx)? else {
+        let Some(cfg) = inputs::control_plane_config(ctx)? else {
             return Ok(());
         };
-        if !matches!(cfg.machine_type(), "controlplane" | "init") {
-            return Ok(());
-        }
         let list = |p: &str| machinery::kubernetes::strings(cfg.pointer(p));
         let spec = EtcdConfigSpec {
             image: cfg

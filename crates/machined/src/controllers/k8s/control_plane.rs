@@ -231,12 +231,9 @@ impl Controller for ControlPlaneController {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let Some(cfg) = inputs::machine_config(ctx)? else {
+        let Some(cfg) = inputs::control_plane_config(ctx)? else {
             return Ok(());
         };
-        if !matches!(cfg.machine_type(), "controlplane" | "init") {
-            return Ok(());
-        }
         let (a, c, s) = configs_of(&cfg);
         ctx.put(APISERVER_ID, a)?;
         ctx.put(CONTROLLER_MANAGER_ID, c)?;

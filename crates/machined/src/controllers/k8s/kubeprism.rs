@@ -74,7 +74,7 @@ impl Controller for KubePrismEndpointsController {
         if let Some(e) = cfg.control_plane_endpoint().and_then(host_port) {
             add(e);
         }
-        if matches!(cfg.machine_type(), "controlplane" | "init") {
+        if cfg.is_control_plane() {
             let port = machinery::kubernetes::setting(
                 &cfg,
                 "/cluster/controlPlane/localAPIServerPort",

@@ -183,12 +183,9 @@ impl Controller for RenderConfigsController {
         true
     }
     async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
-        let Some(cfg) = inputs::machine_config(ctx)? else {
+        let Some(cfg) = inputs::control_plane_config(ctx)? else {
             return Ok(());
         };
-        if !matches!(cfg.machine_type(), "controlplane" | "init") {
-            return Ok(());
-        }
         let list = |ptr: &str| -> Vec<Value> {
             cfg.pointer(ptr)
                 .and_then(Value::as_array)

@@ -29,10 +29,6 @@ use crate::sys::pki::{now, validity};
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
-fn is_control_plane(cfg: &Config) -> bool {
-    matches!(cfg.machine_type(), "controlplane" | "init")
-}
-
 fn str_at<'a>(cfg: &'a Config, ptr: &str) -> &'a str {
     cfg.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
@@ -220,7 +216,7 @@ impl Controller for KubernetesRootController {
         let Some(cfg) = inputs::machine_config(ctx)? else {
             return Ok(());
         };
-        if is_control_plane(&cfg) {
+        if cfg.is_control_plane() {
             ctx.put(K8S_CERTS_ID, root_of(&cfg)?)?;
         }
         Ok(())
