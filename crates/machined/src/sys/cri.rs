@@ -379,21 +379,36 @@ fn layer_id(r: &str) -> String {
     d.chars().take(12).collect()
 }
 
+/// Whether a call failed because containerd went away under it (it restarts when the CRI
+/// configuration changes): the connection, not the request.
+fn dropped(s: &Status) -> bool {
+    s.code() == tonic::Code::Unavailable || s.message().contains("transport error")
+}
+
 pub async fn remove_image(socket: &str, ns: &str, reference: &str) -> Result<(), Status> {
     let name = normalize(reference)?;
-    let ch = channel(socket).await?;
-    ctrd::images_client::ImagesClient::new(ch)
-        .delete(with_namespace!(
-            ctrd::DeleteImageRequest {
-                name: name.clone(),
-                sync: true,
-                target: None,
-            },
-            ns
-        ))
-        .await
-        .map_err(|s| Status::new(s.code(), format!("remove {name}: {}", s.message())))?;
-    Ok(())
+    let delete = || async {
+        ctrd::images_client::ImagesClient::new(channel(socket).await?)
+            .delete(with_namespace!(
+                ctrd::DeleteImageRequest {
+                    name: name.clone(),
+                    sync: true,
+                    target: None,
+                },
+                ns
+            ))
+            .await
+    };
+    // Once more against the restarted containerd when the first one was going away (then
+    // "not found" means the first one did remove it).
+    match delete().await {
+        Err(s) if dropped(&s) => match delete().await {
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            other => other.map(|_| ()),
+        },
+        other => other.map(|_| ()),
+    }
+    .map_err(|s| Status::new(s.code(), format!("remove {name}: {}", s.message())))
 }
 
 // ---- containers ----
