@@ -74,12 +74,20 @@ async fn this_boot(t: &Target) -> std::result::Result<(String, String), tonic::S
 }
 
 /// Wait until the node has booted again (another boot id) and answers: the boot slot it
-/// started from.
-async fn back(t: &Target, boot_id: &str, deadline: Instant) -> Result<String> {
+/// started from. After a call whose reply was lost (`cut`), a node that keeps answering from
+/// the same boot for two minutes did not take the request.
+async fn back(t: &Target, boot_id: &str, deadline: Instant, cut: bool) -> Result<String> {
+    let started = Instant::now();
     loop {
         if let Ok((id, slot)) = this_boot(t).await {
             if id != boot_id {
                 return Ok(slot);
+            }
+            if cut && started.elapsed() > Duration::from_secs(120) {
+                return Err(Error::msg(format!(
+                    "{}: the upgrade call lost its connection and the node has not rebooted since: run the upgrade again",
+                    t.node
+                )));
             }
         }
         if Instant::now() > deadline {
@@ -98,10 +106,19 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
     let a = &a;
     each(&targets, |t| async move {
         let stage = a.stage || a.no_reboot;
-        let (boot_id, before) = this_boot(&t)
-            .await
-            .map_err(|s| client::call_error(&t.node, s))?;
-        let resp = client::machine(&t)
+        // A node just back from a reboot may be reached first over a connection that died
+        // with its previous boot: tried again for a few seconds.
+        let mut tries = 0;
+        let (boot_id, before) = loop {
+            match this_boot(&t).await {
+                Err(s) if s.code() == tonic::Code::Unavailable && tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                other => break other.map_err(|s| client::call_error(&t.node, s))?,
+            }
+        };
+        let reply = client::machine(&t)
             .upgrade(UpgradeRequest {
                 image: a.image.clone(),
                 preserve: a.preserve,
@@ -109,18 +126,32 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
                 force: a.force,
                 reboot_mode: i32::from(a.reboot_mode == "powercycle"),
             })
-            .await
-            .map_err(|s| client::call_error(&t.node, s))?
-            .into_inner();
-        for m in &resp.messages {
-            eprintln!("{}: {}", t.node, m.ack);
-        }
+            .await;
+        // The node reboots right after it replies; a reply lost with the connection leaves
+        // the outcome to the node's next boot.
+        let cut = match reply {
+            Ok(resp) => {
+                for m in &resp.into_inner().messages {
+                    eprintln!("{}: {}", t.node, m.ack);
+                }
+                false
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable && !stage && a.wait => {
+                eprintln!(
+                    "{}: the connection closed before the reply ({}); waiting to see whether the node reboots",
+                    t.node,
+                    s.message()
+                );
+                true
+            }
+            Err(s) => return Err(client::call_error(&t.node, s)),
+        };
         if stage || !a.wait {
             return Ok(());
         }
         eprintln!("{}: waiting for the node to reboot", t.node);
         let started = Instant::now();
-        let now = back(&t, &boot_id, started + timeout).await?;
+        let now = back(&t, &boot_id, started + timeout, cut).await?;
         match now == before {
             true => Err(Error::msg(format!(
                 "{}: the new system did not come up: the node started boot slot {now} again (the previous system) after {} s",

@@ -759,10 +759,11 @@ pub async fn serve_local(
     }
 }
 
-/// Signal the node (reboot, reset, shut down) a moment after the reply has gone out.
+/// Signal the node (reboot, reset, shut down) a moment after the reply has gone out (a
+/// second: the reply may still cross apid and a proxying control plane on a loaded machine).
 fn after_reply(signal: Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         signal.notify_one();
     });
 }
