@@ -156,7 +156,7 @@ fn main() -> ExitCode {
                     tracing_subscriber::EnvFilter::new("machined=info,resources=warn")
                 }),
             )
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(tracing_subscriber::fmt::layer().with_writer(|| sys::selflog::Stderr))
             .with(sys::logship::Layer)
             .init();
     }

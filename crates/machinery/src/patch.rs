@@ -47,25 +47,7 @@ impl JsonPatch {
         self.ops.0.extend(other.ops.0);
         self.origins.extend(other.origins);
     }
-
-    fn apply(&self, value: &mut Value) -> Result<()> {
-        json_patch::patch(value, &self.ops).map_err(|e| {
-            let (file, pos) = self.origins.get(e.operation).cloned().unwrap_or_default();
-            let mut p = Problem::new(format!(
-                "JSON patch operation {} failed: {} (path {})",
-                e.operation + 1,
-                e.kind,
-                e.path
-            ))
-            .at(pos);
-            p.file = file;
-            Error::from(p)
-        })
-    }
 }
-
-pub const JSON6902_MULTIDOC: &str =
-    "JSON6902 patches are not supported for multi-document machine configuration";
 
 impl Patch {
     /// Load a patch from text, trying a strategic patch first and a JSON patch second.
@@ -129,20 +111,21 @@ pub fn load_patches<S: AsRef<str>>(specs: &[S]) -> Result<Vec<Patch>> {
 }
 
 /// Apply patches in order.
+///
+/// A JSON patch (RFC 6902) goes to the config's v1alpha1 document, or, when its path starts
+/// with `/@<Kind>` or `/@<Kind>=<name>`, to the document of that kind (and name): `/@KubeletConfig/
+/// extraConfig/maxPods`, `/@NetworkRuleConfig=ingress/ingress/0/subnet`. A config with a single
+/// document takes it whatever its kind; one without documents gets a v1alpha1 document. What
+/// cannot be decided (no v1alpha1 document among several, a kind with several documents and no
+/// name, one operation moving between documents) is refused, saying why.
 pub fn apply(mut cfg: Config, patches: &[Patch]) -> Result<Config> {
     let target = cfg.documents_mut();
     for p in patches {
         match p {
             Patch::Json(ops) => {
-                if target.len() > 1 {
-                    return Err(Error::msg(JSON6902_MULTIDOC));
+                for (i, op) in ops.ops.0.iter().enumerate() {
+                    apply_json_op(target, ops, i, op)?;
                 }
-                let mut value = target
-                    .pop()
-                    .map(|d| d.value)
-                    .unwrap_or_else(|| serde_json::json!({"version": "v1alpha1"}));
-                ops.apply(&mut value)?;
-                target.push(Document::from_value(value)?);
             }
             Patch::Strategic(docs) => {
                 for d in docs {
@@ -152,6 +135,196 @@ pub fn apply(mut cfg: Config, patches: &[Patch]) -> Result<Config> {
         }
     }
     Ok(cfg)
+}
+
+/// v1alpha1 sections that a generated config holds in documents of their own: a JSON patch
+/// written for v1alpha1 (as the Talos docs write them) goes there when v1alpha1 lacks the
+/// section and the config has that document.
+const MOVED: &[(&str, &str, &str)] = &[
+    ("/machine/kubelet/extraConfig", "KubeletConfig", "/config"),
+    (
+        "/machine/kubelet/registerWithFQDN",
+        "KubeNodeConfig",
+        "/registerWithFQDN",
+    ),
+    (
+        "/machine/kubelet/skipNodeRegistration",
+        "KubeNodeConfig",
+        "/skipNodeRegistration",
+    ),
+    ("/machine/kubelet/nodeIP", "KubeNodeConfig", "/nodeIP"),
+    ("/machine/kubelet", "KubeletConfig", ""),
+    ("/machine/nodeLabels", "KubeNodeConfig", "/labels"),
+    ("/machine/nodeTaints", "KubeNodeConfig", "/taints"),
+    ("/machine/network/hostname", "HostnameConfig", "/hostname"),
+    (
+        "/machine/features/kubePrism/port",
+        "KubePrismConfig",
+        "/port",
+    ),
+    ("/cluster/clusterName", "KubeClusterConfig", "/clusterName"),
+    (
+        "/cluster/controlPlane/endpoint",
+        "KubeClusterConfig",
+        "/endpoint",
+    ),
+    (
+        "/cluster/controlPlane/localAPIServerPort",
+        "KubeAPIServerConfig",
+        "/apiPort",
+    ),
+    (
+        "/cluster/apiServer/certSANs",
+        "KubeAPIServerConfig",
+        "/certExtraSANs",
+    ),
+    ("/cluster/apiServer", "KubeAPIServerConfig", ""),
+    (
+        "/cluster/controllerManager",
+        "KubeControllerManagerConfig",
+        "",
+    ),
+    ("/cluster/scheduler", "KubeSchedulerConfig", ""),
+    ("/cluster/proxy", "KubeProxyConfig", ""),
+    (
+        "/cluster/network/dnsDomain",
+        "KubeNetworkConfig",
+        "/dnsDomain",
+    ),
+    (
+        "/cluster/network/podSubnets",
+        "KubeNetworkConfig",
+        "/podSubnets",
+    ),
+    (
+        "/cluster/network/serviceSubnets",
+        "KubeNetworkConfig",
+        "/serviceSubnets",
+    ),
+];
+
+/// Where a JSON patch path written for v1alpha1 goes in `docs`: the moved section's
+/// document and path, when v1alpha1 lacks the section.
+fn moved(docs: &[Document], v1: &Value, pointer: &str) -> Option<(usize, String)> {
+    MOVED.iter().find_map(|(prefix, kind, field)| {
+        let rest = pointer.strip_prefix(prefix)?;
+        if !(rest.is_empty() || rest.starts_with('/')) || v1.pointer(prefix).is_some() {
+            return None;
+        }
+        let i = docs
+            .iter()
+            .position(|d| matches!(&d.id, config::DocId::Kind { kind: k, .. } if k == kind))?;
+        Some((i, format!("{field}{rest}")))
+    })
+}
+
+/// Where a JSON patch path goes in `cfg`, said for people: "the v1alpha1 document",
+/// "/image of the KubeletConfig document".
+pub fn json_destination(cfg: &Config, pointer: &str) -> std::result::Result<String, String> {
+    let docs = cfg.documents();
+    let (doc, inner) = json_target(docs, pointer)?;
+    Ok(match doc.map(|i| &docs[i].id) {
+        None | Some(config::DocId::V1Alpha1) => "the v1alpha1 document".to_string(),
+        Some(id) => format!("{inner} of the {id} document"),
+    })
+}
+
+/// The document a JSON pointer addresses, and the pointer within it.
+fn json_target(
+    docs: &[Document],
+    pointer: &str,
+) -> std::result::Result<(Option<usize>, String), String> {
+    let Some(rest) = pointer.strip_prefix("/@") else {
+        let v1 = docs.iter().position(|d| d.id == config::DocId::V1Alpha1);
+        if let Some(found) = v1.and_then(|i| moved(docs, &docs[i].value, pointer)) {
+            return Ok((Some(found.0), found.1));
+        }
+        return match (v1, docs.len()) {
+            (Some(i), _) => Ok((Some(i), pointer.to_string())),
+            (None, 0) => Ok((None, pointer.to_string())),
+            (None, 1) => Ok((Some(0), pointer.to_string())),
+            (None, _) => Err(format!(
+                "the config has no v1alpha1 document to apply {pointer} to; address one of its documents ({}) as /@<Kind>[=<name>]{pointer}",
+                docs.iter().map(|d| d.id.to_string()).collect::<Vec<_>>().join(", ")
+            )),
+        };
+    };
+    let (head, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (kind, name) = match head.split_once('=') {
+        Some((k, n)) => (k, Some(n)),
+        None => (head, None),
+    };
+    let found: Vec<usize> = docs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| match &d.id {
+            config::DocId::Kind {
+                kind: k, name: n, ..
+            } => k == kind && (name.is_none() || n.as_deref() == name),
+            config::DocId::V1Alpha1 => kind == "v1alpha1" && name.is_none(),
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok((Some(*one), tail.to_string())),
+        [] => Err(format!("the config has no {head} document")),
+        several => Err(format!(
+            "the config has {} {kind} documents ({}): name one as /@{kind}=<name>",
+            several.len(),
+            several
+                .iter()
+                .map(|i| docs[*i].id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// One operation of a JSON patch, on the document it addresses.
+fn apply_json_op(
+    docs: &mut Vec<Document>,
+    patch: &JsonPatch,
+    i: usize,
+    op: &json_patch::PatchOperation,
+) -> Result<()> {
+    // `msg` follows "JSON patch operation N".
+    let at = |msg: String| {
+        let (file, pos) = patch.origins.get(i).cloned().unwrap_or_default();
+        let mut p = Problem::new(format!("JSON patch operation {}{msg}", i + 1)).at(pos);
+        p.file = file;
+        Error::from(p)
+    };
+    let why = |e: String| at(format!(": {e}"));
+    let mut value = serde_json::to_value(op).map_err(|e| why(e.to_string()))?;
+    let path = value["path"].as_str().unwrap_or_default().to_string();
+    let (doc, inner) = json_target(docs, &path).map_err(why)?;
+    value["path"] = Value::String(inner);
+    if let Some(from) = value.get("from").and_then(Value::as_str).map(String::from) {
+        let (from_doc, from_inner) = json_target(docs, &from).map_err(why)?;
+        if from_doc != doc {
+            return Err(why(format!(
+                "{from} and {path} are in different documents: an operation stays within one"
+            )));
+        }
+        value["from"] = Value::String(from_inner);
+    }
+    let one: json_patch::PatchOperation =
+        serde_json::from_value(value).map_err(|e| why(e.to_string()))?;
+    let mut target = match doc {
+        Some(i) => docs[i].value.clone(),
+        None => serde_json::json!({"version": "v1alpha1"}),
+    };
+    json_patch::patch(&mut target, &json_patch::Patch(vec![one]))
+        .map_err(|e| at(format!(" failed: {} (path {path})", e.kind)))?;
+    let updated = Document::from_value(target)?;
+    match doc {
+        Some(i) => docs[i] = updated,
+        None => docs.push(updated),
+    }
+    Ok(())
 }
 
 fn apply_document(docs: &mut Vec<Document>, d: &RawDocument) -> Result<()> {

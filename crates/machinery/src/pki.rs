@@ -351,6 +351,16 @@ pub fn fingerprint_sha256(pem_text: &str) -> Result<String> {
     Ok(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A certificate's fingerprint as `--cert-fingerprint` takes it: the SHA-256 of its subject
+/// public key info, base64 (it stays the same when the certificate is re-issued for the key).
+pub fn spki_fingerprint(der: &[u8]) -> Result<String> {
+    use base64::Engine;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::msg(format!("invalid certificate: {e}")))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+}
+
 /// Check that a PEM certificate parses; returns its subject organizations.
 pub fn cert_organizations(pem_text: &str) -> Result<Vec<String>> {
     let block = pem::parse(pem_text).map_err(|e| Error::msg(format!("invalid PEM: {e}")))?;

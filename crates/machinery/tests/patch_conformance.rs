@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use machinery::patch::{apply, load_patches, Patch, JSON6902_MULTIDOC};
+use machinery::patch::{apply, load_patches, Patch};
 use machinery::Config;
 
 fn base() -> Option<PathBuf> {
@@ -74,8 +74,16 @@ fn audit_policy_is_replaced() {
 fn multidoc() {
     let Some(b) = base() else { return };
     let d = b.join("multidoc");
-    let e = run(&d, "config.yaml", &["jsonpatch.yaml", "strategic1.yaml"]).unwrap_err();
-    assert_eq!(e.to_string(), JSON6902_MULTIDOC);
+    // Upstream refuses a JSON patch on a multi-document config; here it goes to the v1alpha1
+    // document and leaves the others as they are.
+    let cfg = Config::load(d.join("config.yaml")).unwrap();
+    let patched = run(&d, "config.yaml", &["jsonpatch.yaml"]).unwrap();
+    let v1 = &patched.documents()[0].value;
+    assert_eq!(
+        v1["machine"]["network"]["interfaces"][0]["addresses"],
+        serde_json::json!(["10.1.2.3/24"])
+    );
+    assert_eq!(patched.documents()[1..], cfg.documents()[1..]);
     expect_bytes(
         &d,
         "config.yaml",
@@ -198,4 +206,78 @@ fn normalize(mut cfg: Config) -> Config {
         }
     }
     cfg
+}
+
+/// JSON patches on the other documents of a config: addressed by `/@Kind[=name]`, refused
+/// when that does not say which document, or when one operation spans two.
+#[test]
+fn json_patches_address_documents_by_kind_and_name() {
+    let Some(b) = base() else { return };
+    let d = b.join("multidoc");
+    let cfg = || Config::load(d.join("config.yaml")).unwrap();
+    let patch = |text: &str| apply(cfg(), &load_patches(&[text]).unwrap());
+    let patched = patch(
+        r#"[{"op": "replace", "path": "/@ExtensionServiceConfig=foo/environment/0", "value": "FOO=BAZ"},
+            {"op": "replace", "path": "/@SideroLinkConfig/apiUrl", "value": "https://other/join"}]"#,
+    )
+    .unwrap();
+    let docs = patched.documents();
+    assert_eq!(docs[2].value["environment"][0], "FOO=BAZ");
+    assert_eq!(docs[1].value["apiUrl"], "https://other/join");
+    assert_eq!(docs[0], cfg().documents()[0]);
+    for (text, why) in [
+        (
+            r#"[{"op": "add", "path": "/@KubeletConfig/x", "value": 1}]"#,
+            "JSON patch operation 1: the config has no KubeletConfig document",
+        ),
+        (
+            r#"[{"op": "copy", "from": "/@SideroLinkConfig/apiUrl", "path": "/machine/network/hostname"}]"#,
+            "are in different documents",
+        ),
+        (
+            r#"[{"op": "remove", "path": "/@ExtensionServiceConfig=bar/environment"}]"#,
+            "no ExtensionServiceConfig=bar document",
+        ),
+    ] {
+        let e = patch(text).unwrap_err().to_string();
+        assert!(e.contains(why), "{text}: {e}");
+    }
+    // Without a v1alpha1 document among several, a plain path says how to address one.
+    let mut docs_only = cfg();
+    docs_only.documents_mut().remove(0);
+    let e = apply(
+        docs_only,
+        &load_patches(&[r#"[{"op": "add", "path": "/x", "value": 1}]"#]).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(
+            "the config has no v1alpha1 document to apply /x to; address one of its documents"
+        ),
+        "{e}"
+    );
+}
+
+/// A JSON patch written for v1alpha1, as the Talos docs write them, goes to the document that
+/// holds the section in a generated config; a section v1alpha1 still has stays there.
+#[test]
+fn json_patches_follow_sections_moved_to_documents() {
+    let cfg = Config::parse(
+        "version: v1alpha1\nmachine:\n    type: worker\n---\napiVersion: v1alpha1\nkind: KubeletConfig\nimage: ghcr.io/siderolabs/kubelet:v1.35.0\n",
+    )
+    .unwrap();
+    let ops = r#"[{"op": "replace", "path": "/machine/kubelet/image", "value": "k:2"},
+                  {"op": "add", "path": "/machine/kubelet/extraConfig", "value": {"maxPods": 50}},
+                  {"op": "replace", "path": "/machine/type", "value": "controlplane"}]"#;
+    let patched = apply(cfg.clone(), &load_patches(&[ops]).unwrap()).unwrap();
+    let docs = patched.documents();
+    assert_eq!(docs[1].value["image"], "k:2");
+    assert_eq!(docs[1].value["config"]["maxPods"], 50);
+    assert_eq!(docs[0].value["machine"]["type"], "controlplane");
+    assert!(docs[0].value["machine"].get("kubelet").is_none());
+    assert_eq!(
+        machinery::patch::json_destination(&cfg, "/machine/kubelet/image").unwrap(),
+        "/image of the v1alpha1/KubeletConfig document"
+    );
 }

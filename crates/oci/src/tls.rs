@@ -10,20 +10,31 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ConfigBuilder, DigitallySignedStruct, SignatureScheme};
 
-/// Accepts any server certificate (signatures are still checked).
+/// Accepts any server certificate, or only those whose public key has one of the pinned
+/// fingerprints (`machinery::pki::spki_fingerprint`); signatures are checked either way.
 #[derive(Debug)]
-struct AnyServer(Arc<CryptoProvider>);
+struct AnyServer(Arc<CryptoProvider>, Vec<String>);
 
 impl ServerCertVerifier for AnyServer {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        if self.1.is_empty() {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let got = machinery::pki::spki_fingerprint(end_entity)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        match self.1.contains(&got) {
+            true => Ok(ServerCertVerified::assertion()),
+            false => Err(rustls::Error::General(format!(
+                "the server's certificate fingerprint {got} is not one of --cert-fingerprint"
+            ))),
+        }
     }
 
     fn verify_tls12_signature(
@@ -65,12 +76,20 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// A client config builder that trusts any server; the caller picks the client identity.
 pub fn any_server() -> ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
+    pinned_server(Vec::new())
+}
+
+/// A client config builder that trusts a server whose certificate's public key has one of
+/// `fingerprints` (any server when there are none).
+pub fn pinned_server(
+    fingerprints: Vec<String>,
+) -> ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
     let p = provider();
     ClientConfig::builder_with_provider(p.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(p)))
+        .with_custom_certificate_verifier(Arc::new(AnyServer(p, fingerprints)))
 }
 
 fn certs(pem_text: &str) -> Result<Vec<CertificateDer<'static>>, String> {

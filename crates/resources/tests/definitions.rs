@@ -1,30 +1,11 @@
 //! Display types and aliases match upstream's for every resource type Talos registers
 //! (`../shared/reference/resources.yaml`), and ambiguous aliases are reported as such.
 
-use std::path::PathBuf;
-
 use resources::{display_type, explicit_aliases, fill_aliases, Definition, Registry, State};
 use serde_json::Value;
 
 fn reference() -> Option<Value> {
-    let path = std::env::var_os("TALOS_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
-        })
-        .join("resources.yaml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(
-            machinery::yaml::parse_stream(&text)
-                .unwrap()
-                .remove(0)
-                .value,
-        ),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("reference data missing at {}", path.display())
-        }
-        Err(_) => None,
-    }
+    machinery::yaml::reference("resources.yaml")
 }
 
 fn strings(v: &Value) -> Vec<String> {

@@ -35,9 +35,8 @@ pub struct ApplyArgs {
     /// Patches applied to the file before it is sent (inline, or @file).
     #[arg(short = 'p', long = "config-patch")]
     patches: Vec<String>,
-    /// Talk to a node in maintenance mode (no client certificate, the node is not verified).
-    #[arg(short, long)]
-    insecure: bool,
+    #[command(flatten)]
+    insecure: client::InsecureArgs,
 }
 
 pub async fn run(a: ApplyArgs) -> Result<()> {
@@ -48,11 +47,7 @@ pub async fn run(a: ApplyArgs) -> Result<()> {
     if !a.patches.is_empty() {
         cfg = machinery::apply_patches(cfg, &machinery::load_patches(&a.patches)?)?;
     }
-    let targets = if a.insecure {
-        client::connect_insecure(&a.conn)?
-    } else {
-        client::connect(&a.conn).await?
-    };
+    let targets = client::connect_as(&a.conn, &a.insecure).await?;
     let mut errors = Vec::new();
     for t in targets {
         if let Err(e) = send(&t, &cfg, &a.how).await {
@@ -103,9 +98,17 @@ pub struct PatchArgs {
     /// What to patch: machineconfig (mc).
     #[arg(value_parser = ["machineconfig", "mc", "machineconfigs"])]
     resource: String,
+    /// Accepted as upstream's; the active config (v1alpha1) is always the one patched.
+    id: Option<String>,
     /// Patch to apply: inline YAML/JSON, or @file; repeatable.
     #[arg(short = 'p', long = "patch")]
     patches: Vec<String>,
+    /// A file holding a patch (as -p @file).
+    #[arg(long = "patch-file", default_value = "")]
+    patch_file: String,
+    /// Accepted as upstream's; the machine config has one namespace.
+    #[arg(long, default_value = "")]
+    namespace: String,
     #[command(flatten)]
     how: ModeArgs,
 }
@@ -141,13 +144,43 @@ async fn send(t: &client::Target, cfg: &machinery::Config, how: &ModeArgs) -> Re
     Ok(())
 }
 
+/// The paths of the JSON patches among `patches`.
+fn json_paths(patches: &[machinery::patch::Patch]) -> Vec<String> {
+    patches
+        .iter()
+        .filter_map(|p| match p {
+            machinery::patch::Patch::Json(j) => Some(&j.ops.0),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|op| serde_json::to_value(op).ok())
+        .filter_map(|v| v["path"].as_str().map(String::from))
+        .collect()
+}
+
 /// `talosctl patch machineconfig`: patch each node's active config and apply it.
 pub async fn patch(a: PatchArgs) -> Result<()> {
-    let patches = machinery::load_patches(&a.patches)?;
+    let mut specs = a.patches.clone();
+    if !a.patch_file.is_empty() {
+        specs.push(format!("@{}", a.patch_file));
+    }
+    if specs.is_empty() {
+        return Err(Error::msg(
+            "no patch given: pass -p <patch> or --patch-file <file>",
+        ));
+    }
+    let patches = machinery::load_patches(&specs)?;
     let mut errors = Vec::new();
     for t in client::connect(&a.conn).await? {
         let result = async {
             let cfg = machinery::Config::parse(&current_config(&t).await?)?;
+            if cfg.documents().len() > 1 {
+                for path in json_paths(&patches) {
+                    if let Ok(dest) = machinery::patch::json_destination(&cfg, &path) {
+                        eprintln!("{}: JSON patch path {path} applies to {dest}", t.node);
+                    }
+                }
+            }
             let patched = machinery::apply_patches(cfg, &patches)?;
             send(&t, &patched, &a.how).await
         }
@@ -166,6 +199,11 @@ pub struct EditArgs {
     /// What to edit: machineconfig (mc).
     #[arg(value_parser = ["machineconfig", "mc", "machineconfigs"])]
     resource: String,
+    /// Accepted as upstream's; the active config (v1alpha1) is always the one edited.
+    id: Option<String>,
+    /// Accepted as upstream's; the machine config has one namespace.
+    #[arg(long, default_value = "")]
+    namespace: String,
     #[command(flatten)]
     how: ModeArgs,
 }

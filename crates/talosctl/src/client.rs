@@ -83,7 +83,7 @@ fn uri(endpoint: &str) -> String {
 pub async fn connect(conn: &ConnArgs) -> Result<Vec<Target>> {
     let cfg = ClientConfig::load(&conn.path())?;
     let context = Some(conn.context.as_str()).filter(|c| !c.is_empty());
-    let (_, ctx) = cfg.current(context)?;
+    let (name, ctx) = cfg.current(context)?;
     let endpoints = if conn.endpoints.is_empty() {
         ctx.endpoints.clone()
     } else {
@@ -105,16 +105,20 @@ pub async fn connect(conn: &ConnArgs) -> Result<Vec<Target>> {
             "no endpoints: set them with `talosctl config endpoint` or pass -e",
         ));
     }
-    dial(ctx, targets, through)
+    dial(name, ctx, targets, through)
 }
 
 /// Channels to `targets` with a context's credentials; through `through`'s apid when given.
 pub fn dial(
+    context: &str,
     ctx: &machinery::clientconfig::Context,
     targets: Vec<String>,
     through: Option<String>,
 ) -> Result<Vec<Target>> {
     let key = Key::from_pem(&unb64(&ctx.key)?)?;
+    let (roles, expires) = machinery::clientconfig::describe_certificate(ctx)
+        .map(|(r, e)| (r, Some(e)))
+        .unwrap_or_default();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(unb64(&ctx.ca)?))
         .identity(Identity::from_pem(unb64(&ctx.crt)?, key.to_pkcs8_pem()));
@@ -128,6 +132,15 @@ pub fn dial(
             .connect_timeout(std::time::Duration::from_secs(10));
         let channel = endpoint.connect_lazy();
         let route = through.as_ref().filter(|e| **e != t).map(|_| t.clone());
+        crate::hints::remember(
+            &t,
+            crate::hints::Dialed {
+                endpoint: dial,
+                context: context.to_string(),
+                roles: roles.clone(),
+                expires,
+            },
+        );
         out.push(Target {
             node: t,
             channel,
@@ -137,9 +150,37 @@ pub fn dial(
     Ok(out)
 }
 
-/// Channels to nodes in maintenance mode (`--insecure`): TLS without a client certificate and
-/// without checking the node's certificate. The nodes come from -n, else -e.
-pub fn connect_insecure(conn: &ConnArgs) -> Result<Vec<Target>> {
+/// `-i/--insecure` and `--cert-fingerprint`, for the commands a node in maintenance mode serves.
+#[derive(clap::Args, Clone, Default)]
+pub struct InsecureArgs {
+    /// Talk to a node in maintenance mode: no client certificate, and the node's certificate
+    /// is not checked (unless --cert-fingerprint is given).
+    #[arg(short, long)]
+    pub insecure: bool,
+    /// With --insecure, accept only a node whose certificate's public key has one of these
+    /// fingerprints (base64 SHA-256; a node in maintenance mode logs its own).
+    #[arg(long = "cert-fingerprint", value_delimiter = ',')]
+    pub cert_fingerprint: Vec<String>,
+}
+
+/// Channels to the nodes: to a node in maintenance mode with `--insecure`, else with the
+/// talosconfig's credentials.
+pub async fn connect_as(conn: &ConnArgs, how: &InsecureArgs) -> Result<Vec<Target>> {
+    if how.insecure {
+        connect_insecure(conn, how.cert_fingerprint.clone())
+    } else if !how.cert_fingerprint.is_empty() {
+        Err(Error::msg(
+            "--cert-fingerprint is used with --insecure only",
+        ))
+    } else {
+        connect(conn).await
+    }
+}
+
+/// Channels to nodes in maintenance mode (`--insecure`): TLS without a client certificate;
+/// the node's certificate is checked against `fingerprints` when there are any. The nodes
+/// come from -n, else -e.
+pub fn connect_insecure(conn: &ConnArgs, fingerprints: Vec<String>) -> Result<Vec<Target>> {
     let targets = if conn.nodes.is_empty() {
         split_commas(&conn.endpoints)
     } else {
@@ -150,11 +191,18 @@ pub fn connect_insecure(conn: &ConnArgs) -> Result<Vec<Target>> {
             "--insecure needs the node's address: pass -n (or -e)",
         ));
     }
-    let mut tls = oci::tls::any_server().with_no_client_auth();
+    let mut tls = oci::tls::pinned_server(fingerprints).with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let mut out = Vec::new();
     for t in targets {
+        crate::hints::remember(
+            &t,
+            crate::hints::Dialed {
+                endpoint: t.clone(),
+                ..Default::default()
+            },
+        );
         let plain = uri(&t).replacen("https://", "http://", 1);
         let connector = connector.clone();
         let dial = tower::service_fn(move |u: http::Uri| {
@@ -206,6 +254,7 @@ pub fn images(t: &Target) -> api::machine::image_service_client::ImageServiceCli
 
 /// A failed call, worded like talosctl: the node and the gRPC message.
 pub fn call_error(node: &str, status: tonic::Status) -> Error {
+    let hint = crate::hints::hint(node, &status);
     let what = match status.code() {
         tonic::Code::PermissionDenied => format!(
             "rpc error: code = PermissionDenied desc = {}",
@@ -216,7 +265,10 @@ pub fn call_error(node: &str, status: tonic::Status) -> Error {
         }
         code => format!("rpc error: code = {code:?} desc = {}", status.message()),
     };
-    Error::msg(format!("{node}: {what}"))
+    match hint {
+        Some(h) => Error::msg(format!("{node}: {what}\n{h}")),
+        None => Error::msg(format!("{node}: {what}")),
+    }
 }
 
 /// The outcome of a call made on several nodes: each failed node's error on a line of its own.

@@ -21,12 +21,13 @@ pub struct ImageArgs {
 #[derive(Subcommand)]
 enum ImageCommand {
     /// List the images of a namespace.
-    #[command(visible_alias = "ls")]
+    #[command(visible_aliases = ["l", "ls"])]
     List {
         #[command(flatten)]
         conn: ConnArgs,
     },
     /// Pull an image through the node's registry configuration (mirrors, credentials, TLS).
+    #[command(visible_alias = "p")]
     Pull {
         #[command(flatten)]
         conn: ConnArgs,

@@ -15,6 +15,8 @@ use crate::config_cmd::{table, ConnArgs};
 pub struct GetArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    insecure: client::InsecureArgs,
     /// Resource type (name, alias or display type).
     resource_type: String,
     /// Resource id.
@@ -257,7 +259,7 @@ impl Printer {
 }
 
 pub async fn run(a: GetArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
+    let targets = client::connect_as(&a.conn, &a.insecure).await?;
     let def = resolve(&targets[0], &a.resource_type).await?;
     let namespace = if a.namespace.is_empty() {
         def.namespace.clone()

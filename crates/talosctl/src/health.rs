@@ -55,10 +55,15 @@ pub struct ClusterInfo {
 impl ClusterInfo {
     /// A channel to `node` through the endpoint.
     pub fn target(&self, node: &str) -> std::result::Result<Target, String> {
-        client::dial(&self.context, vec![node.to_string()], self.through.clone())
-            .map_err(|e| e.to_string())?
-            .pop()
-            .ok_or_else(|| "no target".to_string())
+        client::dial(
+            "",
+            &self.context,
+            vec![node.to_string()],
+            self.through.clone(),
+        )
+        .map_err(|e| e.to_string())?
+        .pop()
+        .ok_or_else(|| "no target".to_string())
     }
 
     fn all(&self) -> impl Iterator<Item = &String> {
@@ -126,7 +131,7 @@ pub async fn members(t: &client::Target) -> Result<Vec<(String, String)>> {
 /// endpoint are the control planes (workers unknown).
 async fn discover(info: &mut ClusterInfo, context: &str) -> Result<()> {
     if let Some(through) = info.through.clone() {
-        let t = client::dial(&info.context, vec![through], None)?
+        let t = client::dial("", &info.context, vec![through], None)?
             .pop()
             .expect("one target");
         let found = tokio::time::timeout(Duration::from_secs(5), members(&t)).await;
@@ -154,7 +159,7 @@ async fn discover(info: &mut ClusterInfo, context: &str) -> Result<()> {
         .through
         .clone()
         .ok_or_else(|| Error::msg("no endpoints"))?;
-    let t = client::dial(&info.context, vec![through.clone()], None)?
+    let t = client::dial("", &info.context, vec![through.clone()], None)?
         .pop()
         .expect("one target");
     let members = client::machine(&t)

@@ -4,6 +4,7 @@ mod apply;
 mod argv;
 mod client;
 mod cluster;
+mod completion;
 mod config_cmd;
 mod containers;
 mod dashboard;
@@ -12,6 +13,7 @@ mod events;
 mod gen;
 mod get;
 mod health;
+mod hints;
 mod inspect;
 mod kubeconfig;
 mod machineconfig;
@@ -65,7 +67,7 @@ enum Command {
     Logs(services::LogsArgs),
     /// Show the nodes' memory use (MiB).
     #[command(visible_aliases = ["m", "free"])]
-    Memory(system::NodeArgs),
+    Memory(system::MemoryArgs),
     /// List the nodes' mounts.
     #[command(visible_alias = "mount")]
     Mounts(system::NodeArgs),
@@ -119,6 +121,8 @@ enum Command {
     Health(health::HealthArgs),
     /// Create, show, scale and destroy local clusters.
     Cluster(cluster::ClusterArgs),
+    /// Print a shell completion script for talosctl.
+    Completion(completion::CompletionArgs),
     /// Internal: runs one virtual machine of a QEMU cluster (started by `cluster create`).
     #[command(name = "qemu-launch", hide = true)]
     QemuLaunch(cluster::QemuLaunchArgs),
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
         Command::Kubeconfig(a) => block_on(kubeconfig::run(a)),
         Command::Health(a) => block_on(health::run(a)),
         Command::Cluster(a) => cluster::run(a),
+        Command::Completion(a) => completion::run(a, Cli::command()),
         Command::QemuLaunch(a) => {
             provision::qemu::launch(&a.node_dir).map_err(machinery::Error::msg)
         }
@@ -248,5 +253,228 @@ mod tests {
                 }
             }
         }
+    }
+
+    const NOT_YET: &[&str] = &[
+        "cg",
+        "cgroups",
+        "cluster create dev",
+        "cluster create docker",
+        "cluster create qemu",
+        "cluster destroy --save-cluster-logs-archive-path",
+        "cluster destroy --save-support-archive-path",
+        "cluster logs",
+        "cluster sync",
+        "config endpoint",
+        "config endpoints",
+        "config node",
+        "config nodes",
+        "config proxy-url",
+        "conformance",
+        "conformance k8s",
+        "conformance kubernetes",
+        "debug",
+        "df",
+        "diskfree",
+        "etcd downgrade",
+        "etcd downgrade cancel",
+        "etcd downgrade enable",
+        "etcd downgrade validate",
+        "events --actor-id",
+        "gen secureboot",
+        "gen secureboot database",
+        "gen secureboot pcr",
+        "gen secureboot uki",
+        "health --server",
+        "image cache-cert-gen",
+        "image cache-create",
+        "image cache-serve",
+        "image default",
+        "image k8s-bundle",
+        "image talos-bundle",
+        "images cache-cert-gen",
+        "images cache-create",
+        "images cache-serve",
+        "images default",
+        "images k8s-bundle",
+        "images talos-bundle",
+        "inject",
+        "inject serviceaccount",
+        "inject tsa",
+        "list --humanize",
+        "list --type",
+        "list -H",
+        "ls --humanize",
+        "ls --type",
+        "ls -H",
+        "meta",
+        "meta delete",
+        "meta write",
+        "netstat",
+        "p --sort",
+        "pcap",
+        "processes --sort",
+        "ps --sort",
+        "reboot --debug",
+        "reboot --drain",
+        "reboot --drain-timeout",
+        "reboot --mode",
+        "reboot --progress",
+        "reboot --timeout",
+        "reboot --wait",
+        "remote-provision-launch",
+        "reset --debug",
+        "reset --timeout",
+        "reset --user-disks-to-wipe",
+        "reset --wait",
+        "reset --wipe-mode",
+        "restart",
+        "rotate-ca",
+        "shutdown --debug",
+        "shutdown --force",
+        "shutdown --timeout",
+        "shutdown --wait",
+        "ss",
+        "support",
+        "tcpdump",
+        "time",
+        "upgrade --debug",
+        "upgrade --drain",
+        "upgrade --drain-timeout",
+        "upgrade --namespace",
+        "upgrade --progress",
+        "upgrade-k8s",
+        "wipe",
+        "wipe disk",
+        "wipe lv",
+        "wipe md",
+        "wipe pv",
+        "wipe vg",
+    ];
+
+    /// A value of a reference flag's type that parses.
+    fn sample(flag: &serde_json::Value) -> Option<String> {
+        let default = || match &flag["default"] {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        if let Some(v) = flag["values"].as_array().and_then(|v| v.first()) {
+            return v.as_str().map(String::from);
+        }
+        Some(match flag["type"].as_str()? {
+            "bool" => return None,
+            "int" | "int32" | "uint" | "uint16" => "1".into(),
+            "float" => "1.5".into(),
+            "duration" => "1m0s".into(),
+            "ipSlice" => "10.5.0.9".into(),
+            "bytesize" => "2GB".into(),
+            _ => default().unwrap_or_else(|| "x".into()),
+        })
+    }
+
+    /// Every command of upstream's tree (`../shared/reference/talosctl-cli.yaml`), by its name
+    /// and each alias, parses here with each of its flags (and the connection flags before and
+    /// after it when it takes them).
+    #[test]
+    fn every_reference_command_and_flag_parses() {
+        let Some(r) = machinery::yaml::reference("talosctl-cli.yaml") else {
+            return;
+        };
+        fn walk(c: &serde_json::Value, prefix: &[String], out: &mut Vec<String>) {
+            for sub in c["subcommands"].as_array().into_iter().flatten() {
+                let names = std::iter::once(&sub["name"])
+                    .chain(sub["aliases"].as_array().into_iter().flatten())
+                    .filter_map(|n| n.as_str());
+                for name in names {
+                    let mut path = prefix.to_vec();
+                    path.push(name.to_string());
+                    let positional: Vec<String> = sub["args"]["positional"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p["required"] == true)
+                        .map(|p| match p["name"].as_str() {
+                            Some("type") => "machineconfig".to_string(),
+                            _ => "arg".to_string(),
+                        })
+                        .collect();
+                    let mut flags: Vec<Vec<String>> = vec![vec![]];
+                    for f in sub["flags"].as_array().into_iter().flatten() {
+                        let long = format!("--{}", f["long"].as_str().unwrap());
+                        flags.push(match sample(f) {
+                            Some(v) => vec![long, v],
+                            None => vec![long],
+                        });
+                        if let (Some(short), None) = (f["short"].as_str(), sample(f)) {
+                            flags.push(vec![format!("-{short}")]);
+                        }
+                    }
+                    for f in flags {
+                        let mut args = path.clone();
+                        args.extend(f);
+                        args.extend(positional.iter().cloned());
+                        out.push(args.join(" "));
+                        // A parent alone prints its help; its subcommands take the flags.
+                        if sub["global_flags"] == true && sub["subcommands"].is_null() {
+                            out.push(format!("-n 10.5.0.2 {}", args.join(" ")));
+                            out.push(format!("{} -n 10.5.0.2 -e 127.0.0.1", args.join(" ")));
+                        }
+                    }
+                    walk(sub, &path, out);
+                }
+            }
+        }
+        let mut lines = Vec::new();
+        walk(&r["commands"], &[], &mut lines);
+        assert!(lines.len() > 500, "{}", lines.len());
+        // Commands and flags of upstream's tree not built yet (issue #27), each a prefix of
+        // the lines that do not parse; the test fails when one of them starts to parse, so
+        // that the list only shrinks.
+        let not_yet: Vec<String> = NOT_YET.iter().map(|s| s.to_string()).collect();
+        let exempt = |line: &str| {
+            let bare = line
+                .trim_start_matches("-n 10.5.0.2 ")
+                .replace(" -n 10.5.0.2 -e 127.0.0.1", "");
+            not_yet
+                .iter()
+                .filter(|p| bare == **p || bare.starts_with(&format!("{p} ")))
+                .max_by_key(|p| p.len())
+        };
+        let tree = Cli::command();
+        let mut wrong = Vec::new();
+        let mut failing = std::collections::BTreeSet::new();
+        for line in &lines {
+            let mut argv: Vec<std::ffi::OsString> = vec!["talosctl".into()];
+            argv.extend(line.split(' ').map(Into::into));
+            if let Err(e) = Cli::command().try_get_matches_from(argv::normalize(argv, &tree)) {
+                use clap::error::ErrorKind::*;
+                if matches!(
+                    e.kind(),
+                    UnknownArgument | InvalidSubcommand | InvalidValue | ArgumentConflict
+                ) {
+                    match exempt(line) {
+                        Some(p) => {
+                            failing.insert(p.clone());
+                        }
+                        None => wrong.push(format!(
+                            "talosctl {line}: {}",
+                            e.to_string().lines().next().unwrap_or("")
+                        )),
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {}:\n{}",
+            wrong.len(),
+            lines.len(),
+            wrong.join("\n")
+        );
+        let built: Vec<&String> = not_yet.iter().filter(|p| !failing.contains(*p)).collect();
+        assert!(
+            built.is_empty(),
+            "built now, take them off NOT_YET: {built:?}"
+        );
     }
 }

@@ -15,6 +15,8 @@ use crate::config_cmd::{table, ConnArgs};
 pub struct ServiceArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    insecure: client::InsecureArgs,
     /// A service id (all services when omitted).
     id: Option<String>,
     /// What to do with it.
@@ -26,6 +28,8 @@ pub struct ServiceArgs {
 pub struct LogsArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    insecure: client::InsecureArgs,
     /// The service.
     id: String,
     /// Keep printing new output.
@@ -64,7 +68,7 @@ fn health(s: &ServiceInfo) -> &'static str {
 }
 
 pub async fn service(a: ServiceArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
+    let targets = client::connect_as(&a.conn, &a.insecure).await?;
     let mut errors = Vec::new();
     let mut rows = vec![[
         "NODE",
@@ -192,7 +196,7 @@ pub async fn service(a: ServiceArgs) -> Result<()> {
 }
 
 pub async fn logs(a: LogsArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
+    let targets = client::connect_as(&a.conn, &a.insecure).await?;
     let (namespace, driver) = crate::containers::container_target(a.kubernetes, false);
     let a = &a;
     client::each(&targets, |t| async move {

@@ -71,8 +71,93 @@ where
     client::per_node(errors)
 }
 
-pub async fn memory(a: NodeArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
+#[derive(Args)]
+pub struct MemoryArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(flatten)]
+    insecure: client::InsecureArgs,
+    /// Every figure of the node's /proc/meminfo (kB), not only the summary (MiB).
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Every figure of a node's memory, as upstream's `memory --verbose` names them.
+fn meminfo_rows(i: &api::machine::MemInfo) -> Vec<(&'static str, u64)> {
+    vec![
+        ("MemTotal", i.memtotal),
+        ("MemFree", i.memfree),
+        ("MemAvailable", i.memavailable),
+        ("Buffers", i.buffers),
+        ("Cached", i.cached),
+        ("SwapCached", i.swapcached),
+        ("Active", i.active),
+        ("Inactive", i.inactive),
+        ("ActiveAnon", i.activeanon),
+        ("InactiveAnon", i.inactiveanon),
+        ("ActiveFile", i.activefile),
+        ("InactiveFile", i.inactivefile),
+        ("Unevictable", i.unevictable),
+        ("Mlocked", i.mlocked),
+        ("SwapTotal", i.swaptotal),
+        ("SwapFree", i.swapfree),
+        ("Dirty", i.dirty),
+        ("Writeback", i.writeback),
+        ("AnonPages", i.anonpages),
+        ("Mapped", i.mapped),
+        ("Shmem", i.shmem),
+        ("Slab", i.slab),
+        ("SReclaimable", i.sreclaimable),
+        ("SUnreclaim", i.sunreclaim),
+        ("KernelStack", i.kernelstack),
+        ("PageTables", i.pagetables),
+        ("NFSUnstable", i.nfsunstable),
+        ("Bounce", i.bounce),
+        ("WritebackTmp", i.writebacktmp),
+        ("CommitLimit", i.commitlimit),
+        ("CommittedAS", i.committedas),
+        ("VmallocTotal", i.vmalloctotal),
+        ("VmallocUsed", i.vmallocused),
+        ("VmallocChunk", i.vmallocchunk),
+        ("HardwareCorrupted", i.hardwarecorrupted),
+        ("AnonHugePages", i.anonhugepages),
+        ("ShmemHugePages", i.shmemhugepages),
+        ("ShmemPmdMapped", i.shmempmdmapped),
+        ("CmaTotal", i.cmatotal),
+        ("CmaFree", i.cmafree),
+        ("HugePagesTotal", i.hugepagestotal),
+        ("HugePagesFree", i.hugepagesfree),
+        ("HugePagesRsvd", i.hugepagesrsvd),
+        ("HugePagesSurp", i.hugepagessurp),
+        ("Hugepagesize", i.hugepagesize),
+        ("DirectMap4k", i.directmap4k),
+        ("DirectMap2M", i.directmap2m),
+        ("DirectMap1G", i.directmap1g),
+    ]
+}
+
+pub async fn memory(a: MemoryArgs) -> Result<()> {
+    let targets = client::connect_as(&a.conn, &a.insecure).await?;
+    if a.verbose {
+        let mut errors = Vec::new();
+        for t in &targets {
+            match client::machine(t).memory(()).await {
+                Ok(resp) => {
+                    for m in resp.into_inner().messages {
+                        println!("NODE: {}", client::node_of(m.metadata.as_ref(), t));
+                        for (name, v) in meminfo_rows(&m.meminfo.unwrap_or_default()) {
+                            match name.starts_with("HugePages") {
+                                true => println!("{name}: {v}"),
+                                false => println!("{name}: {v} kB"),
+                            }
+                        }
+                    }
+                }
+                Err(s) => errors.push(client::call_error(&t.node, s).to_string()),
+            }
+        }
+        return client::per_node(errors);
+    }
     let header = [
         "NODE",
         "TOTAL",
@@ -330,6 +415,8 @@ pub async fn processes(a: NodeArgs) -> Result<()> {
 pub struct DmesgArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    insecure: client::InsecureArgs,
     /// Keep printing new messages.
     #[arg(short, long)]
     follow: bool,
@@ -339,7 +426,7 @@ pub struct DmesgArgs {
 }
 
 pub async fn dmesg(a: DmesgArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
+    let targets = client::connect_as(&a.conn, &a.insecure).await?;
     let a = &a;
     client::each(&targets, |t| async move {
         let stream = client::machine(&t)

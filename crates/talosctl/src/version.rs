@@ -16,9 +16,8 @@ pub struct VersionArgs {
     /// Print the short version.
     #[arg(long)]
     short: bool,
-    /// Talk to a node in maintenance mode.
-    #[arg(short, long)]
-    insecure: bool,
+    #[command(flatten)]
+    insecure: client::InsecureArgs,
 }
 
 const TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -50,11 +49,7 @@ pub async fn run(a: VersionArgs) -> Result<()> {
     }
     println!("Server:");
     let mut errors = Vec::new();
-    let targets = if a.insecure {
-        client::connect_insecure(&a.conn)?
-    } else {
-        client::connect(&a.conn).await?
-    };
+    let targets = client::connect_as(&a.conn, &a.insecure).await?;
     for t in targets {
         match client::machine(&t).version(()).await {
             Ok(resp) => {

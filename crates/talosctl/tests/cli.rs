@@ -637,10 +637,63 @@ fn version_against_a_node() {
     let denied = node_cmd(&d, "backup.tc", &["version", "-e", ep]);
     assert!(!denied.status.success());
     let err = String::from_utf8_lossy(&denied.stderr);
+    // The error names what the method needs and what the certificate has, and what to do.
     assert!(
-        err.contains("rpc error: code = PermissionDenied desc = not authorized"),
+        err.contains("rpc error: code = PermissionDenied desc = not authorized: /machine.MachineService/Version needs one of the roles os:admin")
+            && err.contains("has the roles [os:etcd:backup]")
+            && err.contains("talosctl config new --roles"),
         "{err}"
     );
+    // An expired client certificate, a talosconfig of another cluster, a node that does not
+    // answer (directly, and behind the endpoint): each says what to do.
+    let made = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "config",
+            "new",
+            "--from-controlplane-config",
+            cp.to_str().unwrap(),
+            "--crt-ttl",
+            "1s",
+            d.path("expired.tc").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::fs::create_dir_all(d.path("other")).unwrap();
+    let other = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+        .args(["gen", "config", "other", "https://127.0.0.1:6443", "-o"])
+        .arg(d.path("other"))
+        .output()
+        .unwrap();
+    assert!(other.status.success());
+    for (tc, args, hint) in [
+        ("expired.tc", &["version", "-e", ep][..], "expired on"),
+        (
+            "other/talosconfig",
+            &["version", "-e", ep],
+            "is not signed by the CA of the talosconfig (context \"other\"): the talosconfig belongs to another cluster",
+        ),
+        (
+            "talosconfig",
+            &["memory", "-e", "127.0.0.1:1"],
+            "127.0.0.1:1 does not answer on the Talos API",
+        ),
+        (
+            "talosconfig",
+            &["memory", "-e", ep, "-n", "127.0.0.1:1"],
+            "127.0.0.1:1 does not answer (the call went through the endpoint",
+        ),
+    ] {
+        let out = node_cmd(&d, tc, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(hint), "{args:?}: {err}");
+    }
 }
 
 #[test]
@@ -1107,6 +1160,44 @@ fn config_new_patch_and_edit_against_a_node() {
     wait_for("the patched hostname", || {
         node_hostname(&d, ep).as_deref() == Some("node-p")
     });
+    // The docs' JSON patch, on a generated (multi-document) config, flags first as they write.
+    let before = String::from_utf8_lossy(
+        &node_cmd(&d, "talosconfig", &["get", "mc", "-o", "yaml", "-e", ep]).stdout,
+    )
+    .to_string();
+    assert!(
+        before.matches("\n---\n").count() >= 1 || before.contains("kind: "),
+        "{before}"
+    );
+    let out = node_cmd(
+        &d,
+        "talosconfig",
+        &[
+            "-e",
+            ep,
+            "-n",
+            ep,
+            "patch",
+            "mc",
+            "-p",
+            r#"[{"op": "replace", "path": "/machine/kubelet/image", "value": "ghcr.io/siderolabs/kubelet:v1.99.0"}]"#,
+            "--mode=no-reboot",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("JSON patch path /machine/kubelet/image applies to /image of the v1alpha1/KubeletConfig document"),
+        "{err}"
+    );
+    let after = String::from_utf8_lossy(
+        &node_cmd(&d, "talosconfig", &["get", "mc", "-o", "yaml", "-e", ep]).stdout,
+    )
+    .to_string();
+    assert!(
+        after.contains("image: ghcr.io/siderolabs/kubelet:v1.99.0"),
+        "{after}"
+    );
 
     // edit machineconfig through $TALOS_EDITOR.
     let out = Command::new(env!("CARGO_BIN_EXE_talosctl"))
@@ -1149,13 +1240,21 @@ fn services_and_logs() {
         node_cmd(&d, "talosconfig", &all)
     };
     let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
-    wait_for("trustd to be healthy", || {
-        stdout(&run(&["services"])).contains("   trustd    Running   OK ")
-    });
+    // A service's row: its id, state and health.
+    let row = |list: &str, id: &str| -> Option<(String, String)> {
+        list.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&id)).then(|| (f[2].to_string(), f[3].to_string()))
+        })
+    };
+    let running = |id: &str| {
+        Some(("Running".to_string(), "OK".to_string())) == row(&stdout(&run(&["services"])), id)
+    };
+    wait_for("trustd to be healthy", || running("trustd"));
     let list = stdout(&run(&["services"]));
     assert!(list.starts_with("NODE"), "{list}");
     assert!(
-        list.contains("SERVICE   STATE     HEALTH   LAST CHANGE   LAST EVENT"),
+        list.contains("SERVICE    STATE     HEALTH   LAST CHANGE   LAST EVENT"),
         "{list}"
     );
     let status = stdout(&run(&["service", "trustd"]));
@@ -1189,10 +1288,24 @@ fn services_and_logs() {
     );
     wait_for("the restart", || {
         stdout(&run(&["service", "trustd"])).contains("[Stopping]: Stopping service")
-            && stdout(&run(&["services"])).contains("trustd    Running")
+            && running("trustd")
     });
     let out = run(&["service", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("service \"nope\" not found"));
+    // machined is a service as upstream lists it, with its own log; it is not restarted.
+    assert!(running("machined"));
+    let logs = stdout(&run(&["logs", "machined", "--tail", "50"]));
+    assert!(logs.lines().count() > 3, "{logs}");
+    assert!(
+        logs.contains(&format!("{ep}: ")) && logs.contains("apid listening on"),
+        "{logs}"
+    );
+    let out = run(&["service", "machined", "restart"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("machined cannot be started, stopped or restarted"),
+        "{out:?}"
+    );
     let svc = stdout(&run(&["get", "services"]));
     assert!(svc.contains("runtime     Service   trustd"), "{svc}");
 }
@@ -1233,13 +1346,57 @@ fn maintenance_mode_until_a_config_is_applied() {
     };
     let v = insecure(&["version"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
-    // Only version and apply-config are served.
+    // What helps to write a config is served: kernel log, memory, resources that are not
+    // sensitive; secrets and everything else are not.
+    for args in [
+        &["dmesg"][..],
+        &["memory"],
+        &["get", "links"],
+        &["services"],
+    ] {
+        let out = insecure(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secret = insecure(&["get", "machineconfig"]);
+    assert!(!secret.status.success());
+    let reboot = insecure(&["service", "apid", "restart"]);
+    let err = String::from_utf8_lossy(&reboot.stderr);
+    assert!(
+        err.contains("not available in maintenance mode")
+            && err.contains("apply-config --insecure"),
+        "{err}"
+    );
+    // The node's certificate pinned by its fingerprint (from its log): the right one is
+    // accepted, another is refused.
+    let apid_log = std::fs::read_to_string(d.path("log/apid.log")).unwrap();
+    let fp = apid_log
+        .lines()
+        .find_map(|l| l.split("(for --cert-fingerprint): ").nth(1))
+        .expect("the fingerprint in apid's log")
+        .to_string();
+    assert!(insecure(&["version", "--cert-fingerprint", &fp])
+        .status
+        .success());
+    let wrong = insecure(&["version", "--cert-fingerprint", "AAAA"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("is not one of --cert-fingerprint"));
+    // Without --insecure: refused, with what to do.
     let denied = Command::new(env!("CARGO_BIN_EXE_talosctl"))
         .args(["services", "-e", &ep])
         .env("TALOSCONFIG", d.path("talosconfig"))
         .output()
         .unwrap();
     assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains(&format!(
+            "{ep} is in maintenance mode (it has no config yet): add --insecure"
+        )),
+        "{err}"
+    );
     // An invalid config is refused and the node stays in maintenance.
     d.write(
         "bad.yaml",

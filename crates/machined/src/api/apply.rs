@@ -205,7 +205,9 @@ impl Applier {
             Status::failed_precondition("another apply configuration is already in progress")
         })?;
         if !self.maintenance && !req.extensions().get::<Roles>().is_some_and(Roles::is_admin) {
-            return Err(Status::permission_denied("not authorized"));
+            return Err(Status::permission_denied(
+                "not authorized: /machine.MachineService/ApplyConfiguration needs the role os:admin",
+            ));
         }
         let r = req.into_inner();
         let mode = Mode::try_from(r.mode).map_err(|_| {

@@ -29,14 +29,18 @@ pub fn roles_from_cert(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Whether any of `roles` may call `method` (e.g. `/machine.MachineService/Version`).
-pub fn allowed(method: &str, roles: &[String]) -> bool {
-    let rule: &[&str] = RULES
+/// The roles that may call `method` (e.g. `/machine.MachineService/Version`).
+fn rule(method: &str) -> &'static [&'static str] {
+    RULES
         .iter()
         .find(|(m, _)| *m == method)
         .map(|(_, r)| *r)
-        .unwrap_or(&[ADMIN]);
-    roles.iter().any(|r| rule.contains(&r.as_str()))
+        .unwrap_or(&[ADMIN])
+}
+
+/// Whether any of `roles` may call `method`.
+pub fn allowed(method: &str, roles: &[String]) -> bool {
+    roles.iter().any(|r| rule(method).contains(&r.as_str()))
 }
 
 /// May `roles` call `method`? In maintenance mode only the maintenance methods are served.
@@ -49,7 +53,10 @@ fn check(method: &str, roles: &[String], maintenance: bool) -> Result<(), tonic:
         }
     } else if !allowed(method, roles) {
         tracing::info!(%method, ?roles, "denied");
-        return Err(tonic::Status::permission_denied("not authorized"));
+        return Err(tonic::Status::permission_denied(format!(
+            "not authorized: {method} needs one of the roles {}",
+            rule(method).join(", ")
+        )));
     }
     Ok(())
 }
@@ -73,10 +80,19 @@ impl Roles {
     }
 }
 
-/// Methods a node in maintenance mode serves (to anyone: it has no CA yet).
-pub const MAINTENANCE_METHODS: [&str; 2] = [
+/// Methods a node in maintenance mode serves (to anyone: it has no CA yet): its config, and
+/// what helps to write one (its version, kernel log, memory, services, and the resources that
+/// are not sensitive: disks, links, addresses).
+pub const MAINTENANCE_METHODS: [&str; 9] = [
     "/machine.MachineService/Version",
     "/machine.MachineService/ApplyConfiguration",
+    "/machine.MachineService/Dmesg",
+    "/machine.MachineService/Memory",
+    "/machine.MachineService/ServiceList",
+    "/machine.MachineService/Logs",
+    "/cosi.resource.State/Get",
+    "/cosi.resource.State/List",
+    "/cosi.resource.State/Watch",
 ];
 
 /// A tower layer that refuses calls the caller's roles do not allow. In maintenance mode only

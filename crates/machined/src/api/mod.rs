@@ -49,6 +49,13 @@ pub fn maintenance_cert() -> Result<ServerCert, String> {
     let pair = pki::self_signed("talos-maintenance", None, pki::CLIENT_VALIDITY)
         .map_err(|e| e.to_string())?;
     let key = Key::from_pem(&pair.key).map_err(|e| e.to_string())?;
+    if let Ok(der) = pem::parse(&pair.crt) {
+        if let Ok(fp) = machinery::pki::spki_fingerprint(der.contents()) {
+            tracing::info!(
+                "maintenance API certificate fingerprint (for --cert-fingerprint): {fp}"
+            );
+        }
+    }
     Ok(ServerCert {
         crt: pair.crt,
         key: key.to_pkcs8_pem(),

@@ -55,7 +55,10 @@ pub fn list(sup: &Supervisor) -> ServiceListResponse {
 }
 
 pub fn not_found(e: ServiceError) -> Status {
-    Status::not_found(e.to_string())
+    match e {
+        ServiceError::NotFound(_) => Status::not_found(e.to_string()),
+        ServiceError::Machined => Status::failed_precondition(e.to_string()),
+    }
 }
 
 pub type DataStream = Pin<Box<dyn Stream<Item = Result<Data, Status>> + Send>>;

@@ -78,7 +78,7 @@ pub fn load_config(args: &Args) -> Result<Config, String> {
 /// A line on stderr; a closed stderr is not a reason to stop.
 pub fn log(line: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    let _ = writeln!(crate::sys::selflog::Stderr, "{line}");
 }
 
 /// `talos.config=URL`: a machine in maintenance mode fetches its config (retrying until the

@@ -108,6 +108,30 @@ pub struct Health {
 /// New output of a service as it comes.
 pub type LogFollower = broadcast::Receiver<Arc<[u8]>>;
 
+/// machined itself, listed among the services (it runs as long as anything answers).
+pub const MACHINED: &str = "machined";
+
+fn machined() -> ServiceInfo {
+    static STARTED: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
+    let ts = *STARTED.get_or_init(SystemTime::now);
+    ServiceInfo {
+        id: MACHINED.into(),
+        state: ServiceState::Running,
+        events: vec![ServiceEvent {
+            msg: "Service started as goroutine".into(),
+            state: ServiceState::Running,
+            ts,
+        }],
+        health: Health {
+            unknown: false,
+            healthy: true,
+            last_message: String::new(),
+            last_change: Some(ts),
+        },
+        pid: Some(std::process::id()),
+    }
+}
+
 /// A snapshot of a service for the API.
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
@@ -147,10 +171,13 @@ pub struct Supervisor {
 pub enum ServiceError {
     #[error("service \"{0}\" not found")]
     NotFound(String),
+    #[error("machined cannot be started, stopped or restarted: it is the node's own process (reboot the node instead)")]
+    Machined,
 }
 
 impl Supervisor {
     pub fn new(resources: ResourceState, log_dir: Option<PathBuf>) -> Supervisor {
+        machined(); // machined's start: now
         Supervisor {
             entries: Arc::default(),
             events: Default::default(),
@@ -544,21 +571,23 @@ impl Supervisor {
 
     pub fn list(&self) -> Vec<ServiceInfo> {
         let all = self.entries.lock().expect("services");
-        let mut out: Vec<ServiceInfo> = all
-            .values()
-            .map(|e| ServiceInfo {
+        let mut out: Vec<ServiceInfo> = std::iter::once(machined())
+            .chain(all.values().map(|e| ServiceInfo {
                 id: e.spec.id.clone(),
                 state: e.state,
                 events: e.events.iter().cloned().collect(),
                 health: e.health.clone(),
                 pid: e.pid.filter(|_| e.state == ServiceState::Running),
-            })
+            }))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
     fn set_wanted(&self, id: &str, wanted: bool) -> Result<Arc<Notify>, ServiceError> {
+        if id == MACHINED {
+            return Err(ServiceError::Machined);
+        }
         let mut all = self.entries.lock().expect("services");
         let e = all
             .get_mut(id)
@@ -590,10 +619,11 @@ impl Supervisor {
         tail: Option<usize>,
     ) -> Result<(Vec<u8>, LogFollower), ServiceError> {
         let all = self.entries.lock().expect("services");
-        let e = all
-            .get(id)
-            .ok_or_else(|| ServiceError::NotFound(id.into()))?;
-        let bytes: Vec<u8> = e.logs.iter().copied().collect();
+        let (bytes, follow) = match all.get(id) {
+            Some(e) => (e.logs.iter().copied().collect(), e.follow.subscribe()),
+            None if id == MACHINED => crate::sys::selflog::read(),
+            None => return Err(ServiceError::NotFound(id.into())),
+        };
         let start = match tail {
             None => 0,
             Some(n) => {
@@ -615,7 +645,7 @@ impl Supervisor {
                 }
             }
         };
-        Ok((bytes[start..].to_vec(), e.follow.subscribe()))
+        Ok((bytes[start..].to_vec(), follow))
     }
 
     /// Stop every service, dependents before their dependencies.
@@ -759,7 +789,10 @@ mod tests {
         let (logs, _) = sup.logs("app", Some(1)).unwrap();
         assert_eq!(logs, b"app\n");
         sup.shutdown().await;
-        assert!(sup.list().iter().all(|i| i.state == ServiceState::Finished));
+        assert!(sup
+            .list()
+            .iter()
+            .all(|i| i.state == ServiceState::Finished || i.id == MACHINED));
     }
 
     #[tokio::test]

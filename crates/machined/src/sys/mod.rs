@@ -15,6 +15,7 @@ pub mod netlink;
 pub mod pki;
 pub mod process;
 pub mod reaper;
+pub mod selflog;
 pub mod wipe;
 
 /// Where a booted node (container mode or a machine) keeps things, inside its root.
