@@ -7,6 +7,7 @@ fn main() {
         "cosi/state.proto",
         "inspect/inspect.proto",
         "security/security.proto",
+        "time/time.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

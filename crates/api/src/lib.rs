@@ -20,3 +20,7 @@ pub mod inspect {
 pub mod security {
     tonic::include_proto!("securityapi");
 }
+
+pub mod time {
+    tonic::include_proto!("time");
+}

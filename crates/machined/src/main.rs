@@ -61,7 +61,7 @@ async fn run_apid(args: Args) -> Result<Exit, String> {
         .collect();
     let hostname = args.hostname.clone();
     if args.maintenance {
-        let source = api::gateway::CertSource::Static(api::maintenance_cert()?);
+        let source = api::gateway::CertSource::Static(api::gateway::maintenance_cert()?);
         api::gateway::serve(source, listeners, true, None, socket, signals()).await?;
         return Ok(Exit::Shutdown);
     }

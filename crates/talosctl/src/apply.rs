@@ -58,7 +58,7 @@ pub async fn run(a: ApplyArgs) -> Result<()> {
 }
 
 /// The active machine config of a node, as text (`get machineconfig`; needs os:admin).
-async fn current_config(t: &client::Target) -> Result<String> {
+pub async fn current_config(t: &client::Target) -> Result<String> {
     let resp = client::state(t)
         .get(api::cosi::GetRequest {
             namespace: "config".into(),

@@ -43,7 +43,7 @@ impl tonic::service::Interceptor for Route {
 pub type Routed = tonic::service::interceptor::InterceptedService<Channel, Route>;
 
 impl Target {
-    fn route(&self) -> Route {
+    pub fn route(&self) -> Route {
         Route(self.route.as_ref().and_then(|n| n.parse().ok()))
     }
 }

@@ -49,7 +49,10 @@ pub fn yaml_value(text: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn resolve(t: &Target, name: &str) -> Result<Def> {
+/// The type `name` stands for. An alias several types share goes to the one that declares it
+/// itself (`ns`: Namespaces), else, with an `id`, to the one type that has a resource of that
+/// id (`sp kube-apiserver`: StaticPods); the choice is said on stderr.
+async fn resolve(t: &Target, name: &str, id: Option<&str>, namespace: &str) -> Result<Def> {
     let mut state = client::state(t);
     let mut stream = state
         .list(ListRequest {
@@ -77,30 +80,84 @@ async fn resolve(t: &Target, name: &str) -> Result<Def> {
             .filter_map(|a| a.as_str().map(str::to_lowercase))
             .collect();
         if ty.to_lowercase() == wanted || aliases.contains(&wanted) {
-            matches.push(Def {
-                display: spec["displayType"].as_str().unwrap_or(&ty).to_string(),
-                namespace: spec["defaultNamespace"].as_str().unwrap_or_default().into(),
-                columns: spec["printColumns"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| {
-                        (
-                            c["name"].as_str().unwrap_or_default().to_string(),
-                            c["jsonPath"].as_str().unwrap_or_default().to_string(),
-                        )
+            let automatic = resources::fill_aliases(&ty, &[]).1;
+            let declared = spec["aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .any(|a| a.to_lowercase() == wanted && !automatic.contains(&wanted));
+            matches.push((
+                declared,
+                Def {
+                    display: spec["displayType"].as_str().unwrap_or(&ty).to_string(),
+                    namespace: spec["defaultNamespace"].as_str().unwrap_or_default().into(),
+                    columns: spec["printColumns"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| {
+                            (
+                                c["name"].as_str().unwrap_or_default().to_string(),
+                                c["jsonPath"].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect(),
+                    ty,
+                },
+            ));
+        }
+    }
+    if matches.len() > 1 {
+        let candidates: Vec<String> = matches.iter().map(|(_, d)| d.ty.clone()).collect();
+        let declared: Vec<usize> = (0..matches.len()).filter(|i| matches[*i].0).collect();
+        let mut chosen = match declared.as_slice() {
+            [one] => Some((*one, "it declares the alias")),
+            _ => None,
+        };
+        if let (None, Some(id)) = (chosen, id) {
+            let mut having = Vec::new();
+            for (i, (_, d)) in matches.iter().enumerate() {
+                let ns = if namespace.is_empty() {
+                    &d.namespace
+                } else {
+                    namespace
+                };
+                let found = client::state(t)
+                    .get(GetRequest {
+                        namespace: ns.to_string(),
+                        r#type: d.ty.clone(),
+                        id: id.to_string(),
+                        options: None,
                     })
-                    .collect(),
-                ty,
-            });
+                    .await
+                    .is_ok_and(|r| r.into_inner().resource.is_some());
+                if found {
+                    having.push(i);
+                }
+            }
+            if let [one] = having.as_slice() {
+                chosen = Some((*one, "it has a resource with that id"));
+            }
+        }
+        if let Some((i, why)) = chosen {
+            let def = matches.swap_remove(i).1;
+            eprintln!(
+                "resource type \"{name}\" could be any of {candidates:?}: using {} ({why})",
+                def.ty
+            );
+            return Ok(def);
         }
     }
     match matches.len() {
-        1 => Ok(matches.remove(0)),
+        1 => Ok(matches.remove(0).1),
         0 => Err(Error::msg(format!("resource \"{name}\" is not registered"))),
         _ => Err(Error::msg(format!(
             "resource type \"{name}\" is ambiguous: {:?}",
-            matches.iter().map(|d| d.ty.clone()).collect::<Vec<_>>()
+            matches
+                .iter()
+                .map(|(_, d)| d.ty.clone())
+                .collect::<Vec<_>>()
         ))),
     }
 }
@@ -260,7 +317,7 @@ impl Printer {
 
 pub async fn run(a: GetArgs) -> Result<()> {
     let targets = client::connect_as(&a.conn, &a.insecure).await?;
-    let def = resolve(&targets[0], &a.resource_type).await?;
+    let def = resolve(&targets[0], &a.resource_type, a.id.as_deref(), &a.namespace).await?;
     let namespace = if a.namespace.is_empty() {
         def.namespace.clone()
     } else {

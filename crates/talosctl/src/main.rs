@@ -17,8 +17,12 @@ mod hints;
 mod inspect;
 mod kubeconfig;
 mod machineconfig;
+mod netstat;
+mod pcap;
 mod services;
+mod support;
 mod system;
+mod time_cmd;
 mod upgrade;
 mod util;
 mod version;
@@ -90,6 +94,16 @@ enum Command {
     Dmesg(system::DmesgArgs),
     /// Stream the nodes' events.
     Events(events::EventsArgs),
+    /// Show the nodes' network connections and sockets (host, a pod's, or with -k all).
+    #[command(visible_alias = "ss")]
+    Netstat(netstat::NetstatArgs),
+    /// Capture the packets of a node's interface (pcap, or a line per packet).
+    #[command(visible_alias = "tcpdump")]
+    Pcap(pcap::PcapArgs),
+    /// Collect the nodes' logs, kernel log, redacted config and resources into one zip.
+    Support(support::SupportArgs),
+    /// Show the nodes' time, and with --check an NTP server's as each node reads it.
+    Time(time_cmd::TimeArgs),
     /// Reboot nodes.
     Reboot(system::NodeArgs),
     /// Shut nodes down.
@@ -167,6 +181,10 @@ fn main() -> ExitCode {
         Command::Processes(a) => block_on(system::processes(a)),
         Command::Dmesg(a) => block_on(system::dmesg(a)),
         Command::Events(a) => block_on(events::run(a)),
+        Command::Netstat(a) => block_on(netstat::run(a)),
+        Command::Pcap(a) => block_on(pcap::run(a)),
+        Command::Support(a) => block_on(support::run(a)),
+        Command::Time(a) => block_on(time_cmd::run(a)),
         Command::Reboot(a) => block_on(system::reboot(a)),
         Command::Shutdown(a) => block_on(system::shutdown(a)),
         Command::Upgrade(a) => block_on(upgrade::upgrade(a)),
@@ -310,9 +328,7 @@ mod tests {
         "meta",
         "meta delete",
         "meta write",
-        "netstat",
         "p --sort",
-        "pcap",
         "processes --sort",
         "ps --sort",
         "reboot --debug",
@@ -334,10 +350,8 @@ mod tests {
         "shutdown --force",
         "shutdown --timeout",
         "shutdown --wait",
-        "ss",
-        "support",
-        "tcpdump",
-        "time",
+        "support --encryption-no-default-recipients",
+        "support --encryption-recipients",
         "upgrade --debug",
         "upgrade --drain",
         "upgrade --drain-timeout",

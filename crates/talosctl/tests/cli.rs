@@ -600,24 +600,25 @@ fn version_against_a_node() {
     );
     assert!(text.contains("\tEnabled:     RBAC\n"), "{text}");
     let cp = d.path("controlplane.yaml");
-    let made = node_cmd(
-        &d,
-        "talosconfig",
-        &[
+    // A talosconfig issued offline from the control plane's config.
+    let issue = |how: &[&str], file: &str| {
+        let mut args = vec![
             "config",
             "new",
             "--from-controlplane-config",
             cp.to_str().unwrap(),
-            "--roles",
-            "os:etcd:backup",
-            d.path("backup.tc").to_str().unwrap(),
-        ],
-    );
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        ];
+        args.extend_from_slice(how);
+        let path = d.path(file);
+        args.push(path.to_str().unwrap());
+        let made = node_cmd(&d, "talosconfig", &args);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
+    issue(&["--roles", "os:etcd:backup"], "backup.tc");
     // Upgrades and rollbacks need a machine installed on its disk: refused, nothing done.
     for args in [
         &["upgrade", "-e", ep, "--image", "registry.test/installer:v9"][..],
@@ -646,24 +647,7 @@ fn version_against_a_node() {
     );
     // An expired client certificate, a talosconfig of another cluster, a node that does not
     // answer (directly, and behind the endpoint): each says what to do.
-    let made = node_cmd(
-        &d,
-        "talosconfig",
-        &[
-            "config",
-            "new",
-            "--from-controlplane-config",
-            cp.to_str().unwrap(),
-            "--crt-ttl",
-            "1s",
-            d.path("expired.tc").to_str().unwrap(),
-        ],
-    );
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    issue(&["--crt-ttl", "1s"], "expired.tc");
     std::thread::sleep(std::time::Duration::from_secs(2));
     std::fs::create_dir_all(d.path("other")).unwrap();
     let other = Command::new(env!("CARGO_BIN_EXE_talosctl"))
@@ -722,6 +706,35 @@ fn get_resources_from_a_node() {
         String::from_utf8_lossy(&hs.stderr).contains("resource type \"hs\" is ambiguous"),
         "{}",
         String::from_utf8_lossy(&hs.stderr)
+    );
+    // The docs' `get ns config`: Namespaces declares "ns" itself (the two others have it
+    // from their names), so it is used, and said.
+    let ns = get("talosconfig", &["ns", "config"]);
+    let said = String::from_utf8_lossy(&ns.stderr);
+    assert!(ns.status.success(), "{said}");
+    assert!(
+        text(&ns).contains("Namespace") && text(&ns).contains("config"),
+        "{}",
+        text(&ns)
+    );
+    assert!(
+        said.contains("using Namespaces.meta.cosi.dev (it declares the alias)"),
+        "{said}"
+    );
+    // No type declares "ks": with an id, the one type that has it decides (as `get sp
+    // kube-apiserver` finds the static pod); without one, the candidates are listed.
+    let ks = get("talosconfig", &["ks", "k8s-certs"]);
+    let said = String::from_utf8_lossy(&ks.stderr);
+    assert!(ks.status.success(), "{said}");
+    assert!(
+        said.contains("using KubernetesSecrets.secrets.talos.dev (it has a resource with that id)"),
+        "{said}"
+    );
+    let ks = get("talosconfig", &["ks"]);
+    let said = String::from_utf8_lossy(&ks.stderr);
+    assert!(
+        said.contains("resource type \"ks\" is ambiguous") && said.contains("KubeletSpecs"),
+        "{said}"
     );
     for name in [
         "hostname",
@@ -1599,11 +1612,18 @@ fn node_introspection_reboot_and_shutdown() {
     let missing = run(&["read", "/definitely/not/here"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("No such file"));
     // A reboot brings the node back; a shutdown ends it.
+    // (The node reboots a moment after its reply: trustd starting again marks the new boot.)
+    let trustd_starts = || {
+        std::fs::read_to_string(d.path("log/trustd.log"))
+            .unwrap_or_default()
+            .matches("trustd listening")
+            .count()
+    };
+    let before = trustd_starts();
     let out = run(&["reboot"]);
     assert_eq!(stdout(&out), format!("{ep}: rebooting\n"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
     wait_for("the node after its reboot", || {
-        run(&["version"]).status.success()
+        trustd_starts() > before && run(&["version"]).status.success()
     });
     let out = run(&["shutdown"]);
     assert_eq!(stdout(&out), format!("{ep}: shutting down\n"));
@@ -1721,14 +1741,13 @@ fn events_stream_service_changes() {
     let d = Dir::new("events");
     let Some(node) = start_node(&d) else { return };
     let ep = node.endpoint.clone();
-    wait_for("trustd running", || {
+    let running = |id: &str| {
         String::from_utf8_lossy(&node_cmd(&d, "talosconfig", &["services", "-e", &ep]).stdout)
-            .contains("trustd    Running")
-    });
-    wait_for("apid running", || {
-        String::from_utf8_lossy(&node_cmd(&d, "talosconfig", &["services", "-e", &ep]).stdout)
-            .contains("apid      Running")
-    });
+            .lines()
+            .any(|l| l.split_whitespace().skip(1).take(2).eq([id, "Running"]))
+    };
+    wait_for("trustd running", || running("trustd"));
+    wait_for("apid running", || running("apid"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_talosctl"))
         .args(["events", "--tail", "4", "-e", &ep])
         .env("TALOSCONFIG", d.path("talosconfig"))

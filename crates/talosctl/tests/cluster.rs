@@ -2098,3 +2098,197 @@ fn without_cluster_discovery_no_service_runs_and_no_peer_is_known() {
     let members = c.ok(&["get", "members"]);
     assert!(!members.contains("10.5.0.3"), "{members}");
 }
+
+/// `netstat`, `pcap` and `support` against nodes as the Talos docs use them: apid is listed
+/// listening on 50000 with its program; a capture on eth0 filtered to ICMP (the program
+/// compiled by tcpdump, as upstream documents it) holds the pings made meanwhile, and tcpdump
+/// reads the file back; without `-o` each packet is a line; the support zip holds every
+/// node's logs (machined's too), kernel log, redacted config and resources.
+#[test]
+fn netstat_pcap_and_support_against_nodes() {
+    if !can_run() {
+        return;
+    }
+    let Ok(filter) = Command::new("tcpdump")
+        .args(["-dd", "-y", "EN10MB", "icmp"])
+        .output()
+    else {
+        panic!("tcpdump is needed (scripts/setup installs it)");
+    };
+    let filter = String::from_utf8(filter.stdout).unwrap();
+    let c = TestCluster::new("p");
+    c.create("1", "1", &[]);
+    let listening = c.ok(&["-n", "10.5.0.2", "netstat", "-l", "-p", "-t"]);
+    assert!(
+        listening
+            .lines()
+            .any(|l| l.contains(":50000") && l.contains("LISTEN")),
+        "{listening}"
+    );
+    assert!(listening.starts_with("NODE"), "{listening}");
+    assert!(listening.contains("PID/Program name"), "{listening}");
+    let netns = format!("{}-controlplane-1", c.name);
+    let ping = || {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &netns, "busybox", "ping", "-c", "3", "-i", "0.2", "10.5.0.1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let capture = |extra: &[&str]| {
+        let mut args = vec![
+            "-n",
+            "10.5.0.2",
+            "pcap",
+            "-i",
+            "eth0",
+            "--bpf-filter",
+            &filter,
+            "--duration",
+            "5s",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_talosctl"))
+            .args(&args)
+            .env("TALOSCONFIG", c.dir.join("talosconfig"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let file = c.dir.join("eth0.pcap");
+    let running = capture(&["-o", file.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    ping();
+    let done = running.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let read = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(
+        text.matches("10.5.0.2 > 10.5.0.1: ICMP echo request")
+            .count()
+            >= 3,
+        "{text}"
+    );
+    assert!(
+        !text.contains(".50000"),
+        "only ICMP passes the filter: {text}"
+    );
+    // Decoded: a line per packet.
+    let running = capture(&[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    ping();
+    let done = running.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        lines
+            .lines()
+            .filter(|l| l.contains("IP 10.5.0.2 > 10.5.0.1: ICMP"))
+            .count()
+            >= 3,
+        "{lines}"
+    );
+    // A program that is not one is refused before anything is captured.
+    let err = c.fails(&[
+        "-n",
+        "10.5.0.2",
+        "pcap",
+        "--bpf-filter",
+        "icmp",
+        "--duration",
+        "1s",
+    ]);
+    assert!(err.contains("is not a `tcpdump -dd` instruction"), "{err}");
+
+    // time: the node's clock, and an NTP server's (a one-answer SNTP server on the gateway,
+    // saying 2001-09-09T01:46:40Z) as the node reads it.
+    let sntp = common::in_netns(&c.name, || {
+        let sock = std::net::UdpSocket::bind("10.5.0.1:1123").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0u8; 48];
+        let (_, from) = sock.recv_from(&mut buf).unwrap();
+        let mut reply = [0u8; 48];
+        reply[0] = 0x24;
+        reply[1] = 2;
+        reply[40..44].copy_from_slice(&(2_208_988_800u64 + 1_000_000_000).to_be_bytes()[4..]);
+        sock.send_to(&reply, from).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let times = c.ok(&["-n", "10.5.0.2", "time", "--check", "10.5.0.1:1123"]);
+    sntp.join().unwrap();
+    assert!(times.starts_with("NODE"), "{times}");
+    assert!(
+        times.contains("10.5.0.1:1123") && times.contains("2001-09-09T01:46:40Z"),
+        "{times}"
+    );
+
+    let zip = c.dir.join("support.zip");
+    let out = c.talosctl(&[
+        "-n",
+        "10.5.0.2,10.5.0.3",
+        "support",
+        "-O",
+        zip.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("10.5.0.2: collecting") && said.contains("10.5.0.3: "),
+        "{said}"
+    );
+    let listed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))",
+        ])
+        .arg(&zip)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    for node in ["10.5.0.2", "10.5.0.3"] {
+        for f in [
+            "service-logs/machined.log",
+            "service-logs/apid.log",
+            "dmesg.log",
+            "machineconfig.yaml",
+            "resources/network/LinkStatuses.net.talos.dev.yaml",
+        ] {
+            assert!(
+                names.lines().any(|n| n == format!("{node}/{f}")),
+                "{node}/{f} in:\n{names}"
+            );
+        }
+    }
+    let config = Command::new("python3")
+        .args(["-c", "import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).read('10.5.0.2/machineconfig.yaml').decode())"])
+        .arg(&zip)
+        .output()
+        .unwrap();
+    let config = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        config.contains("REDACTED") && !config.contains("BEGIN EC PRIVATE KEY"),
+        "{config}"
+    );
+    // An archive is never overwritten.
+    let again = c.fails(&["-n", "10.5.0.2", "support", "-O", zip.to_str().unwrap()]);
+    assert!(
+        again.contains("exists: remove it or name another archive with -O"),
+        "{again}"
+    );
+}

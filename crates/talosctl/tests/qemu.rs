@@ -1068,5 +1068,11 @@ fn control_plane_upgrade(c: &QemuCluster, dir: &Path) {
         ],
     );
     let report = String::from_utf8_lossy(&health.stderr);
-    assert!(health.status.success(), "{report}");
+    let console = c.console(&name);
+    let tail: Vec<&str> = console.lines().rev().take(60).collect();
+    assert!(
+        health.status.success(),
+        "{report}\nconsole of {name}:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
 }

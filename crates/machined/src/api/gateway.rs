@@ -41,6 +41,11 @@ pub struct StateName;
 impl Name for StateName {
     const NAME: &'static str = "cosi.resource.State";
 }
+#[derive(Clone)]
+pub struct TimeName;
+impl Name for TimeName {
+    const NAME: &'static str = "time.TimeService";
+}
 
 /// Passes a call to machined with the caller's roles in `talos-role`.
 #[derive(Clone)]
@@ -371,7 +376,31 @@ pub async fn serve(
             channel: forward(()),
             _name: PhantomData,
         })
+        .add_service(Forward::<TimeName> {
+            channel: forward(()),
+            _name: PhantomData,
+        })
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A maintenance-mode identity: self-signed, no client certificates asked for.
+pub fn maintenance_cert() -> Result<crate::sys::pki::ServerCert, String> {
+    let pair =
+        machinery::pki::self_signed("talos-maintenance", None, machinery::pki::CLIENT_VALIDITY)
+            .map_err(|e| e.to_string())?;
+    let key = machinery::pki::Key::from_pem(&pair.key).map_err(|e| e.to_string())?;
+    if let Ok(der) = pem::parse(&pair.crt) {
+        if let Ok(fp) = machinery::pki::spki_fingerprint(der.contents()) {
+            tracing::info!(
+                "maintenance API certificate fingerprint (for --cert-fingerprint): {fp}"
+            );
+        }
+    }
+    Ok(crate::sys::pki::ServerCert {
+        crt: pair.crt,
+        key: key.to_pkcs8_pem(),
+        client_ca: None,
+    })
 }

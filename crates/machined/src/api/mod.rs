@@ -7,11 +7,14 @@ mod etcd;
 pub mod gateway;
 mod images;
 mod inspect;
+mod netstat;
+mod pcap;
 mod proxy;
 mod roles_table;
 mod services;
 mod state;
 mod system;
+mod time;
 pub mod trustd;
 
 use std::sync::Arc;
@@ -28,7 +31,6 @@ use crate::node::{Node, TAG};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
-pub use crate::sys::pki::ServerCert;
 pub use proxy::Proxy;
 
 /// A proxy for this node: it calls other nodes as os:impersonator (needs the machine CA key).
@@ -42,25 +44,6 @@ pub fn proxy_from_config(cfg: &Config, own: Vec<String>) -> Result<Proxy, String
     };
     let crt = pki::sign_leaf(&ca, &key, &spec).map_err(|e| e.to_string())?;
     Ok(Proxy::new(own, &ca.crt, &crt, &key.to_pkcs8_pem()))
-}
-
-/// A maintenance-mode identity: self-signed, no client certificates asked for.
-pub fn maintenance_cert() -> Result<ServerCert, String> {
-    let pair = pki::self_signed("talos-maintenance", None, pki::CLIENT_VALIDITY)
-        .map_err(|e| e.to_string())?;
-    let key = Key::from_pem(&pair.key).map_err(|e| e.to_string())?;
-    if let Ok(der) = pem::parse(&pair.crt) {
-        if let Ok(fp) = machinery::pki::spki_fingerprint(der.contents()) {
-            tracing::info!(
-                "maintenance API certificate fingerprint (for --cert-fingerprint): {fp}"
-            );
-        }
-    }
-    Ok(ServerCert {
-        crt: pair.crt,
-        key: key.to_pkcs8_pem(),
-        client_ca: None,
-    })
 }
 
 struct Machine {
@@ -178,6 +161,26 @@ impl MachineService for Machine {
                 resp: format!("Service \"{id}\" restarted"),
             }],
         }))
+    }
+
+    async fn netstat(
+        &self,
+        req: Request<api::machine::NetstatRequest>,
+    ) -> Result<Response<api::machine::NetstatResponse>, Status> {
+        let r = req.into_inner();
+        tokio::task::spawn_blocking(move || netstat::netstat(&r))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(Response::new)
+    }
+
+    type PacketCaptureStream = services::DataStream;
+
+    async fn packet_capture(
+        &self,
+        req: Request<api::machine::PacketCaptureRequest>,
+    ) -> Result<Response<Self::PacketCaptureStream>, Status> {
+        pcap::capture(req.into_inner()).map(Response::new)
     }
 
     type LogsStream = services::DataStream;
@@ -756,6 +759,9 @@ pub async fn serve_local(
                 node: node.clone(),
             }),
         )
+        .add_service(api::time::time_service_server::TimeServiceServer::new(
+            time::TimeApi { node: node.clone() },
+        ))
         .add_service(api::cosi::state_server::StateServer::new(
             state::StateService { node },
         ))

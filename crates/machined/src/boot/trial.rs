@@ -126,7 +126,7 @@ pub async fn steadily_healthy(
     let mut healthy_since: Option<Instant> = None;
     while go_on() && Instant::now() < deadline {
         let services = node.services.list();
-        let own = crate::services::supervisor::MACHINED;
+        let own = crate::services::own::MACHINED;
         let healthy = services.iter().any(|s| s.id != own)
             && services.iter().all(|s| {
                 s.state == ServiceState::Running && (s.health.unknown || s.health.healthy)

@@ -5,4 +5,5 @@ pub mod container;
 pub mod containerd;
 pub mod etcd;
 pub mod kubelet;
+pub mod own;
 pub mod supervisor;

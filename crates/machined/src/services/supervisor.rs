@@ -42,6 +42,7 @@ impl ServiceState {
     }
 }
 
+use super::own::{machined, MACHINED};
 use crate::sys::process;
 pub use crate::sys::{BoxFuture, Task};
 
@@ -107,30 +108,6 @@ pub struct Health {
 
 /// New output of a service as it comes.
 pub type LogFollower = broadcast::Receiver<Arc<[u8]>>;
-
-/// machined itself, listed among the services (it runs as long as anything answers).
-pub const MACHINED: &str = "machined";
-
-fn machined() -> ServiceInfo {
-    static STARTED: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
-    let ts = *STARTED.get_or_init(SystemTime::now);
-    ServiceInfo {
-        id: MACHINED.into(),
-        state: ServiceState::Running,
-        events: vec![ServiceEvent {
-            msg: "Service started as goroutine".into(),
-            state: ServiceState::Running,
-            ts,
-        }],
-        health: Health {
-            unknown: false,
-            healthy: true,
-            last_message: String::new(),
-            last_change: Some(ts),
-        },
-        pid: Some(std::process::id()),
-    }
-}
 
 /// A snapshot of a service for the API.
 #[derive(Debug, Clone)]
