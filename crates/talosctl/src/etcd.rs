@@ -67,6 +67,32 @@ enum EtcdCommand {
     Alarm(AlarmArgs),
     /// Defragment the node's etcd database.
     Defrag(crate::system::NodeArgs),
+    /// Downgrade etcd's storage to an earlier minor version (validate, enable, cancel).
+    Downgrade(DowngradeArgs),
+}
+
+#[derive(Args)]
+pub struct DowngradeArgs {
+    #[command(subcommand)]
+    command: DowngradeCommand,
+}
+
+#[derive(Args)]
+pub struct VersionArg {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The etcd version to downgrade the storage to (e.g. 3.5).
+    version: String,
+}
+
+#[derive(Subcommand)]
+enum DowngradeCommand {
+    /// Check whether the cluster's storage can be downgraded to the version.
+    Validate(VersionArg),
+    /// Start downgrading the cluster's storage to the version.
+    Enable(VersionArg),
+    /// Cancel a downgrade under way.
+    Cancel(crate::system::NodeArgs),
 }
 
 #[derive(Args)]
@@ -288,6 +314,60 @@ pub async fn run(a: EtcdArgs) -> Result<()> {
                         .collect()
                 };
                 Ok(alarm_rows(&t, alarms.into_iter()))
+            })
+            .await
+        }
+        EtcdCommand::Downgrade(d) => {
+            let (conn, version, action) = match &d.command {
+                DowngradeCommand::Validate(v) => (&v.conn, v.version.clone(), "validate"),
+                DowngradeCommand::Enable(v) => (&v.conn, v.version.clone(), "enable"),
+                DowngradeCommand::Cancel(n) => (&n.conn, String::new(), "cancel"),
+            };
+            let targets = client::connect(conn).await?;
+            let header = ["NODE", "CLUSTER VERSION"].map(String::from).to_vec();
+            table_of(&targets, header, |t| {
+                let version = version.clone();
+                async move {
+                    let mut m = client::machine(&t);
+                    let fail = |s| call_error(&t.node, s);
+                    let downgrades: Vec<_> = match action {
+                        "validate" => m
+                            .etcd_downgrade_validate(api::machine::EtcdDowngradeValidateRequest {
+                                version,
+                            })
+                            .await
+                            .map_err(fail)?
+                            .into_inner()
+                            .messages
+                            .into_iter()
+                            .map(|m| m.cluster_downgrade)
+                            .collect(),
+                        "enable" => m
+                            .etcd_downgrade_enable(api::machine::EtcdDowngradeEnableRequest {
+                                version,
+                            })
+                            .await
+                            .map_err(fail)?
+                            .into_inner()
+                            .messages
+                            .into_iter()
+                            .map(|m| m.cluster_downgrade)
+                            .collect(),
+                        _ => m
+                            .etcd_downgrade_cancel(())
+                            .await
+                            .map_err(fail)?
+                            .into_inner()
+                            .messages
+                            .into_iter()
+                            .map(|m| m.cluster_downgrade)
+                            .collect(),
+                    };
+                    Ok(downgrades
+                        .into_iter()
+                        .map(|d| vec![t.node.clone(), d.unwrap_or_default().cluster_version])
+                        .collect())
+                }
             })
             .await
         }

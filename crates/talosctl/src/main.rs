@@ -16,6 +16,7 @@ mod health;
 mod hints;
 mod inspect;
 mod kubeconfig;
+mod lifecycle;
 mod machineconfig;
 mod netstat;
 mod pcap;
@@ -89,7 +90,7 @@ enum Command {
     Usage(system::DuArgs),
     /// List the nodes' processes.
     #[command(visible_aliases = ["p", "ps"])]
-    Processes(system::NodeArgs),
+    Processes(system::ProcessesArgs),
     /// Print the kernel log.
     Dmesg(system::DmesgArgs),
     /// Stream the nodes' events.
@@ -105,16 +106,16 @@ enum Command {
     /// Show the nodes' time, and with --check an NTP server's as each node reads it.
     Time(time_cmd::TimeArgs),
     /// Reboot nodes.
-    Reboot(system::NodeArgs),
+    Reboot(lifecycle::RebootArgs),
     /// Shut nodes down.
-    Shutdown(system::NodeArgs),
+    Shutdown(lifecycle::ShutdownArgs),
     /// Upgrade nodes installed on their disk to an installer image: it goes into the other
     /// boot slot, which becomes the default once the node is healthy there.
     Upgrade(upgrade::UpgradeArgs),
     /// Switch nodes back to their previous system (the other boot slot) and reboot.
     Rollback(upgrade::RollbackArgs),
     /// Wipe nodes (STATE, EPHEMERAL) and stop them, or reboot them into maintenance mode.
-    Reset(system::ResetArgs),
+    Reset(lifecycle::ResetArgs),
     /// Resource use of the nodes' system services (or, with -k, of Kubernetes' containers).
     Stats(system::StatsArgs),
     /// List the nodes' containers.
@@ -185,11 +186,11 @@ fn main() -> ExitCode {
         Command::Pcap(a) => block_on(pcap::run(a)),
         Command::Support(a) => block_on(support::run(a)),
         Command::Time(a) => block_on(time_cmd::run(a)),
-        Command::Reboot(a) => block_on(system::reboot(a)),
-        Command::Shutdown(a) => block_on(system::shutdown(a)),
+        Command::Reboot(a) => block_on(lifecycle::reboot(a)),
+        Command::Shutdown(a) => block_on(lifecycle::shutdown(a)),
         Command::Upgrade(a) => block_on(upgrade::upgrade(a)),
         Command::Rollback(a) => block_on(upgrade::rollback(a)),
-        Command::Reset(a) => block_on(system::reset(a)),
+        Command::Reset(a) => block_on(lifecycle::reset(a)),
         Command::Stats(a) => block_on(system::stats(a)),
         Command::Containers(a) => block_on(containers::containers(a)),
         Command::Image(a) => block_on(containers::image(a)),
@@ -294,10 +295,6 @@ mod tests {
         "debug",
         "df",
         "diskfree",
-        "etcd downgrade",
-        "etcd downgrade cancel",
-        "etcd downgrade enable",
-        "etcd downgrade validate",
         "events --actor-id",
         "gen secureboot",
         "gen secureboot database",
@@ -319,37 +316,16 @@ mod tests {
         "inject",
         "inject serviceaccount",
         "inject tsa",
-        "list --humanize",
-        "list --type",
-        "list -H",
-        "ls --humanize",
-        "ls --type",
-        "ls -H",
         "meta",
         "meta delete",
         "meta write",
-        "p --sort",
-        "processes --sort",
-        "ps --sort",
-        "reboot --debug",
         "reboot --drain",
         "reboot --drain-timeout",
-        "reboot --mode",
-        "reboot --progress",
-        "reboot --timeout",
-        "reboot --wait",
         "remote-provision-launch",
-        "reset --debug",
-        "reset --timeout",
         "reset --user-disks-to-wipe",
-        "reset --wait",
         "reset --wipe-mode",
         "restart",
         "rotate-ca",
-        "shutdown --debug",
-        "shutdown --force",
-        "shutdown --timeout",
-        "shutdown --wait",
         "support --encryption-no-default-recipients",
         "support --encryption-recipients",
         "upgrade --debug",

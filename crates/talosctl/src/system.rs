@@ -1,6 +1,6 @@
 //! `talosctl memory|mounts|list|read|reboot|shutdown`.
 
-use api::machine::{ListRequest, ReadRequest, RebootRequest, ShutdownRequest};
+use api::machine::{ListRequest, ReadRequest};
 use clap::Args;
 use machinery::{Error, Result};
 
@@ -30,6 +30,12 @@ pub struct ListArgs {
     /// How deep to descend (with -r; 0 = no limit).
     #[arg(short, long, default_value_t = 0)]
     depth: i32,
+    /// Sizes in human units (with -l).
+    #[arg(short = 'H', long)]
+    humanize: bool,
+    /// Only these kinds: f (regular files), d (directories), l or L (symbolic links).
+    #[arg(short = 't', long = "type", value_delimiter = ',', value_parser = ["f", "d", "l", "L"])]
+    types: Vec<String>,
 }
 
 #[derive(Args)]
@@ -281,7 +287,7 @@ pub async fn list(a: ListArgs) -> Result<()> {
             recurse: a.recurse,
             recursion_depth: a.depth,
         };
-        let long = a.long;
+        let (long, humanize, types) = (a.long, a.humanize, a.types.clone());
         async move {
             let mut stream = client::machine(&t)
                 .list(req)
@@ -295,6 +301,14 @@ pub async fn list(a: ListArgs) -> Result<()> {
             {
                 if !f.error.is_empty() {
                     eprintln!("{}: {}: {}", t.node, f.name, f.error);
+                    continue;
+                }
+                let kind = match (f.is_dir, f.link.is_empty()) {
+                    (_, false) => ["l", "L"],
+                    (true, true) => ["d", "d"],
+                    (false, true) => ["f", "f"],
+                };
+                if !types.is_empty() && !types.iter().any(|t| kind.contains(&t.as_str())) {
                     continue;
                 }
                 let name = if f.link.is_empty() {
@@ -319,7 +333,10 @@ pub async fn list(a: ListArgs) -> Result<()> {
                         mode_string(f.mode, f.is_dir, !f.link.is_empty()),
                         f.uid.to_string(),
                         f.gid.to_string(),
-                        f.size.to_string(),
+                        match humanize {
+                            true => human(f.size.max(0) as u64),
+                            false => f.size.to_string(),
+                        },
                         when,
                         name,
                     ]);
@@ -346,34 +363,18 @@ pub async fn read(a: ReadArgs) -> Result<()> {
     client::print_data(t, stream, "").await
 }
 
-pub async fn reboot(a: NodeArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
-    each(&targets, &mut Rows::new(), |t| async move {
-        client::machine(&t)
-            .reboot(RebootRequest { mode: 0 })
-            .await
-            .map_err(|s| client::call_error(&t.node, s))?;
-        println!("{}: rebooting", t.node);
-        Ok(Rows::new())
-    })
-    .await
+#[derive(Args)]
+pub struct ProcessesArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The column to sort by, largest first.
+    #[arg(short, long, default_value = "rss", value_parser = ["rss", "cpu"])]
+    sort: String,
 }
 
-pub async fn shutdown(a: NodeArgs) -> Result<()> {
+pub async fn processes(a: ProcessesArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
-    each(&targets, &mut Rows::new(), |t| async move {
-        client::machine(&t)
-            .shutdown(ShutdownRequest { force: false })
-            .await
-            .map_err(|s| client::call_error(&t.node, s))?;
-        println!("{}: shutting down", t.node);
-        Ok(Rows::new())
-    })
-    .await
-}
-
-pub async fn processes(a: NodeArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
+    let by_cpu = a.sort == "cpu";
     table_of(
         &targets,
         [
@@ -386,11 +387,18 @@ pub async fn processes(a: NodeArgs) -> Result<()> {
                 .processes(())
                 .await
                 .map_err(|s| client::call_error(&t.node, s))?;
-            Ok(resp
+            let mut all: Vec<_> = resp
                 .into_inner()
                 .messages
                 .into_iter()
                 .flat_map(|m| m.processes)
+                .collect();
+            match by_cpu {
+                true => all.sort_by(|a, b| b.cpu_time.total_cmp(&a.cpu_time)),
+                false => all.sort_by_key(|p| std::cmp::Reverse(p.resident_memory)),
+            }
+            Ok(all
+                .into_iter()
                 .map(|p| {
                     let command = if p.args.is_empty() { p.command } else { p.args };
                     vec![
@@ -438,51 +446,6 @@ pub async fn dmesg(a: DmesgArgs) -> Result<()> {
             .map_err(|s| client::call_error(&t.node, s))?
             .into_inner();
         client::print_data(&t, stream, &format!("{}: ", t.node)).await
-    })
-    .await
-}
-
-#[derive(Args)]
-pub struct ResetArgs {
-    #[command(flatten)]
-    conn: ConnArgs,
-    /// Leave the cluster cleanly first.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    graceful: bool,
-    /// Boot again afterwards (into maintenance mode) instead of stopping.
-    #[arg(long)]
-    reboot: bool,
-    /// Partitions to wipe (STATE, EPHEMERAL); both when none is given.
-    #[arg(long)]
-    system_labels_to_wipe: Vec<String>,
-}
-
-pub async fn reset(a: ResetArgs) -> Result<()> {
-    let targets = client::connect(&a.conn).await?;
-    let labels = crate::util::split_commas(&a.system_labels_to_wipe);
-    let (graceful, reboot) = (a.graceful, a.reboot);
-    each(&targets, &mut Rows::new(), |t| {
-        let req = api::machine::ResetRequest {
-            graceful,
-            reboot,
-            system_partitions_to_wipe: labels
-                .iter()
-                .map(|l| api::machine::ResetPartitionSpec {
-                    label: l.clone(),
-                    wipe: true,
-                })
-                .collect(),
-            user_disks_to_wipe: Vec::new(),
-            mode: 0,
-        };
-        async move {
-            client::machine(&t)
-                .reset(req)
-                .await
-                .map_err(|s| client::call_error(&t.node, s))?;
-            println!("{}: reset", t.node);
-            Ok(Rows::new())
-        }
     })
     .await
 }

@@ -1622,11 +1622,29 @@ fn node_introspection_reboot_and_shutdown() {
     let before = trustd_starts();
     let out = run(&["reboot"]);
     assert_eq!(stdout(&out), format!("{ep}: rebooting\n"));
+    // reboot follows the node until it is back (--wait, the default as upstream's).
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("{ep}: back from the reboot after")),
+        "{said}"
+    );
+    assert!(trustd_starts() > before);
     wait_for("the node after its reboot", || {
-        trustd_starts() > before && run(&["version"]).status.success()
+        run(&["version"]).status.success()
+    });
+    // --wait=false returns at once.
+    let out = run(&["reboot", "--wait=false"]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the node after its second reboot", || {
+        trustd_starts() > before + 1 && run(&["version"]).status.success()
     });
     let out = run(&["shutdown"]);
     assert_eq!(stdout(&out), format!("{ep}: shutting down\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{ep}: stopped after")));
     wait_for("machined to exit", || {
         node.child.try_wait().ok().flatten().is_some()
     });
@@ -1723,6 +1741,9 @@ fn reset_wipes_state_and_returns_to_maintenance() {
         String::from_utf8_lossy(&out.stdout),
         format!("{ep}: reset\n")
     );
+    // The command returned once the node had left its config, not before.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("reset: the node left its config"), "{said}");
     // Back in maintenance mode: nothing persisted, only insecure calls answered.
     wait_for("maintenance mode", || {
         node_cmd(&d, "talosconfig", &["version", "--insecure", "-n", &ep])
@@ -1805,4 +1826,49 @@ fn services_die_with_machined() {
             .map(|s| s.contains(") Z "))
             .unwrap_or(true)
     });
+}
+
+/// Completion scripts come from the command tree: bash's passes `bash -n` and completes the
+/// commands and their aliases; every shell's is generated, with and without descriptions.
+#[test]
+fn completion_scripts_for_every_shell() {
+    let d = Dir::new("completion");
+    let bash = ok(&d, &["completion", "bash"]);
+    d.write("talosctl.bash", &bash);
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(d.path("talosctl.bash"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Sourced, it offers the commands (aliases too) after `talosctl `.
+    let offered = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(talosctl ne); COMP_CWORD=1; COMP_LINE='talosctl ne'; COMP_POINT=11; _talosctl talosctl ne talosctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            d.path("talosctl.bash").display()
+        ))
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&offered.stdout);
+    assert!(words.lines().any(|w| w == "netstat"), "{words}");
+    for shell in ["zsh", "fish", "powershell"] {
+        let full = ok(&d, &["completion", shell]);
+        let bare = ok(&d, &["completion", shell, "--no-descriptions"]);
+        assert!(
+            full.contains("netstat") && bare.contains("netstat"),
+            "{shell}"
+        );
+        assert!(
+            full.contains("network connections and sockets")
+                && !bare.contains("network connections and sockets"),
+            "{shell}"
+        );
+    }
+    let err = fails(&d, &["completion", "tcsh"]);
+    assert!(err.contains("tcsh"), "{err}");
 }

@@ -2215,6 +2215,13 @@ fn netstat_pcap_and_support_against_nodes() {
     ]);
     assert!(err.contains("is not a `tcpdump -dd` instruction"), "{err}");
 
+    // etcd downgrade: the etcd of these machines (3.4) has no such API, which is said.
+    let err = c.fails(&["-n", "10.5.0.2", "etcd", "downgrade", "validate", "3.3"]);
+    assert!(
+        err.contains("has no storage downgrade (etcd 3.5 added it)") && err.contains("etcd 3.4"),
+        "{err}"
+    );
+
     // time: the node's clock, and an NTP server's (a one-answer SNTP server on the gateway,
     // saying 2001-09-09T01:46:40Z) as the node reads it.
     let sntp = common::in_netns(&c.name, || {

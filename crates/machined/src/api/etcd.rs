@@ -254,3 +254,30 @@ pub async fn status(node: &Node) -> Result<pb::EtcdStatusResponse, Status> {
         }],
     })
 }
+
+/// etcd's storage downgrade (validate, enable, cancel). An etcd without that API (before 3.5)
+/// is named, with its version, rather than answered with a bare "unimplemented".
+pub async fn downgrade(
+    node: &Node,
+    options: etcd_client::DowngradeOptions,
+) -> Result<String, Status> {
+    let mut c = etcd(node)
+        .await?
+        .client()
+        .await
+        .map_err(Status::unavailable)?;
+    match c.maintenance_client().downgrade(options).await {
+        Ok(r) => Ok(r.version().to_string()),
+        Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Unimplemented => {
+            let version = c
+                .status()
+                .await
+                .map(|st| st.version().to_string())
+                .unwrap_or_else(|_| "?".into());
+            Err(Status::failed_precondition(format!(
+                "etcd {version} on this node has no storage downgrade (etcd 3.5 added it): upgrade etcd first"
+            )))
+        }
+        Err(e) => Err(etcd_status(e)),
+    }
+}

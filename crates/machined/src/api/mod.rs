@@ -7,6 +7,8 @@ mod etcd;
 pub mod gateway;
 mod images;
 mod inspect;
+mod kubeconfig;
+mod local;
 mod netstat;
 mod pcap;
 mod proxy;
@@ -19,18 +21,18 @@ pub mod trustd;
 
 use std::sync::Arc;
 
-use api::machine::machine_service_server::{MachineService, MachineServiceServer};
+use api::machine::machine_service_server::MachineService;
 use api::machine::{
-    FeaturesInfo, Hostname, HostnameResponse, PlatformInfo, Version, VersionInfo, VersionResponse,
+    FeaturesInfo, Hostname, HostnameResponse, PlatformInfo, Version, VersionResponse,
 };
 use machinery::pki::{self, Key, KeyKind, LeafSpec};
 use machinery::secrets::unb64;
 use machinery::Config;
 
-use crate::node::{Node, TAG};
-use tonic::transport::Server;
+use crate::node::Node;
 use tonic::{Request, Response, Status};
 
+pub use local::serve_local;
 pub use proxy::Proxy;
 
 /// A proxy for this node: it calls other nodes as os:impersonator (needs the machine CA key).
@@ -638,7 +640,7 @@ impl MachineService for Machine {
         &self,
         _req: Request<()>,
     ) -> Result<Response<Self::KubeconfigStream>, Status> {
-        kubeconfig(&self.node).map(Response::new)
+        kubeconfig::kubeconfig(&self.node).map(Response::new)
     }
 
     type EtcdSnapshotStream = services::DataStream;
@@ -678,11 +680,55 @@ impl MachineService for Machine {
         etcd::status(&self.node).await.map(Response::new)
     }
 
+    async fn etcd_downgrade_validate(
+        &self,
+        req: Request<api::machine::EtcdDowngradeValidateRequest>,
+    ) -> Result<Response<api::machine::EtcdDowngradeValidateResponse>, Status> {
+        let v = req.into_inner().version;
+        let cluster_version =
+            etcd::downgrade(&self.node, etcd_client::DowngradeOptions::Validate(v)).await?;
+        Ok(Response::new(api::machine::EtcdDowngradeValidateResponse {
+            messages: vec![api::machine::EtcdDowngradeValidate {
+                metadata: None,
+                cluster_downgrade: Some(api::machine::EtcdClusterDowngrade { cluster_version }),
+            }],
+        }))
+    }
+
+    async fn etcd_downgrade_enable(
+        &self,
+        req: Request<api::machine::EtcdDowngradeEnableRequest>,
+    ) -> Result<Response<api::machine::EtcdDowngradeEnableResponse>, Status> {
+        let v = req.into_inner().version;
+        let cluster_version =
+            etcd::downgrade(&self.node, etcd_client::DowngradeOptions::Enable(v)).await?;
+        Ok(Response::new(api::machine::EtcdDowngradeEnableResponse {
+            messages: vec![api::machine::EtcdDowngradeEnable {
+                metadata: None,
+                cluster_downgrade: Some(api::machine::EtcdClusterDowngrade { cluster_version }),
+            }],
+        }))
+    }
+
+    async fn etcd_downgrade_cancel(
+        &self,
+        _req: Request<()>,
+    ) -> Result<Response<api::machine::EtcdDowngradeCancelResponse>, Status> {
+        let cluster_version =
+            etcd::downgrade(&self.node, etcd_client::DowngradeOptions::Cancel).await?;
+        Ok(Response::new(api::machine::EtcdDowngradeCancelResponse {
+            messages: vec![api::machine::EtcdDowngradeCancel {
+                metadata: None,
+                cluster_downgrade: Some(api::machine::EtcdClusterDowngrade { cluster_version }),
+            }],
+        }))
+    }
+
     async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             messages: vec![Version {
                 metadata: None,
-                version: Some(version_info()),
+                version: Some(system::version_info()),
                 platform: Some(PlatformInfo {
                     name: "container".into(),
                     mode: "container".into(),
@@ -706,72 +752,6 @@ impl MachineService for Machine {
     }
 }
 
-/// This build's version information.
-pub fn version_info() -> VersionInfo {
-    VersionInfo {
-        tag: TAG.into(),
-        sha: option_env!("TALOS_SHA").unwrap_or("unknown").into(),
-        built: String::new(),
-        go_version: "rust".into(),
-        os: std::env::consts::OS.into(),
-        arch: match std::env::consts::ARCH {
-            "x86_64" => "amd64".into(),
-            "aarch64" => "arm64".into(),
-            other => other.into(),
-        },
-    }
-}
-
-/// Serve the node's services to apid on a unix socket until `shutdown` resolves. apid has
-/// checked each call already; the caller's roles come along in `talos-role`.
-pub async fn serve_local(
-    node: Arc<Node>,
-    listener: tokio::net::UnixListener,
-    maintenance: bool,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), String> {
-    let incoming = futures::stream::unfold(listener, |l| async move {
-        let conn = l.accept().await.map(|(s, _)| s);
-        Some((conn, l))
-    });
-    // Calls under way get a moment to finish once the node stops; open streams (apid's watch
-    // of its certificate, a client's `get --watch`) are cut then rather than waited for.
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping.send(());
-    };
-    let grace = async move {
-        let _ = stopped.await;
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    };
-    let server = Server::builder()
-        .layer(auth::LocalLayer { maintenance })
-        .add_service(MachineServiceServer::new(Machine {
-            node: node.clone(),
-            applier: apply::Applier::new(node.clone(), maintenance),
-        }))
-        .add_service(api::machine::image_service_server::ImageServiceServer::new(
-            images::Images { node: node.clone() },
-        ))
-        .add_service(
-            api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {
-                node: node.clone(),
-            }),
-        )
-        .add_service(api::time::time_service_server::TimeServiceServer::new(
-            time::TimeApi { node: node.clone() },
-        ))
-        .add_service(api::cosi::state_server::StateServer::new(
-            state::StateService { node },
-        ))
-        .serve_with_incoming_shutdown(incoming, shutdown);
-    tokio::select! {
-        served = server => served.map_err(|e| e.to_string()),
-        _ = grace => Ok(()),
-    }
-}
-
 /// Signal the node (reboot, reset, shut down) a moment after the reply has gone out (a
 /// second: the reply may still cross apid and a proxying control plane on a loaded machine).
 fn after_reply(signal: Arc<tokio::sync::Notify>) {
@@ -779,35 +759,4 @@ fn after_reply(signal: Arc<tokio::sync::Notify>) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         signal.notify_one();
     });
-}
-
-/// `MachineService/Kubeconfig`: a control plane's admin kubeconfig with a certificate issued
-/// for this call, as a gzipped tar holding `kubeconfig` (as upstream sends it).
-fn kubeconfig(node: &Node) -> Result<services::DataStream, Status> {
-    use types::secrets::{KubernetesRootSpec, K8S_CERTS_ID};
-    let root = node
-        .state
-        .spec_of::<KubernetesRootSpec>(K8S_CERTS_ID)
-        .ok_or_else(|| {
-            Status::failed_precondition(
-                "kubeconfig is served by control plane nodes only (this node has no Kubernetes CA)",
-            )
-        })?;
-    let text = crate::controllers::secrets::kubernetes::admin_kubeconfig(&root)
-        .map_err(Status::internal)?;
-    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    let mut header = tar::Header::new_gnu();
-    header.set_size(text.len() as u64);
-    header.set_mode(0o600);
-    header.set_mtime(crate::sys::pki::now());
-    header.set_cksum();
-    archive
-        .append_data(&mut header, "kubeconfig", text.as_bytes())
-        .and_then(|_| archive.into_inner())
-        .and_then(|gz| gz.finish())
-        .map(|bytes| services::one(bytes))
-        .map_err(|e| Status::internal(format!("kubeconfig archive: {e}")))
 }

@@ -592,3 +592,19 @@ pub fn stats(
         }],
     }
 }
+
+/// This build's version information.
+pub fn version_info() -> api::machine::VersionInfo {
+    api::machine::VersionInfo {
+        tag: crate::node::TAG.into(),
+        sha: option_env!("TALOS_SHA").unwrap_or("unknown").into(),
+        built: String::new(),
+        go_version: "rust".into(),
+        os: std::env::consts::OS.into(),
+        arch: match std::env::consts::ARCH {
+            "x86_64" => "amd64".into(),
+            "aarch64" => "arm64".into(),
+            other => other.into(),
+        },
+    }
+}
