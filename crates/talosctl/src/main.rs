@@ -20,6 +20,7 @@ mod lifecycle;
 mod machineconfig;
 mod netstat;
 mod pcap;
+mod rotate_ca;
 mod services;
 mod support;
 mod system;
@@ -105,6 +106,9 @@ enum Command {
     Support(support::SupportArgs),
     /// Show the nodes' time, and with --check an NTP server's as each node reads it.
     Time(time_cmd::TimeArgs),
+    /// Rotate the cluster's Talos API CA with no node unreachable on the way.
+    #[command(name = "rotate-ca")]
+    RotateCa(rotate_ca::RotateCaArgs),
     /// Reboot nodes.
     Reboot(lifecycle::RebootArgs),
     /// Shut nodes down.
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
         Command::Pcap(a) => block_on(pcap::run(a)),
         Command::Support(a) => block_on(support::run(a)),
         Command::Time(a) => block_on(time_cmd::run(a)),
+        Command::RotateCa(a) => block_on(rotate_ca::run(a)),
         Command::Reboot(a) => block_on(lifecycle::reboot(a)),
         Command::Shutdown(a) => block_on(lifecycle::shutdown(a)),
         Command::Upgrade(a) => block_on(upgrade::upgrade(a)),
@@ -325,7 +330,10 @@ mod tests {
         "reset --user-disks-to-wipe",
         "reset --wipe-mode",
         "restart",
-        "rotate-ca",
+        "rotate-ca --init-node",
+        "rotate-ca --k8s-endpoint",
+        "rotate-ca --with-docs",
+        "rotate-ca --with-examples",
         "support --encryption-no-default-recipients",
         "support --encryption-recipients",
         "upgrade --debug",

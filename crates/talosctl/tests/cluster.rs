@@ -2298,4 +2298,56 @@ fn netstat_pcap_and_support_against_nodes() {
         again.contains("exists: remove it or name another archive with -O"),
         "{again}"
     );
+
+    // rotate-ca: the plan by default; then a new Talos API CA with every node reachable, the
+    // new talosconfig working and the old one refused, saying why.
+    let new_tc = c.dir.join("new.talosconfig");
+    let plan = c.ok(&[
+        "-n",
+        "10.5.0.2",
+        "rotate-ca",
+        "--kubernetes=false",
+        "-o",
+        new_tc.to_str().unwrap(),
+    ]);
+    assert!(
+        plan.contains("dry run: nothing was done") && plan.contains("10.5.0.3"),
+        "{plan}"
+    );
+    assert!(!new_tc.exists());
+    let out = c.ok(&[
+        "-n",
+        "10.5.0.2",
+        "rotate-ca",
+        "--dry-run=false",
+        "--kubernetes=false",
+        "-o",
+        new_tc.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("10.5.0.3: no longer accepts the old CA"),
+        "{out}"
+    );
+    for node in ["10.5.0.2", "10.5.0.3"] {
+        let v = Command::new(env!("CARGO_BIN_EXE_talosctl"))
+            .args([
+                "--talosconfig",
+                new_tc.to_str().unwrap(),
+                "-n",
+                node,
+                "version",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "{node}: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+        let refused = c.fails(&["-n", node, "version"]);
+        assert!(
+            refused.contains("is not signed by the CA of the talosconfig"),
+            "{refused}"
+        );
+    }
 }

@@ -496,7 +496,7 @@ mod tests {
             ("machine.type", "", "reboot"),
             ("machine.env", "    env:\n        A: b\n", "reboot"),
             ("machine.token", "    token: abc.def\n", "reboot"),
-            ("machine.ca", "    ca:\n        crt: eA==\n", "reboot"),
+            ("machine.ca", "    ca:\n        crt: eA==\n", "live"),
             ("machine.certSANs", "    certSANs: [a.example]\n", "live"),
             (
                 "machine.sysctls",

@@ -45,7 +45,10 @@ pub fn proxy_from_config(cfg: &Config, own: Vec<String>) -> Result<Proxy, String
         ..Default::default()
     };
     let crt = pki::sign_leaf(&ca, &key, &spec).map_err(|e| e.to_string())?;
-    Ok(Proxy::new(own, &ca.crt, &crt, &key.to_pkcs8_pem()))
+    // Other nodes' certificates may come from any CA the config accepts (during a rotation,
+    // the old one or the new one).
+    let trusted = crate::sys::pki::client_cas(cfg)?;
+    Ok(Proxy::new(own, &trusted, &crt, &key.to_pkcs8_pem()))
 }
 
 struct Machine {

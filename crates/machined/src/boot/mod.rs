@@ -22,14 +22,10 @@ use self::roles::{inherited_listener, role_service, socket_dir, trustd_service};
 
 /// Config paths read once at boot (or by a service at its start), so a change of one needs
 /// a reboot: which services and controllers run (`machine.type`), the services' environment,
-/// and what the apid and trustd services read when they start (the machine CA and token).
-/// Paths the controllers declare as inputs change live (see `api::apply`).
-pub const CONFIG_AT_BOOT: &[&str] = &[
-    "/machine/type",
-    "/machine/env",
-    "/machine/token",
-    "/machine/ca",
-];
+/// and the machine token the trustd service reads when it starts. Paths the controllers
+/// declare as inputs change live (see `api::apply`); the machine CA does (a new one restarts
+/// apid and trustd: `controllers::secrets::api::RestartOnNewCa`).
+pub const CONFIG_AT_BOOT: &[&str] = &["/machine/type", "/machine/env", "/machine/token"];
 
 /// The boot sequence's phases, logged as they finish like upstream's
 /// `phase config (1/5): done, 12ms`.

@@ -50,6 +50,10 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
     rt.register(secrets::api::ApiCertController {
         ttl: Duration::from_secs(24 * 3600),
     })?;
+    rt.register(secrets::api::RestartOnNewCa {
+        services: w.services.clone(),
+        seen: None,
+    })?;
     let logging_kernel = w.cmdline.logging_kernel.clone();
     network::register(rt, w.rooted, w.cmdline)?;
     rt.register(network::vip::VipController::new(w.etcd.clone()))?;

@@ -100,7 +100,11 @@ impl Controller for ApiCertController {
         let current = ctx
             .get(&ApiCertsSpec::pointer(API_ID))?
             .and_then(|r| r.spec::<ApiCertsSpec>().cloned());
-        if let Some(cur) = current.filter(|c| c.sans == sans && now() < api_renew_at(c)) {
+        // A new machine CA or accepted CA (a rotation) means a new certificate at once.
+        let cas = crate::sys::pki::client_cas(&cfg).unwrap_or_default();
+        if let Some(cur) =
+            current.filter(|c| c.sans == sans && c.ca == cas && now() < api_renew_at(c))
+        {
             ctx.requeue_after(Duration::from_secs(api_renew_at(&cur) - now()));
             return Ok(());
         }
@@ -127,6 +131,46 @@ impl Controller for ApiCertController {
         let renew_in = api_renew_at(&spec).saturating_sub(now()).max(1);
         ctx.put::<ApiCertsSpec>(API_ID, spec)?;
         ctx.requeue_after(Duration::from_secs(renew_in));
+        Ok(())
+    }
+}
+
+/// A new machine CA or set of accepted CAs (`talosctl rotate-ca`) restarts apid and trustd,
+/// which read them when they start (the proxy's identity, trustd's signer), a moment after the
+/// apply that brought it has answered. The first config seen is the one they started with.
+pub struct RestartOnNewCa {
+    pub services: crate::services::supervisor::Supervisor,
+    pub seen: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Controller for RestartOnNewCa {
+    fn name(&self) -> &str {
+        "secrets.RestartOnNewCaController"
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![inputs::config(&["/machine/ca", "/machine/acceptedCAs"])]
+    }
+    fn outputs(&self) -> Vec<Output> {
+        Vec::new()
+    }
+    async fn reconcile(&mut self, ctx: &mut ReconcileContext) -> Result<(), ControllerError> {
+        let Some(cfg) = machine_config(ctx)? else {
+            return Ok(());
+        };
+        let cas = crate::sys::pki::client_cas(&cfg).unwrap_or_default();
+        let changed = self.seen.as_ref().is_some_and(|seen| *seen != cas);
+        self.seen = Some(cas);
+        if changed {
+            tracing::info!("the machine CA changed: restarting apid and trustd");
+            let services = self.services.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for id in ["trustd", "apid"] {
+                    let _ = services.restart(id);
+                }
+            });
+        }
         Ok(())
     }
 }
