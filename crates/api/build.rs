@@ -4,6 +4,7 @@ fn main() {
     let files = [
         "machine/machine.proto",
         "machine/image.proto",
+        "machine/storage.proto",
         "cosi/state.proto",
         "inspect/inspect.proto",
         "security/security.proto",

@@ -8,6 +8,7 @@ mod completion;
 mod config_cmd;
 mod containers;
 mod dashboard;
+mod diskfree;
 mod etcd;
 mod events;
 mod gen;
@@ -109,6 +110,11 @@ enum Command {
     /// Rotate the cluster's Talos API CA with no node unreachable on the way.
     #[command(name = "rotate-ca")]
     RotateCa(rotate_ca::RotateCaArgs),
+    /// Size and use of the volumes the nodes have mounted.
+    #[command(visible_alias = "df")]
+    Diskfree(diskfree::DiskfreeArgs),
+    /// Restart a service (or with -k a Kubernetes container) on the nodes.
+    Restart(services::RestartArgs),
     /// Reboot nodes.
     Reboot(lifecycle::RebootArgs),
     /// Shut nodes down.
@@ -191,6 +197,8 @@ fn main() -> ExitCode {
         Command::Support(a) => block_on(support::run(a)),
         Command::Time(a) => block_on(time_cmd::run(a)),
         Command::RotateCa(a) => block_on(rotate_ca::run(a)),
+        Command::Diskfree(a) => block_on(diskfree::diskfree(a)),
+        Command::Restart(a) => block_on(services::restart(a)),
         Command::Reboot(a) => block_on(lifecycle::reboot(a)),
         Command::Shutdown(a) => block_on(lifecycle::shutdown(a)),
         Command::Upgrade(a) => block_on(upgrade::upgrade(a)),
@@ -298,8 +306,6 @@ mod tests {
         "conformance k8s",
         "conformance kubernetes",
         "debug",
-        "df",
-        "diskfree",
         "events --actor-id",
         "gen secureboot",
         "gen secureboot database",
@@ -329,7 +335,6 @@ mod tests {
         "remote-provision-launch",
         "reset --user-disks-to-wipe",
         "reset --wipe-mode",
-        "restart",
         "rotate-ca --init-node",
         "rotate-ca --k8s-endpoint",
         "rotate-ca --with-docs",

@@ -1,4 +1,4 @@
-//! `talosctl service(s)` and `talosctl logs`.
+//! `talosctl service(s)`, `talosctl logs` and `talosctl restart`.
 
 use std::time::SystemTime;
 
@@ -212,6 +212,46 @@ pub async fn logs(a: LogsArgs) -> Result<()> {
             .map_err(|s| client::call_error(&t.node, s))?
             .into_inner();
         client::print_data(&t, stream, &format!("{}: ", t.node)).await
+    })
+    .await
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  talosctl -n 10.5.0.2 restart trustd\n  talosctl -n 10.5.0.2 restart -k kube-system/kube-apiserver-cp-1:kube-apiserver"
+)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The service's id, or with -k the container's (as `containers -k` shows it).
+    id: String,
+    /// A Kubernetes (CRI) container.
+    #[arg(short, long)]
+    kubernetes: bool,
+    /// The same as -k.
+    #[arg(long = "use-cri", hide = true)]
+    use_cri: bool,
+}
+
+pub async fn restart(a: RestartArgs) -> Result<()> {
+    let targets = client::connect(&a.conn).await?;
+    let cri = a.kubernetes || a.use_cri;
+    let (namespace, driver) = match cri {
+        true => ("k8s.io", api::common::ContainerDriver::Cri),
+        false => ("system", api::common::ContainerDriver::Containerd),
+    };
+    let a = &a;
+    client::each(&targets, |t| async move {
+        client::machine(&t)
+            .restart(api::machine::RestartRequest {
+                namespace: namespace.into(),
+                id: a.id.clone(),
+                driver: driver as i32,
+            })
+            .await
+            .map_err(|s| client::call_error(&t.node, s))?;
+        println!("{}: {} restarted", t.node, a.id);
+        Ok(())
     })
     .await
 }

@@ -2215,6 +2215,31 @@ fn netstat_pcap_and_support_against_nodes() {
     ]);
     assert!(err.contains("is not a `tcpdump -dd` instruction"), "{err}");
 
+    // diskfree: the volumes mounted (EPHEMERAL: /var), with sizes from statfs on the node.
+    let df = c.ok(&["-n", "10.5.0.2", "df", "-b"]);
+    let line = df
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("EPHEMERAL"))
+        .unwrap_or_else(|| panic!("{df}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (size, used, avail) = (
+        f[3].parse::<u64>().unwrap(),
+        f[4].parse::<u64>().unwrap(),
+        f[5].parse::<u64>().unwrap(),
+    );
+    assert!(size > 0 && used <= size && avail <= size, "{line}");
+    assert!(
+        f[6].ends_with('%') && *f.last().unwrap() == "/var",
+        "{line}"
+    );
+    let err = c.fails(&["-n", "10.5.0.2", "df", "NOPE"]);
+    assert!(err.contains("volume \"NOPE\" is not mounted"), "{err}");
+    // restart: a service by its id.
+    let out = c.ok(&["-n", "10.5.0.2", "restart", "trustd"]);
+    assert_eq!(out, "10.5.0.2: trustd restarted\n");
+    let err = c.fails(&["-n", "10.5.0.2", "restart", "nope"]);
+    assert!(err.contains("service \"nope\" not found"), "{err}");
+
     // etcd downgrade: the etcd of these machines (3.4) has no such API, which is said.
     let err = c.fails(&["-n", "10.5.0.2", "etcd", "downgrade", "validate", "3.3"]);
     assert!(

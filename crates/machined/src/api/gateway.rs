@@ -42,6 +42,11 @@ impl Name for StateName {
     const NAME: &'static str = "cosi.resource.State";
 }
 #[derive(Clone)]
+pub struct StorageName;
+impl Name for StorageName {
+    const NAME: &'static str = "machine.StorageService";
+}
+#[derive(Clone)]
 pub struct TimeName;
 impl Name for TimeName {
     const NAME: &'static str = "time.TimeService";
@@ -373,6 +378,10 @@ pub async fn serve(
             _name: PhantomData,
         })
         .add_service(Forward::<StateName> {
+            channel: forward(()),
+            _name: PhantomData,
+        })
+        .add_service(Forward::<StorageName> {
             channel: forward(()),
             _name: PhantomData,
         })

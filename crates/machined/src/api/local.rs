@@ -5,7 +5,7 @@ use std::sync::Arc;
 use api::machine::machine_service_server::MachineServiceServer;
 use tonic::transport::Server;
 
-use super::{apply, auth, images, inspect, state, time, Machine};
+use super::{apply, auth, images, inspect, state, storage, time, Machine};
 use crate::node::Node;
 
 /// Serve the node's services to apid on a unix socket until `shutdown` resolves. apid has
@@ -44,6 +44,9 @@ pub async fn serve_local(
             api::inspect::inspect_service_server::InspectServiceServer::new(inspect::Inspect {
                 node: node.clone(),
             }),
+        )
+        .add_service(
+            api::machine::storage_service_server::StorageServiceServer::new(storage::Storage),
         )
         .add_service(api::time::time_service_server::TimeServiceServer::new(
             time::TimeApi { node: node.clone() },

@@ -15,6 +15,7 @@ mod proxy;
 mod roles_table;
 mod services;
 mod state;
+mod storage;
 mod system;
 mod time;
 pub mod trustd;
@@ -186,6 +187,27 @@ impl MachineService for Machine {
         req: Request<api::machine::PacketCaptureRequest>,
     ) -> Result<Response<Self::PacketCaptureStream>, Status> {
         pcap::capture(req.into_inner()).map(Response::new)
+    }
+
+    /// A service (a system container or process) by its id, or with -k a CRI container.
+    async fn restart(
+        &self,
+        req: Request<api::machine::RestartRequest>,
+    ) -> Result<Response<api::machine::RestartResponse>, Status> {
+        let r = req.into_inner();
+        if r.namespace == crate::sys::cri::CRI_NS
+            || r.driver == api::common::ContainerDriver::Cri as i32
+        {
+            crate::sys::cri::restart_container(&r.id).await?;
+        } else {
+            self.node
+                .services
+                .restart(&r.id)
+                .map_err(services::not_found)?;
+        }
+        Ok(Response::new(api::machine::RestartResponse {
+            messages: vec![api::machine::Restart { metadata: None }],
+        }))
     }
 
     type LogsStream = services::DataStream;

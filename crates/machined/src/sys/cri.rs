@@ -628,7 +628,29 @@ pub async fn cri_stats() -> Result<Vec<api::machine::Stat>, Status> {
 
 /// The CRI log file of the container `id` names: its display ID, `<ns>/<pod>:<container>`
 /// (the latest such container), or (a prefix of) its container ID.
-pub async fn log_path(id: &str) -> Result<PathBuf, Status> {
+/// Stop a CRI container (the newest of that name, as `containers -k` shows it): the kubelet
+/// starts it again, which is a restart.
+pub async fn restart_container(id: &str) -> Result<(), Status> {
+    let (mut rt, c) = find_container(id).await?;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: c.id,
+        timeout: 10,
+    })
+    .await?;
+    Ok(())
+}
+
+/// A CRI container by the id `containers -k` shows (`namespace/pod:name`, or the pod's
+/// `namespace/pod`, or a prefix of its own id), with the runtime that has it.
+async fn find_container(
+    id: &str,
+) -> Result<
+    (
+        cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+        cri::Container,
+    ),
+    Status,
+> {
     let mut rt = runtime(CRI_SOCKET).await?;
     let (pods, mut containers) = pods_and_containers(&mut rt).await?;
     containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
@@ -640,11 +662,16 @@ pub async fn log_path(id: &str) -> Result<PathBuf, Status> {
             || shown.rsplit_once(':').map(|(head, _)| head) == Some(id)
             || (id.len() >= 6 && c.id.starts_with(id))
     });
-    let Some(c) = found else {
+    let Some(c) = found.cloned() else {
         return Err(Status::not_found(format!(
             "no container \"{id}\" in the CRI (talosctl containers -k lists them)"
         )));
     };
+    Ok((rt, c))
+}
+
+pub async fn log_path(id: &str) -> Result<PathBuf, Status> {
+    let (mut rt, c) = find_container(id).await?;
     let status = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: c.id.clone(),
