@@ -177,7 +177,7 @@ async fn role_matrix_and_certificates() {
         };
         for path in [
             "/machine.MachineService/NotInTheTable",
-            "/machine.MachineService/EtcdDowngradeCancel",
+            "/machine.LifecycleService/Install",
         ] {
             let r = raw_call(ch.clone(), path).await.unwrap_err();
             assert_eq!(r.code(), want, "{roles:?} {path}: {r:?}");

@@ -34,6 +34,10 @@ enum ImageCommand {
         /// The image reference.
         image: String,
     },
+    /// Print the default Kubernetes component images for these versions (what an air-gapped
+    /// cluster needs in its registry).
+    #[command(name = "k8s-bundle", visible_alias = "default")]
+    K8sBundle(K8sBundleArgs),
     /// Remove an image.
     #[command(visible_alias = "rm")]
     Remove {
@@ -60,9 +64,89 @@ fn size(bytes: i64) -> String {
     human(bytes.max(0) as u64)
 }
 
+#[derive(Args)]
+pub struct K8sBundleArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Kubernetes (API server, controller manager, scheduler, proxy, kubelet).
+    #[arg(long = "k8s-version", default_value = machinery::generate::DEFAULT_KUBERNETES_VERSION)]
+    k8s_version: String,
+    /// etcd.
+    #[arg(long = "etcd-version", default_value = "3.7.1")]
+    etcd_version: String,
+    /// CoreDNS.
+    #[arg(long = "coredns-version", default_value = "v1.14.7")]
+    coredns_version: String,
+    /// Flannel.
+    #[arg(long = "flannel-version", default_value = "0.28.9")]
+    flannel_version: String,
+    /// kube-network-policies.
+    #[arg(long = "kube-network-policies-version", default_value = "v1.1.1")]
+    kube_network_policies_version: String,
+}
+
+/// `v1.2.3` from `1.2.3` or `v1.2.3`, refusing what is not a version.
+fn v(version: &str, flag: &str) -> Result<String> {
+    let bare = version.trim_start_matches('v');
+    let ok = bare
+        .split(['.', '-', '+'])
+        .next()
+        .is_some_and(|m| m.parse::<u64>().is_ok())
+        && bare.contains('.');
+    match ok {
+        true => Ok(format!("v{bare}")),
+        false => Err(machinery::Error::msg(format!(
+            "--{flag} {version:?} is not a version like v1.2.3"
+        ))),
+    }
+}
+
+/// The images a cluster of these versions runs, one per line.
+pub fn k8s_bundle(a: &K8sBundleArgs) -> Result<Vec<String>> {
+    let k8s = v(&a.k8s_version, "k8s-version")?;
+    let mut out = vec![
+        format!(
+            "registry.k8s.io/coredns/coredns:{}",
+            v(&a.coredns_version, "coredns-version")?
+        ),
+        format!(
+            "gcr.io/etcd-development/etcd:{}",
+            v(&a.etcd_version, "etcd-version")?
+        ),
+        format!(
+            "ghcr.io/siderolabs/flannel:{}",
+            v(&a.flannel_version, "flannel-version")?
+        ),
+    ];
+    for c in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+    ] {
+        out.push(format!("registry.k8s.io/{c}:{k8s}"));
+    }
+    out.push(format!("ghcr.io/siderolabs/kubelet:{k8s}"));
+    out.push(machinery::cri::DEFAULT_SANDBOX_IMAGE.to_string());
+    out.push(format!(
+        "registry.k8s.io/networking/kube-network-policies:{}",
+        v(
+            &a.kube_network_policies_version,
+            "kube-network-policies-version"
+        )?
+    ));
+    Ok(out)
+}
+
 pub async fn image(a: ImageArgs) -> Result<()> {
     let containerd = instance(&a.namespace);
     match a.command {
+        ImageCommand::K8sBundle(b) => {
+            for i in k8s_bundle(&b)? {
+                println!("{i}");
+            }
+            Ok(())
+        }
         ImageCommand::List { conn } => {
             let targets = client::connect(&conn).await?;
             let header = ["NODE", "IMAGE", "DIGEST", "SIZE", "CREATED"].map(String::from);

@@ -99,6 +99,22 @@ enum Done {
     Gone,
 }
 
+/// Print the node's new kernel messages as they come, until aborted (`--debug`).
+pub fn kernel_log(t: &Target) -> tokio::task::JoinHandle<()> {
+    let t = t.clone();
+    tokio::spawn(async move {
+        if let Ok(s) = client::machine(&t)
+            .dmesg(DmesgRequest {
+                follow: true,
+                tail: true,
+            })
+            .await
+        {
+            let _ = client::print_data(&t, s.into_inner(), &format!("{}: ", t.node)).await;
+        }
+    })
+}
+
 /// Follow `t` until `done`, or fail at the deadline.
 async fn follow(t: &Target, how: &Follow, done: Done, what: &str) -> Result<()> {
     if !(how.wait || how.debug) {
@@ -106,20 +122,7 @@ async fn follow(t: &Target, how: &Follow, done: Done, what: &str) -> Result<()> 
     }
     let timeout = parse_duration(&how.timeout)?;
     let start = Instant::now();
-    let kernel_log = how.debug.then(|| {
-        let t = t.clone();
-        tokio::spawn(async move {
-            if let Ok(s) = client::machine(&t)
-                .dmesg(DmesgRequest {
-                    follow: true,
-                    tail: true,
-                })
-                .await
-            {
-                let _ = client::print_data(&t, s.into_inner(), &format!("{}: ", t.node)).await;
-            }
-        })
-    });
+    let kernel_log = how.debug.then(|| kernel_log(t));
     let result = loop {
         let now = started(t).await;
         let finished = match (done, &now) {

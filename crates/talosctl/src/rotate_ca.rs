@@ -5,7 +5,7 @@
 //! talosconfig (a client certificate from the new CA) is written at the end, and the old one
 //! is refused from then on.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{ArgAction, Args};
 use machinery::clientconfig::{ClientConfig, Context};
@@ -109,7 +109,7 @@ fn context(
 }
 
 /// The node's config with `change` made to its v1alpha1 document, applied without a reboot.
-async fn apply(t: &Target, change: impl Fn(&mut Value)) -> Result<()> {
+async fn apply(t: &Target, change: &impl Fn(&mut Value)) -> Result<()> {
     let text = crate::apply::current_config(t).await?;
     let mut cfg = machinery::Config::parse(&text)?;
     let v1 = cfg
@@ -132,17 +132,69 @@ async fn apply(t: &Target, change: impl Fn(&mut Value)) -> Result<()> {
     Ok(())
 }
 
-/// Wait until `node` answers with `ctx` (its certificate signed by a CA `ctx` trusts).
-async fn answers(ctx: &Context, endpoint: Option<String>, node: &str) -> Result<()> {
+/// Wait until `node` answers with `ctx` (its certificate signed by a CA `ctx` trusts) from
+/// an apid started after `since` (a new CA restarts it a moment after the apply).
+async fn answers(
+    ctx: &Context,
+    endpoint: Option<String>,
+    node: &str,
+    since: SystemTime,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         let t = client::dial("", ctx, vec![node.to_string()], endpoint.clone())?.remove(0);
-        match client::machine(&t).version(()).await {
-            Ok(_) => return Ok(()),
-            Err(s) if start.elapsed() > Duration::from_secs(120) => {
-                return Err(client::call_error(node, s))
+        let restarted = client::machine(&t).service_list(()).await.map(|r| {
+            r.into_inner()
+                .messages
+                .into_iter()
+                .flat_map(|m| m.services)
+                .find(|s| s.id == "apid")
+                .is_some_and(|s| {
+                    let last = s.events.and_then(|e| e.events.last().cloned());
+                    let at = last.as_ref().and_then(|e| e.ts.as_ref()).map(|ts| {
+                        SystemTime::UNIX_EPOCH + Duration::new(ts.seconds.max(0) as u64, 0)
+                    });
+                    s.state == "Running"
+                        && at.is_some_and(|at| at + Duration::from_secs(1) >= since)
+                })
+        });
+        match restarted {
+            Ok(true) => return Ok(()),
+            Ok(false) | Err(_) if start.elapsed() < Duration::from_secs(120) => {
+                tokio::time::sleep(Duration::from_secs(1)).await
             }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Ok(false) => {
+                return Err(Error::msg(format!(
+                    "{node}: apid did not start again with the new CA within 2 minutes"
+                )))
+            }
+            Err(s) => return Err(client::call_error(node, s)),
+        }
+    }
+}
+
+/// `apply` until it goes through: a call may cross an apid that restarts for its own new CA
+/// (the endpoint's), which cuts it.
+async fn apply_retrying(
+    ctx: &Context,
+    endpoint: &Option<String>,
+    node: &str,
+    change: impl Fn(&mut Value),
+) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        let t = client::dial("", ctx, vec![node.to_string()], endpoint.clone())?.remove(0);
+        match apply(&t, &change).await {
+            Err(e)
+                if tries < 10
+                    && ["transport error", "tcp connect error", "code = Unavailable"]
+                        .iter()
+                        .any(|m| e.to_string().contains(m)) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
         }
     }
 }
@@ -201,9 +253,6 @@ pub async fn run(a: RotateCaArgs) -> Result<()> {
     let old_ca = unb64(&old.ca)?;
     let new_ca = machinery::pki::new_ca("talos", machinery::pki::KeyKind::Ed25519)?;
     let both = format!("{old_ca}{}", new_ca.crt);
-    let dial = |ctx: &Context, node: &str| -> Result<Target> {
-        Ok(client::dial("", ctx, vec![node.to_string()], endpoint.clone())?.remove(0))
-    };
     let accepted = |v: &Value| -> Vec<Value> {
         v.pointer("/machine/acceptedCAs")
             .and_then(Value::as_array)
@@ -213,8 +262,11 @@ pub async fn run(a: RotateCaArgs) -> Result<()> {
     // 1. Accept the new CA (with the old credentials).
     for (node, _) in &all {
         let crt = b64(&new_ca.crt);
-        apply(&dial(&old, node)?, |v| {
-            let mut list = accepted(v);
+        apply_retrying(&old, &endpoint, node, |v| {
+            let mut list: Vec<Value> = accepted(v)
+                .into_iter()
+                .filter(|c| c["crt"] != crt)
+                .collect();
             list.push(json!({"crt": crt}));
             v["machine"]["acceptedCAs"] = Value::Array(list);
         })
@@ -228,7 +280,8 @@ pub async fn run(a: RotateCaArgs) -> Result<()> {
     for (node, control_plane) in &all {
         let (crt, key) = (b64(&new_ca.crt), b64(&new_ca.key));
         let old_crt = old_crt.clone();
-        apply(&dial(&during, node)?, |v| {
+        let since = SystemTime::now();
+        apply_retrying(&during, &endpoint, node, |v| {
             v["machine"]["ca"] = match control_plane {
                 true => json!({"crt": crt, "key": key}),
                 false => json!({"crt": crt}),
@@ -241,14 +294,21 @@ pub async fn run(a: RotateCaArgs) -> Result<()> {
             v["machine"]["acceptedCAs"] = Value::Array(list);
         })
         .await?;
-        answers(&context(&old, &new_ca.crt, None)?, endpoint.clone(), node).await?;
+        answers(
+            &context(&old, &new_ca.crt, None)?,
+            endpoint.clone(),
+            node,
+            since,
+        )
+        .await?;
         println!("{node}: serves a certificate of the new CA");
     }
     // 3. Drop the old CA, with the new credentials.
     let new = context(&old, &new_ca.crt, Some(&new_ca))?;
     for (node, _) in &all {
         let old_crt = old_crt.clone();
-        apply(&dial(&new, node)?, |v| {
+        let since = SystemTime::now();
+        apply_retrying(&new, &endpoint, node, |v| {
             let list: Vec<Value> = accepted(v)
                 .into_iter()
                 .filter(|c| c["crt"] != old_crt)
@@ -263,7 +323,7 @@ pub async fn run(a: RotateCaArgs) -> Result<()> {
             }
         })
         .await?;
-        answers(&new, endpoint.clone(), node).await?;
+        answers(&new, endpoint.clone(), node, since).await?;
         println!("{node}: no longer accepts the old CA");
     }
     let out = ClientConfig {

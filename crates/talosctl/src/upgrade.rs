@@ -31,6 +31,12 @@ pub struct UpgradeArgs {
     /// How long to wait with --wait.
     #[arg(long, default_value = "30m0s")]
     timeout: String,
+    /// Show the node's kernel log while waiting (implies --wait).
+    #[arg(long)]
+    debug: bool,
+    /// How progress is shown: line by line in both (auto, plain).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain"])]
+    progress: String,
     /// Use the unary MachineService/Upgrade API (the only one this node offers).
     #[arg(long)]
     legacy: bool,
@@ -136,7 +142,7 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
                 }
                 false
             }
-            Err(s) if s.code() == tonic::Code::Unavailable && !stage && a.wait => {
+            Err(s) if s.code() == tonic::Code::Unavailable && !stage && (a.wait || a.debug) => {
                 eprintln!(
                     "{}: the connection closed before the reply ({}); waiting to see whether the node reboots",
                     t.node,
@@ -146,12 +152,17 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
             }
             Err(s) => return Err(client::call_error(&t.node, s)),
         };
-        if stage || !a.wait {
+        if stage || !(a.wait || a.debug) {
             return Ok(());
         }
         eprintln!("{}: waiting for the node to reboot", t.node);
         let started = Instant::now();
-        let now = back(&t, &boot_id, started + timeout, cut).await?;
+        let kernel_log = a.debug.then(|| crate::lifecycle::kernel_log(&t));
+        let now = back(&t, &boot_id, started + timeout, cut).await;
+        if let Some(k) = kernel_log {
+            k.abort();
+        }
+        let now = now?;
         match now == before {
             true => Err(Error::msg(format!(
                 "{}: the new system did not come up: the node started boot slot {now} again (the previous system) after {} s",

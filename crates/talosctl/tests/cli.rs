@@ -1718,7 +1718,11 @@ fn reset_wipes_state_and_returns_to_maintenance() {
         "talosconfig",
         &["reset", "--system-labels-to-wipe", "BOOT", "-e", &ep],
     );
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown partition label"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown partition label"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     // As the Talos docs write it: the endpoint first, `--reboot=true`.
     let out = node_cmd(
         &d,
@@ -1871,4 +1875,41 @@ fn completion_scripts_for_every_shell() {
     }
     let err = fails(&d, &["completion", "tcsh"]);
     assert!(err.contains("tcsh"), "{err}");
+}
+
+/// `image k8s-bundle` (`image default`): the images of a cluster of the given versions.
+#[test]
+fn image_k8s_bundle_lists_a_clusters_images() {
+    let d = Dir::new("k8s-bundle");
+    let out = ok(
+        &d,
+        &[
+            "image",
+            "k8s-bundle",
+            "--k8s-version",
+            "1.34.1",
+            "--etcd-version",
+            "v3.6.5",
+        ],
+    );
+    for image in [
+        "registry.k8s.io/kube-apiserver:v1.34.1",
+        "registry.k8s.io/kube-proxy:v1.34.1",
+        "ghcr.io/siderolabs/kubelet:v1.34.1",
+        "gcr.io/etcd-development/etcd:v3.6.5",
+        "registry.k8s.io/coredns/coredns:v1.14.7",
+        "ghcr.io/siderolabs/flannel:v0.28.9",
+        "registry.k8s.io/pause:3.10",
+    ] {
+        assert!(out.lines().any(|l| l == image), "{image} in\n{out}");
+    }
+    assert_eq!(
+        ok(&d, &["images", "default"]).lines().count(),
+        out.lines().count()
+    );
+    let err = fails(&d, &["image", "k8s-bundle", "--k8s-version", "latest"]);
+    assert!(
+        err.contains("--k8s-version \"latest\" is not a version"),
+        "{err}"
+    );
 }

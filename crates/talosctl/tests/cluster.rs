@@ -414,9 +414,14 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
         fwd.contains("\"current\": \"1\"") && fwd.contains("\"unsupported\": false"),
         "{fwd}"
     );
-    // As upstream, `kps` names KernelParamStatuses and KubePrismStatuses both.
-    let ambiguous = c.fails(&["get", "kps", "kernel.panic"]);
+    // As upstream, `kps` names KernelParamStatuses and KubePrismStatuses both: alone it is
+    // ambiguous; with an id only one type has, that one is used (and said).
+    let ambiguous = c.fails(&["get", "kps"]);
     assert!(ambiguous.contains("is ambiguous"), "{ambiguous}");
+    let chosen = c.talosctl(&["get", "kps", "kernel.panic"]);
+    assert!(chosen.status.success());
+    assert!(String::from_utf8_lossy(&chosen.stderr)
+        .contains("using KernelParamStatuses.runtime.talos.dev (it has a resource with that id)"));
     let panic = c.ok(&["get", "kernelparamstatus", "kernel.panic", "-o", "json"]);
     assert!(panic.contains("\"unsupported\": true"), "{panic}");
     assert_ne!(
@@ -737,12 +742,13 @@ fn one_plus_one_is_healthy_refuses_bad_etcd_operations_and_leaves_nothing() {
     });
 
     // Each node is PID 1 of its own PID namespace, with apid and trustd as its services.
-    let ps = c.ok(&["processes"]);
-    let first = ps.lines().nth(1).unwrap_or_default().to_string();
-    assert!(
-        first.split_whitespace().nth(1) == Some("1") && first.contains("machined --container"),
-        "{ps}"
-    );
+    let ps = c.ok(&["processes", "--sort", "cpu"]);
+    let first = ps
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("1"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(first.contains("machined --container"), "{ps}");
     assert!(
         ps.contains("--role apid") && ps.contains("--role trustd"),
         "{ps}"
