@@ -64,12 +64,18 @@ enum ConfigCommand {
     /// Set the endpoints of the current context.
     #[command(visible_alias = "endpoints")]
     Endpoint {
-        #[arg(required = true)]
+        // An id of its own: `endpoints` is the connection flag -e, which it takes too.
+        /// The endpoints (host or host:port).
+        #[arg(id = "endpoint_list", value_name = "ENDPOINT", required = true)]
         endpoints: Vec<String>,
     },
     /// Set the default nodes of the current context (none clears them).
     #[command(visible_alias = "nodes")]
-    Node { nodes: Vec<String> },
+    Node {
+        /// The nodes.
+        #[arg(id = "node_list", value_name = "NODE")]
+        nodes: Vec<String>,
+    },
     /// Show the current context.
     Info {
         #[arg(short, long, default_value = "text", value_parser = ["text", "json", "yaml"])]

@@ -330,38 +330,27 @@ pub async fn run(a: EtcdArgs) -> Result<()> {
                 async move {
                     let mut m = client::machine(&t);
                     let fail = |s| call_error(&t.node, s);
+                    // The three answers alike: per node, the cluster's version.
+                    macro_rules! versions {
+                        ($call:expr) => {
+                            $call
+                                .await
+                                .map_err(fail)?
+                                .into_inner()
+                                .messages
+                                .into_iter()
+                                .map(|m| m.cluster_downgrade)
+                                .collect()
+                        };
+                    }
                     let downgrades: Vec<_> = match action {
-                        "validate" => m
-                            .etcd_downgrade_validate(api::machine::EtcdDowngradeValidateRequest {
-                                version,
-                            })
-                            .await
-                            .map_err(fail)?
-                            .into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| m.cluster_downgrade)
-                            .collect(),
-                        "enable" => m
-                            .etcd_downgrade_enable(api::machine::EtcdDowngradeEnableRequest {
-                                version,
-                            })
-                            .await
-                            .map_err(fail)?
-                            .into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| m.cluster_downgrade)
-                            .collect(),
-                        _ => m
-                            .etcd_downgrade_cancel(())
-                            .await
-                            .map_err(fail)?
-                            .into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| m.cluster_downgrade)
-                            .collect(),
+                        "validate" => versions!(m.etcd_downgrade_validate(
+                            api::machine::EtcdDowngradeValidateRequest { version }
+                        )),
+                        "enable" => versions!(m.etcd_downgrade_enable(
+                            api::machine::EtcdDowngradeEnableRequest { version }
+                        )),
+                        _ => versions!(m.etcd_downgrade_cancel(())),
                     };
                     Ok(downgrades
                         .into_iter()

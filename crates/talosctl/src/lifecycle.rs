@@ -17,16 +17,23 @@ use crate::util::parse_duration;
 pub struct Follow {
     /// Follow the operation until it is done.
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    wait: bool,
+    pub wait: bool,
     /// How long to follow it.
     #[arg(long, default_value = "30m0s")]
-    timeout: String,
+    pub timeout: String,
     /// Show the node's kernel log while following (implies --wait).
     #[arg(long)]
-    debug: bool,
+    pub debug: bool,
     /// How progress is shown: line by line in both (auto, plain).
     #[arg(long, default_value = "auto", value_parser = ["auto", "plain"])]
     progress: String,
+}
+
+impl Follow {
+    /// Whether the operation is followed.
+    pub fn follows(&self) -> bool {
+        self.wait || self.debug
+    }
 }
 
 #[derive(Args)]
@@ -117,7 +124,7 @@ pub fn kernel_log(t: &Target) -> tokio::task::JoinHandle<()> {
 
 /// Follow `t` until `done`, or fail at the deadline.
 async fn follow(t: &Target, how: &Follow, done: Done, what: &str) -> Result<()> {
-    if !(how.wait || how.debug) {
+    if !how.follows() {
         return Ok(());
     }
     let timeout = parse_duration(&how.timeout)?;

@@ -11,6 +11,7 @@ mod dashboard;
 mod diskfree;
 mod etcd;
 mod events;
+mod examples;
 mod gen;
 mod get;
 mod health;
@@ -165,11 +166,11 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn main() -> ExitCode {
-    use clap::CommandFactory;
-    let cli = Cli::parse_from(argv::normalize(
-        std::env::args_os().collect(),
-        &Cli::command(),
-    ));
+    use clap::{CommandFactory, FromArgMatches};
+    let tree = examples::apply(Cli::command());
+    let argv = argv::normalize(std::env::args_os().collect(), &tree);
+    let matches = tree.clone().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Gen(a) => gen::run(a),
         Command::Machineconfig(a) => machineconfig::run(a),
@@ -213,7 +214,7 @@ fn main() -> ExitCode {
         Command::Kubeconfig(a) => block_on(kubeconfig::run(a)),
         Command::Health(a) => block_on(health::run(a)),
         Command::Cluster(a) => cluster::run(a),
-        Command::Completion(a) => completion::run(a, Cli::command()),
+        Command::Completion(a) => completion::run(a, tree),
         Command::QemuLaunch(a) => {
             provision::qemu::launch(&a.node_dir).map_err(machinery::Error::msg)
         }
@@ -240,6 +241,31 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` of every command shows an example.
+    #[test]
+    fn every_command_has_an_example() {
+        fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<String>) {
+            let subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+            if subs.is_empty()
+                && cmd
+                    .get_after_help()
+                    .is_none_or(|h| !h.to_string().contains("Examples:"))
+            {
+                out.push(path.clone());
+            }
+            for s in subs {
+                leaves(s, format!("{path} {}", s.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        leaves(
+            &examples::apply(Cli::command()),
+            "talosctl".into(),
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "no example: {missing:?}");
     }
 
     /// Every command path, with its aliases.
@@ -297,10 +323,6 @@ mod tests {
         "cluster destroy --save-support-archive-path",
         "cluster logs",
         "cluster sync",
-        "config endpoint",
-        "config endpoints",
-        "config node",
-        "config nodes",
         "config proxy-url",
         "conformance",
         "conformance k8s",

@@ -48,34 +48,11 @@ async fn nodes(a: &RotateCaArgs, t: &Target) -> Result<(Vec<String>, Vec<String>
     if !a.control_plane_nodes.is_empty() {
         return Ok((a.control_plane_nodes.clone(), a.worker_nodes.clone()));
     }
-    let mut stream = client::state(t)
-        .list(api::cosi::ListRequest {
-            namespace: "cluster".into(),
-            r#type: "Members.cluster.talos.dev".into(),
-            options: None,
-        })
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-        .into_inner();
     let (mut cps, mut workers) = (Vec::new(), Vec::new());
-    while let Some(item) = stream
-        .message()
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-    {
-        let spec = crate::get::yaml_value(
-            &item
-                .resource
-                .and_then(|r| r.spec)
-                .map(|s| s.yaml_spec)
-                .unwrap_or_default(),
-        );
-        let Some(addr) = spec["addresses"][0].as_str() else {
-            continue;
-        };
-        match spec["machineType"].as_str() {
-            Some("controlplane") | Some("init") => cps.push(addr.to_string()),
-            _ => workers.push(addr.to_string()),
+    for (ty, addr) in crate::health::members(t).await? {
+        match ty.as_str() {
+            "controlplane" | "init" => cps.push(addr),
+            _ => workers.push(addr),
         }
     }
     if cps.is_empty() {

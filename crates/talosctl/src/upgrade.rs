@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use api::machine::{ReadRequest, RollbackRequest, UpgradeRequest};
-use clap::{ArgAction, Args};
+use clap::Args;
 use machinery::{Error, Result};
 
 use crate::client::{self, each, Target};
@@ -25,18 +25,8 @@ pub struct UpgradeArgs {
     /// Reboot mode after the upgrade (default, force, powercycle).
     #[arg(short = 'm', long, default_value = "default", value_parser = ["default", "force", "powercycle"])]
     reboot_mode: String,
-    /// Wait for every node to come back from the reboot and tell which system it runs.
-    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    wait: bool,
-    /// How long to wait with --wait.
-    #[arg(long, default_value = "30m0s")]
-    timeout: String,
-    /// Show the node's kernel log while waiting (implies --wait).
-    #[arg(long)]
-    debug: bool,
-    /// How progress is shown: line by line in both (auto, plain).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "plain"])]
-    progress: String,
+    #[command(flatten)]
+    follow: crate::lifecycle::Follow,
     /// Use the unary MachineService/Upgrade API (the only one this node offers).
     #[arg(long)]
     legacy: bool,
@@ -107,7 +97,7 @@ async fn back(t: &Target, boot_id: &str, deadline: Instant, cut: bool) -> Result
 }
 
 pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
-    let timeout = parse_duration(&a.timeout)?;
+    let timeout = parse_duration(&a.follow.timeout)?;
     let targets = client::connect(&a.conn).await?;
     let a = &a;
     each(&targets, |t| async move {
@@ -142,7 +132,7 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
                 }
                 false
             }
-            Err(s) if s.code() == tonic::Code::Unavailable && !stage && (a.wait || a.debug) => {
+            Err(s) if s.code() == tonic::Code::Unavailable && !stage && a.follow.follows() => {
                 eprintln!(
                     "{}: the connection closed before the reply ({}); waiting to see whether the node reboots",
                     t.node,
@@ -152,12 +142,12 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
             }
             Err(s) => return Err(client::call_error(&t.node, s)),
         };
-        if stage || !(a.wait || a.debug) {
+        if stage || !a.follow.follows() {
             return Ok(());
         }
         eprintln!("{}: waiting for the node to reboot", t.node);
         let started = Instant::now();
-        let kernel_log = a.debug.then(|| crate::lifecycle::kernel_log(&t));
+        let kernel_log = a.follow.debug.then(|| crate::lifecycle::kernel_log(&t));
         let now = back(&t, &boot_id, started + timeout, cut).await;
         if let Some(k) = kernel_log {
             k.abort();
