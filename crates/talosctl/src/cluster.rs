@@ -200,6 +200,12 @@ pub struct DestroyArgs {
     /// Kill the nodes without letting them shut down.
     #[arg(short, long)]
     force: bool,
+    /// First save the nodes' logs (the cluster directory's *.log files) into this zip.
+    #[arg(long = "save-cluster-logs-archive-path", default_value = "")]
+    save_cluster_logs_archive_path: String,
+    /// First save a support archive of every node (as `talosctl support`) into this zip.
+    #[arg(long = "save-support-archive-path", default_value = "")]
+    save_support_archive_path: String,
 }
 
 pub fn default_state_root() -> PathBuf {
@@ -334,6 +340,12 @@ pub fn run(a: ClusterArgs) -> Result<()> {
             } else {
                 Duration::from_secs(10)
             };
+            crate::cluster_archive::before_destroy(
+                &root,
+                &a.name,
+                &d.save_cluster_logs_archive_path,
+                &d.save_support_archive_path,
+            )?;
             let p = Phase::start(format!("destroying cluster {}", a.name));
             let found = provision::destroy(&root, &a.name, grace).map_err(Error::msg)?;
             p.done();

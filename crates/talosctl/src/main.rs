@@ -4,6 +4,7 @@ mod apply;
 mod argv;
 mod client;
 mod cluster;
+mod cluster_archive;
 mod completion;
 mod config_cmd;
 mod containers;
@@ -319,8 +320,6 @@ mod tests {
         "cluster create dev",
         "cluster create docker",
         "cluster create qemu",
-        "cluster destroy --save-cluster-logs-archive-path",
-        "cluster destroy --save-support-archive-path",
         "cluster logs",
         "cluster sync",
         "config proxy-url",

@@ -221,24 +221,67 @@ pub async fn run(a: SupportArgs) -> Result<()> {
         },
         o => o.to_string(),
     };
-    if std::path::Path::new(&output).exists() {
-        return Err(Error::msg(format!(
-            "{output} exists: remove it or name another archive with -O"
-        )));
+    write(&targets, &output, a.num_workers, a.verbose).await?;
+    eprintln!("Support bundle is written to {output}");
+    Ok(())
+}
+
+/// A zip being written: a new file (never one that exists), in place only once finished.
+pub struct Archive {
+    output: String,
+    tmp: String,
+    zip: zip::ZipWriter<std::fs::File>,
+}
+
+impl Archive {
+    pub fn create(output: &str) -> Result<Archive> {
+        if std::path::Path::new(output).exists() {
+            return Err(Error::msg(format!(
+                "{output} exists: remove it or name another archive"
+            )));
+        }
+        let tmp = format!("{output}.partial");
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::msg(format!("{tmp}: {e}")))?;
+        Ok(Archive {
+            output: output.to_string(),
+            tmp,
+            zip: zip::ZipWriter::new(file),
+        })
     }
-    let tmp = format!("{output}.partial");
-    let file = std::fs::File::create(&tmp).map_err(|e| Error::msg(format!("{tmp}: {e}")))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    let write_err = |e: &dyn std::fmt::Display| Error::msg(format!("writing {output}: {e}"));
-    for t in &targets {
+
+    fn failed(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::msg(format!("writing {}: {e}", self.output))
+    }
+
+    pub fn add(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        self.zip
+            .start_file(name, options)
+            .map_err(|e| self.failed(&e))?;
+        self.zip.write_all(bytes).map_err(|e| self.failed(&e))
+    }
+
+    /// Written out, synced, and given its name.
+    pub fn finish(self) -> Result<()> {
+        let file = self
+            .zip
+            .finish()
+            .map_err(|e| Error::msg(format!("writing {}: {e}", self.output)))?;
+        file.sync_all()
+            .and_then(|_| std::fs::rename(&self.tmp, &self.output))
+            .map_err(|e| Error::msg(format!("writing {}: {e}", self.output)))
+    }
+}
+
+/// Collect from every target into a new zip at `output` (written whole or not at all).
+pub async fn write(targets: &[Target], output: &str, workers: usize, verbose: bool) -> Result<()> {
+    let mut archive = Archive::create(output)?;
+    for t in targets {
         eprintln!("{}: collecting", t.node);
-        let files = collect(t, a.num_workers, a.verbose).await;
+        let files = collect(t, workers, verbose).await;
         for (name, bytes) in &files {
-            zip.start_file(format!("{}/{name}", t.node), options)
-                .map_err(|e| write_err(&e))?;
-            zip.write_all(bytes).map_err(|e| write_err(&e))?;
+            archive.add(&format!("{}/{name}", t.node), bytes)?;
         }
         let failed = files.iter().any(|(n, _)| n == "errors.txt");
         eprintln!(
@@ -252,9 +295,5 @@ pub async fn run(a: SupportArgs) -> Result<()> {
             }
         );
     }
-    let file = zip.finish().map_err(|e| write_err(&e))?;
-    file.sync_all().map_err(|e| write_err(&e))?;
-    std::fs::rename(&tmp, &output).map_err(|e| write_err(&e))?;
-    eprintln!("Support bundle is written to {output}");
-    Ok(())
+    archive.finish()
 }

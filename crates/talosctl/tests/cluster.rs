@@ -2103,6 +2103,39 @@ fn without_cluster_discovery_no_service_runs_and_no_peer_is_known() {
     std::thread::sleep(Duration::from_secs(3));
     let members = c.ok(&["get", "members"]);
     assert!(!members.contains("10.5.0.3"), "{members}");
+
+    // Destroyed with its logs and a support archive kept first.
+    let (logs, support) = (c.dir.join("logs.zip"), c.dir.join("support.zip"));
+    c.ok(&[
+        "cluster",
+        "destroy",
+        "--save-cluster-logs-archive-path",
+        logs.to_str().unwrap(),
+        "--save-support-archive-path",
+        support.to_str().unwrap(),
+    ]);
+    let names = |zip: &Path| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))",
+            ])
+            .arg(zip)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let kept = names(&logs);
+    assert!(
+        kept.lines().any(|n| n.ends_with("controlplane-1.log")),
+        "{kept}"
+    );
+    let kept = names(&support);
+    for f in ["10.5.0.2/service-logs/machined.log", "10.5.0.3/dmesg.log"] {
+        assert!(kept.lines().any(|n| n == f), "{f} in {kept}");
+    }
+    let gone = c.fails(&["cluster", "show"]);
+    assert!(gone.contains("not found"), "{gone}");
 }
 
 /// `netstat`, `pcap` and `support` against nodes as the Talos docs use them: apid is listed
@@ -2326,7 +2359,7 @@ fn netstat_pcap_and_support_against_nodes() {
     // An archive is never overwritten.
     let again = c.fails(&["-n", "10.5.0.2", "support", "-O", zip.to_str().unwrap()]);
     assert!(
-        again.contains("exists: remove it or name another archive with -O"),
+        again.contains("exists: remove it or name another archive"),
         "{again}"
     );
 
