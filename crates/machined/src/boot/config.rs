@@ -78,7 +78,8 @@ pub fn load_config(args: &Args) -> Result<Config, String> {
 /// A line on stderr; a closed stderr is not a reason to stop.
 pub fn log(line: &str) {
     use std::io::Write;
-    let _ = writeln!(crate::sys::selflog::Stderr, "{line}");
+    // One write for the whole line: other threads' lines must not land inside it.
+    let _ = crate::sys::selflog::Stderr.write_all(format!("{line}\n").as_bytes());
 }
 
 /// `talos.config=URL`: a machine in maintenance mode fetches its config (retrying until the
