@@ -84,10 +84,10 @@ where
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
-/// Print to the console (the kernel's, when nothing else is there).
+/// Print to the console (the kernel's, when nothing else is there), and keep it in
+/// machined's log, in one write.
 pub fn console(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
+    crate::boot::config::log(msg);
 }
 
 /// Mount an XFS file system (STATE, EPHEMERAL) at `at`.
