@@ -75,11 +75,9 @@ pub fn load_config(args: &Args) -> Result<Config, String> {
     Config::parse(&text).map_err(|e| e.in_file("USERDATA").to_string())
 }
 
-/// A line on stderr; a closed stderr is not a reason to stop.
+/// A line on stderr and in machined's log.
 pub fn log(line: &str) {
-    use std::io::Write;
-    // One write for the whole line: other threads' lines must not land inside it.
-    let _ = crate::sys::selflog::Stderr.write_all(format!("{line}\n").as_bytes());
+    crate::sys::selflog::line(line);
 }
 
 /// `talos.config=URL`: a machine in maintenance mode fetches its config (retrying until the

@@ -87,7 +87,7 @@ where
 /// Print to the console (the kernel's, when nothing else is there), and keep it in
 /// machined's log, in one write.
 pub fn console(msg: &str) {
-    crate::boot::config::log(msg);
+    selflog::line(msg);
 }
 
 /// Mount an XFS file system (STATE, EPHEMERAL) at `at`.

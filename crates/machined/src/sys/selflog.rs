@@ -39,6 +39,13 @@ pub fn read() -> (Vec<u8>, broadcast::Receiver<Arc<[u8]>>) {
     (kept.iter().copied().collect(), l.follow.subscribe())
 }
 
+/// A line on stderr (the console) and in the log, in one write: other threads' lines must not
+/// land inside it. A closed stderr is not a reason to stop.
+pub fn line(msg: &str) {
+    use std::io::Write;
+    let _ = Stderr.write_all(format!("{msg}\n").as_bytes());
+}
+
 /// stderr, with every write kept as well (the writer of machined's tracing output).
 pub struct Stderr;
 
