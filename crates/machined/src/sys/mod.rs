@@ -84,10 +84,10 @@ where
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
-/// Print to the console (the kernel's, when nothing else is there), and keep it in
-/// machined's log, in one write.
+/// Print to the console (the kernel's, when nothing else is there).
 pub fn console(msg: &str) {
-    selflog::line(msg);
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 /// Mount an XFS file system (STATE, EPHEMERAL) at `at`.
