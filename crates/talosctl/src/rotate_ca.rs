@@ -200,13 +200,10 @@ pub async fn run(a: RotateCaArgs) -> Result<()> {
     let targets = client::connect(&a.conn).await?;
     let first = targets.first().ok_or_else(|| Error::msg("no node"))?;
     let (cps, workers) = nodes(&a, first).await?;
-    let endpoint = (!a.conn.endpoints.is_empty() || !old.endpoints.is_empty())
-        .then(|| {
-            crate::util::split_commas(&a.conn.endpoints)
-                .into_iter()
-                .next()
-        })
-        .flatten()
+    // The endpoint every call goes through: -e's first, else the context's.
+    let endpoint = crate::util::split_commas(&a.conn.endpoints)
+        .into_iter()
+        .next()
         .or_else(|| old.endpoints.first().cloned());
     let all: Vec<(String, bool)> = cps
         .iter()
