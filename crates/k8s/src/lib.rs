@@ -5,6 +5,7 @@
 pub mod args;
 pub mod files;
 pub mod flags;
+pub mod manifests;
 pub mod pods;
 pub mod quantity;
 pub mod yaml;

@@ -239,12 +239,16 @@ fn annotations(v: &Versions, config_files: bool) -> BTreeMap<String, String> {
 }
 
 /// Requests with the component's defaults, limits as configured; each checked.
-fn requirements(c: &Component) -> Result<ResourceRequirements, Error> {
+pub(crate) fn requirements(
+    component: &str,
+    default_requests: (&str, &str),
+    resources: &Resources,
+) -> Result<ResourceRequirements, Error> {
     let check = |kind: &'static str, map: &BTreeMap<String, String>| {
         map.iter()
             .map(|(name, q)| {
                 quantity::value(q).map_err(|source| Error::Quantity {
-                    component: c.name.to_string(),
+                    component: component.to_string(),
                     kind,
                     name: name.clone(),
                     source,
@@ -254,11 +258,11 @@ fn requirements(c: &Component) -> Result<ResourceRequirements, Error> {
             .collect::<Result<BTreeMap<_, _>, Error>>()
     };
     let mut requests = BTreeMap::from([
-        ("cpu".to_string(), Quantity(c.default_requests.0.into())),
-        ("memory".to_string(), Quantity(c.default_requests.1.into())),
+        ("cpu".to_string(), Quantity(default_requests.0.into())),
+        ("memory".to_string(), Quantity(default_requests.1.into())),
     ]);
-    requests.extend(check("requests", &c.resources.requests)?);
-    let limits = check("limits", &c.resources.limits)?;
+    requests.extend(check("requests", &resources.requests)?);
+    let limits = check("limits", &resources.limits)?;
     Ok(ResourceRequirements {
         requests: Some(requests),
         limits: (!limits.is_empty()).then_some(limits),
@@ -266,7 +270,18 @@ fn requirements(c: &Component) -> Result<ResourceRequirements, Error> {
     })
 }
 
-fn env_var(name: &str, value: String) -> EnvVar {
+/// `GOMEMLIMIT` at a share of the memory limit, when there is one.
+pub(crate) fn go_mem_limit(resources: &Resources) -> Option<EnvVar> {
+    let limit = quantity::value(resources.limits.get("memory")?).ok()?;
+    (limit > 0).then(|| {
+        env_var(
+            "GOMEMLIMIT",
+            (limit * GO_MEM_LIMIT_PERCENT / 100).to_string(),
+        )
+    })
+}
+
+pub(crate) fn env_var(name: &str, value: String) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value),
@@ -275,7 +290,7 @@ fn env_var(name: &str, value: String) -> EnvVar {
 }
 
 fn render(c: Component) -> Result<Pod, Error> {
-    let resources = requirements(&c)?;
+    let resources = requirements(c.name, c.default_requests, c.resources)?;
     let mut env = vec![EnvVar {
         name: "POD_IP".into(),
         value_from: Some(EnvVarSource {
@@ -289,13 +304,7 @@ fn render(c: Component) -> Result<Pod, Error> {
     }];
     // `$` would start a Kubernetes variable reference.
     env.extend(c.env.iter().map(|(k, v)| env_var(k, v.replace('$', "$$"))));
-    let memory_limit = c.resources.limits.get("memory").map(|q| quantity::value(q));
-    if let Some(Ok(limit)) = memory_limit.filter(|l| matches!(l, Ok(v) if *v > 0)) {
-        env.push(env_var(
-            "GOMEMLIMIT",
-            (limit * GO_MEM_LIMIT_PERCENT / 100).to_string(),
-        ));
-    }
+    env.extend(go_mem_limit(c.resources));
 
     let host = |name: &str, path: &str| Volume {
         name: name.into(),

@@ -445,6 +445,16 @@ pub fn kube_prism_port(cfg: &crate::Config) -> Option<u16> {
     enabled.then_some(port)
 }
 
+/// The versions of the cluster's add-ons Talos deploys by default.
+pub const DEFAULT_COREDNS_VERSION: &str = "v1.14.7";
+/// (Without its `v`, as `talosctl images k8s-bundle` shows it.)
+pub const DEFAULT_FLANNEL_VERSION: &str = "0.28.9";
+pub const DEFAULT_KUBE_NETWORK_POLICIES_VERSION: &str = "v1.1.1";
+pub const COREDNS_REPOSITORY: &str = "registry.k8s.io/coredns/coredns";
+pub const FLANNEL_REPOSITORY: &str = "ghcr.io/siderolabs/flannel";
+pub const KUBE_NETWORK_POLICIES_REPOSITORY: &str =
+    "registry.k8s.io/networking/kube-network-policies";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fsutil;
 pub mod generate;
 pub mod kubernetes;
+pub mod manifest;
 pub mod patch;
 pub mod pki;
 pub mod secrets;

@@ -290,17 +290,57 @@ fn v1alpha1(c: &mut Checker, v: &Value, mode: Mode, has_installer_doc: bool) {
     }
     if let Some(taints) = v.pointer("/machine/nodeTaints").and_then(Value::as_object) {
         for (k, t) in taints {
-            let effect = t.as_str().unwrap_or("").rsplit(':').next().unwrap_or("");
-            if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-                c.error(
-                    &format!("machine.nodeTaints.{k}"),
-                    format!("invalid taint effect \"{effect}\": expected NoSchedule, PreferNoSchedule or NoExecute"),
-                );
+            if let Some(problem) = taint_problem(t) {
+                c.error(&format!("machine.nodeTaints.{k}"), problem);
             }
         }
     }
     registries(c, v);
     kubernetes(c, v);
+    manifests(c, v);
+}
+
+/// Inline manifests must hold Kubernetes objects; extra manifests are fetched over HTTP(S).
+fn manifests(c: &mut Checker, v: &Value) {
+    for (i, m) in items(v, "/cluster/inlineManifests").iter().enumerate() {
+        let name = m.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            c.error(
+                &format!("cluster.inlineManifests[{i}].name"),
+                "an inline manifest needs a name",
+            );
+        }
+        let contents = m.get("contents").and_then(Value::as_str).unwrap_or("");
+        if let Err(e) = crate::manifest::objects(name, contents) {
+            c.error(
+                &format!("cluster.inlineManifests[{i}].contents"),
+                e.to_string(),
+            );
+        }
+    }
+    for (i, url) in items(v, "/cluster/extraManifests").iter().enumerate() {
+        if let Some(problem) = manifest_url(url.as_str().unwrap_or("")) {
+            c.error(&format!("cluster.extraManifests[{i}]"), problem);
+        }
+    }
+}
+
+/// What is wrong with a manifest's URL, if anything.
+fn manifest_url(url: &str) -> Option<String> {
+    let ok = ["http://", "https://"]
+        .iter()
+        .any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+    (!ok).then(|| format!("{url:?} is not an http(s) URL"))
+}
+
+/// A taint's value: `[value:]Effect` with one of Kubernetes's effects.
+fn taint_problem(t: &Value) -> Option<String> {
+    let effect = t.as_str().unwrap_or("").rsplit(':').next().unwrap_or("");
+    (!matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")).then(|| {
+        format!(
+            "invalid taint effect \"{effect}\": expected NoSchedule, PreferNoSchedule or NoExecute"
+        )
+    })
 }
 
 /// Kubernetes components: flags Talos owns, host volumes, the kubelet's extra configuration.
@@ -855,6 +895,29 @@ fn multidoc(c: &mut Checker, kind: &str, v: &Value) {
                 c.error("content", format!("invalid TOML: {e}"));
             }
         }
+        "KubeInlineManifestConfig" => {
+            let name = str_at(v, "/name").unwrap_or("");
+            if let Err(e) = crate::manifest::objects(name, str_at(v, "/manifest").unwrap_or("")) {
+                c.error("manifest", e.to_string());
+            }
+        }
+        "KubeExternalManifestConfig" => {
+            if let Some(problem) = manifest_url(str_at(v, "/url").unwrap_or("")) {
+                c.error("url", problem);
+            }
+        }
+        "KubeNodeConfig" => {
+            for (k, t) in v
+                .get("taints")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(problem) = taint_problem(t) {
+                    c.error(&format!("taints.{k}"), problem);
+                }
+            }
+        }
         "KubeNetworkConfig" => {
             for key in ["podSubnets", "serviceSubnets"] {
                 for (i, s) in items(v, &format!("/{key}")).iter().enumerate() {
@@ -903,6 +966,21 @@ mod tests {
             .into_result(false)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn manifests_and_taints_are_checked_naming_the_entry() {
+        let src = "version: v1alpha1\nmachine:\n    type: worker\n    nodeTaints:\n        dedicated: gpu\ncluster:\n    inlineManifests:\n        - name: cilium\n          contents: |\n            apiVersion: v1\n            kind: ConfigMap\n            metadata:\n              name: [oops\n    extraManifests:\n        - ftp://example.com/x.yaml\n---\napiVersion: v1alpha1\nkind: KubeInlineManifestConfig\nname: ns\nmanifest: |\n    kind: Namespace\n    metadata:\n      name: x\n---\napiVersion: v1alpha1\nkind: KubeNodeConfig\ntaints:\n    a: b\n";
+        let err = container_errors(src);
+        for want in [
+            "machine.nodeTaints.dedicated: invalid taint effect \"gpu\"",
+            "cluster.inlineManifests[0].contents: manifest \"cilium\": line 5: while parsing a flow sequence",
+            "cluster.extraManifests[0]: \"ftp://example.com/x.yaml\" is not an http(s) URL",
+            "manifest: manifest \"ns\": line 1: a Namespace without apiVersion",
+            "taints.a: invalid taint effect \"b\"",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
     }
 
     #[test]

@@ -75,13 +75,13 @@ pub struct K8sBundleArgs {
     #[arg(long = "etcd-version", default_value = "3.7.1")]
     etcd_version: String,
     /// CoreDNS.
-    #[arg(long = "coredns-version", default_value = "v1.14.7")]
+    #[arg(long = "coredns-version", default_value = machinery::kubernetes::DEFAULT_COREDNS_VERSION)]
     coredns_version: String,
     /// Flannel.
-    #[arg(long = "flannel-version", default_value = "0.28.9")]
+    #[arg(long = "flannel-version", default_value = machinery::kubernetes::DEFAULT_FLANNEL_VERSION)]
     flannel_version: String,
     /// kube-network-policies.
-    #[arg(long = "kube-network-policies-version", default_value = "v1.1.1")]
+    #[arg(long = "kube-network-policies-version", default_value = machinery::kubernetes::DEFAULT_KUBE_NETWORK_POLICIES_VERSION)]
     kube_network_policies_version: String,
 }
 
@@ -106,7 +106,8 @@ pub fn k8s_bundle(a: &K8sBundleArgs) -> Result<Vec<String>> {
     let k8s = v(&a.k8s_version, "k8s-version")?;
     let mut out = vec![
         format!(
-            "registry.k8s.io/coredns/coredns:{}",
+            "{}:{}",
+            machinery::kubernetes::COREDNS_REPOSITORY,
             v(&a.coredns_version, "coredns-version")?
         ),
         format!(
@@ -114,7 +115,8 @@ pub fn k8s_bundle(a: &K8sBundleArgs) -> Result<Vec<String>> {
             v(&a.etcd_version, "etcd-version")?
         ),
         format!(
-            "ghcr.io/siderolabs/flannel:{}",
+            "{}:{}",
+            machinery::kubernetes::FLANNEL_REPOSITORY,
             v(&a.flannel_version, "flannel-version")?
         ),
     ];
@@ -129,7 +131,8 @@ pub fn k8s_bundle(a: &K8sBundleArgs) -> Result<Vec<String>> {
     out.push(format!("ghcr.io/siderolabs/kubelet:{k8s}"));
     out.push(machinery::cri::DEFAULT_SANDBOX_IMAGE.to_string());
     out.push(format!(
-        "registry.k8s.io/networking/kube-network-policies:{}",
+        "{}:{}",
+        machinery::kubernetes::KUBE_NETWORK_POLICIES_REPOSITORY,
         v(
             &a.kube_network_policies_version,
             "kube-network-policies-version"

@@ -310,3 +310,168 @@ resource_type!(
     aliases["podstatus"],
     columns[("Ready", "{.conditions[?(@.type==\"Ready\")].status}")]
 );
+
+/// What the control plane puts into the cluster at bootstrap (id `manifests`): the inputs of
+/// the bootstrap manifests (CoreDNS, Flannel, kube-proxy, the RBAC the nodes need).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapManifestsConfigSpec {
+    /// The API server the cluster's own workloads reach (KubePrism when enabled).
+    pub server: String,
+    pub cluster_domain: String,
+    #[serde(rename = "podCIDRs")]
+    pub pod_cidrs: Vec<String>,
+    pub proxy_enabled: bool,
+    pub proxy_image: String,
+    pub proxy_args: Vec<String>,
+    pub proxy_resources: Resources,
+    /// The KubeProxyConfiguration kube-proxy reads from a ConfigMap; null with flags only.
+    pub proxy_config: serde_json::Value,
+    pub proxy_config_checksum: String,
+    #[serde(rename = "coreDNSEnabled")]
+    pub core_dns_enabled: bool,
+    #[serde(rename = "coreDNSImage")]
+    pub core_dns_image: String,
+    #[serde(rename = "dnsServiceIP")]
+    pub dns_service_ip: String,
+    #[serde(rename = "dnsServiceIPv6")]
+    pub dns_service_ipv6: String,
+    pub flannel_enabled: bool,
+    pub flannel_image: String,
+    pub flannel_extra_args: Vec<String>,
+    pub flannel_backend_type: String,
+    pub flannel_backend_port: u16,
+    #[serde(rename = "flannelBackendMTU")]
+    pub flannel_backend_mtu: u32,
+    pub flannel_backend_extra_config: serde_json::Map<String, serde_json::Value>,
+    pub flannel_resources: Resources,
+    pub flannel_kube_service_host: String,
+    pub flannel_kube_service_port: String,
+    pub flannel_kube_network_policies_enabled: bool,
+    pub flannel_kube_network_policies_image: String,
+    #[serde(rename = "talosAPIServiceEnabled")]
+    pub talos_api_service_enabled: bool,
+    #[serde(rename = "cniName")]
+    pub cni_name: String,
+}
+
+pub const BOOTSTRAP_MANIFESTS_ID: &str = "manifests";
+
+resource_type!(
+    BootstrapManifestsConfigSpec,
+    "BootstrapManifestsConfigs.kubernetes.talos.dev",
+    CONTROLPLANE_NS
+);
+
+/// A manifest fetched or given inline: `cluster.extraManifests`, `cluster.inlineManifests`,
+/// CNI URLs, the external cloud provider's manifests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraManifest {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    /// Sorts the manifest among the others (`30` after the bootstrap ones, `99` last).
+    pub priority: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub inline_manifest: String,
+}
+
+/// The extra manifests of the config (id `extra-manifests`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraManifestsConfigSpec {
+    pub extra_manifests: Vec<ExtraManifest>,
+}
+
+pub const EXTRA_MANIFESTS_ID: &str = "extra-manifests";
+
+resource_type!(
+    ExtraManifestsConfigSpec,
+    "ExtraManifestsConfigs.kubernetes.talos.dev",
+    CONTROLPLANE_NS
+);
+
+/// One manifest: the Kubernetes objects it holds, applied in the order of the manifests' ids.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ManifestSpec {
+    pub items: Vec<serde_json::Value>,
+}
+
+resource_type!(
+    ManifestSpec,
+    "Manifests.kubernetes.talos.dev",
+    CONTROLPLANE_NS
+);
+
+/// What the last apply did (id `manifests`): the manifests applied, and the objects that
+/// failed with why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestStatusSpec {
+    pub manifests_applied: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+pub const MANIFEST_STATUS_ID: &str = "manifests";
+
+resource_type!(
+    ManifestStatusSpec,
+    "ManifestStatuses.kubernetes.talos.dev",
+    CONTROLPLANE_NS
+);
+
+/// A label the node carries in Kubernetes (id: the key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeLabelSpecSpec {
+    pub key: String,
+    pub value: String,
+}
+
+resource_type!(
+    NodeLabelSpecSpec,
+    "NodeLabelSpecs.k8s.talos.dev",
+    K8S_NS,
+    sensitive,
+    columns[("Value", "{.value}")]
+);
+
+/// A taint the node carries (id: the key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeTaintSpecSpec {
+    pub key: String,
+    pub effect: String,
+    pub value: String,
+}
+
+resource_type!(NodeTaintSpecSpec, "NodeTaintSpecs.k8s.talos.dev", K8S_NS, sensitive,
+    columns [("Effect", "{.effect}"), ("Value", "{.value}")]);
+
+/// An annotation the node carries (id: the key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeAnnotationSpecSpec {
+    pub key: String,
+    pub value: String,
+}
+
+resource_type!(
+    NodeAnnotationSpecSpec,
+    "NodeAnnotationSpecs.k8s.talos.dev",
+    K8S_NS,
+    sensitive,
+    columns[("Value", "{.value}")]
+);
+
+/// The node is to be cordoned (id `cordoned`), while it upgrades or shuts down.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeCordonedSpecSpec {}
+
+resource_type!(
+    NodeCordonedSpecSpec,
+    "NodeCordonedSpecs.k8s.talos.dev",
+    K8S_NS,
+    sensitive
+);

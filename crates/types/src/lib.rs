@@ -56,6 +56,14 @@ macro_rules! resource_type {
             const SENSITIVE: bool = true;
         }
     };
+    ($spec:ty, $ty:literal, $ns:expr, sensitive, columns [$(($col:literal, $path:literal)),* $(,)?]) => {
+        impl resources::ResourceType for $spec {
+            const TYPE: &'static str = $ty;
+            const NAMESPACE: &'static str = $ns;
+            const SENSITIVE: bool = true;
+            const COLUMNS: &'static [(&'static str, &'static str)] = &[$(($col, $path)),*];
+        }
+    };
     ($spec:ty, $ty:literal, $ns:expr
         $(, aliases [$($alias:literal),* $(,)?])?
         $(, columns [$(($col:literal, $path:literal)),* $(,)?])?) => {
@@ -130,6 +138,14 @@ pub fn definitions() -> Vec<Definition> {
         etcd::EtcdSpecSpec::definition(),
         etcd::PkiStatusSpec::definition(),
         etcd::EtcdMemberSpec::definition(),
+        k8s::BootstrapManifestsConfigSpec::definition(),
+        k8s::ExtraManifestsConfigSpec::definition(),
+        k8s::ManifestSpec::definition(),
+        k8s::ManifestStatusSpec::definition(),
+        k8s::NodeLabelSpecSpec::definition(),
+        k8s::NodeTaintSpecSpec::definition(),
+        k8s::NodeAnnotationSpecSpec::definition(),
+        k8s::NodeCordonedSpecSpec::definition(),
     ]
 }
 

@@ -5,6 +5,7 @@ pub mod control_plane;
 pub mod kubelet;
 pub mod kubelet_service;
 pub mod kubeprism;
+pub mod manifests;
 pub mod nodeip;
 pub mod render;
 pub mod static_pod_status;
@@ -35,6 +36,9 @@ pub fn register(
     rt.register(kubeprism::KubePrismEndpointsController)?;
     rt.register(kubeprism::KubePrismConfigController)?;
     rt.register(static_pods::StaticPodServerController::default())?;
+    rt.register(manifests::ManifestsConfigController)?;
+    rt.register(manifests::ManifestController)?;
+    rt.register(manifests::ExtraManifestController)?;
     if rooted {
         // A node that runs no kubelet has no KubeletConfig (`health` skips its kubelet).
         rt.register(kubelet::KubeletConfigController)?;
