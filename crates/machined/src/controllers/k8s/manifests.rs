@@ -563,6 +563,114 @@ pub(super) mod tests {
     }
 }
 
+/// The extra manifest controller against a loopback HTTP server: headers sent, a 404 named,
+/// inline manifests parsed, manifests the config drops removed.
+#[cfg(test)]
+mod extra {
+    use std::io::{BufRead, BufReader, Write};
+
+    use resources::{ResourceType, Runtime, State};
+
+    use super::*;
+
+    const OBJECT: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: fetched\n";
+
+    /// Serves `/ok.yaml` to requests carrying `Token: x`; 403 without it, 404 for the rest.
+    fn server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut lines = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    lines.push(line.to_ascii_lowercase());
+                }
+                let first = lines.first().cloned().unwrap_or_default();
+                let (status, body) = if !first.starts_with("get /ok.yaml ") {
+                    ("404 Not Found", "")
+                } else if !lines.iter().any(|l| l.trim() == "token: x") {
+                    ("403 Forbidden", "")
+                } else {
+                    ("200 OK", OBJECT)
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn manifest(name: &str, url: &str, inline: &str) -> ExtraManifest {
+        ExtraManifest {
+            name: name.into(),
+            url: url.into(),
+            priority: "99".into(),
+            extra_headers: BTreeMap::from([("Token".to_string(), "x".to_string())]),
+            inline_manifest: inline.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fetched_inline_failed_and_dropped_manifests() {
+        let base = server();
+        let ok = format!("{base}/ok.yaml");
+        let missing = format!("{base}/missing.yaml");
+        let err = fetch(&missing, &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            err,
+            format!("fetching {missing}: the server answered 404 Not Found")
+        );
+        assert!(fetch(&ok, &BTreeMap::new()).unwrap_err().contains("403"));
+
+        let state = State::new();
+        let config = |items: Vec<ExtraManifest>| {
+            ExtraManifestsConfigSpec::resource(
+                EXTRA_MANIFESTS_ID,
+                ExtraManifestsConfigSpec {
+                    extra_manifests: items,
+                },
+            )
+        };
+        state
+            .create(config(vec![
+                manifest(&ok, &ok, ""),
+                manifest(&missing, &missing, ""),
+                manifest("cilium", "", OBJECT),
+            ]))
+            .unwrap();
+        let mut rt = Runtime::new(state.clone());
+        rt.register(ExtraManifestController).unwrap();
+        let _h = rt.start();
+        let has = |id: &str| state.spec_of::<ManifestSpec>(id);
+        let ok_id = format!("99-{ok}");
+        assert!(
+            crate::sys::wait_for(Some(Duration::from_secs(10)), || has(&ok_id).is_some()
+                && has("99-cilium").is_some())
+            .await
+        );
+        assert_eq!(has(&ok_id).unwrap().items[0]["metadata"]["name"], "fetched");
+        assert!(has(&format!("99-{missing}")).is_none());
+
+        // The config drops the URLs: their manifests go, the inline one stays.
+        let mut dropped = config(vec![manifest("cilium", "", OBJECT)]);
+        dropped.metadata.version = 1;
+        state.update(dropped).unwrap();
+        assert!(
+            crate::sys::wait_for(Some(Duration::from_secs(10)), || has(&ok_id).is_none()).await
+        );
+        assert!(has("99-cilium").is_some());
+    }
+}
+
 /// Every object of every manifest passes `kubernetes-validate --strict` (the Kubernetes
 /// schemas, unknown fields rejected) for the default Kubernetes version: the default config,
 /// `cni: none` with kube-proxy disabled, dual stack, and inline manifests. One object a file.
