@@ -6,12 +6,14 @@ pub mod kubelet;
 pub mod kubelet_service;
 pub mod kubeprism;
 pub mod manifests;
+pub mod node_specs;
 pub mod nodeip;
 pub mod render;
 pub mod static_pod_status;
 pub mod static_pods;
 
 use resources::{Runtime, RuntimeError, State};
+use types::k8s::{NodeAnnotationSpecSpec, NodeLabelSpecSpec, NodeTaintSpecSpec};
 
 use crate::controllers::secrets::kubernetes as k8s_secrets;
 use crate::services::supervisor::Supervisor;
@@ -39,6 +41,9 @@ pub fn register(
     rt.register(manifests::ManifestsConfigController)?;
     rt.register(manifests::ManifestController)?;
     rt.register(manifests::ExtraManifestController)?;
+    rt.register(node_specs::NodeSpecController::<NodeLabelSpecSpec>::default())?;
+    rt.register(node_specs::NodeSpecController::<NodeTaintSpecSpec>::default())?;
+    rt.register(node_specs::NodeSpecController::<NodeAnnotationSpecSpec>::default())?;
     if rooted {
         // A node that runs no kubelet has no KubeletConfig (`health` skips its kubelet).
         rt.register(kubelet::KubeletConfigController)?;
