@@ -41,7 +41,13 @@ fn text<'a>(o: &'a Value, pointer: &str) -> &'a str {
 /// `group/version/Kind/name` as Talos names objects in its logs.
 pub fn object_name(o: &Value) -> String {
     let g = gvk(text(o, "/apiVersion"), text(o, "/kind"));
-    format!("{}/{}/{}/{}", g.group, g.version, g.kind, text(o, "/metadata/name"))
+    format!(
+        "{}/{}/{}/{}",
+        g.group,
+        g.version,
+        g.kind,
+        text(o, "/metadata/name")
+    )
 }
 
 fn rank(o: &Value) -> u8 {
@@ -208,14 +214,29 @@ mod tests {
                 vec![
                     object("v1", "ConfigMap", "cilium-config", Some("cilium")),
                     object("v1", "Namespace", "cilium", None),
-                    object("apiextensions.k8s.io/v1", "CustomResourceDefinition", "b.cilium.io", None),
+                    object(
+                        "apiextensions.k8s.io/v1",
+                        "CustomResourceDefinition",
+                        "b.cilium.io",
+                        None,
+                    ),
                 ],
             ),
             (
                 "05-flannel".into(),
                 vec![
-                    object("rbac.authorization.k8s.io/v1", "ClusterRole", "flannel", None),
-                    object("apiextensions.k8s.io/v1", "CustomResourceDefinition", "a.x.io", None),
+                    object(
+                        "rbac.authorization.k8s.io/v1",
+                        "ClusterRole",
+                        "flannel",
+                        None,
+                    ),
+                    object(
+                        "apiextensions.k8s.io/v1",
+                        "CustomResourceDefinition",
+                        "a.x.io",
+                        None,
+                    ),
                     object("apps/v1", "DaemonSet", "kube-flannel", Some("kube-system")),
                 ],
             ),
@@ -242,12 +263,20 @@ mod tests {
     async fn against_the_fake_api_creates_missing_skips_existing_and_collects_errors() {
         let api = FakeApi::new();
         // The cluster already has the ClusterRole (someone changed it: it is kept).
-        let mut existing = object("rbac.authorization.k8s.io/v1", "ClusterRole", "flannel", None);
+        let mut existing = object(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            "flannel",
+            None,
+        );
         existing["rules"] = json!([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]);
         api.insert(existing.clone());
         api.fail("/api/v1/namespaces/cilium/configmaps/cilium-config", 403);
         let mut m = manifests();
-        m.push(("50-x".into(), vec![object("example.com/v1", "Widget", "w", None)]));
+        m.push((
+            "50-x".into(),
+            vec![object("example.com/v1", "Widget", "w", None)],
+        ));
 
         let report = apply(&api.client(), &m).await;
         assert_eq!(
@@ -259,31 +288,64 @@ mod tests {
                 "apps/v1/DaemonSet/kube-flannel",
             ]
         );
-        assert_eq!(report.skipped, ["rbac.authorization.k8s.io/v1/ClusterRole/flannel"]);
+        assert_eq!(
+            report.skipped,
+            ["rbac.authorization.k8s.io/v1/ClusterRole/flannel"]
+        );
         assert_eq!(report.errors.len(), 2, "{:?}", report.errors);
-        assert!(report.errors[0].starts_with("example.com/v1/Widget/w: the API does not serve example.com/v1/Widget"));
-        assert_eq!(report.errors[1], "/v1/ConfigMap/cilium-config: injected failure (403)");
+        assert!(report.errors[0]
+            .starts_with("example.com/v1/Widget/w: the API does not serve example.com/v1/Widget"));
+        assert_eq!(
+            report.errors[1],
+            "/v1/ConfigMap/cilium-config: injected failure (403)"
+        );
 
         // Created by server-side apply with field manager talos, forced.
-        let patches: Vec<_> = api.requests().into_iter().filter(|r| r.method == "PATCH").collect();
-        assert!(patches.iter().all(|r| r.content_type.starts_with("application/apply-patch")
-            && r.query.contains("fieldManager=talos")
-            && r.query.contains("force=true")));
+        let patches: Vec<_> = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .collect();
+        assert!(patches
+            .iter()
+            .all(|r| r.content_type.starts_with("application/apply-patch")
+                && r.query.contains("fieldManager=talos")
+                && r.query.contains("force=true")));
         assert_eq!(patches[0].path, "/api/v1/namespaces/cilium");
         // The existing object is untouched.
-        assert_eq!(api.get("rbac.authorization.k8s.io", "clusterroles", "", "flannel").unwrap()["rules"], existing["rules"]);
-        let ds = api.get("apps", "daemonsets", "kube-system", "kube-flannel").unwrap();
-        assert_eq!(ds["metadata"]["annotations"][OWNING_INVENTORY], INVENTORY_ID);
+        assert_eq!(
+            api.get("rbac.authorization.k8s.io", "clusterroles", "", "flannel")
+                .unwrap()["rules"],
+            existing["rules"]
+        );
+        let ds = api
+            .get("apps", "daemonsets", "kube-system", "kube-flannel")
+            .unwrap();
+        assert_eq!(
+            ds["metadata"]["annotations"][OWNING_INVENTORY],
+            INVENTORY_ID
+        );
 
         // The inventory lists every object that is Talos's.
-        let inv = api.get("", "configmaps", INVENTORY_NAMESPACE, INVENTORY_NAME).unwrap();
+        let inv = api
+            .get("", "configmaps", INVENTORY_NAMESPACE, INVENTORY_NAME)
+            .unwrap();
         assert_eq!(inv["metadata"]["labels"][INVENTORY_LABEL], INVENTORY_ID);
         let keys: Vec<&String> = inv["data"].as_object().unwrap().keys().collect();
-        assert!(keys.contains(&&"kube-system_kube-flannel_apps_DaemonSet".to_string()), "{keys:?}");
-        assert!(keys.contains(&&"_cilium__Namespace".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&&"kube-system_kube-flannel_apps_DaemonSet".to_string()),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&&"_cilium__Namespace".to_string()),
+            "{keys:?}"
+        );
 
         // A second apply creates nothing.
         let again = apply(&api.client(), &manifests()[1..]).await;
-        assert!(again.created.is_empty() && again.errors.is_empty(), "{again:?}");
+        assert!(
+            again.created.is_empty() && again.errors.is_empty(),
+            "{again:?}"
+        );
     }
 }

@@ -54,11 +54,35 @@ pub const KINDS: &[Kind] = &[
     kind("", "v1", "Secret", "secrets", true),
     kind("apps", "v1", "DaemonSet", "daemonsets", true),
     kind("apps", "v1", "Deployment", "deployments", true),
-    kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
-    kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
     kind("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
-    kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
-    kind("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
+    kind(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+    ),
 ];
 
 /// One request as the fake received it.
@@ -136,7 +160,10 @@ impl FakeApi {
             k.group.to_string(),
             k.plural.to_string(),
             ns.to_string(),
-            object["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
         );
         s.objects.insert(key, object);
     }
@@ -190,10 +217,20 @@ impl FakeApi {
                 })
                 .collect();
             if resources.is_empty() {
-                return (404, status(404, "the server could not find the requested resource"));
+                return (
+                    404,
+                    status(404, "the server could not find the requested resource"),
+                );
             }
-            let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-            return (200, json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}));
+            let gv = if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{group}/{version}")
+            };
+            return (
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+            );
         }
         let (ns, plural, name) = match rest {
             ["namespaces", ns, plural] => (*ns, *plural, None),
@@ -208,18 +245,33 @@ impl FakeApi {
             .find(|k| k.group == group && k.version == version && k.plural == plural)
             .cloned()
         else {
-            return (404, status(404, "the server could not find the requested resource"));
+            return (
+                404,
+                status(404, "the server could not find the requested resource"),
+            );
         };
-        let key = |name: &str| (group.to_string(), plural.to_string(), ns.to_string(), name.to_string());
+        let key = |name: &str| {
+            (
+                group.to_string(),
+                plural.to_string(),
+                ns.to_string(),
+                name.to_string(),
+            )
+        };
         match (r.method.as_str(), name) {
             ("GET", None) => {
                 let items: Vec<Value> = s
                     .objects
                     .iter()
-                    .filter(|((g, p, n, _), _)| g == group && p == plural && (ns.is_empty() || n == ns))
+                    .filter(|((g, p, n, _), _)| {
+                        g == group && p == plural && (ns.is_empty() || n == ns)
+                    })
                     .map(|(_, v)| v.clone())
                     .collect();
-                (200, json!({"apiVersion": api_version(&k), "kind": format!("{}List", k.kind), "metadata": {}, "items": items}))
+                (
+                    200,
+                    json!({"apiVersion": api_version(&k), "kind": format!("{}List", k.kind), "metadata": {}, "items": items}),
+                )
             }
             ("GET", Some(name)) => match s.objects.get(&key(name)) {
                 Some(v) => (200, v.clone()),
@@ -230,9 +282,15 @@ impl FakeApi {
                 None => (404, not_found(&k, name)),
             },
             ("POST", None) => {
-                let name = r.body["metadata"]["name"].as_str().unwrap_or("").to_string();
+                let name = r.body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 if s.objects.contains_key(&key(&name)) {
-                    return (409, status(409, &format!("{} {name:?} already exists", k.plural)));
+                    return (
+                        409,
+                        status(409, &format!("{} {name:?} already exists", k.plural)),
+                    );
                 }
                 let v = s.stored(r.body.clone());
                 s.objects.insert(key(&name), v.clone());
@@ -251,7 +309,10 @@ impl FakeApi {
                     merge(&mut base, &r.body, true);
                     base
                 } else {
-                    return (415, status(415, &format!("unsupported patch type {}", r.content_type)));
+                    return (
+                        415,
+                        status(415, &format!("unsupported patch type {}", r.content_type)),
+                    );
                 };
                 let v = s.stored(merged);
                 s.objects.insert(key(name), v.clone());
@@ -316,7 +377,11 @@ impl tower::Service<Request<kube::client::Body>> for FakeApi {
         let api = self.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let content_type = parts
                 .headers
                 .get(http::header::CONTENT_TYPE)

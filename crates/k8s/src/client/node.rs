@@ -164,7 +164,10 @@ pub fn patch_for(node: &Node, wanted: &Wanted) -> (Option<Value>, Vec<String>) {
         annotation_patch.insert(CORDONED.into(), Value::Null);
     }
     if taints_changed {
-        spec.insert("taints".into(), serde_json::to_value(&taints).expect("taints serialize"));
+        spec.insert(
+            "taints".into(),
+            serde_json::to_value(&taints).expect("taints serialize"),
+        );
     }
 
     let mut patch = json!({});
@@ -208,7 +211,10 @@ mod tests {
 
     fn wanted(labels: &[(&str, &str)], taints: &[(&str, &str, &str)]) -> Wanted {
         Wanted {
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             taints: taints
                 .iter()
                 .map(|(k, v, e)| (k.to_string(), v.to_string(), e.to_string()))
@@ -224,25 +230,43 @@ mod tests {
     #[tokio::test]
     async fn labels_and_taints_follow_the_config_and_leave_others_alone() {
         let api = FakeApi::new();
-        api.insert(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
+        api.insert(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
             "labels": {"kubernetes.io/hostname": "n1", "team": "storage"}},
-            "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]}}));
+            "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]}}),
+        );
         let client = api.client();
 
         // The config sets two labels (one clashes with someone else's) and a taint.
-        let w = wanted(&[("rack", "r1"), ("team", "gpu")], &[("dedicated", "gpu", "NoExecute")]);
+        let w = wanted(
+            &[("rack", "r1"), ("team", "gpu")],
+            &[("dedicated", "gpu", "NoExecute")],
+        );
         let out = apply(&client, "n1", &w).await.unwrap();
         assert!(out.patched);
-        assert_eq!(out.not_owned, ["label \"team\" (set to \"storage\" by someone else)"]);
+        assert_eq!(
+            out.not_owned,
+            ["label \"team\" (set to \"storage\" by someone else)"]
+        );
         let n = node(&api);
         assert_eq!(n["metadata"]["labels"]["rack"], "r1");
         assert_eq!(n["metadata"]["labels"]["team"], "storage");
         assert_eq!(n["metadata"]["annotations"][OWNED_LABELS], "[\"rack\"]");
-        assert_eq!(n["metadata"]["annotations"][OWNED_TAINTS], "[\"dedicated\"]");
+        assert_eq!(
+            n["metadata"]["annotations"][OWNED_TAINTS],
+            "[\"dedicated\"]"
+        );
         let taints = n["spec"]["taints"].as_array().unwrap();
         assert_eq!(taints.len(), 2);
-        assert_eq!(taints[1], json!({"key": "dedicated", "value": "gpu", "effect": "NoExecute"}));
-        let patch = api.requests().into_iter().rfind(|r| r.method == "PATCH").unwrap();
+        assert_eq!(
+            taints[1],
+            json!({"key": "dedicated", "value": "gpu", "effect": "NoExecute"})
+        );
+        let patch = api
+            .requests()
+            .into_iter()
+            .rfind(|r| r.method == "PATCH")
+            .unwrap();
         assert_eq!(patch.content_type, "application/merge-patch+json");
 
         // Nothing to change: no patch.
@@ -258,7 +282,10 @@ mod tests {
         assert_eq!(n["metadata"]["labels"]["team"], "storage");
         assert_eq!(n["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
         assert!(n["metadata"]["annotations"].get(OWNED_LABELS).is_none());
-        assert_eq!(n["spec"]["taints"], json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]));
+        assert_eq!(
+            n["spec"]["taints"],
+            json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}])
+        );
     }
 
     #[tokio::test]
@@ -266,7 +293,10 @@ mod tests {
         let api = FakeApi::new();
         api.insert(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}));
         let client = api.client();
-        let cordon = Wanted { cordoned: true, ..Default::default() };
+        let cordon = Wanted {
+            cordoned: true,
+            ..Default::default()
+        };
         apply(&client, "n1", &cordon).await.unwrap();
         assert_eq!(node(&api)["spec"]["unschedulable"], true);
         assert_eq!(node(&api)["metadata"]["annotations"][CORDONED], "true");
@@ -275,9 +305,16 @@ mod tests {
 
         // Cordoned by an operator: Talos leaves it so.
         api.insert(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}, "spec": {"unschedulable": true}}));
-        assert!(!apply(&client, "n2", &Wanted::default()).await.unwrap().patched);
+        assert!(
+            !apply(&client, "n2", &Wanted::default())
+                .await
+                .unwrap()
+                .patched
+        );
         assert_eq!(
-            apply(&client, "nope", &Wanted::default()).await.unwrap_err(),
+            apply(&client, "nope", &Wanted::default())
+                .await
+                .unwrap_err(),
             "node nope is not registered yet"
         );
     }

@@ -553,6 +553,11 @@ mod tests {
             (
                 "cluster.coreDNS",
                 "cluster:\n    coreDNS:\n        disabled: true\n",
+                "live",
+            ),
+            (
+                "machine.seccompProfiles",
+                "    seccompProfiles:\n        - name: audit.json\n          value:\n              defaultAction: SCMP_ACT_LOG\n",
                 "unread",
             ),
         ] {

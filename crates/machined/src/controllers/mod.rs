@@ -62,7 +62,7 @@ pub fn register(rt: &mut Runtime, w: Wiring) -> Result<(), RuntimeError> {
         cmdline_kernel: logging_kernel,
         kernel: None,
     })?;
-    k8s::register(rt, w.rooted && w.runs, &w.services, &w.state)?;
+    k8s::register(rt, w.rooted && w.runs, &w.services, &w.state, &w.etcd)?;
     rt.register(cluster::config::ConfigController)?;
     rt.register(cluster::service::ServiceController {
         handle: w.discovery.clone(),

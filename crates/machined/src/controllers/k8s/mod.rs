@@ -1,6 +1,7 @@
 //! Kubernetes on the node: the control plane's configs and static pods (`control_plane`,
 //! `render`, `static_pods`) the kubelet's (`kubelet`, `kubelet_service`) and KubePrism (`kubeprism`).
 
+pub mod apply;
 pub mod control_plane;
 pub mod kubelet;
 pub mod kubelet_service;
@@ -25,6 +26,7 @@ pub fn register(
     rooted: bool,
     services: &Supervisor,
     state: &State,
+    etcd: &crate::services::etcd::Handle,
 ) -> Result<(), RuntimeError> {
     rt.register(k8s_secrets::KubernetesRootController)?;
     rt.register(k8s_secrets::KubeletController)?;
@@ -41,6 +43,8 @@ pub fn register(
     rt.register(manifests::ManifestsConfigController)?;
     rt.register(manifests::ManifestController)?;
     rt.register(manifests::ExtraManifestController)?;
+    rt.register(apply::ManifestApplyController { etcd: etcd.clone() })?;
+    rt.register(apply::NodeApplyController { rooted })?;
     rt.register(node_specs::NodeSpecController::<NodeLabelSpecSpec>::default())?;
     rt.register(node_specs::NodeSpecController::<NodeTaintSpecSpec>::default())?;
     rt.register(node_specs::NodeSpecController::<NodeAnnotationSpecSpec>::default())?;
