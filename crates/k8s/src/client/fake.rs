@@ -260,13 +260,21 @@ impl FakeApi {
         };
         match (r.method.as_str(), name) {
             ("GET", None) => {
+                let selector = label_selector(&r.query);
+                let labelled = |v: &Value| {
+                    selector.iter().all(|(k, want)| {
+                        v["metadata"]["labels"].get(k).and_then(Value::as_str) == Some(want)
+                    })
+                };
                 let items: Vec<Value> = s
                     .objects
                     .iter()
                     .filter(|((g, p, n, _), _)| {
                         g == group && p == plural && (ns.is_empty() || n == ns)
                     })
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| v)
+                    .filter(|v| labelled(v))
+                    .cloned()
                     .collect();
                 (
                     200,
@@ -347,6 +355,21 @@ fn merge(base: &mut Value, patch: &Value, nulls: bool) {
         }
         (b, p) => *b = p.clone(),
     }
+}
+
+/// The `key=value` terms of a LIST's labelSelector (all the fake understands).
+fn label_selector(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| s.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/");
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("labelSelector="))
+        .flat_map(|sel| {
+            decode(sel)
+                .split(',')
+                .filter_map(|t| t.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn status(code: u16, message: &str) -> Value {

@@ -4,6 +4,7 @@
 pub mod apply;
 #[cfg(any(test, feature = "fake-api"))]
 pub mod fake;
+pub mod health;
 pub mod node;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
