@@ -158,6 +158,12 @@ pub struct CreateArgs {
     /// Wait for the cluster to be healthy.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     wait: bool,
+    /// Wait for Talos alone: not for Kubernetes (no API server can run without its images).
+    #[arg(long)]
+    skip_kubernetes: bool,
+    /// Do not wait for the Kubernetes nodes to be ready.
+    #[arg(long)]
+    skip_k8s_node_readiness_check: bool,
     /// How long to wait for it.
     #[arg(long, default_value = "20m0s")]
     wait_timeout: String,
@@ -615,7 +621,11 @@ fn create(name: &str, root: &Path, a: CreateArgs) -> Result<()> {
     p.done();
     if a.wait {
         let p = Phase::start("waiting for the cluster to be healthy");
-        crate::block_on(crate::health::check(&info, deadline)).map_err(|e| {
+        let kubernetes = (!a.skip_kubernetes).then(|| crate::health_k8s::Kubernetes {
+            endpoint: String::new(),
+            node_readiness: !a.skip_k8s_node_readiness_check,
+        });
+        crate::block_on(crate::health::check(&info, deadline, kubernetes.as_ref())).map_err(|e| {
             Error::msg(format!(
                 "{e}\nthe cluster is left as it is: inspect it, or remove it with `talosctl cluster destroy --name {name}`"
             ))

@@ -35,9 +35,13 @@ pub struct HealthArgs {
     /// Run the checks on the node (upstream's default); here they always run in the client.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     server: bool,
-    /// Kubernetes API endpoint to check (unused: the cluster has no Kubernetes).
+    /// The Kubernetes API endpoint to check (host, host:port or URL) instead of the one in the
+    /// control plane's admin kubeconfig.
     #[arg(long, default_value = "")]
     k8s_endpoint: String,
+    /// Check Talos alone: the Kubernetes checks are reported as skipped.
+    #[arg(long)]
+    skip_kubernetes: bool,
     /// Run the Kubernetes e2e tests (unused: the cluster has no Kubernetes).
     #[arg(long)]
     run_e2e: bool,
@@ -66,7 +70,7 @@ impl ClusterInfo {
         .ok_or_else(|| "no target".to_string())
     }
 
-    fn all(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &String> {
         self.control_planes.iter().chain(&self.workers)
     }
 }
@@ -95,7 +99,11 @@ pub async fn run(a: HealthArgs) -> Result<()> {
     if info.control_planes.is_empty() {
         discover(&mut info, name).await?;
     }
-    check(&info, Instant::now() + timeout).await
+    let kubernetes = (!a.skip_kubernetes).then(|| crate::health_k8s::Kubernetes {
+        endpoint: a.k8s_endpoint.clone(),
+        node_readiness: true,
+    });
+    check(&info, Instant::now() + timeout, kubernetes.as_ref()).await
 }
 
 /// The cluster's members as a node sees them (cluster discovery): (machine type, address).
@@ -190,17 +198,19 @@ fn peer_host(url: &str) -> Option<String> {
     rest.rsplit_once(':')
         .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
 }
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     Skip,
+    /// Failed for good: not to be waited for.
+    GiveUp(String),
 }
 
-type Attempt<'a> =
+pub(crate) type Attempt<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<Outcome, String>> + 'a>>;
 
 /// Prints check lines: on a terminal the running line is rewritten in place; otherwise each
 /// distinct line is printed once.
-struct Reporter {
+pub(crate) struct Reporter {
     tty: bool,
     last: String,
 }
@@ -225,8 +235,13 @@ impl Reporter {
 const POLL: Duration = Duration::from_millis(250);
 const ATTEMPT: Duration = Duration::from_secs(3);
 
-/// Run every check in order until all pass, or the deadline.
-pub async fn check(info: &ClusterInfo, deadline: Instant) -> Result<()> {
+/// Run every check in order until all pass, or the deadline; the Kubernetes ones unless
+/// `kubernetes` is None.
+pub async fn check(
+    info: &ClusterInfo,
+    deadline: Instant,
+    kubernetes: Option<&crate::health_k8s::Kubernetes>,
+) -> Result<()> {
     let mut out = Reporter {
         tty: std::io::stderr().is_terminal(),
         last: String::new(),
@@ -277,22 +292,18 @@ pub async fn check(info: &ClusterInfo, deadline: Instant) -> Result<()> {
     for (what, attempt) in checks {
         run_check(&mut out, what, deadline, attempt.as_ref()).await?;
     }
-    eprintln!("skipping Kubernetes checks: this cluster runs no Kubernetes");
-    for what in [
-        "all k8s nodes to report",
-        "all control plane static pods to be running",
-        "all control plane components to be ready",
-        "all k8s nodes to report ready",
-        "kube-proxy to report ready",
-        "coredns to report ready",
-        "all k8s nodes to report schedulable",
-    ] {
-        out.update(format!("waiting for {what}: SKIP"), true);
+    match kubernetes {
+        Some(k) => crate::health_k8s::check(info, deadline, k, &mut out).await,
+        None => {
+            for what in crate::health_k8s::CHECKS {
+                out.update(format!("waiting for {what}: SKIP"), true);
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
-async fn run_check<'a>(
+pub(crate) async fn run_check<'a>(
     out: &mut Reporter,
     what: &str,
     deadline: Instant,
@@ -313,6 +324,10 @@ async fn run_check<'a>(
             Ok(Outcome::Skip) => {
                 out.update(format!("waiting for {what}: SKIP"), true);
                 return Ok(());
+            }
+            Ok(Outcome::GiveUp(e)) => {
+                out.update(format!("waiting for {what}: {e}"), true);
+                return Err(Error::msg(format!("{what}: {e}")));
             }
             Err(e) => {
                 if Instant::now() >= deadline {

@@ -37,17 +37,7 @@ pub async fn run(a: KubeconfigArgs) -> Result<()> {
             "kubeconfig is fetched from exactly one control plane node: pass one with -n",
         ));
     }
-    let t = &targets[0];
-    let mut stream = client::machine(t)
-        .kubeconfig(())
-        .await
-        .map_err(|s| call_error(&t.node, s))?
-        .into_inner();
-    let mut archive = Vec::new();
-    while let Some(d) = stream.message().await.map_err(|s| call_error(&t.node, s))? {
-        archive.extend_from_slice(&d.bytes);
-    }
-    let text = extract(&archive).map_err(|e| Error::msg(format!("{}: {e}", t.node)))?;
+    let text = fetch(&targets[0]).await?;
 
     if a.local_path.as_deref() == Some("-") {
         print!("{text}");
@@ -90,6 +80,20 @@ pub async fn run(a: KubeconfigArgs) -> Result<()> {
     machinery::fsutil::write_atomic(&path, out.as_bytes(), 0o600)
         .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
     Ok(())
+}
+
+/// A control plane's admin kubeconfig (a fresh client certificate each call).
+pub async fn fetch(t: &client::Target) -> Result<String> {
+    let mut stream = client::machine(t)
+        .kubeconfig(())
+        .await
+        .map_err(|s| call_error(&t.node, s))?
+        .into_inner();
+    let mut archive = Vec::new();
+    while let Some(d) = stream.message().await.map_err(|s| call_error(&t.node, s))? {
+        archive.extend_from_slice(&d.bytes);
+    }
+    extract(&archive).map_err(|e| Error::msg(format!("{}: {e}", t.node)))
 }
 
 /// `$KUBECONFIG`'s first file, else `~/.kube/config`.

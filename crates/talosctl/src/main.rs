@@ -16,6 +16,7 @@ mod examples;
 mod gen;
 mod get;
 mod health;
+mod health_k8s;
 mod hints;
 mod inspect;
 mod kubeconfig;

@@ -79,6 +79,8 @@ impl TestCluster {
             workers,
             "--wait-timeout",
             "3m",
+            // No Kubernetes image can be had here: Talos's readiness alone is waited for.
+            "--skip-kubernetes",
         ];
         args.extend_from_slice(extra);
         let mirror = format!("kubelet.test=http://10.5.0.1:{STAND_IN_PORT}");
@@ -130,6 +132,7 @@ impl TestCluster {
         let (cps, workers) = (ips("controlplane"), ips("worker"));
         let mut args = vec![
             "health",
+            "--skip-kubernetes",
             "--wait-timeout",
             timeout,
             "--control-plane-nodes",
@@ -1148,7 +1151,181 @@ fn kubernetes_on_the_node_static_pods_kubelet_specs_and_kubeconfig() {
         spec_of(&c.ok(&["get", "kubeletspecs", "-n", "10.5.0.2", "-o", "yaml"])),
         spec_of(&spec)
     );
+
+    cluster_objects(&c);
     c.destroy_and_check();
+}
+
+/// The cluster objects of a control plane: the bootstrap manifests of the default config, then
+/// of `cni: none` with kube-proxy disabled and an inline manifest (no-reboot patches); node
+/// labels and taints; bad input refused or named; ManifestStatus and health when no API server
+/// answers (none can run here).
+fn cluster_objects(c: &TestCluster) {
+    let ids = |node: &str, ty: &str| -> Vec<String> {
+        c.ok(&["get", ty, "-n", node])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+            .collect()
+    };
+    let manifests = ids("10.5.0.2", "manifests");
+    for want in [
+        "00-kubelet-bootstrapping-token",
+        "01-csr-node-bootstrap",
+        "05-flannel",
+        "10-kube-proxy",
+        "11-core-dns",
+        "11-core-dns-svc",
+        "11-kube-config-in-cluster",
+        "11-talos-node-rbac-template",
+    ] {
+        assert!(
+            manifests.iter().any(|m| m == want),
+            "{want} in {manifests:?}"
+        );
+    }
+    assert!(
+        !manifests.iter().any(|m| m.starts_with("99-")),
+        "{manifests:?}"
+    );
+    assert!(ids("10.5.0.3", "manifests").is_empty());
+    let flannel = c.ok(&[
+        "get",
+        "manifests",
+        "05-flannel",
+        "-n",
+        "10.5.0.2",
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        flannel.contains("kind: DaemonSet") && flannel.contains("KUBERNETES_SERVICE_PORT"),
+        "{flannel}"
+    );
+
+    // Labels and taints: the control plane's role, the worker's taint from its patch.
+    let labels = c.ok(&["get", "nodelabelspecs", "-n", "10.5.0.2"]);
+    assert!(
+        labels.contains("node-role.kubernetes.io/control-plane"),
+        "{labels}"
+    );
+    let taints = c.ok(&["get", "nts", "-n", "10.5.0.3"]);
+    assert!(
+        taints
+            .lines()
+            .any(|l| l.contains("gpu") && l.contains("NoSchedule") && l.contains("true")),
+        "{taints}"
+    );
+    c.ok(&[
+        "patch",
+        "mc",
+        "-n",
+        "10.5.0.2",
+        "--mode=no-reboot",
+        "-p",
+        r#"[{"op":"add","path":"/machine/nodeLabels/rack","value":"r1"}]"#,
+    ]);
+    wait_until("the new label", Duration::from_secs(30), || {
+        c.ok(&["get", "nodelabelspecs", "-n", "10.5.0.2"])
+            .lines()
+            .any(|l| l.contains("rack") && l.ends_with("r1"))
+    });
+
+    // cni: none, kube-proxy disabled, an inline manifest: no Flannel, no kube-proxy, 99-cilium.
+    c.ok(&[
+        "patch", "mc", "-n", "10.5.0.2", "--mode=no-reboot", "-p",
+        "cluster:\n  network:\n    cni:\n      name: none\n  proxy:\n    disabled: true\n  inlineManifests:\n    - name: cilium\n      contents: |\n        apiVersion: v1\n        kind: Namespace\n        metadata:\n          name: cilium\n",
+    ]);
+    wait_until("the manifests of cni none", Duration::from_secs(30), || {
+        let m = ids("10.5.0.2", "manifests");
+        m.iter().any(|m| m == "99-cilium")
+            && !m.iter().any(|m| m == "05-flannel" || m == "10-kube-proxy")
+    });
+    let cilium = c.ok(&[
+        "get",
+        "manifests",
+        "99-cilium",
+        "-n",
+        "10.5.0.2",
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        cilium.contains("kind: Namespace") && cilium.contains("name: cilium"),
+        "{cilium}"
+    );
+
+    // Bad input is refused at apply and named: nothing changes.
+    for (patch, named) in [
+        (
+            "cluster:\n  inlineManifests:\n    - name: broken\n      contents: \"kind: [\"\n",
+            "cluster.inlineManifests[1].contents: manifest \"broken\": line 2: ",
+        ),
+        (
+            r#"{"apiVersion":"v1alpha1","kind":"KubeNodeConfig","taints":{"dedicated":"gpu"}}"#,
+            "invalid taint effect \"gpu\"",
+        ),
+    ] {
+        let err = c.fails(&[
+            "patch",
+            "mc",
+            "-n",
+            "10.5.0.2",
+            "--mode=no-reboot",
+            "-p",
+            patch,
+        ]);
+        assert!(err.contains(named), "{named}: {err}");
+    }
+    assert!(!ids("10.5.0.2", "manifests")
+        .iter()
+        .any(|m| m == "99-broken"));
+    // An extra manifest the server does not have: named in machined's log, the others kept.
+    let missing = format!("http://10.5.0.1:{STAND_IN_PORT}/missing.yaml");
+    c.ok(&[
+        "patch",
+        "mc",
+        "-n",
+        "10.5.0.2",
+        "--mode=no-reboot",
+        "-p",
+        &format!("cluster:\n  extraManifests:\n    - {missing}\n"),
+    ]);
+    wait_until("the 404 named", Duration::from_secs(30), || {
+        c.ok(&["logs", "machined", "-n", "10.5.0.2"])
+            .contains(&format!(
+                "extra manifest \"{missing}\": fetching {missing}: the server answered 404"
+            ))
+    });
+    assert!(ids("10.5.0.2", "manifests")
+        .iter()
+        .any(|m| m == "99-cilium"));
+
+    // No API server can run here: ManifestStatus says why nothing was applied, and health
+    // says the API does not answer.
+    wait_until("the manifest status", Duration::from_secs(60), || {
+        c.ok(&["get", "manifeststatuses", "-n", "10.5.0.2", "-o", "yaml"])
+            .contains("errors:")
+    });
+    let health = c.talosctl(&[
+        "health",
+        "--wait-timeout",
+        "20s",
+        "--control-plane-nodes",
+        "10.5.0.2",
+        "--worker-nodes",
+        "10.5.0.3",
+    ]);
+    let report = String::from_utf8_lossy(&health.stderr);
+    assert!(!health.status.success());
+    assert!(
+        report.contains("waiting for kubelet to be healthy: OK"),
+        "{report}"
+    );
+    assert!(
+        report.contains("waiting for all k8s nodes to report: the Kubernetes API at https://10.5.0.2:6443 does not answer"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -1574,7 +1751,7 @@ fn members_are_discovered_and_a_reset_or_dead_node_does_not_linger() {
     eprintln!("then gone after {expired:?}");
     // Health finds the nodes through the members: the vanished ones are not among them.
     let started = Instant::now();
-    let health = c.talosctl(&["health", "--wait-timeout", "1m"]);
+    let health = c.talosctl(&["health", "--skip-kubernetes", "--wait-timeout", "1m"]);
     let err = String::from_utf8_lossy(&health.stderr);
     assert!(health.status.success(), "{err}");
     assert!(

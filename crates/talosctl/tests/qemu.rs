@@ -438,6 +438,7 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         &talosconfig,
         "--wait-timeout",
         "15m",
+        "--skip-kubernetes",
         "--config-patch",
         &format!("@{}", mirror.display()),
         "--config-patch",
@@ -471,6 +472,7 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         &dir,
         &[
             "health",
+            "--skip-kubernetes",
             "--control-plane-nodes",
             "10.5.0.2",
             "--worker-nodes",
@@ -1061,6 +1063,7 @@ fn control_plane_upgrade(c: &QemuCluster, dir: &Path) {
         dir,
         &[
             "health",
+            "--skip-kubernetes",
             "--control-plane-nodes",
             &format!("10.5.0.2,{ip}"),
             "--wait-timeout",

@@ -359,14 +359,21 @@ fn merge(base: &mut Value, patch: &Value, nulls: bool) {
 
 /// The `key=value` terms of a LIST's labelSelector (all the fake understands).
 fn label_selector(query: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| s.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/");
+    let decode = |s: &str| {
+        s.replace("%3D", "=")
+            .replace("%2C", ",")
+            .replace("%2F", "/")
+    };
     query
         .split('&')
         .filter_map(|kv| kv.strip_prefix("labelSelector="))
         .flat_map(|sel| {
             decode(sel)
                 .split(',')
-                .filter_map(|t| t.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .filter_map(|t| {
+                    t.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
                 .collect::<Vec<_>>()
         })
         .collect()

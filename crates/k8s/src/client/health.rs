@@ -104,7 +104,11 @@ pub async fn control_plane_components_ready(client: &Client, control_planes: &[S
             .is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL))
     });
     same_nodes(cps, control_planes)?;
-    for component in ["kube-apiserver", "kube-scheduler", "kube-controller-manager"] {
+    for component in [
+        "kube-apiserver",
+        "kube-scheduler",
+        "kube-controller-manager",
+    ] {
         let found = pods(client, component).await?;
         if found.len() != control_planes.len() {
             return Err(format!(
@@ -115,7 +119,9 @@ pub async fn control_plane_components_ready(client: &Client, control_planes: &[S
         }
         let not_ready: Vec<String> = found.iter().filter(|p| !ready(p)).map(pod_name).collect();
         if !not_ready.is_empty() {
-            return Err(format!("some pods are not ready for {component}: {not_ready:?}"));
+            return Err(format!(
+                "some pods are not ready for {component}: {not_ready:?}"
+            ));
         }
     }
     Ok(Outcome::Pass)
@@ -192,7 +198,12 @@ pub async fn nodes_schedulable(client: &Client) -> Attempt {
     let cordoned: Vec<String> = nodes(client)
         .await?
         .iter()
-        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false)
+        })
         .map(name)
         .collect();
     match cordoned.first() {
@@ -209,7 +220,11 @@ mod tests {
     use crate::client::fake::FakeApi;
 
     fn node(name: &str, ip: &str, cp: bool, ready: bool) -> Value {
-        let labels = if cp { json!({CONTROL_PLANE_LABEL: ""}) } else { json!({}) };
+        let labels = if cp {
+            json!({CONTROL_PLANE_LABEL: ""})
+        } else {
+            json!({})
+        };
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
             "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
                 "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
@@ -231,11 +246,16 @@ mod tests {
         let c = api.client();
         api.insert(node("cp-1", "10.5.0.2", true, true));
         assert_eq!(
-            nodes_report(&c, &ips(&["10.5.0.2", "10.5.0.3"])).await.unwrap_err(),
+            nodes_report(&c, &ips(&["10.5.0.2", "10.5.0.3"]))
+                .await
+                .unwrap_err(),
             "expected nodes [\"10.5.0.3\"] are not registered in Kubernetes"
         );
         api.insert(node("w-1", "10.5.0.3", false, false));
-        assert_eq!(nodes_report(&c, &ips(&["10.5.0.2", "10.5.0.3"])).await, Ok(Outcome::Pass));
+        assert_eq!(
+            nodes_report(&c, &ips(&["10.5.0.2", "10.5.0.3"])).await,
+            Ok(Outcome::Pass)
+        );
         assert_eq!(
             nodes_report(&c, &ips(&["10.5.0.2"])).await.unwrap_err(),
             "unexpected nodes [\"w-1\"] in Kubernetes"
@@ -253,10 +273,20 @@ mod tests {
             "some pods are not ready for kube-scheduler: [\"kube-scheduler-cp-1\"]"
         );
         api.insert(pod("kube-scheduler-cp-1", "kube-scheduler", true));
-        api.insert(pod("kube-controller-manager-cp-1", "kube-controller-manager", true));
-        assert_eq!(control_plane_components_ready(&c, &cps).await, Ok(Outcome::Pass));
+        api.insert(pod(
+            "kube-controller-manager-cp-1",
+            "kube-controller-manager",
+            true,
+        ));
+        assert_eq!(
+            control_plane_components_ready(&c, &cps).await,
+            Ok(Outcome::Pass)
+        );
 
-        assert_eq!(nodes_ready(&c).await.unwrap_err(), "some nodes are not ready: [\"w-1\"]");
+        assert_eq!(
+            nodes_ready(&c).await.unwrap_err(),
+            "some nodes are not ready: [\"w-1\"]"
+        );
         api.insert(node("w-1", "10.5.0.3", false, true));
         assert_eq!(nodes_ready(&c).await, Ok(Outcome::Pass));
 
@@ -267,14 +297,20 @@ mod tests {
             "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"k8s-app": "kube-proxy"}},
             "status": {"desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberMisscheduled": 0, "numberReady": 1}}));
         api.insert(pod("kube-proxy-a", "kube-proxy", true));
-        assert_eq!(kube_proxy_ready(&c).await.unwrap_err(), "expected 2 ready pods, got 1");
+        assert_eq!(
+            kube_proxy_ready(&c).await.unwrap_err(),
+            "expected 2 ready pods, got 1"
+        );
         api.insert(pod("kube-proxy-b", "kube-proxy", true));
         assert_eq!(kube_proxy_ready(&c).await, Ok(Outcome::Pass));
         api.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "coredns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
             "spec": {"replicas": 2, "selector": {}, "template": {}}}));
         api.insert(pod("coredns-a", "kube-dns", false));
-        assert_eq!(coredns_ready(&c).await.unwrap_err(), "some pods are not ready: [\"coredns-a\"]");
+        assert_eq!(
+            coredns_ready(&c).await.unwrap_err(),
+            "some pods are not ready: [\"coredns-a\"]"
+        );
 
         assert_eq!(nodes_schedulable(&c).await, Ok(Outcome::Pass));
         let mut cordoned = node("w-1", "10.5.0.3", false, true);
