@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiCapabilities;
 use kube::Client;
@@ -146,6 +147,19 @@ pub async fn apply(client: &Client, manifests: &[(String, Vec<Value>)]) -> Repor
     report
 }
 
+/// Add `entries` to the inventory.
+async fn record(client: &Client, mut entries: BTreeMap<String, String>) -> Result<(), String> {
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), INVENTORY_NAMESPACE);
+    let current = api
+        .get_opt(INVENTORY_NAME)
+        .await
+        .map_err(|e| describe(&e))?
+        .and_then(|c| c.data)
+        .unwrap_or_default();
+    entries.extend(current);
+    record_all(client, entries).await
+}
+
 async fn apply_one(
     client: &Client,
     kinds: &mut Kinds,
@@ -170,10 +184,12 @@ async fn apply_one(
     Ok((true, key))
 }
 
-/// Add `entries` to the inventory ConfigMap (creating it on the first apply).
-async fn record(client: &Client, entries: BTreeMap<String, String>) -> Result<(), String> {
-    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-        kube::Api::namespaced(client.clone(), INVENTORY_NAMESPACE);
+/// Make `entries` the inventory (creating its ConfigMap on the first apply).
+pub(crate) async fn record_all(
+    client: &Client,
+    entries: BTreeMap<String, String>,
+) -> Result<(), String> {
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), INVENTORY_NAMESPACE);
     let inventory = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -104,6 +104,9 @@ struct Inner {
     failures: BTreeMap<String, u16>,
     kinds: Vec<Kind>,
     version: u64,
+    /// The field manager that last applied each object: its next apply replaces what it
+    /// applied before (fields it no longer sets go, as with the real server-side apply).
+    applied_by: BTreeMap<(String, String, String, String), String>,
 }
 
 /// The fake API; clones share their state. `client()` gives a kube client talking to it.
@@ -200,6 +203,35 @@ impl FakeApi {
             return (*code, status(*code, "injected failure"));
         }
         let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["api"] => {
+                return (
+                    200,
+                    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+                )
+            }
+            ["apis"] => {
+                let mut groups: Vec<(&str, &str)> = s
+                    .kinds
+                    .iter()
+                    .filter(|k| !k.group.is_empty())
+                    .map(|k| (k.group, k.version))
+                    .collect();
+                groups.dedup();
+                let groups: Vec<Value> = groups
+                    .into_iter()
+                    .map(|(g, v)| {
+                        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                        json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                    })
+                    .collect();
+                return (
+                    200,
+                    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+                );
+            }
+            _ => {}
+        }
         // Discovery.
         let (group, version, rest) = match parts.as_slice() {
             ["api", v, rest @ ..] => ("", *v, rest),
@@ -305,10 +337,25 @@ impl FakeApi {
                 (201, v)
             }
             ("PATCH", Some(name)) => {
+                let dry_run = r.query.split('&').any(|kv| kv == "dryRun=All");
                 let current = s.objects.get(&key(name)).cloned();
+                let manager = r
+                    .query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("fieldManager="))
+                    .unwrap_or("")
+                    .to_string();
                 let merged = if r.content_type.starts_with("application/apply-patch") {
-                    let mut base = current.unwrap_or(Value::Null);
+                    let same = s.applied_by.get(&key(name)) == Some(&manager);
+                    let mut base = if same {
+                        Value::Null
+                    } else {
+                        current.unwrap_or(Value::Null)
+                    };
                     merge(&mut base, &r.body, false);
+                    if !dry_run {
+                        s.applied_by.insert(key(name), manager);
+                    }
                     base
                 } else if r.content_type.starts_with("application/merge-patch+json") {
                     let Some(mut base) = current else {
@@ -322,6 +369,9 @@ impl FakeApi {
                         status(415, &format!("unsupported patch type {}", r.content_type)),
                     );
                 };
+                if dry_run {
+                    return (200, merged);
+                }
                 let v = s.stored(merged);
                 s.objects.insert(key(name), v.clone());
                 (200, v)

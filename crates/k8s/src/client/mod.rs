@@ -6,6 +6,7 @@ pub mod apply;
 pub mod fake;
 pub mod health;
 pub mod node;
+pub mod sync;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
