@@ -150,11 +150,12 @@ pub async fn sync(
             .map_err(|e| format!("{subject}: {}", describe(&e)))?
             .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
         if let Some(live) = &live {
-            let allowed = match (opts.policy, owner(live)) {
-                (_, Some(INVENTORY_ID)) | (InventoryPolicy::AdoptAll, _) => true,
-                (InventoryPolicy::AdoptIfNoInventory, None) => true,
-                _ => false,
-            };
+            let allowed = matches!(
+                (opts.policy, owner(live)),
+                (_, Some(INVENTORY_ID))
+                    | (InventoryPolicy::AdoptAll, _)
+                    | (InventoryPolicy::AdoptIfNoInventory, None)
+            );
             if !allowed {
                 return Err(format!(
                     "{subject}: the cluster's object belongs to {}, not to Talos's inventory (--manifests-inventory-policy decides what may be adopted)",
