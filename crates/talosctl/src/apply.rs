@@ -144,6 +144,21 @@ async fn send(t: &client::Target, cfg: &machinery::Config, how: &ModeArgs) -> Re
     Ok(())
 }
 
+/// Apply `cfg` to the node without a reboot (what `upgrade-k8s` does to each node).
+pub async fn apply_no_reboot(t: &client::Target, cfg: &machinery::Config) -> Result<()> {
+    let req = ApplyConfigurationRequest {
+        data: cfg.encode().into_bytes(),
+        mode: Mode::NoReboot as i32,
+        dry_run: false,
+        try_mode_timeout: None,
+    };
+    client::machine(t)
+        .apply_configuration(req)
+        .await
+        .map(drop)
+        .map_err(|s| client::call_error(&t.node, s))
+}
+
 /// The paths of the JSON patches among `patches`.
 fn json_paths(patches: &[machinery::patch::Patch]) -> Vec<String> {
     patches

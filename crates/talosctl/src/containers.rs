@@ -206,6 +206,23 @@ pub async fn image(a: ImageArgs) -> Result<()> {
     }
 }
 
+/// Pull `image` on one node without progress (into the system containerd or the CRI's).
+pub async fn pull_quietly(
+    t: &client::Target,
+    system: bool,
+    image: &str,
+) -> std::result::Result<(), tonic::Status> {
+    let mut s = client::images(t)
+        .pull(api::machine::ImageServicePullRequest {
+            containerd: instance(if system { "system" } else { "cri" }),
+            image_ref: image.to_string(),
+        })
+        .await?
+        .into_inner();
+    while s.message().await?.is_some() {}
+    Ok(())
+}
+
 /// Pull on one node: each layer's progress on stderr as it changes, the image's name at the end.
 async fn pull(
     t: &client::Target,

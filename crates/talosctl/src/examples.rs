@@ -42,6 +42,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("dmesg", "talosctl -n 10.5.0.2 dmesg -f --tail"),
     ("events", "talosctl -n 10.5.0.2 events --tail 10"),
     ("upgrade", "talosctl -n 10.5.0.3 upgrade --image ghcr.io/siderolabs/installer:v1.14.0"),
+    ("upgrade-k8s", "talosctl -n 10.5.0.2 upgrade-k8s --to 1.36.0 --dry-run\n  talosctl -n 10.5.0.2 upgrade-k8s --to 1.36.0"),
     ("rollback", "talosctl -n 10.5.0.3 rollback"),
     ("stats", "talosctl -n 10.5.0.2 stats\n  talosctl -n 10.5.0.2 stats -k"),
     ("containers", "talosctl -n 10.5.0.2 containers -k"),

@@ -9,7 +9,7 @@ use api::cosi::{GetRequest, ListRequest};
 use k8s::client::health as kh;
 use machinery::{Error, Result};
 
-use crate::client;
+use crate::client::{self, Target};
 use crate::health::{run_check, Attempt, ClusterInfo, Outcome, Reporter};
 
 /// How long an API server that has never answered is waited for.
@@ -58,17 +58,18 @@ struct Api {
     server: String,
 }
 
-async fn connect(info: &ClusterInfo, endpoint: &str) -> std::result::Result<Api, String> {
-    let first = info
-        .control_planes
-        .first()
-        .ok_or("no control plane nodes to ask for a kubeconfig")?;
-    let t = info.target(first)?;
-    let text = crate::kubeconfig::fetch(&t)
+/// A client of the cluster's API through the admin kubeconfig node `t` issues (its server
+/// replaced by `endpoint` when given), and that server.
+pub async fn kube_client(
+    t: &Target,
+    endpoint: &str,
+) -> std::result::Result<(kube::Client, String), String> {
+    let text = crate::kubeconfig::fetch(t)
         .await
         .map_err(|e| e.to_string())?;
+    let node = &t.node;
     let mut kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
-        .map_err(|e| format!("{first}'s kubeconfig: {e}"))?;
+        .map_err(|e| format!("{node}'s kubeconfig: {e}"))?;
     if !endpoint.is_empty() {
         for c in kubeconfig
             .clusters
@@ -85,10 +86,19 @@ async fn connect(info: &ClusterInfo, endpoint: &str) -> std::result::Result<Api,
         .unwrap_or_default();
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .map_err(|e| format!("{first}'s kubeconfig: {e}"))?;
+        .map_err(|e| format!("{node}'s kubeconfig: {e}"))?;
     config.connect_timeout = Some(Duration::from_secs(2));
     config.read_timeout = Some(Duration::from_secs(5));
     let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    Ok((client, server))
+}
+
+async fn connect(info: &ClusterInfo, endpoint: &str) -> std::result::Result<Api, String> {
+    let first = info
+        .control_planes
+        .first()
+        .ok_or("no control plane nodes to ask for a kubeconfig")?;
+    let (client, server) = kube_client(&info.target(first)?, endpoint).await?;
     Ok(Api { client, server })
 }
 

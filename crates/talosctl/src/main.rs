@@ -30,6 +30,7 @@ mod support;
 mod system;
 mod time_cmd;
 mod upgrade;
+mod upgrade_k8s;
 mod util;
 mod version;
 
@@ -125,6 +126,9 @@ enum Command {
     /// Upgrade nodes installed on their disk to an installer image: it goes into the other
     /// boot slot, which becomes the default once the node is healthy there.
     Upgrade(upgrade::UpgradeArgs),
+    /// Upgrade Kubernetes control plane components, kubelets and bootstrap manifests across the cluster.
+    #[command(name = "upgrade-k8s")]
+    UpgradeK8s(upgrade_k8s::UpgradeK8sArgs),
     /// Switch nodes back to their previous system (the other boot slot) and reboot.
     Rollback(upgrade::RollbackArgs),
     /// Wipe nodes (STATE, EPHEMERAL) and stop them, or reboot them into maintenance mode.
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
         Command::Reboot(a) => block_on(lifecycle::reboot(a)),
         Command::Shutdown(a) => block_on(lifecycle::shutdown(a)),
         Command::Upgrade(a) => block_on(upgrade::upgrade(a)),
+        Command::UpgradeK8s(a) => block_on(upgrade_k8s::run(a)),
         Command::Rollback(a) => block_on(upgrade::rollback(a)),
         Command::Reset(a) => block_on(lifecycle::reset(a)),
         Command::Stats(a) => block_on(system::stats(a)),
@@ -362,7 +367,6 @@ mod tests {
         "upgrade --drain",
         "upgrade --drain-timeout",
         "upgrade --namespace",
-        "upgrade-k8s",
         "wipe",
         "wipe disk",
         "wipe lv",

@@ -1326,6 +1326,21 @@ fn cluster_objects(c: &TestCluster) {
         report.contains("waiting for all k8s nodes to report: the Kubernetes API at https://10.5.0.2:6443 does not answer"),
         "{report}"
     );
+
+    // upgrade-k8s --dry-run: the plan from the Talos side, then the API that does not answer
+    // named at the manifest sync.
+    let out = c.talosctl(&["-n", "10.5.0.2", "upgrade-k8s", "--to", "1.36.0", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    for want in [
+        "automatically detected the lowest Kubernetes version 1.35.0",
+        "discovered controlplane nodes [\"10.5.0.2\"]",
+        " > update kube-apiserver: 1.35.0 -> 1.36.0",
+        " > skipped in dry-run",
+        "updating manifests (dry run)",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
 }
 
 #[test]
