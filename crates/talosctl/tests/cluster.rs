@@ -1329,7 +1329,14 @@ fn cluster_objects(c: &TestCluster) {
 
     // upgrade-k8s --dry-run: the plan from the Talos side, then the API that does not answer
     // named at the manifest sync.
-    let out = c.talosctl(&["-n", "10.5.0.2", "upgrade-k8s", "--to", "1.36.0", "--dry-run"]);
+    let out = c.talosctl(&[
+        "-n",
+        "10.5.0.2",
+        "upgrade-k8s",
+        "--to",
+        "1.36.0",
+        "--dry-run",
+    ]);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
     for want in [
