@@ -43,6 +43,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("events", "talosctl -n 10.5.0.2 events --tail 10"),
     ("upgrade", "talosctl -n 10.5.0.3 upgrade --image ghcr.io/siderolabs/installer:v1.14.0"),
     ("upgrade-k8s", "talosctl -n 10.5.0.2 upgrade-k8s --to 1.36.0 --dry-run\n  talosctl -n 10.5.0.2 upgrade-k8s --to 1.36.0"),
+    ("inject serviceaccount", "talosctl inject serviceaccount -f deployment.yaml --roles os:reader > deployment-talos.yaml"),
     ("rollback", "talosctl -n 10.5.0.3 rollback"),
     ("stats", "talosctl -n 10.5.0.2 stats\n  talosctl -n 10.5.0.2 stats -k"),
     ("containers", "talosctl -n 10.5.0.2 containers -k"),

@@ -18,6 +18,7 @@ mod get;
 mod health;
 mod health_k8s;
 mod hints;
+mod inject;
 mod inspect;
 mod kubeconfig;
 mod lifecycle;
@@ -141,6 +142,9 @@ enum Command {
     /// Images on the nodes: list, pull, remove.
     #[command(visible_alias = "images")]
     Image(containers::ImageArgs),
+    /// Inject Talos API objects into Kubernetes manifests.
+    #[command(subcommand)]
+    Inject(inject::InjectCmd),
     /// A terminal UI per node: summary, network, logs.
     Dashboard(dashboard::DashboardArgs),
     /// Bootstrap the etcd cluster on one control plane node.
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => block_on(system::stats(a)),
         Command::Containers(a) => block_on(containers::containers(a)),
         Command::Image(a) => block_on(containers::image(a)),
+        Command::Inject(c) => inject::run(c),
         Command::Dashboard(a) => dashboard::dashboard(a),
         Command::Bootstrap(a) => block_on(etcd::bootstrap(a)),
         Command::Etcd(a) => block_on(etcd::run(a)),
@@ -347,9 +352,6 @@ mod tests {
         "images cache-create",
         "images cache-serve",
         "images talos-bundle",
-        "inject",
-        "inject serviceaccount",
-        "inject tsa",
         "meta",
         "meta delete",
         "meta write",
