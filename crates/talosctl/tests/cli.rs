@@ -1913,3 +1913,39 @@ fn image_k8s_bundle_lists_a_clusters_images() {
         "{err}"
     );
 }
+
+#[test]
+fn inject_serviceaccount_as_the_docs_show() {
+    let d = Dir::new("inject");
+    fs::write(
+        d.path("deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: talos-api-access\nspec:\n  selector:\n    matchLabels:\n      app: a\n  template:\n    metadata:\n      labels:\n        app: a\n    spec:\n      containers:\n      - name: talos\n        image: ghcr.io/siderolabs/talosctl\n",
+    )
+    .unwrap();
+    let out = ok(
+        &d,
+        &[
+            "inject",
+            "serviceaccount",
+            "-f",
+            "deployment.yaml",
+            "--roles",
+            "os:reader,os:etcd:backup",
+        ],
+    );
+    assert!(out.contains("kind: ServiceAccount\nmetadata:\n  name: talos-api-access-talos-secrets\nspec:\n  roles:\n  - os:reader\n  - os:etcd:backup\n"), "{out}");
+    assert!(
+        out.contains("mountPath: /var/run/secrets/talos.dev"),
+        "{out}"
+    );
+    // The alias and standard input; a file that is not Kubernetes objects is named with its line.
+    fs::write(
+        d.path("bad.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [\n",
+    )
+    .unwrap();
+    let err = fails(&d, &["inject", "tsa", "-f", "bad.yaml"]);
+    assert!(err.contains("manifest \"bad.yaml\": line"), "{err}");
+    let err = fails(&d, &["inject", "serviceaccount"]);
+    assert!(err.contains("pass -f"), "{err}");
+}
