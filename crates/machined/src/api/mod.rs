@@ -31,6 +31,8 @@ use machinery::secrets::unb64;
 use machinery::Config;
 
 use crate::node::Node;
+use resources::ResourceType;
+use types::k8s::NodeCordonedSpecSpec;
 use tonic::{Request, Response, Status};
 
 pub use local::serve_local;
@@ -387,7 +389,7 @@ impl MachineService for Machine {
         &self,
         _req: Request<api::machine::RebootRequest>,
     ) -> Result<Response<api::machine::RebootResponse>, Status> {
-        after_reply(self.node.reboot.clone());
+        after_reply(&self.node, self.node.reboot.clone());
         Ok(Response::new(api::machine::RebootResponse {
             messages: vec![api::machine::Reboot {
                 metadata: None,
@@ -441,7 +443,7 @@ impl MachineService for Machine {
         } else {
             self.node.shutdown.clone()
         };
-        after_reply(signal);
+        after_reply(&self.node, signal);
         Ok(Response::new(api::machine::ResetResponse {
             messages: vec![api::machine::Reset {
                 metadata: None,
@@ -505,7 +507,7 @@ impl MachineService for Machine {
                 r.image
             )
         } else {
-            after_reply(self.node.reboot.clone());
+            after_reply(&self.node, self.node.reboot.clone());
             format!(
                 "Upgrade request received: rebooting into {} (boot slot {slot})",
                 r.image
@@ -530,7 +532,7 @@ impl MachineService for Machine {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(Status::failed_precondition)?;
-        after_reply(self.node.reboot.clone());
+        after_reply(&self.node, self.node.reboot.clone());
         Ok(Response::new(api::machine::RollbackResponse {
             messages: vec![api::machine::Rollback { metadata: None }],
         }))
@@ -540,7 +542,7 @@ impl MachineService for Machine {
         &self,
         _req: Request<api::machine::ShutdownRequest>,
     ) -> Result<Response<api::machine::ShutdownResponse>, Status> {
-        after_reply(self.node.shutdown.clone());
+        after_reply(&self.node, self.node.shutdown.clone());
         Ok(Response::new(api::machine::ShutdownResponse {
             messages: vec![api::machine::Shutdown {
                 metadata: None,
@@ -779,7 +781,10 @@ impl MachineService for Machine {
 
 /// Signal the node (reboot, reset, shut down) a moment after the reply has gone out (a
 /// second: the reply may still cross apid and a proxying control plane on a loaded machine).
-fn after_reply(signal: Arc<tokio::sync::Notify>) {
+/// The node is cordoned first (its Node unschedulable; the next boot lifts it).
+fn after_reply(node: &Node, signal: Arc<tokio::sync::Notify>) {
+    let cordon = NodeCordonedSpecSpec::resource("cordoned", NodeCordonedSpecSpec {});
+    let _ = node.state.create(cordon);
     tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         signal.notify_one();
