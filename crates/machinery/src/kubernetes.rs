@@ -341,6 +341,20 @@ pub fn kubelet_extra_config_problems(extra: &Value) -> Vec<(String, String)> {
     problems
 }
 
+/// A map setting's entries as strings (a non-string value as its JSON text).
+pub fn string_map(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), String::from),
+            )
+        })
+        .collect()
+}
+
 /// The strings of a list setting (anything else in it is left out).
 pub fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)

@@ -324,6 +324,30 @@ where
     per_node(errors)
 }
 
+/// One resource's spec (as YAML made a value) and version, from node `t`.
+pub async fn resource_spec(
+    t: &Target,
+    namespace: &str,
+    ty: &str,
+    id: &str,
+) -> std::result::Result<(serde_json::Value, String), String> {
+    let r = state(t)
+        .get(api::cosi::GetRequest {
+            namespace: namespace.into(),
+            r#type: ty.into(),
+            id: id.into(),
+            options: None,
+        })
+        .await
+        .map_err(|s| call_error(&t.node, s).to_string())?
+        .into_inner()
+        .resource
+        .ok_or_else(|| format!("{}: no {ty} {id}", t.node))?;
+    let version = r.metadata.map(|m| m.version).unwrap_or_default();
+    let spec = crate::get::yaml_value(&r.spec.map(|s| s.yaml_spec).unwrap_or_default());
+    Ok((spec, version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::uri;

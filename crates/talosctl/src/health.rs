@@ -532,23 +532,14 @@ async fn apid_ready(info: &ClusterInfo) -> std::result::Result<Outcome, String> 
 
 async fn time_synced(info: &ClusterInfo) -> std::result::Result<Outcome, String> {
     let all = futures::future::join_all(info.all().map(|n| async move {
-        let t = info.target(n)?;
-        let r = client::state(&t)
-            .get(GetRequest {
-                namespace: "runtime".into(),
-                r#type: "TimeStatuses.v1alpha1.talos.dev".into(),
-                id: "node".into(),
-                options: None,
-            })
-            .await
-            .map_err(|s| rpc_error(n, s))?;
-        let yaml = r
-            .into_inner()
-            .resource
-            .and_then(|r| r.spec)
-            .map(|s| s.yaml_spec)
-            .unwrap_or_default();
-        if yaml.lines().any(|l| l.trim() == "synced: true") {
+        let (spec, _) = client::resource_spec(
+            &info.target(n)?,
+            "runtime",
+            "TimeStatuses.v1alpha1.talos.dev",
+            "node",
+        )
+        .await?;
+        if spec["synced"] == true {
             Ok(())
         } else {
             Err(format!("{n}: time is not in sync yet"))

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::cosi::{GetRequest, ListRequest};
+use api::cosi::ListRequest;
 use k8s::client::health as kh;
 use machinery::{Error, Result};
 
@@ -118,26 +118,14 @@ async fn cni(info: &ClusterInfo) -> std::result::Result<String, String> {
         .control_planes
         .first()
         .ok_or("no control plane nodes")?;
-    let t = info.target(first)?;
-    let r = client::state(&t)
-        .get(GetRequest {
-            namespace: "controlplane".into(),
-            r#type: "BootstrapManifestsConfigs.kubernetes.talos.dev".into(),
-            id: "manifests".into(),
-            options: None,
-        })
-        .await
-        .map_err(|s| client::call_error(first, s).to_string())?;
-    let yaml = r
-        .into_inner()
-        .resource
-        .and_then(|r| r.spec)
-        .map(|s| s.yaml_spec)
-        .unwrap_or_default();
-    Ok(crate::get::yaml_value(&yaml)["cniName"]
-        .as_str()
-        .unwrap_or("")
-        .to_string())
+    let (spec, _) = client::resource_spec(
+        &info.target(first)?,
+        "controlplane",
+        "BootstrapManifestsConfigs.kubernetes.talos.dev",
+        "manifests",
+    )
+    .await?;
+    Ok(spec["cniName"].as_str().unwrap_or("").to_string())
 }
 
 /// Every control plane's kubelet reports the three components' static pods.

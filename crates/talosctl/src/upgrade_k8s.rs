@@ -14,7 +14,7 @@ use kube::api::ListParams;
 use machinery::{Error, Result};
 use serde_json::Value;
 
-use crate::client::{self, Target};
+use crate::client;
 use crate::config_cmd::ConnArgs;
 use crate::health::ClusterInfo;
 
@@ -514,29 +514,6 @@ async fn rolled_out(
 /// The Talos side through the API.
 struct Api<'a>(&'a ClusterInfo);
 
-async fn spec_of(
-    t: &Target,
-    ns: &str,
-    ty: &str,
-    id: &str,
-) -> std::result::Result<(Value, String), String> {
-    let r = client::state(t)
-        .get(api::cosi::GetRequest {
-            namespace: ns.into(),
-            r#type: ty.into(),
-            id: id.into(),
-            options: None,
-        })
-        .await
-        .map_err(|s| client::call_error(&t.node, s).to_string())?
-        .into_inner()
-        .resource
-        .ok_or_else(|| format!("{}: no {ty} {id}", t.node))?;
-    let version = r.metadata.map(|m| m.version).unwrap_or_default();
-    let spec = crate::get::yaml_value(&r.spec.map(|s| s.yaml_spec).unwrap_or_default());
-    Ok((spec, version))
-}
-
 impl Talos for Api<'_> {
     async fn component(
         &self,
@@ -548,7 +525,8 @@ impl Talos for Api<'_> {
             .find(|c| c.0 == component)
             .map(|c| c.1)
             .unwrap_or_default();
-        let (spec, version) = spec_of(&self.0.target(node)?, "controlplane", ty, component).await?;
+        let (spec, version) =
+            client::resource_spec(&self.0.target(node)?, "controlplane", ty, component).await?;
         Ok((spec["image"].as_str().unwrap_or("").to_string(), version))
     }
     async fn patch(&self, node: &str, patch: &str) -> std::result::Result<(), String> {
@@ -573,7 +551,7 @@ impl Talos for Api<'_> {
         }
     }
     async fn kubelet_image(&self, node: &str) -> std::result::Result<String, String> {
-        let (spec, _) = spec_of(
+        let (spec, _) = client::resource_spec(
             &self.0.target(node)?,
             "k8s",
             "KubeletSpecs.kubernetes.talos.dev",

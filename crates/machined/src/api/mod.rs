@@ -32,8 +32,8 @@ use machinery::Config;
 
 use crate::node::Node;
 use resources::ResourceType;
-use types::k8s::NodeCordonedSpecSpec;
 use tonic::{Request, Response, Status};
+use types::k8s::NodeCordonedSpecSpec;
 
 pub use local::serve_local;
 pub use proxy::Proxy;

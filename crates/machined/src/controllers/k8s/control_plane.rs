@@ -3,8 +3,6 @@
 //! endpoint) as APIServerConfig, ControllerManagerConfig and SchedulerConfig.
 //! k8s.ControlPlaneFinalController adds each component's full command line (`final-` ids).
 
-use std::collections::BTreeMap;
-
 use machinery::Config;
 use resources::{Controller, ControllerError, Input, Output, ReconcileContext};
 use serde_json::Value;
@@ -67,21 +65,6 @@ const NETWORK: Section = Section {
     kind: "KubeNetworkConfig",
 };
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| v.to_string()),
-            )
-        })
-        .collect()
-}
-
 fn strings(v: Option<&Value>, default: &str) -> Vec<String> {
     let v = machinery::kubernetes::strings(v);
     if v.is_empty() && !default.is_empty() {
@@ -113,8 +96,8 @@ fn extra_volumes(cfg: &Config, section: &str) -> Vec<ExtraVolume> {
 fn resources(cfg: &Config, section: Section) -> Resources {
     let r = section.get(cfg, "resources");
     Resources {
-        requests: string_map(r.and_then(|r| r.get("requests"))),
-        limits: string_map(r.and_then(|r| r.get("limits"))),
+        requests: machinery::kubernetes::string_map(r.and_then(|r| r.get("requests"))),
+        limits: machinery::kubernetes::string_map(r.and_then(|r| r.get("limits"))),
     }
 }
 
@@ -162,7 +145,7 @@ pub fn configs_of(
         service_cidrs: services.clone(),
         extra_args: machinery::kubernetes::extra_args(api.get(cfg, "extraArgs")),
         extra_volumes: extra_volumes(cfg, api.v1alpha1),
-        environment_variables: string_map(api.get(cfg, "env")),
+        environment_variables: machinery::kubernetes::string_map(api.get(cfg, "env")),
         advertised_address: String::new(),
         resources: resources(cfg, api),
         startup_probes_enabled: api
@@ -192,7 +175,7 @@ pub fn configs_of(
         service_cidrs: services,
         extra_args: machinery::kubernetes::extra_args(cm.get(cfg, "extraArgs")),
         extra_volumes: extra_volumes(cfg, cm.v1alpha1),
-        environment_variables: string_map(cm.get(cfg, "env")),
+        environment_variables: machinery::kubernetes::string_map(cm.get(cfg, "env")),
         resources: resources(cfg, cm),
         args: Vec::new(),
     };
@@ -202,7 +185,7 @@ pub fn configs_of(
         image: image(cfg, sc, "kube-scheduler"),
         extra_args: machinery::kubernetes::extra_args(sc.get(cfg, "extraArgs")),
         extra_volumes: extra_volumes(cfg, sc.v1alpha1),
-        environment_variables: string_map(sc.get(cfg, "env")),
+        environment_variables: machinery::kubernetes::string_map(sc.get(cfg, "env")),
         resources: resources(cfg, sc),
         config: sc.get(cfg, "config").cloned().unwrap_or(Value::Null),
         args: Vec::new(),

@@ -56,23 +56,10 @@ fn text(v: Option<&Value>) -> String {
     v.and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_str().map_or_else(|| v.to_string(), String::from),
-            )
-        })
-        .collect()
-}
-
 fn resources(v: Option<&Value>) -> Resources {
     Resources {
-        requests: string_map(v.and_then(|r| r.get("requests"))),
-        limits: string_map(v.and_then(|r| r.get("limits"))),
+        requests: mk::string_map(v.and_then(|r| r.get("requests"))),
+        limits: mk::string_map(v.and_then(|r| r.get("limits"))),
     }
 }
 
@@ -321,7 +308,7 @@ pub fn extra_manifests_of(cfg: &Config) -> ExtraManifestsConfigSpec {
     for u in mk::strings(cfg.pointer("/cluster/externalCloudProvider/manifests")) {
         out.push(url(&u, "30", BTreeMap::new()));
     }
-    let headers = string_map(cfg.pointer("/cluster/extraManifestHeaders"));
+    let headers = mk::string_map(cfg.pointer("/cluster/extraManifestHeaders"));
     for u in mk::strings(cfg.pointer("/cluster/extraManifests")) {
         out.push(url(&u, "99", headers.clone()));
     }
@@ -331,7 +318,7 @@ pub fn extra_manifests_of(cfg: &Config) -> ExtraManifestsConfigSpec {
             ..url(
                 &text(d.value.get("url")),
                 "99",
-                string_map(d.value.get("headers")),
+                mk::string_map(d.value.get("headers")),
             )
         });
     }

@@ -30,16 +30,7 @@ fn entries(cfg: &Config, doc_field: &str, v1alpha1: &str) -> Vec<(String, String
         Some(doc) => doc.value.get(doc_field),
         None => cfg.pointer(v1alpha1),
     };
-    v.and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_str().map_or_else(|| v.to_string(), String::from),
-            )
-        })
-        .collect()
+    machinery::kubernetes::string_map(v).into_iter().collect()
 }
 
 /// A spec type the config fills.
