@@ -48,6 +48,12 @@ pub struct RebootArgs {
     /// default, force (skip the graceful stop of services) or powercycle.
     #[arg(short, long, default_value = "default", value_parser = ["default", "force", "powercycle"])]
     mode: String,
+    /// Cordon the node and evict its pods first.
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    drain: bool,
+    /// How long the drain may take.
+    #[arg(long, default_value = "5m0s")]
+    drain_timeout: String,
 }
 
 #[derive(Args)]
@@ -172,13 +178,19 @@ pub async fn reboot(a: RebootArgs) -> Result<()> {
         "force" => api::machine::reboot_request::Mode::Force,
         _ => api::machine::reboot_request::Mode::Default,
     } as i32;
+    let drain_timeout = parse_duration(&a.drain_timeout)?;
     let a = &a;
     client::each(&targets, |t| async move {
         let before = this_boot(&t).await;
-        client::machine(&t)
-            .reboot(RebootRequest { mode })
-            .await
-            .map_err(|s| client::call_error(&t.node, s))?;
+        let drained = match a.drain {
+            true => Some(crate::drain::drain(&t, drain_timeout).await?),
+            false => None,
+        };
+        let asked = client::machine(&t).reboot(RebootRequest { mode }).await;
+        if let (Err(_), Some(d)) = (&asked, drained) {
+            d.undo().await;
+        }
+        asked.map_err(|s| client::call_error(&t.node, s))?;
         println!("{}: rebooting", t.node);
         follow(
             &t,

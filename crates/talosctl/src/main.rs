@@ -10,6 +10,7 @@ mod config_cmd;
 mod containers;
 mod dashboard;
 mod diskfree;
+mod drain;
 mod etcd;
 mod events;
 mod examples;
@@ -355,8 +356,6 @@ mod tests {
         "meta",
         "meta delete",
         "meta write",
-        "reboot --drain",
-        "reboot --drain-timeout",
         "remote-provision-launch",
         "reset --user-disks-to-wipe",
         "reset --wipe-mode",
@@ -366,8 +365,6 @@ mod tests {
         "rotate-ca --with-examples",
         "support --encryption-no-default-recipients",
         "support --encryption-recipients",
-        "upgrade --drain",
-        "upgrade --drain-timeout",
         "upgrade --namespace",
         "wipe",
         "wipe disk",

@@ -30,6 +30,12 @@ pub struct UpgradeArgs {
     /// Use the unary MachineService/Upgrade API (the only one this node offers).
     #[arg(long)]
     legacy: bool,
+    /// Cordon the node and evict its pods before the reboot.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    drain: bool,
+    /// How long the drain may take.
+    #[arg(long, default_value = "5m0s")]
+    drain_timeout: String,
     /// Keep EPHEMERAL (and a control plane's etcd membership and data).
     #[arg(short = 'p', long, hide = true)]
     preserve: bool,
@@ -98,6 +104,7 @@ async fn back(t: &Target, boot_id: &str, deadline: Instant, cut: bool) -> Result
 
 pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
     let timeout = parse_duration(&a.follow.timeout)?;
+    let drain_timeout = parse_duration(&a.drain_timeout)?;
     let targets = client::connect(&a.conn).await?;
     let a = &a;
     each(&targets, |t| async move {
@@ -113,6 +120,11 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
                 }
                 other => break other.map_err(|s| client::call_error(&t.node, s))?,
             }
+        };
+        // A staged upgrade (or one without reboot) leaves the node running: nothing to drain.
+        let drained = match a.drain && !stage {
+            true => Some(crate::drain::drain(&t, drain_timeout).await?),
+            false => None,
         };
         let reply = client::machine(&t)
             .upgrade(UpgradeRequest {
@@ -140,7 +152,12 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
                 );
                 true
             }
-            Err(s) => return Err(client::call_error(&t.node, s)),
+            Err(s) => {
+                if let Some(d) = drained {
+                    d.undo().await;
+                }
+                return Err(client::call_error(&t.node, s));
+            }
         };
         if stage || !a.follow.follows() {
             return Ok(());

@@ -264,6 +264,23 @@ impl FakeApi {
                 json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
             );
         }
+        // The Eviction API: the pod goes at once (no disruption budgets in the fake).
+        if let ["namespaces", ns, "pods", name, "eviction"] = rest {
+            let key = (
+                String::new(),
+                "pods".to_string(),
+                ns.to_string(),
+                name.to_string(),
+            );
+            return match (r.method.as_str(), s.objects.remove(&key)) {
+                ("POST", Some(_)) => (
+                    201,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
+                ),
+                ("POST", None) => (404, status(404, &format!("pods {name:?} not found"))),
+                _ => (405, status(405, "method not allowed")),
+            };
+        }
         let (ns, plural, name) = match rest {
             ["namespaces", ns, plural] => (*ns, *plural, None),
             ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
@@ -292,10 +309,15 @@ impl FakeApi {
         };
         match (r.method.as_str(), name) {
             ("GET", None) => {
-                let selector = label_selector(&r.query);
+                let selector = label_selector(&r.query, "labelSelector=");
+                let fields = label_selector(&r.query, "fieldSelector=");
                 let labelled = |v: &Value| {
                     selector.iter().all(|(k, want)| {
                         v["metadata"]["labels"].get(k).and_then(Value::as_str) == Some(want)
+                    }) && fields.iter().all(|(path, want)| {
+                        v.pointer(&format!("/{}", path.replace('.', "/")))
+                            .and_then(Value::as_str)
+                            == Some(want)
                     })
                 };
                 let items: Vec<Value> = s
@@ -407,8 +429,9 @@ fn merge(base: &mut Value, patch: &Value, nulls: bool) {
     }
 }
 
-/// The `key=value` terms of a LIST's labelSelector (all the fake understands).
-fn label_selector(query: &str) -> Vec<(String, String)> {
+/// The `key=value` terms of a LIST's label or field selector (`param` with its `=`; all the
+/// fake understands).
+fn label_selector(query: &str, param: &str) -> Vec<(String, String)> {
     let decode = |s: &str| {
         s.replace("%3D", "=")
             .replace("%2C", ",")
@@ -416,7 +439,7 @@ fn label_selector(query: &str) -> Vec<(String, String)> {
     };
     query
         .split('&')
-        .filter_map(|kv| kv.strip_prefix("labelSelector="))
+        .filter_map(|kv| kv.strip_prefix(param))
         .flat_map(|sel| {
             decode(sel)
                 .split(',')

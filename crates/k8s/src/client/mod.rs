@@ -2,6 +2,7 @@
 //! taints and cordon (`node`), and what `talosctl health` checks (`health`).
 
 pub mod apply;
+pub mod drain;
 #[cfg(any(test, feature = "fake-api"))]
 pub mod fake;
 pub mod health;

@@ -50,6 +50,15 @@ impl ManifestApplyController {
                 .key()
                 .to_vec();
             let client = k8s::client::from_kubeconfig(kubeconfig).await?;
+            // One reason when the API server is not up yet, not one per object.
+            let probe = tokio::time::timeout(APPLY_TIMEOUT, client.apiserver_version()).await;
+            if let Err(e) = probe
+                .map_err(|_| "no answer".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
+                let _ = c.unlock(key).await;
+                return Err(format!("the Kubernetes API server does not answer: {e}"));
+            }
             let report = tokio::time::timeout(APPLY_TIMEOUT, apply::apply(&client, &manifests))
                 .await
                 .map_err(|_| format!("the API server did not finish within {APPLY_TIMEOUT:?}"));
