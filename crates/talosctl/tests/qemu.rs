@@ -452,6 +452,13 @@ fn a_qemu_cluster_installs_its_machines_is_healthy_and_a_worker_reboots_and_rese
         "kms,uuid",
         // Each machine gets a TPM (swtpm): the key rotation below enrolls a tpm key.
         "--with-tpm2",
+        // One vCPU a machine: under software emulation a guest with two vCPUs on this 2-core
+        // host was seen stuck in kernel spinlocks ("soft lockup … [runc]") when one vCPU thread
+        // was descheduled while holding a lock the other spun on.
+        "--cpus",
+        "1",
+        "--cpus-workers",
+        "1",
     ]);
     let (shown, phases) = (
         String::from_utf8_lossy(&out.stdout),
