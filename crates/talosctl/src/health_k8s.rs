@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use api::cosi::ListRequest;
 use k8s::client::health as kh;
-use machinery::{Error, Result};
+use machinery::Result;
 
 use crate::client::{self, Target};
 use crate::health::{run_check, Attempt, ClusterInfo, Outcome, Reporter};
@@ -102,13 +102,11 @@ async fn connect(info: &ClusterInfo, endpoint: &str) -> std::result::Result<Api,
     Ok(Api { client, server })
 }
 
-fn convert(a: kh::Attempt) -> Attempt<'static> {
-    Box::pin(async move {
-        match a {
-            Ok(kh::Outcome::Pass) => Ok(Outcome::Ok),
-            Ok(kh::Outcome::Skip) => Ok(Outcome::Skip),
-            Err(e) => Err(e),
-        }
+/// A check's attempt in health's terms.
+fn outcome(a: kh::Attempt) -> std::result::Result<Outcome, String> {
+    a.map(|o| match o {
+        kh::Outcome::Pass => Outcome::Ok,
+        kh::Outcome::Skip => Outcome::Skip,
     })
 }
 
@@ -178,71 +176,61 @@ pub async fn check(
     let api: tokio::sync::OnceCell<Api> = tokio::sync::OnceCell::new();
     let started = Instant::now();
     let nodes: Vec<String> = info.all().cloned().collect();
-    let reached = std::sync::atomic::AtomicBool::new(false);
+    // Whether the API server has answered once: then it is not given up on.
+    let reached = std::cell::Cell::new(false);
     let get = || async { api.get_or_try_init(|| connect(info, endpoint)).await };
     let report = || -> Attempt {
         Box::pin(async {
             let a = get().await?;
             if let Err(e) = a.client.apiserver_version().await {
                 let why = format!("the Kubernetes API at {} does not answer: {e}", a.server);
-                if !reached.load(std::sync::atomic::Ordering::Relaxed)
-                    && started.elapsed() >= UNREACHABLE_GRACE
-                {
+                if !reached.get() && started.elapsed() >= UNREACHABLE_GRACE {
                     return Ok(Outcome::GiveUp(format!(
                         "{why}; is kube-apiserver running on the control planes? (`talosctl health --skip-kubernetes` checks Talos alone)"
                     )));
                 }
                 return Err(why);
             }
-            reached.store(true, std::sync::atomic::Ordering::Relaxed);
-            convert(kh::nodes_report(&a.client, &nodes).await).await
+            reached.set(true);
+            outcome(kh::nodes_report(&a.client, &nodes).await)
         })
     };
     run_check(out, CHECKS[0], deadline, &report).await?;
     run_check(out, CHECKS[1], deadline, &|| Box::pin(static_pods(info))).await?;
-    let with = |f: fn(
-        kube::Client,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = kh::Attempt> + Send>,
-    >| {
-        move || -> Attempt {
-            Box::pin(async move {
-                let a = get().await?;
-                convert(f(a.client.clone()).await).await
-            })
-        }
-    };
-    let cps = info.control_planes.clone();
     let components = || -> Attempt {
         Box::pin(async {
             let a = get().await?;
-            convert(kh::control_plane_components_ready(&a.client, &cps).await).await
+            outcome(kh::control_plane_components_ready(&a.client, &info.control_planes).await)
         })
     };
     run_check(out, CHECKS[2], deadline, &components).await?;
     if !k.node_readiness {
         return Ok(());
     }
-    let no_cni = cni(info).await.is_ok_and(|c| c == "none");
     let skip = || -> Attempt { Box::pin(async { Ok(Outcome::Skip) }) };
-    let ready = with(|c| Box::pin(async move { kh::nodes_ready(&c).await }));
-    let proxy = with(|c| Box::pin(async move { kh::kube_proxy_ready(&c).await }));
-    let dns = with(|c| Box::pin(async move { kh::coredns_ready(&c).await }));
-    let schedulable = with(|c| Box::pin(async move { kh::nodes_schedulable(&c).await }));
-    if no_cni {
-        run_check(out, CHECKS[3], deadline, &skip).await?;
-    } else {
-        run_check(out, CHECKS[3], deadline, &ready).await?;
-    }
+    let ready =
+        || -> Attempt { Box::pin(async { outcome(kh::nodes_ready(&get().await?.client).await) }) };
+    let proxy = || -> Attempt {
+        Box::pin(async { outcome(kh::kube_proxy_ready(&get().await?.client).await) })
+    };
+    let dns = || -> Attempt {
+        Box::pin(async { outcome(kh::coredns_ready(&get().await?.client).await) })
+    };
+    let schedulable = || -> Attempt {
+        Box::pin(async { outcome(kh::nodes_schedulable(&get().await?.client).await) })
+    };
+    // Without a CNI no node is Ready and CoreDNS does not run: those two are skipped.
+    let no_cni = cni(info).await.is_ok_and(|c| c == "none");
+    run_check(
+        out,
+        CHECKS[3],
+        deadline,
+        if no_cni { &skip } else { &ready },
+    )
+    .await?;
     run_check(out, CHECKS[4], deadline, &proxy).await?;
-    if no_cni {
-        run_check(out, CHECKS[5], deadline, &skip).await?;
-    } else {
-        run_check(out, CHECKS[5], deadline, &dns).await?;
-    }
-    run_check(out, CHECKS[6], deadline, &schedulable)
-        .await
-        .map_err(|e| Error::msg(e.to_string()))
+    run_check(out, CHECKS[5], deadline, if no_cni { &skip } else { &dns }).await?;
+    run_check(out, CHECKS[6], deadline, &schedulable).await
 }
 
 #[cfg(test)]

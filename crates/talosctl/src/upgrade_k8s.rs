@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use k8s::client::sync::{self, InventoryPolicy};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use machinery::{Error, Result};
 use serde_json::Value;
@@ -251,18 +251,7 @@ async fn kubelet_updated(
     ip: &str,
     version: &str,
 ) -> std::result::Result<bool, String> {
-    let api: kube::Api<Node> = kube::Api::all(kube.clone());
-    let nodes = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| k8s::client::apply::describe(&e))?;
-    let node = nodes.items.iter().find(|n| {
-        n.status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .is_some_and(|a| a.iter().any(|a| a.address == ip))
-    });
-    let Some(node) = node else {
+    let Some(node) = k8s::client::node_with_address(kube, ip).await? else {
         return Err(format!("no Node with address {ip}"));
     };
     let got = node

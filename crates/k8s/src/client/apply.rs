@@ -93,10 +93,10 @@ pub fn inventory_key(o: &Value, namespaced: bool) -> String {
 
 /// Looks kinds up once per apply.
 #[derive(Default)]
-struct Kinds(HashMap<String, (ApiResource, ApiCapabilities)>);
+pub(crate) struct Kinds(HashMap<String, (ApiResource, ApiCapabilities)>);
 
 impl Kinds {
-    async fn get(
+    pub(crate) async fn get(
         &mut self,
         client: &Client,
         o: &Value,

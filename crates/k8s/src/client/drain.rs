@@ -13,20 +13,8 @@ use super::apply::describe;
 
 /// The name of the Node with address `ip`, if one has it.
 pub async fn node_by_address(client: &Client, ip: &str) -> Result<Option<String>, String> {
-    let api: Api<Node> = Api::all(client.clone());
-    let nodes = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("listing nodes: {}", describe(&e)))?;
-    Ok(nodes
-        .items
-        .into_iter()
-        .find(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.addresses.as_ref())
-                .is_some_and(|a| a.iter().any(|a| a.address == ip))
-        })
+    Ok(super::node_with_address(client, ip)
+        .await?
         .and_then(|n| n.metadata.name))
 }
 

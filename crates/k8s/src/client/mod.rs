@@ -43,3 +43,21 @@ pub fn dynamic_api(
         Scope::Cluster => Api::all_with(client.clone(), &resource.0),
     }
 }
+
+/// The Node with address `ip`, if one has it.
+pub async fn node_with_address(
+    client: &Client,
+    ip: &str,
+) -> Result<Option<k8s_openapi::api::core::v1::Node>, String> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let nodes = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("listing nodes: {}", apply::describe(&e)))?;
+    Ok(nodes.items.into_iter().find(|n| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .is_some_and(|a| a.iter().any(|a| a.address == ip))
+    }))
+}

@@ -11,8 +11,8 @@ use kube::Client;
 use serde_json::Value;
 
 use super::apply::{
-    describe, inventory_key, object_name, ordered, FIELD_MANAGER, INVENTORY_ID, INVENTORY_NAME,
-    INVENTORY_NAMESPACE, OWNING_INVENTORY,
+    describe, inventory_key, object_name, ordered, Kinds, FIELD_MANAGER, INVENTORY_ID,
+    INVENTORY_NAME, INVENTORY_NAMESPACE, OWNING_INVENTORY,
 };
 use super::dynamic_api;
 
@@ -123,19 +123,17 @@ pub async fn sync(
     opts: &Options,
 ) -> Result<Vec<Change>, String> {
     let mut changes = Vec::new();
+    let mut kinds = Kinds::default();
     let mut keys = BTreeMap::new();
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = opts.force;
     params.dry_run = opts.dry_run;
     for mut object in ordered(manifests) {
         let subject = object_name(&object);
-        let g = super::gvk(
-            object["apiVersion"].as_str().unwrap_or(""),
-            object["kind"].as_str().unwrap_or(""),
-        );
-        let resource = kube::discovery::pinned_kind(client, &g)
+        let resource = kinds
+            .get(client, &object)
             .await
-            .map_err(|e| format!("{subject}: {}", describe(&e)))?;
+            .map_err(|e| format!("{subject}: {e}"))?;
         let namespaced = matches!(resource.1.scope, Scope::Namespaced);
         keys.insert(inventory_key(&object, namespaced), String::new());
         let ns = object["metadata"]["namespace"].as_str().map(String::from);
