@@ -324,6 +324,32 @@ where
     per_node(errors)
 }
 
+/// Every resource of a type on node `t`: (id, spec as YAML made a value).
+pub async fn resource_specs(
+    t: &Target,
+    namespace: &str,
+    ty: &str,
+) -> std::result::Result<Vec<(String, serde_json::Value)>, Error> {
+    let fail = |s| call_error(&t.node, s);
+    let mut stream = state(t)
+        .list(api::cosi::ListRequest {
+            namespace: namespace.into(),
+            r#type: ty.into(),
+            options: None,
+        })
+        .await
+        .map_err(fail)?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await.map_err(fail)? {
+        let Some(r) = item.resource else { continue };
+        let id = r.metadata.map(|m| m.id).unwrap_or_default();
+        let spec = crate::get::yaml_value(&r.spec.map(|s| s.yaml_spec).unwrap_or_default());
+        out.push((id, spec));
+    }
+    Ok(out)
+}
+
 /// One resource's spec (as YAML made a value) and version, from node `t`.
 pub async fn resource_spec(
     t: &Target,

@@ -1,6 +1,5 @@
 //! `talosctl diskfree` (`df`): size and use of the volumes the node has mounted.
 
-use api::cosi::ListRequest;
 use api::machine::storage_service_client::StorageServiceClient;
 use api::machine::StorageServiceStatfsRequest;
 use clap::Args;
@@ -95,21 +94,10 @@ pub async fn diskfree(a: DiskfreeArgs) -> Result<()> {
     let mut errors = Vec::new();
     for t in &targets {
         let result: Result<()> = async {
-            let fail = |s| client::call_error(&t.node, s);
-            let mut stream = client::state(t)
-                .list(ListRequest {
-                    namespace: "runtime".into(),
-                    r#type: "MountStatuses.runtime.talos.dev".into(),
-                    options: None,
-                })
-                .await
-                .map_err(fail)?
-                .into_inner();
             let mut mounts = Vec::new();
-            while let Some(item) = stream.message().await.map_err(fail)? {
-                let Some(r) = item.resource else { continue };
-                let id = r.metadata.map(|m| m.id).unwrap_or_default();
-                let spec = crate::get::yaml_value(&r.spec.map(|s| s.yaml_spec).unwrap_or_default());
+            for (id, spec) in
+                client::resource_specs(t, "runtime", "MountStatuses.runtime.talos.dev").await?
+            {
                 let (source, target) = (
                     spec["source"].as_str().unwrap_or_default().to_string(),
                     spec["target"].as_str().unwrap_or_default().to_string(),
@@ -132,7 +120,7 @@ pub async fn diskfree(a: DiskfreeArgs) -> Result<()> {
                         path: target.clone(),
                     })
                     .await
-                    .map_err(fail)?
+                    .map_err(|s| client::call_error(&t.node, s))?
                     .into_inner();
                 let figures = match a.inodes {
                     true => [

@@ -108,25 +108,8 @@ pub async fn run(a: HealthArgs) -> Result<()> {
 
 /// The cluster's members as a node sees them (cluster discovery): (machine type, address).
 pub async fn members(t: &client::Target) -> Result<Vec<(String, String)>> {
-    let mut stream = client::state(t)
-        .list(api::cosi::ListRequest {
-            namespace: "cluster".into(),
-            r#type: "Members.cluster.talos.dev".into(),
-            options: None,
-        })
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-        .into_inner();
     let mut out = Vec::new();
-    while let Some(item) = stream
-        .message()
-        .await
-        .map_err(|s| client::call_error(&t.node, s))?
-    {
-        let Some(spec) = item.resource.and_then(|r| r.spec) else {
-            continue;
-        };
-        let v = crate::get::yaml_value(&spec.yaml_spec);
+    for (_, v) in client::resource_specs(t, "cluster", "Members.cluster.talos.dev").await? {
         if let (Some(ty), Some(addr)) = (v["machineType"].as_str(), v["addresses"][0].as_str()) {
             out.push((ty.to_string(), addr.to_string()));
         }

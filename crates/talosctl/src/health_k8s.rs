@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use api::cosi::ListRequest;
 use k8s::client::health as kh;
 use machinery::Result;
 
@@ -129,24 +128,13 @@ async fn cni(info: &ClusterInfo) -> std::result::Result<String, String> {
 /// Every control plane's kubelet reports the three components' static pods.
 async fn static_pods(info: &ClusterInfo) -> std::result::Result<Outcome, String> {
     for n in &info.control_planes {
-        let t = info.target(n)?;
-        let mut stream = client::state(&t)
-            .list(ListRequest {
-                namespace: "k8s".into(),
-                r#type: "StaticPodStatuses.kubernetes.talos.dev".into(),
-                options: None,
-            })
+        let ty = "StaticPodStatuses.kubernetes.talos.dev";
+        let ids: Vec<String> = client::resource_specs(&info.target(n)?, "k8s", ty)
             .await
-            .map_err(|s| client::call_error(n, s).to_string())?
-            .into_inner();
-        let mut ids = Vec::new();
-        while let Some(item) = stream
-            .message()
-            .await
-            .map_err(|s| client::call_error(n, s).to_string())?
-        {
-            ids.extend(item.resource.and_then(|r| r.metadata).map(|m| m.id));
-        }
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let missing: Vec<&str> = [
             "kube-apiserver",
             "kube-controller-manager",

@@ -553,27 +553,14 @@ impl Talos for Api<'_> {
         &self,
         node: &str,
     ) -> std::result::Result<Vec<(String, Vec<Value>)>, String> {
-        let t = self.0.target(node)?;
-        let mut stream = client::state(&t)
-            .list(api::cosi::ListRequest {
-                namespace: "controlplane".into(),
-                r#type: "Manifests.kubernetes.talos.dev".into(),
-                options: None,
-            })
+        let ty = "Manifests.kubernetes.talos.dev";
+        let all = client::resource_specs(&self.0.target(node)?, "controlplane", ty)
             .await
-            .map_err(|s| client::call_error(node, s).to_string())?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(item) = stream
-            .message()
-            .await
-            .map_err(|s| client::call_error(node, s).to_string())?
-        {
-            let Some(r) = item.resource else { continue };
-            let id = r.metadata.map(|m| m.id).unwrap_or_default();
-            let spec = crate::get::yaml_value(&r.spec.map(|s| s.yaml_spec).unwrap_or_default());
-            out.push((id, spec["items"].as_array().cloned().unwrap_or_default()));
-        }
+            .map_err(|e| e.to_string())?;
+        let out = all
+            .into_iter()
+            .map(|(id, spec)| (id, spec["items"].as_array().cloned().unwrap_or_default()))
+            .collect();
         Ok(out)
     }
 }
